@@ -1,0 +1,41 @@
+# dbward developer commands. Every target installs what it needs itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Local services used by the integration suite (see README "Tests").
+export DBWARD_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export DBWARD_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
+
+.PHONY: setup run test unit lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/python -m entrypoints.dev_stack
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy --strict src/domain src/application
+	$(BIN)/lint-imports
+
+unit: setup
+	$(BIN)/pytest tests/unit -q
+
+test: setup lint
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
+
+bench: setup
+	@echo "benchmarks: bench/ (each prints a ratio against a baseline measured in the same run)"
+	@for f in bench/*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(BIN)/python "$$f" || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,61 @@
+"""Exact result limits (DESIGN.md §3 improvement 5).
+
+The reference reports `truncated` when a result has exactly `max_rows` rows and lets the row
+that crosses the byte cap in. Here a driver offers each encoded row in turn; the collector
+asks for one row more than the limit to know truncation for certain, and refuses a row that
+would push the result past the byte cap, so the server's size limit is never overshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ResultLimits:
+    max_rows: int
+    max_bytes: int
+
+    @classmethod
+    def for_claim(
+        cls, claim_max_rows: int | None, config_max_rows: int, config_max_bytes: int
+    ) -> ResultLimits:
+        """The claim's `max_rows` (from server policy) may lower the agent's own cap, never raise it."""
+        rows = config_max_rows if claim_max_rows is None else min(claim_max_rows, config_max_rows)
+        return cls(max_rows=max(rows, 0), max_bytes=config_max_bytes)
+
+
+class RowCollector:
+    """Collects encoded rows (one JSON value each) within the limits.
+
+    `reserved_bytes` is what the envelope around the rows will take (column list, flags), so
+    the whole `result_data` stays within `max_bytes`.
+    """
+
+    def __init__(self, limits: ResultLimits, reserved_bytes: int = 0) -> None:
+        self._limits = limits
+        self._budget = limits.max_bytes - reserved_bytes
+        self.rows: list[bytes] = []
+        self.size = 0
+        self.truncation_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.truncation_reason is not None
+
+    def offer(self, encoded_row: bytes) -> bool:
+        """Append the row if it fits; False means stop reading (the result is truncated)."""
+        if len(self.rows) >= self._limits.max_rows:
+            self.truncation_reason = f"row limit reached ({self._limits.max_rows})"
+            return False
+        separator = 1 if self.rows else 0
+        if self.size + separator + len(encoded_row) > self._budget:
+            self.truncation_reason = f"size limit reached ({self._limits.max_bytes} bytes)"
+            return False
+        self.rows.append(encoded_row)
+        self.size += separator + len(encoded_row)
+        return True
+
+    def rows_json(self) -> bytes:
+        """The collected rows as one JSON array."""
+        return b"[" + b",".join(self.rows) + b"]"

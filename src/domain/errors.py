@@ -123,3 +123,21 @@ class TokenVerificationError(AgentError):
     def __init__(self, message: str) -> None:
         super().__init__(f"token verification failed: {message}")
         self.reason = message
+
+
+class MigrationError(DatabaseError):
+    """A migration failed before applying anything."""
+
+
+class PartialMigrationError(MigrationError):
+    """A migration run stopped after applying some versions; `result_data` lists them."""
+
+    def __init__(self, message: str, result_data: str) -> None:
+        super().__init__(message)
+        self.result_data = result_data
+
+
+class AgentFatalError(AgentError):
+    """A runtime condition that must stop the agent (exit 1), such as a revoked token."""
+
+    severity = Severity.HARD

@@ -1,0 +1,58 @@
+"""Small threading helpers shared by the services.
+
+Work runs on daemon threads so that a forced exit is never held hostage by a statement the
+database refuses to stop; the drain logic, not interpreter shutdown, decides when to wait.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+#: How often an interruptible call checks its stop event.
+_CHECK_SECS = 0.05
+
+
+class Interrupted(Exception):
+    """The stop event fired before the call finished; its result, if any, is dropped."""
+
+
+def spawn(name: str, target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+class _Outcome(Generic[T]):
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+
+def call_interruptibly(name: str, fn: Callable[[], T], stop: threading.Event) -> T:
+    """Run a blocking call (a held long-poll, a connect) so a shutdown signal need not wait.
+
+    The call runs on its own daemon thread; if `stop` fires first, `Interrupted` is raised
+    and the call is abandoned (its answer is discarded when it eventually arrives).
+    """
+    outcome: _Outcome[T] = _Outcome()
+
+    def run() -> None:
+        try:
+            outcome.value = fn()
+        except BaseException as exc:
+            outcome.error = exc
+        finally:
+            outcome.done.set()
+
+    spawn(name, run)
+    while not outcome.done.wait(_CHECK_SECS):
+        if stop.is_set():
+            raise Interrupted(name)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value  # type: ignore[return-value]

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from application.ports import Clock, DatabaseFactory, DatabasePort
 from application.settings import DatabaseSettings
@@ -124,7 +125,7 @@ class DatabaseRegistry:
                 entry.health.record_attempt(now)
                 started.append(scope)
         for scope in started:
-            spawn(f"reconnect-{scope}", lambda scope=scope: self._reconnect(scope))  # type: ignore[misc]
+            spawn(f"reconnect-{scope}", partial(self._reconnect, scope))
         return started
 
     def _reconnect(self, scope: Scope) -> None:
@@ -154,5 +155,5 @@ class DatabaseRegistry:
         for entry in self._entries.values():
             try:
                 entry.port.close()
-            except Exception:  # noqa: BLE001 - closing is best effort at exit
+            except Exception:
                 log.debug("closing %s failed", entry.settings.scope, exc_info=True)

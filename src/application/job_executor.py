@@ -29,7 +29,11 @@ from domain.errors import (
     QueryTimeout,
     TokenVerificationError,
 )
-from domain.execution_token import parse_rfc3339, sql_to_execute, verify_execution_token
+from domain.execution_token import (
+    parse_rfc3339,
+    statements_to_execute,
+    verify_execution_token,
+)
 from domain.jobs import ClaimedJob, DispatchedJob, ExecutionOutput, JobResult
 from domain.lease import lease_seconds, submit_budget_secs
 from domain.operations import Operation, UnsupportedOperationError, parse_operation
@@ -114,7 +118,9 @@ class JobExecutor:
             return JobResult.failure(message, duration_ms=self._elapsed_ms(started))
 
         try:
-            verify_execution_token(claim, now=self._clock.now(), check_signature=self._verifier.verify)
+            verify_execution_token(
+                claim, now=self._clock.now(), check_signature=self._verifier.verify
+            )
             operation = parse_operation(claim.operation)
         except TokenVerificationError as exc:
             log.error("execution %s: %s", claim.execution_id, exc)
@@ -177,9 +183,9 @@ class JobExecutor:
             limits = ResultLimits.for_claim(
                 claim.max_rows, self._settings.max_result_rows, self._settings.max_result_bytes
             )
-            return port.execute_select(sql_to_execute(claim), timeout, limits, cancel)
+            return port.execute_select(statements_to_execute(claim), timeout, limits, cancel)
         if operation is Operation.EXECUTE_DML:
-            return port.execute_dml(sql_to_execute(claim), timeout, cancel)
+            return port.execute_dml(statements_to_execute(claim), timeout, cancel)
         return port.run_migration(operation, claim.detail, timeout, cancel)
 
     def _lease_secs(self, claim: ClaimedJob, claimed_at: datetime) -> float:

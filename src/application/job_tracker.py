@@ -118,4 +118,3 @@ def _is_migration(operation: str) -> bool:
         return parse_operation(operation).is_migration
     except ValueError:
         return False
-

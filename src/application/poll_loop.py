@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from application.agent_state import Readiness, ShutdownSignals
 from application.database_registry import DatabaseRegistry
@@ -168,9 +169,9 @@ class PollLoop:
         started = self._start_jobs(response, healthy, limit)
         self._start_explains(response)
 
-        if started and self._tracker.in_flight < self._settings.max_concurrent_tasks:
-            delay = 0.0
-        elif wait_ms > 0 and response.held_wait_ms is not None:
+        if (started and self._tracker.in_flight < self._settings.max_concurrent_tasks) or (
+            wait_ms > 0 and response.held_wait_ms is not None
+        ):
             delay = 0.0
         else:
             elapsed = self._clock.monotonic() - sent_at
@@ -215,7 +216,7 @@ class PollLoop:
             cancel = self._tracker.try_start(job, self._clock.monotonic())
             if cancel is None:
                 continue  # already being handled: a repeated delivery
-            spawn(f"job-{job.id}", lambda job=job, cancel=cancel: self._executor.run(job, cancel))  # type: ignore[misc]
+            spawn(f"job-{job.id}", partial(self._executor.run, job, cancel))
             started += 1
         return started
 

@@ -7,6 +7,7 @@ Adapters implement these (httpx, psycopg, PyMySQL, the filesystem, the system cl
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -47,7 +48,9 @@ class ServerPort(Protocol):
 
     def claim_dry_run(self, job_id: str) -> str: ...
 
-    def submit_dry_run_result(self, job_id: str, claim_token: str, outcome: ExplainOutcome) -> None: ...
+    def submit_dry_run_result(
+        self, job_id: str, claim_token: str, outcome: ExplainOutcome
+    ) -> None: ...
 
     def submit_preflight_result(
         self, job_id: str, claim_token: str, outcome: ExplainOutcome
@@ -70,10 +73,20 @@ class DatabasePort(Protocol):
     def connect(self, timeout_secs: float) -> None: ...
 
     def execute_select(
-        self, sql: str, timeout_secs: int, limits: ResultLimits, cancel: CancelToken
-    ) -> ExecutionOutput: ...
+        self,
+        statements: Sequence[str],
+        timeout_secs: int,
+        limits: ResultLimits,
+        cancel: CancelToken,
+    ) -> ExecutionOutput:
+        """Run the statements in one read-only transaction; rows of every result set."""
+        ...
 
-    def execute_dml(self, sql: str, timeout_secs: int, cancel: CancelToken) -> ExecutionOutput: ...
+    def execute_dml(
+        self, statements: Sequence[str], timeout_secs: int, cancel: CancelToken
+    ) -> ExecutionOutput:
+        """Run the statements atomically: all of them commit, or none."""
+        ...
 
     def run_migration(
         self, operation: Operation, detail: str, timeout_secs: int, cancel: CancelToken

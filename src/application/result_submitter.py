@@ -35,7 +35,9 @@ class ResultSubmitter:
             try:
                 self._server.submit_result(execution_id, result)
                 if attempt:
-                    log.info("execution %s: result delivered after %d retries", execution_id, attempt)
+                    log.info(
+                        "execution %s: result delivered after %d retries", execution_id, attempt
+                    )
                 return True
             except Conflict as exc:
                 log.warning(

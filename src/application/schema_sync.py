@@ -80,7 +80,9 @@ class SchemaSync:
         with self._lock:  # one collection at a time keeps the load on databases small
             try:
                 snapshot = port.collect_schema()
-                report = SchemaReport(scope=scope, dialect=dialect, status="ready", snapshot=snapshot)
+                report = SchemaReport(
+                    scope=scope, dialect=dialect, status="ready", snapshot=snapshot
+                )
             except DatabaseError as exc:
                 self._registry.report_error(scope, exc)
                 log.warning("schema collection of %s failed: %s", scope, exc)

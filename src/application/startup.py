@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from typing import TypeVar
 
 from application.agent_state import ShutdownSignals
@@ -163,7 +164,7 @@ class Startup:
                 return
 
         for scope in scopes:
-            spawn(f"connect-{scope}", lambda scope=scope: connect(scope))  # type: ignore[misc]
+            spawn(f"connect-{scope}", partial(connect, scope))
         try:
             while not done.is_set():
                 if self._signals.drain.is_set():
@@ -209,7 +210,9 @@ class Startup:
                     log.warning("still waiting for %s after %d attempts: %s", what, attempt, exc)
                     last_summary = now
                 if self._deadline_passed():
-                    raise _StageFailed(f"startup timeout exceeded waiting for {what}: {exc}") from None
+                    raise _StageFailed(
+                        f"startup timeout exceeded waiting for {what}: {exc}"
+                    ) from None
                 delay = self._backoff.delay(attempt)
                 if self._deadline is not None:
                     # One last attempt right at the deadline rather than giving up early.

@@ -168,14 +168,24 @@ def verify_execution_token(
     return token
 
 
-def sql_to_execute(claim: ClaimedJob) -> str:
-    """The SQL to run, derived only from signed data (never the unsigned `execution_plan`)."""
+def statements_to_execute(claim: ClaimedJob) -> tuple[str, ...]:
+    """The statements to run, derived only from signed data (never `execution_plan`).
+
+    With a signed plan, its statements in order (the reference runs them joined with
+    `";\n"`); without one, the raw detail as a single text, which may itself hold
+    several statements.
+    """
     if claim.execution_plan_json is None:
-        return claim.detail
+        return (claim.detail,)
     try:
         statements = json.loads(claim.execution_plan_json)
     except ValueError as exc:
         raise TokenVerificationError(f"malformed execution_plan_json: {exc}") from None
     if not isinstance(statements, list) or not all(isinstance(s, str) for s in statements):
         raise TokenVerificationError("malformed execution_plan_json: not a list of strings")
-    return ";\n".join(statements)
+    return tuple(statements)
+
+
+def sql_to_execute(claim: ClaimedJob) -> str:
+    """The signed statements as one text, as the reference sends them to the database."""
+    return ";\n".join(statements_to_execute(claim))

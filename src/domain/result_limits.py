@@ -20,7 +20,7 @@ class ResultLimits:
     def for_claim(
         cls, claim_max_rows: int | None, config_max_rows: int, config_max_bytes: int
     ) -> ResultLimits:
-        """The claim's `max_rows` (from server policy) may lower the agent's own cap, never raise it."""
+        """The claim's `max_rows` (server policy) may lower the agent's cap, never raise it."""
         rows = config_max_rows if claim_max_rows is None else min(claim_max_rows, config_max_rows)
         return cls(max_rows=max(rows, 0), max_bytes=config_max_bytes)
 

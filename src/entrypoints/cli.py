@@ -1,0 +1,62 @@
+"""The `dbward` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from entrypoints.agent_command import check_config, package_version, run_agent
+
+app = typer.Typer(
+    name="dbward",
+    help="dbward: approval workflows and an audit trail in front of production databases.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dbward {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-v", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """dbward command line."""
+
+
+@app.command()
+def agent(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Agent config file (TOML).")
+    ] = Path("dbward-agent.toml"),
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check-config",
+            help="Validate the config, print the effective settings (secrets redacted), exit.",
+        ),
+    ] = False,
+) -> None:
+    """Run the agent: poll the server, execute approved jobs, report results."""
+    code = check_config(config) if check else run_agent(config)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

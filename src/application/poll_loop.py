@@ -199,6 +199,8 @@ class PollLoop:
             self._readiness.update(True)
 
     def _start_jobs(self, response: PollResponse, healthy: tuple[Scope, ...], limit: int) -> int:
+        if self._signals.drain.is_set():
+            return 0  # a poll answered after the signal: leave its jobs to other agents
         started = 0
         for job in response.jobs:
             if started >= limit:

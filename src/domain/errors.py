@@ -118,7 +118,13 @@ class QueryCancelled(DatabaseError):
 
 
 class TokenVerificationError(AgentError):
-    """An execution token failed verification; the job is reported failed, not run."""
+    """An execution token (or the server's public key) failed verification.
+
+    Hard at startup (a bad public key exits); during a job it is reported as a failed
+    result, never an exit.
+    """
+
+    severity = Severity.HARD
 
     def __init__(self, message: str) -> None:
         super().__init__(f"token verification failed: {message}")

@@ -9,8 +9,9 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
-from adapters.agent_config import load_agent_settings, render_effective_config
+from adapters.agent_config import is_local_host, load_agent_settings, render_effective_config
 from application.agent import Agent
 from domain.errors import AgentError, ConfigError
 from entrypoints.agent_container import AgentContainer
@@ -60,6 +61,12 @@ def run_agent(config_path: Path) -> int:
         log.info("received %s", signal.Signals(signum).name)
         agent.request_shutdown()
 
+    server_url = urlsplit(agent.settings.server.url)
+    if server_url.scheme == "http" and not is_local_host(server_url.hostname or ""):
+        log.warning(
+            "the server URL uses plain HTTP to a non-local host: the agent token travels "
+            "in cleartext (allowed by allow_insecure)"
+        )
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info(

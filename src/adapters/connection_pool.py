@@ -7,6 +7,7 @@ cancel is closed, never handed out again in an unknown state.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -48,10 +49,9 @@ class ConnectionPool(Generic[C]):
         self.discard(connection)
 
     def discard(self, connection: C) -> None:
-        try:
+        # The connection is being thrown away: a failure to close it changes nothing.
+        with contextlib.suppress(Exception):
             self._close(connection)
-        except Exception:  # noqa: BLE001, S110 - the connection is being thrown away anyway
-            pass
 
     def clear(self) -> None:
         """Close every idle connection (after the database was lost, or at exit)."""

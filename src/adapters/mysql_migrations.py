@@ -22,23 +22,25 @@ honoured only between versions (and while waiting for the lock).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import struct
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pymysql
 from pymysql.connections import Connection
-from pymysql.constants import CLIENT, COMMAND
+from pymysql.constants import CLIENT
 
-from adapters.mysql_connection import kill_query, open_mysql_connection
+from adapters.mysql_connection import (
+    close_quietly,
+    error_text,
+    is_connectivity_error,
+    kill_query,
+    open_mysql_connection,
+)
 from application.cancellation import CancelToken
 from domain.errors import (
-    DatabaseAuthError,
-    DatabaseError,
     DatabaseUnavailable,
     MigrationError,
 )
@@ -86,13 +88,6 @@ DELETE_VERSION_SQL = "DELETE FROM schema_migrations WHERE version = %s"
 
 NON_TRANSACTIONAL_UNSUPPORTED = "non-transactional migrations are not supported for MySQL"
 
-#: Client errors meaning the session is gone: CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR,
-#: CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED; and ER_CON_COUNT_ERROR.
-_CONNECTIVITY_CODES = frozenset({2002, 2003, 2006, 2013, 2055, 1040})
-_AUTH_CODES = frozenset({1045, 1044})
-#: COM_SET_OPTION argument that turns multi-statement support on for a session.
-_MYSQL_OPTION_MULTI_STATEMENTS_ON = 0
-
 
 def run_mysql_migration(
     url: str,
@@ -130,63 +125,32 @@ def _with_connection(url: str, body: Callable[[Connection[Any]], str]) -> Execut
         # Errors outside a version (lock, tracking table, reads): nothing was applied.
         raise MigrationError(_describe(exc), connectivity=_lost(conn, exc)) from exc
     finally:
-        with contextlib.suppress(pymysql.Error):  # already gone: closing is best effort
-            conn.close()
+        close_quietly(conn)
 
 
 def _open(url: str) -> Connection[Any]:
-    try:
-        conn = open_mysql_connection(url, timeout_secs=CONNECT_TIMEOUT_SECS)
-    except DatabaseError:
-        raise
-    except pymysql.Error as exc:
-        if _code(exc) in _AUTH_CODES:
-            raise DatabaseAuthError(f"cannot connect for migrations: {exc}") from exc
-        raise DatabaseUnavailable(f"cannot connect for migrations: {exc}") from exc
+    """The run's one connection; connect failures arrive already classified."""
+    conn = open_mysql_connection(url, timeout_secs=CONNECT_TIMEOUT_SECS)
+    if not conn.client_flag & CLIENT.MULTI_STATEMENTS:
+        close_quietly(conn)
+        # The migration text must run as one query, never split and re-rendered.
+        raise MigrationError("the MySQL connection does not allow multi-statement queries")
     try:
         # Explicit START TRANSACTION/COMMIT per version; everything else autocommits.
         conn.autocommit(True)
-        _ensure_multi_statements(conn)
     except pymysql.Error as exc:
-        conn.close()
+        close_quietly(conn)
         raise DatabaseUnavailable(f"cannot prepare the migration connection: {exc}") from exc
     return conn
 
 
-def _ensure_multi_statements(conn: Connection[Any]) -> None:
-    """Let the session run a multi-statement migration text as one query.
-
-    A connection opened without CLIENT.MULTI_STATEMENTS gets it switched on with
-    COM_SET_OPTION, which PyMySQL has no public call for.
-    """
-    if conn.client_flag & CLIENT.MULTI_STATEMENTS:
-        return
-    option = struct.pack("<H", _MYSQL_OPTION_MULTI_STATEMENTS_ON)
-    conn._execute_command(COMMAND.COM_SET_OPTION, option)
-    packet = conn._read_packet()
-    if not (packet.is_eof_packet() or packet.is_ok_packet()):
-        raise MigrationError("could not enable multi-statement queries for migrations")
-    conn.client_flag |= CLIENT.MULTI_STATEMENTS
-
-
-def _code(exc: pymysql.Error) -> int | None:
-    code = exc.args[0] if exc.args else None
-    return code if isinstance(code, int) else None
-
-
 def _lost(conn: Connection[Any], exc: pymysql.Error) -> bool:
     """True when the session itself is gone (feeds degraded mode)."""
-    return (
-        not conn.open
-        or isinstance(exc, pymysql.err.InterfaceError)
-        or _code(exc) in _CONNECTIVITY_CODES
-    )
+    return not conn.open or is_connectivity_error(exc)
 
 
 def _describe(exc: pymysql.Error) -> str:
-    if len(exc.args) >= 2:
-        return f"({exc.args[0]}) {exc.args[1]}"
-    return str(exc) or type(exc).__name__
+    return error_text(exc)
 
 
 def _scalar(conn: Connection[Any], sql: str, args: tuple[Any, ...] | None = None) -> Any:

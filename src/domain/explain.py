@@ -1,10 +1,17 @@
-"""EXPLAIN input rules shared by both engines: one statement, never ANALYZE."""
+"""EXPLAIN input rules shared by both engines: never ANALYZE, never an EXPLAIN of EXPLAIN.
+
+The adapters wrap the statement as `EXPLAIN (FORMAT JSON) <statement>`. ANALYZE would
+execute the statement, so it is refused by name, in every spelling and behind leading
+comments, before any database sees it.
+"""
 
 from __future__ import annotations
 
 import re
 
-_ANALYZE = re.compile(r"^\s*explain\b.*\banalyze\b", re.IGNORECASE | re.DOTALL)
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+_EXPLAIN = re.compile(r"^explain\b", re.IGNORECASE)
+_ANALYZE = re.compile(r"\banaly[sz]e\b", re.IGNORECASE)
 
 
 class ExplainRefused(ValueError):
@@ -12,14 +19,13 @@ class ExplainRefused(ValueError):
 
 
 def check_explainable(sql: str) -> str:
-    """Return the statement to explain, refusing `EXPLAIN ANALYZE` and empty input.
-
-    A user-supplied `EXPLAIN ...` would become `EXPLAIN (FORMAT JSON) EXPLAIN ...`, which
-    both engines reject; ANALYZE would execute the statement, so it is refused by name.
-    """
+    """Return the statement to explain, refusing ANALYZE, nested EXPLAIN and empty input."""
     statement = sql.strip().rstrip(";").strip()
     if not statement:
         raise ExplainRefused("nothing to explain")
-    if _ANALYZE.match(statement):
-        raise ExplainRefused("EXPLAIN ANALYZE executes the statement and is refused")
+    head = _LEADING_COMMENTS.sub("", statement, count=1)
+    if _EXPLAIN.match(head):
+        if _ANALYZE.search(head):
+            raise ExplainRefused("EXPLAIN ANALYZE executes the statement and is refused")
+        raise ExplainRefused("the statement is already an EXPLAIN")
     return statement

@@ -34,7 +34,8 @@ class RowCollector:
 
     def __init__(self, limits: ResultLimits, reserved_bytes: int = 0) -> None:
         self._limits = limits
-        self._budget = limits.max_bytes - reserved_bytes
+        # The rows are wrapped in `[` and `]`: two bytes of the budget are theirs.
+        self._budget = limits.max_bytes - reserved_bytes - 2
         self.rows: list[bytes] = []
         self.size = 0
         self.truncation_reason: str | None = None

@@ -7,20 +7,14 @@ AGENT_PROTOCOL_VERSION = "0.2.0"
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
-    """Numeric components of a dotted version; pre-release parts are dropped like the reference."""
-    parts: list[int] = []
-    for piece in version.split("."):
-        digits = ""
-        for char in piece:
-            if not char.isdigit():
-                break
-            digits += char
-        if digits == "" or digits != piece:
-            if digits:
-                parts.append(int(digits))
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+    """Numeric components of a dotted version, as the reference compares them.
+
+    Components that are not plain numbers are dropped, so `0.2.0-rc1` is `(0, 2)` and
+    sorts before `0.2.0`: a release candidate is older than its release.
+    """
+    return tuple(
+        int(piece) for piece in version.strip().split(".") if piece.isascii() and piece.isdigit()
+    )
 
 
 def version_lt(left: str, right: str) -> bool:

@@ -31,9 +31,11 @@ from typing import Any
 import pymysql
 from pymysql.connections import Connection
 from pymysql.constants import CLIENT
+from pymysql.cursors import Cursor
 
 from adapters.mysql_connection import (
     close_quietly,
+    error_code,
     error_text,
     is_connectivity_error,
     kill_query,
@@ -53,6 +55,7 @@ from domain.migrations import (
     RepairDetail,
     done_result,
     implicit_commit_keywords,
+    leading_keywords,
     parse_migration_detail,
     parse_repair_detail,
     plan_for,
@@ -85,6 +88,9 @@ VERSION_WIDTH_SQL = (
 INSERT_VERSION_SQL = "INSERT INTO schema_migrations (version) VALUES (%s)"
 INSERT_VERSION_IF_ABSENT_SQL = "INSERT IGNORE INTO schema_migrations (version) VALUES (%s)"
 DELETE_VERSION_SQL = "DELETE FROM schema_migrations WHERE version = %s"
+
+#: "Query was empty": what MySQL may answer for a text holding only comments.
+ER_EMPTY_QUERY = 1065
 
 NON_TRANSACTIONAL_UNSUPPORTED = "non-transactional migrations are not supported for MySQL"
 
@@ -375,9 +381,7 @@ def _apply(
             if deadline is not None:
                 deadline.start()
             if sql is not None:
-                cur.execute(sql)  # no args: the text is sent verbatim, `%` untouched
-                while cur.nextset():  # an error in statement k is raised here
-                    pass
+                _execute_verbatim(cur, sql)
             cur.execute(record, (version,))
             if deadline is not None and deadline.disarm():
                 raise _timed_out(version, timeout_secs)
@@ -391,6 +395,18 @@ def _apply(
         raise _version_error(conn, exc, direction, version, bool(ddl), committing) from exc
     except MigrationError:
         _rollback_quietly(conn)
+        raise
+
+
+def _execute_verbatim(cur: Cursor, sql: str) -> None:
+    """The approved text as one multi-statement query, every result set consumed."""
+    try:
+        cur.execute(sql)  # no args: the text is sent verbatim, `%` untouched
+        while cur.nextset():  # an error in statement k is raised here
+            pass
+    except pymysql.Error as exc:
+        if error_code(exc) == ER_EMPTY_QUERY and not leading_keywords(sql):
+            return  # only comments: some servers call that an empty query
         raise
 
 

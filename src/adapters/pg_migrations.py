@@ -133,13 +133,21 @@ def _with_connection(
 
 def _open(open_connection: Callable[[], Connection]) -> Connection:
     try:
-        return open_connection()
+        conn = open_connection()
     except DatabaseError:
         raise
     except psycopg.Error as exc:
         if exc.sqlstate in _AUTH_SQLSTATES:
             raise DatabaseAuthError(f"cannot connect for migrations: {exc}") from exc
         raise DatabaseUnavailable(f"cannot connect for migrations: {exc}") from exc
+    if not conn.autocommit:
+        # Transactions are explicit per version; the lock and CONCURRENTLY need none.
+        try:
+            conn.autocommit = True
+        except psycopg.Error as exc:
+            conn.close()
+            raise DatabaseUnavailable(f"cannot prepare the migration connection: {exc}") from exc
+    return conn
 
 
 def _lost(conn: Connection) -> bool:

@@ -198,7 +198,7 @@ def _ssl_arguments(params: MySqlParams) -> dict[str, Any]:
 
 def error_code(exc: BaseException) -> int | None:
     """The MySQL error number carried by a PyMySQL exception, if any."""
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if args and isinstance(args[0], int):
         return args[0]
     return None
@@ -207,7 +207,7 @@ def error_code(exc: BaseException) -> int | None:
 def error_text(exc: BaseException) -> str:
     """`<message> (error <n>)`: PyMySQL's args without the tuple punctuation."""
     code = error_code(exc)
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if code is not None and len(args) > 1:
         return f"{args[1]} (error {code})"
     return str(exc) or type(exc).__name__
@@ -265,8 +265,10 @@ def connect(
             unix_socket=params.unix_socket,
             charset="utf8mb4",
             connect_timeout=max(timeout_secs, 0.5),
-            read_timeout=io_timeout_secs,
-            write_timeout=io_timeout_secs,
+            # The handshake is bounded too: a server that accepts TCP and never greets
+            # must not hang a reconnect probe.
+            read_timeout=max(timeout_secs, 0.5),
+            write_timeout=max(timeout_secs, 0.5),
             autocommit=True,
             client_flag=flags,
             **_ssl_arguments(params),
@@ -274,8 +276,21 @@ def connect(
         )
     except (pymysql.err.Error, OSError) as exc:
         raise classify_connect_error(exc, params) from exc
+    set_io_timeout(conn, io_timeout_secs)
     _enable_keepalive(conn)
     return conn
+
+
+def set_io_timeout(conn: Connection[Any], secs: float | None) -> None:
+    """Bound (or unbound, with None) each socket read and write of this connection.
+
+    Statements are stopped by KILL QUERY, not by socket timeouts (an unbuffered read that
+    times out leaves PyMySQL's stream unusable, PyMySQL#1032), so pooled connections run
+    unbounded; short internal exchanges (handshake, liveness checks) are bounded.
+    """
+    internal: Any = conn
+    internal._read_timeout = secs
+    internal._write_timeout = secs
 
 
 def open_mysql_connection(url: str, *, timeout_secs: float) -> Connection[Any]:
@@ -343,6 +358,15 @@ def result_fields(cursor: Any) -> list[Any]:
     """Column descriptors of the current result set, charset included (`description` lacks it)."""
     result = getattr(cursor, "_result", None)
     return list(getattr(result, "fields", None) or ())
+
+
+def result_warning_count(cursor: Any) -> int:
+    """Warnings of the result just read (an unbuffered result learns them at its end)."""
+    result = getattr(cursor, "_result", None)
+    count = getattr(result, "warning_count", None)
+    if count is None:
+        count = getattr(cursor, "warning_count", 0)
+    return int(count or 0)
 
 
 def abandon(conn: Connection[Any], cursor: Any | None = None) -> None:

@@ -101,9 +101,14 @@ _DELETE_RULES = {
     "SET DEFAULT": "SET_DEFAULT",
 }
 
-_INDEX_TYPES = {"BTREE": "btree", "HASH": "hash", "FULLTEXT": "fulltext", "SPATIAL": "spatial"}
-# MariaDB reports spatial indexes as RTREE.
-_INDEX_TYPES["RTREE"] = "spatial"
+#: MariaDB reports spatial indexes as RTREE, MySQL as SPATIAL.
+_INDEX_TYPES = {
+    "BTREE": "btree",
+    "HASH": "hash",
+    "FULLTEXT": "fulltext",
+    "SPATIAL": "spatial",
+    "RTREE": "spatial",
+}
 
 
 def collect_schema(conn: Connection[Any], flavour: Flavour) -> dict[str, Any]:
@@ -248,7 +253,8 @@ def _default(value: Any, flavour: Flavour) -> str | None:
 def _query(conn: Connection[Any], sql: str) -> Sequence[Sequence[Any]]:
     with conn.cursor() as cursor:
         cursor.execute(sql)
-        return cursor.fetchall()
+        rows: Sequence[Sequence[Any]] = cursor.fetchall()
+    return rows
 
 
 def _text(value: Any) -> str:

@@ -189,18 +189,18 @@ def size_limit_reason(max_bytes: int) -> str:
 
 
 def envelope_overhead(columns: Sequence[dict[str, str]], max_rows: int, max_bytes: int) -> int:
-    """Bytes `result_data` takes besides the rows, at its longest.
+    """Bytes `result_data` takes besides the row array, at its longest.
 
-    Reserved up front so the row budget plus this never exceeds the byte cap, whatever the
-    final flags turn out to be ("false" is longer than "true"; a reason longer than null).
+    This is RowCollector's `reserved_bytes`: reserved up front so the rows plus this never
+    exceed the byte cap, whatever the final flags turn out to be ("false" is longer than
+    "true"; a reason is longer than null). The array's brackets are the collector's own.
     """
     longest_reason = max(
         len(orjson.dumps(row_limit_reason(max_rows))),
         len(orjson.dumps(size_limit_reason(max_bytes))),
     )
-    return len(result_envelope(b"[]", truncated=False, reason=None, columns=columns)) + (
-        longest_reason - len(b"null")
-    )
+    without_rows = result_envelope(b"", truncated=False, reason=None, columns=columns)
+    return len(without_rows) + longest_reason - len(b"null")
 
 
 def result_envelope(

@@ -121,7 +121,9 @@ def collect_schema(conn: Connection[Any], flavour: Flavour) -> dict[str, Any]:
         tables[_text(name)] = {
             "name": _text(name),
             "schema_name": schema_name,
-            "estimated_rows": None if is_view or table_rows is None else int(table_rows),
+            # An integer for dbward 0.2 servers (-1 = unknown); the additive flag says so.
+            "estimated_rows": -1 if is_view or table_rows is None else int(table_rows),
+            "estimated_rows_known": not (is_view or table_rows is None),
             "is_view": is_view,
             "is_partitioned": "partitioned" in _text(options).lower(),
             "columns": [],

@@ -1,0 +1,110 @@
+"""The audit log's hash chain (spec/server.md §6.3, chain_version 2).
+
+Each event's hash covers its fields and the previous event's hash, so changing, inserting
+or deleting a row breaks the chain at that row. The field encoding is length-prefixed
+(`<utf-8 byte length>:<value>`, joined by newlines), so no choice of values can make two
+different events hash alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+CHAIN_VERSION = 2
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: str
+    event_type: str
+    event_category: str
+    outcome: str
+    actor_id: str
+    actor_type: str
+    created_at: str
+    event_version: int = 1
+    resource_type: str | None = None
+    resource_id: str | None = None
+    peer_ip: str | None = None
+    client_ip: str | None = None
+    client_ip_source: str | None = None
+    request_id: str | None = None
+    operation: str | None = None
+    database_name: str | None = None
+    environment: str | None = None
+    detail_fingerprint: str | None = None
+    detail_raw: str | None = None
+    reason: str | None = None
+    metadata_json: str = "{}"
+    prev_hash: str | None = None
+    event_hash: str = field(default="")
+
+
+def hash_fields(event: AuditEvent, prev_hash: str | None) -> list[str]:
+    """The hashed fields, in the reference's order; absent values hash as ""."""
+    return [
+        event.id,
+        event.event_type,
+        event.event_category,
+        str(event.event_version),
+        event.outcome,
+        event.actor_id,
+        event.actor_type,
+        event.resource_type or "",
+        event.resource_id or "",
+        event.peer_ip or "",
+        event.client_ip or "",
+        event.client_ip_source or "",
+        event.request_id or "",
+        event.operation or "",
+        event.database_name or "",
+        event.environment or "",
+        event.detail_fingerprint or "",
+        event.detail_raw or "",
+        event.reason or "",
+        event.metadata_json,
+        prev_hash or "",
+        event.created_at,
+    ]
+
+
+def event_hash(event: AuditEvent, prev_hash: str | None) -> str:
+    encoded = "\n".join(f"{len(value.encode())}:{value}" for value in hash_fields(event, prev_hash))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def chain(event: AuditEvent, prev_hash: str | None) -> AuditEvent:
+    """The event linked after `prev_hash`, with its hash computed."""
+    linked = AuditEvent(**{**event.__dict__, "prev_hash": prev_hash, "event_hash": ""})
+    return AuditEvent(**{**linked.__dict__, "event_hash": event_hash(linked, prev_hash)})
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    total_events: int
+    first_broken_id: str | None
+
+    @property
+    def valid(self) -> bool:
+        return self.first_broken_id is None
+
+
+def verify_chain(events: Iterable[AuditEvent]) -> ChainVerdict:
+    """Walk events in insertion order; name the first one whose link or hash is wrong.
+
+    The first event must start the chain (no previous hash): purge checkpoints, which
+    would allow a retained chain to start later, are not part of this version.
+    """
+    previous: str | None = None
+    total = 0
+    broken: str | None = None
+    for event in events:
+        total += 1
+        if broken is not None:
+            continue
+        if event.prev_hash != previous or event.event_hash != event_hash(event, event.prev_hash):
+            broken = event.id
+        previous = event.event_hash
+    return ChainVerdict(total_events=total, first_broken_id=broken)

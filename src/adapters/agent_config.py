@@ -51,6 +51,8 @@ ALLOW_INSECURE_ENV = "DBWARD_ALLOW_INSECURE"
 _SERVER_SCHEMES = ("http://", "https://")
 _DATABASE_SCHEMES = ("postgres://", "postgresql://", "mysql://")
 _PUBLIC_KEY = re.compile(r"[0-9a-fA-F]{64}")
+#: What an HTTP header can carry safely: printable ASCII, no spaces.
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 #: The reference's list of hosts an http:// URL may reach without allow_insecure.
 _LOCAL_NETWORKS = tuple(
     ipaddress.ip_network(net)
@@ -376,6 +378,14 @@ def _build_server(
     url_problem = _check_server_url(model.url, allow_insecure, env_override, model.allow_insecure)
     if url_problem:
         problems.append(_Problem(("server", "url"), url_problem))
+    if not _TOKEN_CHARACTERS.fullmatch(model.agent_token):
+        problems.append(
+            _Problem(
+                ("server", "agent_token"),
+                "contains whitespace or characters outside printable ASCII (a trailing "
+                "newline from a secret file?); the token is dbw_ followed by 32 hex characters",
+            )
+        )
     public_key = model.public_key
     if public_key is not None:
         if _PUBLIC_KEY.fullmatch(public_key):
@@ -582,7 +592,7 @@ def _toml_key(name: str) -> str:
 def _redact_token(token: str) -> str:
     """Keep `dbw_` and a few hex digits so an operator can tell tokens apart, no more."""
     if token.startswith("dbw_") and len(token) >= 24:
-        return token[:8] + "…redacted"
+        return token[:8] + "...redacted"
     return "<redacted>"
 
 

@@ -19,7 +19,12 @@ import httpx
 import orjson
 
 from adapters import wire
-from domain.errors import MalformedServerResponse, ServerUnreachable, server_error_for
+from domain.errors import (
+    ConfigError,
+    MalformedServerResponse,
+    ServerUnreachable,
+    server_error_for,
+)
 from domain.jobs import (
     ClaimedJob,
     ExplainOutcome,
@@ -193,6 +198,14 @@ class HttpServerClient:
             raise ServerUnreachable(f"{what}: timed out ({type(exc).__name__})") from exc
         except httpx.DecodingError as exc:
             raise MalformedServerResponse(f"{what}: undecodable body: {exc}") from exc
+        except (httpx.LocalProtocolError, UnicodeEncodeError):
+            # The request itself cannot be sent (a header value with a newline or non-ASCII
+            # characters): a configuration problem, never retried, and never echoed, since
+            # the offending header is the one carrying the token.
+            raise ConfigError(
+                f"{what}: the request cannot be sent: an HTTP header is invalid "
+                "(check [server].agent_token for whitespace or non-ASCII characters)"
+            ) from None
         except httpx.RequestError as exc:
             reason = str(exc) or type(exc).__name__
             raise ServerUnreachable(f"{what}: {reason}") from exc

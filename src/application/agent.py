@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from application.agent_state import Readiness, ShutdownSignals
 from application.cancellation import CancelReason
+from application.claim_backoff import ClaimBackoff
 from application.database_registry import DatabaseRegistry
 from application.explain_jobs import ExplainRunner
 from application.job_executor import JobExecutor
@@ -59,6 +60,7 @@ class Agent:
         self.tracker = JobTracker()
         self.readiness = Readiness(ports.probes)
         clock = ports.clock
+        self.claim_backoff = ClaimBackoff(clock)
         self.schema_sync = SchemaSync(
             ports.server, registry, clock, ports.random, settings.schema_sync, self.signals.drain
         )
@@ -75,6 +77,7 @@ class Agent:
             submitter=ResultSubmitter(ports.server, clock, self.signals.force),
             after_migration=self.schema_sync.sync_scope,
             on_finished=self.signals.wake,
+            claim_backoff=self.claim_backoff,
         )
         self.loop = PollLoop(
             settings=settings,
@@ -90,6 +93,7 @@ class Agent:
             signals=self.signals,
             agent_build=agent_build,
             started_at=clock.monotonic(),
+            claim_backoff=self.claim_backoff,
         )
         self.startup = Startup(
             settings=settings,
@@ -110,7 +114,11 @@ class Agent:
         try:
             return self._run()
         finally:
-            self.ports.probes.clear()
+            self.signals.drain.set()  # stops the background loops
+            try:
+                self.ports.probes.clear()
+            except OSError as exc:
+                log.error("cannot remove the probe files: %s", exc)
             self.registry.close()
             self.ports.server.close()
 
@@ -140,6 +148,7 @@ class Agent:
         elif self.registry.healthy_scopes():
             self.readiness.update(True)
         self.schema_sync.start_background()
+        self.registry.run_reconnects(self.settings.poll_interval_ms / 1000, self.signals.drain)
         try:
             self._poll_until_shutdown()
         except AgentFatalError as exc:
@@ -165,9 +174,9 @@ class Agent:
             self.tracker.in_flight_explains,
             self.settings.drain_timeout_secs,
         )
+        deadline = clock.monotonic() + self.settings.drain_timeout_secs
         self.readiness.update(False, "draining")
         self.loop.draining_poll()
-        deadline = clock.monotonic() + self.settings.drain_timeout_secs
         while not self.tracker.idle:
             if self.signals.force.is_set():
                 log.error("forced shutdown: cancelling in-flight work")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 
@@ -21,13 +22,12 @@ class ShutdownSignals:
         self.drain = threading.Event()
         self.force = threading.Event()
         self.wake = threading.Event()
-        self._lock = threading.Lock()
-        self._count = 0
+        # A counter rather than a lock: this runs inside a signal handler, which must never
+        # wait for a lock the interrupted main thread may be holding.
+        self._requests = itertools.count(1)
 
     def request(self) -> None:
-        with self._lock:
-            self._count += 1
-            count = self._count
+        count = next(self._requests)
         if count == 1:
             log.info("shutdown requested: draining (a second signal cancels running work)")
             self.drain.set()
@@ -50,7 +50,12 @@ class Readiness:
             if self._ready == ready:
                 return
             self._ready = ready
-        self._probes.set_ready(ready)
+        try:
+            self._probes.set_ready(ready)
+        except OSError as exc:
+            # A probe that cannot be written must not stop the agent; supervisors will see
+            # the stale file, and the log says why.
+            log.error("cannot update the readiness probe: %s", exc)
         if ready:
             log.info("ready: accepting jobs")
         else:

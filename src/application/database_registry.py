@@ -48,6 +48,9 @@ class DatabaseRegistry:
             for db in databases
         }
         self._fatal: AgentError | None = None
+        #: Set whenever a database goes down or comes back, so a held poll can be redone
+        #: with the new set of scopes.
+        self.changed = threading.Event()
 
     # --- queries -------------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class DatabaseRegistry:
             newly = entry.health.mark_down(reason, self._clock.monotonic())
             entry.health.record_attempt(self._clock.monotonic())
         if newly:
+            self.changed.set()
             log.warning(
                 "database %s is unavailable, its jobs are paused (degraded mode): %s",
                 scope,
@@ -128,6 +132,18 @@ class DatabaseRegistry:
             spawn(f"reconnect-{scope}", partial(self._reconnect, scope))
         return started
 
+    def run_reconnects(self, interval_secs: float, stop: threading.Event) -> threading.Thread:
+        """Retry lost databases once per poll interval on a thread of its own.
+
+        Independent of the poll loop, so a long-poll held for 20 s never delays a retry.
+        """
+
+        def loop() -> None:
+            while not self._clock.wait(stop, interval_secs):
+                self.start_due_reconnects(interval_secs)
+
+        return spawn("reconnects", loop)
+
     def _reconnect(self, scope: Scope) -> None:
         entry = self._entries[scope]
         try:
@@ -135,7 +151,7 @@ class DatabaseRegistry:
         except DatabaseAuthError as exc:
             log.error("database %s rejected the agent's credentials: %s", scope, exc)
             self._fatal = exc
-        except (DatabaseError, OSError) as exc:
+        except Exception as exc:
             with self._lock:
                 entry.health.record_failed_attempt(str(exc))
             log.debug("database %s still unavailable: %s", scope, exc)
@@ -149,6 +165,7 @@ class DatabaseRegistry:
         with self._lock:
             recovered = self._entries[scope].health.mark_up()
         if recovered:
+            self.changed.set()
             log.info("database %s is back, resuming its jobs", scope)
 
     def close(self) -> None:

@@ -107,3 +107,6 @@ class ExplainRunner:
         except DatabaseError as exc:
             self._registry.report_error(scope, exc)
             return ExplainOutcome(error=str(exc))
+        except Exception as exc:
+            log.exception("EXPLAIN on %s: unexpected error", scope)
+            return ExplainOutcome(error=f"agent error: {type(exc).__name__}: {exc}")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from application.cancellation import CancelReason, CancelToken
+from application.claim_backoff import ClaimBackoff
 from application.database_registry import DatabaseRegistry
 from application.heartbeat import HeartbeatMonitor
 from application.job_tracker import JobTracker
@@ -60,6 +61,7 @@ class JobExecutor:
         submitter: ResultSubmitter,
         after_migration: Callable[[Scope], object],
         on_finished: threading.Event,
+        claim_backoff: ClaimBackoff,
     ) -> None:
         self._settings = settings
         self._server = server
@@ -70,6 +72,7 @@ class JobExecutor:
         self._submitter = submitter
         self._after_migration = after_migration
         self._on_finished = on_finished
+        self._claim_backoff = claim_backoff
 
     def run(self, job: DispatchedJob, cancel: CancelToken) -> None:
         """Entry point of a worker thread; always releases the job's slot."""
@@ -82,14 +85,26 @@ class JobExecutor:
             self._on_finished.set()
 
     def _run(self, job: DispatchedJob, cancel: CancelToken) -> None:
+        if self._registry.port_for(job.scope) is None:
+            # The database went down while the poll was held: leave the job to others.
+            log.debug("job %s: %s is unavailable here, not claiming", job.id, job.scope)
+            return
         try:
             claim = self._server.claim(job.id, self._settings.lease_duration_secs)
-        except Conflict:
-            log.debug("job %s: claimed by another agent", job.id)
+        except Conflict as exc:
+            pause = self._claim_backoff.record_failure(job.id)
+            log.debug("job %s: not claimable (%s); skipped for %.0fs", job.id, exc, pause)
             return
         except AgentError as exc:
-            log.warning("job %s: claim failed: %s (offered again while dispatched)", job.id, exc)
+            pause = self._claim_backoff.record_failure(job.id)
+            log.warning(
+                "job %s: claim failed: %s (offered again while dispatched, next try in %.0fs)",
+                job.id,
+                exc,
+                pause,
+            )
             return
+        self._claim_backoff.clear(job.id)
         claimed_at = self._clock.now()
         started = self._clock.monotonic()
         self._tracker.attach_execution(job.id, claim.execution_id)
@@ -157,11 +172,24 @@ class JobExecutor:
         except DatabaseError as exc:
             self._registry.report_error(claim.scope, exc)
             return failed(_describe(exc, cancel))
+        except Exception as exc:
+            # A result must always reach the server, or the request would sit in `running`
+            # until its lease expires; an adapter bug becomes a failed result, not silence.
+            log.exception("execution %s: unexpected error", claim.execution_id)
+            return failed(f"agent error: {type(exc).__name__}: {exc}")
         finally:
             monitor.stop()
         self._registry.report_success(claim.scope)
-        if monitor.lease_lost and not operation.is_migration:
-            return failed("lease lost: the server gave this execution up; result withheld")
+        if monitor.lease_lost:
+            if operation is Operation.EXECUTE_SELECT:
+                return failed("lease lost: the server gave this execution up; result withheld")
+            # Writes that completed are reported as they are: claiming failure for a
+            # committed change would invite running it twice.
+            log.warning(
+                "execution %s: lease lost, but the %s completed; reporting its real outcome",
+                claim.execution_id,
+                operation.value,
+            )
         return JobResult(
             success=True,
             result_data=output.result_data,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from application.agent_state import Readiness, ShutdownSignals
+from application.claim_backoff import ClaimBackoff
 from application.database_registry import DatabaseRegistry
 from application.explain_jobs import ExplainRunner
 from application.job_executor import JobExecutor
@@ -36,6 +37,8 @@ UNREACHABLE_AFTER_FAILURES = 3
 #: Consecutive 401 answers after which the token is taken as revoked and the agent exits.
 REVOKED_AFTER_UNAUTHORIZED = 3
 ERROR_BACKOFF = FullJitterBackoff(base_secs=1.0)
+#: Bound on the draining polls at shutdown, so a dead server cannot eat the drain time.
+DRAINING_POLL_TIMEOUT_SECS = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class PollLoop:
         signals: ShutdownSignals,
         agent_build: str,
         started_at: float,
+        claim_backoff: ClaimBackoff,
     ) -> None:
         self._settings = settings
         self._server = server
@@ -79,6 +83,8 @@ class PollLoop:
         self._signals = signals
         self._agent_build = agent_build
         self._started_at = started_at
+        self._claim_backoff = claim_backoff
+        self._probe_failing = False
         self.consecutive_failures = 0
         self.consecutive_unauthorized = 0
         self.upgrade_required = False
@@ -87,7 +93,8 @@ class PollLoop:
 
     def step(self) -> StepResult:
         self._signals.wake.clear()
-        self._probes.mark_alive()
+        self._registry.changed.clear()
+        self._mark_alive()
         fatal = self._registry.fatal_error
         if fatal is not None:
             raise AgentFatalError(f"database credentials rejected: {fatal}")
@@ -100,14 +107,32 @@ class PollLoop:
         request = self.build_request(healthy or self._registry.scopes, limit, wait_ms)
         sent_at = self._clock.monotonic()
         try:
+            # A held poll is abandoned on shutdown, and when a database goes down or comes
+            # back, so the next poll advertises the right scopes at once.
             response = call_interruptibly(
-                "poll", lambda: self._server.poll(request), self._signals.drain
+                "poll",
+                lambda: self._server.poll(request),
+                (self._signals.drain, self._registry.changed),
             )
         except Interrupted:
             return StepResult(delay_secs=0.0, polled=False)
         except AgentError as exc:
             return self._on_failure(exc)
+        # Health may have changed while the poll was held: start jobs only where it holds now.
+        healthy = self._registry.healthy_scopes()
         return self._on_success(response, healthy, limit, wait_ms, sent_at)
+
+    def _mark_alive(self) -> None:
+        try:
+            self._probes.mark_alive()
+        except OSError as exc:
+            if not self._probe_failing:
+                log.error("cannot refresh the liveness probe: %s", exc)
+            self._probe_failing = True
+        else:
+            if self._probe_failing:
+                log.info("liveness probe writable again")
+            self._probe_failing = False
 
     def build_request(
         self, scopes: tuple[Scope, ...], limit: int, wait_ms: int, *, draining: bool = False
@@ -167,11 +192,15 @@ class PollLoop:
         self._refresh_readiness(healthy)
 
         started = self._start_jobs(response, healthy, limit)
-        self._start_explains(response)
+        self._start_explains(response, healthy)
 
-        if (started and self._tracker.in_flight < self._settings.max_concurrent_tasks) or (
-            wait_ms > 0 and response.held_wait_ms is not None
-        ):
+        if started and self._tracker.in_flight < self._settings.max_concurrent_tasks:
+            delay = 0.0
+        elif response.jobs and not started:
+            # Offered jobs we could not take (being claimed, recently refused, elsewhere):
+            # a long-poll would answer at once again, so pace by the interval.
+            delay = self._settings.poll_interval_ms / 1000
+        elif wait_ms > 0 and response.held_wait_ms is not None:
             delay = 0.0
         else:
             elapsed = self._clock.monotonic() - sent_at
@@ -215,6 +244,8 @@ class PollLoop:
             if operation is not None and operation not in self._settings.operations:
                 log.debug("job %s skipped: operation %s not enabled", job.id, job.operation)
                 continue
+            if self._claim_backoff.should_skip(job.id):
+                continue
             cancel = self._tracker.try_start(job, self._clock.monotonic())
             if cancel is None:
                 continue  # already being handled: a repeated delivery
@@ -222,11 +253,16 @@ class PollLoop:
             started += 1
         return started
 
-    def _start_explains(self, response: PollResponse) -> None:
-        for dry_run in response.dry_run_jobs:
-            self._explains.offer_dry_run(dry_run)
+    def _start_explains(self, response: PollResponse, healthy: tuple[Scope, ...]) -> None:
+        draining = self._signals.drain.is_set()
+        if not draining:
+            for dry_run in response.dry_run_jobs:
+                if dry_run.scope in healthy:
+                    self._explains.offer_dry_run(dry_run)
         for preflight in response.preflight_jobs:
-            self._explains.accept_preflight(preflight)
+            # Already claimed for us by the server: always answered, never dropped.
+            reason = "agent is shutting down" if draining else None
+            self._explains.accept_preflight(preflight, refuse_reason=reason)
 
     # --- drain ---------------------------------------------------------------------
 
@@ -235,7 +271,10 @@ class PollLoop:
         request = self.build_request(self._registry.scopes, 0, 0, draining=True)
         try:
             response = call_interruptibly(
-                "draining-poll", lambda: self._server.poll(request), self._signals.force
+                "draining-poll",
+                lambda: self._server.poll(request),
+                self._signals.force,
+                timeout_secs=DRAINING_POLL_TIMEOUT_SECS,
             )
         except (AgentError, Interrupted) as exc:
             log.debug("draining poll failed: %s", exc)

@@ -40,6 +40,10 @@ class ResultSubmitter:
                     )
                 return True
             except Conflict as exc:
+                if attempt:
+                    # An earlier attempt that timed out on our side reached the server.
+                    log.info("execution %s: the server already has this result", execution_id)
+                    return True
                 log.warning(
                     "execution %s: the server no longer accepts this result: %s",
                     execution_id,

@@ -62,7 +62,10 @@ class SchemaSync:
             wait = interval + self._random.uniform(0.0, interval * INTERVAL_JITTER)
             if self._clock.wait(self._stop, wait):
                 return
-            self.sync_all()
+            try:
+                self.sync_all()
+            except Exception:
+                log.exception("schema sync pass failed; the next one runs as scheduled")
 
     def sync_all(self) -> None:
         for scope in self._registry.healthy_scopes():
@@ -88,6 +91,14 @@ class SchemaSync:
                 log.warning("schema collection of %s failed: %s", scope, exc)
                 report = SchemaReport(
                     scope=scope, dialect=dialect, status="failed", error_message=str(exc)
+                )
+            except Exception as exc:
+                log.exception("schema collection of %s failed", scope)
+                report = SchemaReport(
+                    scope=scope,
+                    dialect=dialect,
+                    status="failed",
+                    error_message=f"agent error: {type(exc).__name__}: {exc}",
                 )
         return self._send(report)
 

@@ -25,7 +25,7 @@ from application.ports import Clock, ProbePort, ServerPort, SignatureVerifier
 from application.settings import AgentSettings
 from application.threads import Interrupted, call_interruptibly, spawn
 from domain.backoff import ExponentialBackoff
-from domain.errors import AgentError
+from domain.errors import AgentError, DatabaseUnavailable
 from domain.jobs import PollRequest, PollResponse
 from domain.scopes import Scope
 
@@ -138,7 +138,15 @@ class Startup:
             attempt = 0
             while not stop.is_set():
                 try:
-                    self._registry.connect(scope, CONNECT_TIMEOUT_SECS)
+                    try:
+                        self._registry.connect(scope, CONNECT_TIMEOUT_SECS)
+                    except AgentError:
+                        raise
+                    except Exception as unexpected:
+                        log.exception("database %s: unexpected connect error", scope)
+                        raise DatabaseUnavailable(
+                            f"{type(unexpected).__name__}: {unexpected}"
+                        ) from unexpected
                 except AgentError as exc:
                     with lock:
                         errors[scope] = str(exc)

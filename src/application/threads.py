@@ -7,7 +7,8 @@ database refuses to stop; the drain logic, not interpreter shutdown, decides whe
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -33,12 +34,21 @@ class _Outcome(Generic[T]):
         self.error: BaseException | None = None
 
 
-def call_interruptibly(name: str, fn: Callable[[], T], stop: threading.Event) -> T:
+def call_interruptibly(
+    name: str,
+    fn: Callable[[], T],
+    stop: threading.Event | Sequence[threading.Event],
+    *,
+    timeout_secs: float | None = None,
+) -> T:
     """Run a blocking call (a held long-poll, a connect) so a shutdown signal need not wait.
 
-    The call runs on its own daemon thread; if `stop` fires first, `Interrupted` is raised
-    and the call is abandoned (its answer is discarded when it eventually arrives).
+    The call runs on its own daemon thread; if any `stop` event fires first, or the
+    timeout passes, `Interrupted` is raised and the call is abandoned (its answer is
+    discarded when it eventually arrives).
     """
+    stops = (stop,) if isinstance(stop, threading.Event) else tuple(stop)
+    started = time.monotonic()
     outcome: _Outcome[T] = _Outcome()
 
     def run() -> None:
@@ -51,8 +61,10 @@ def call_interruptibly(name: str, fn: Callable[[], T], stop: threading.Event) ->
 
     spawn(name, run)
     while not outcome.done.wait(_CHECK_SECS):
-        if stop.is_set():
+        if any(event.is_set() for event in stops):
             raise Interrupted(name)
+        if timeout_secs is not None and time.monotonic() - started > timeout_secs:
+            raise Interrupted(f"{name} timed out")
     if outcome.error is not None:
         raise outcome.error
     return outcome.value  # type: ignore[return-value]

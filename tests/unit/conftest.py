@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +24,16 @@ APP_PROD = Scope("app", "production")
 APP_STAGING = Scope("app", "staging")
 PG_URL = "postgres://agent:secret@db.internal:5432/app"
 MY_URL = "mysql://agent:secret@db.internal:3306/app"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return predicate()
+        time.sleep(0.005)
+    return True
 
 
 def make_settings(**overrides: Any) -> AgentSettings:
@@ -78,12 +89,22 @@ class Harness:
         return self.wait_exit()
 
 
-def build_harness(settings: AgentSettings | None = None, **server_kwargs: Any) -> Harness:
+def build_harness(
+    settings: AgentSettings | None = None,
+    *,
+    databases: dict[str, FakeDatabase] | None = None,
+    probes: FakeProbes | None = None,
+    server: FakeServer | None = None,
+    **server_kwargs: Any,
+) -> Harness:
+    """Wire an Agent to fakes. `databases` pre-seeds the fake database for given URLs;
+    `probes` and `server` replace the default fakes (e.g. with scripted subclasses)."""
     settings = settings or make_settings()
     clock = RealClock()
-    server = FakeServer(clock, **server_kwargs)
+    server = server or FakeServer(clock, **server_kwargs)
     factory = FakeDatabaseFactory()
-    probes = FakeProbes()
+    factory.databases.update(databases or {})
+    probes = probes or FakeProbes()
     registry = DatabaseRegistry(settings.databases, factory, clock)
     ports = AgentPorts(
         server=server,

@@ -829,7 +829,7 @@ class TestRender:
         }
         assert document["server"] == {
             "url": SERVER_URL,
-            "agent_token": "dbw_0123…redacted",
+            "agent_token": "dbw_0123...redacted",
             "allow_insecure": False,
         }
         assert document["databases"] == {
@@ -854,7 +854,7 @@ class TestRender:
     @pytest.mark.parametrize(
         ("token", "shown"),
         [
-            (TOKEN, "dbw_0123…redacted"),
+            (TOKEN, "dbw_0123...redacted"),
             ("some-other-secret-token-value", "<redacted>"),
             ("dbw_abc", "<redacted>"),
         ],
@@ -890,7 +890,7 @@ class TestRender:
         assert reloaded.agent_id == 'a"b\\c\t${HOME}'
         assert reloaded == replace(
             original,
-            server=replace(original.server, agent_token="dbw_0123…redacted"),
+            server=replace(original.server, agent_token="dbw_0123...redacted"),
             databases=(
                 replace(original.databases[0], url="postgres://dbward:***@db.example.com:5432/app"),
                 original.databases[1],

@@ -3,7 +3,6 @@ DESIGN.md §3 improvement 10), on the whole agent running on a thread over fakes
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from tests.fakes.clock import FixedRandom, RealClock
 from tests.fakes.database import FakeDatabase, FakeDatabaseFactory
 from tests.fakes.probes import FakeProbes
 from tests.fakes.server import FakeServer
-from tests.unit.conftest import PG_URL, Harness, make_settings
+from tests.unit.conftest import PG_URL, Harness, make_settings, wait_until
 
 MIGRATION = '{"migrations":[{"version":"20240101000000","name":"add_index"}]}'
 
@@ -108,15 +107,6 @@ def wire(
     )
     agent = Agent(settings, ports, registry, agent_build="test-build")
     return Harness(agent=agent, server=server, databases=factory, probes=probes)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 def draining_polls(h: Harness) -> list[PollRequest]:

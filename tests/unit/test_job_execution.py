@@ -16,6 +16,7 @@ import pytest
 from adapters.ed25519_verifier import Ed25519Verifier
 from application.agent import Agent, AgentPorts
 from application.cancellation import CancelToken
+from application.claim_backoff import ClaimBackoff
 from application.database_registry import DatabaseRegistry
 from application.job_executor import JobExecutor
 from application.job_tracker import JobTracker
@@ -633,6 +634,7 @@ def test_the_result_budget_is_the_granted_lease_plus_grace_and_at_least_300s(
         submitter=submitter,  # type: ignore[arg-type]
         after_migration=lambda scope: None,
         on_finished=threading.Event(),
+        claim_backoff=ClaimBackoff(clock),
     )
     request = server.dispatch("SELECT 1", lease_secs=lease)
     executor.run(request.job(), CancelToken())

@@ -8,8 +8,7 @@ Exact timing is asserted by driving `PollLoop.step()` one iteration at a time wi
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -43,21 +42,13 @@ from tests.unit.conftest import (
     Harness,
     build_harness,
     make_settings,
+    wait_until,
 )
 
 TWO_DATABASES = (DatabaseSettings(APP_PROD, PG_URL), DatabaseSettings(APP_STAGING, MY_URL))
 ANALYTICS_STAGING = Scope("analytics", "staging")
 #: Enough refused reconnects to keep a database down for the length of any test.
 FOREVER = 100_000
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 # --- step-by-step rig: FakeClock, no agent thread ----------------------------------------

@@ -8,7 +8,6 @@ Tests that need real concurrency (parallel database connects) use `RealClock`.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ from tests.fakes.clock import FakeClock, FixedRandom, RealClock
 from tests.fakes.database import FakeDatabase, FakeDatabaseFactory
 from tests.fakes.probes import FakeProbes
 from tests.fakes.server import FakeServer, server_down, unauthorized
-from tests.unit.conftest import APP_PROD, APP_STAGING, MY_URL, PG_URL, make_settings
+from tests.unit.conftest import APP_PROD, APP_STAGING, MY_URL, PG_URL, make_settings, wait_until
 
 #: The brief's startup backoff with the default settings (1 s doubling, 15 s cap).
 BRIEF_BACKOFF = [1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
@@ -176,15 +175,6 @@ def brief_settings(**overrides: object) -> AgentSettings:
     return make_settings(**values)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
 @pytest.fixture
 def gate() -> Iterator[threading.Event]:
     """An event released at teardown, so a blocked connect thread never outlives a test."""
@@ -246,7 +236,9 @@ def test_readiness_is_set_only_after_startup_completes_and_liveness_is_marked() 
     r = rig(clock=clock)
 
     def stop_once_ready() -> None:
-        if "ready=True" in r.journal and not r.agent.signals.drain.is_set():
+        # Once ready and the poll loop has turned once (its liveness mark is the second).
+        looped = r.probes.alive_marks >= 2
+        if "ready=True" in r.journal and looped and not r.agent.signals.drain.is_set():
             r.agent.request_shutdown()
 
     clock.on_wait = stop_once_ready

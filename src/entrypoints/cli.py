@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from entrypoints.agent_command import check_config, package_version, run_agent
+from entrypoints.token_commands import token_app
+from entrypoints.user_commands import user_app
 
 app = typer.Typer(
     name="dbward",
@@ -52,6 +54,10 @@ def agent(
     """Run the agent: poll the server, execute approved jobs, report results."""
     code = check_config(config) if check else run_agent(config)
     raise typer.Exit(code)
+
+
+app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
 
 
 def main() -> None:

@@ -1,0 +1,140 @@
+"""The audit log's storage: append inside the caller's transaction, list, verify (§6).
+
+The hash formula is `domain.audit` (chain_version 2); this module only decides *which* event
+is the previous one, and makes sure that decision is the same for every writer:
+
+* **PostgreSQL** (several replicas may share the database): `append_event` first takes
+  `pg_advisory_xact_lock(AUDIT_LOCK_KEY)`, held until the caller's transaction ends, then
+  reads the head. The next writer's lock waits for that commit and, under READ COMMITTED
+  (which `engine.create_store_engine` pins), its head read sees it. One linear chain.
+* **SQLite**: transactions begin with `BEGIN IMMEDIATE`, so the writer already holds the
+  database's only write lock when it reads the head.
+* **Both**: a unique index on `COALESCE(prev_hash, '')` (`ux_audit_events_prev_hash`) lets no
+  two events name the same predecessor, so even a writer that bypassed the lock, or ran
+  under a snapshot isolation level, gets an IntegrityError instead of forking the chain.
+
+The lock is held until the caller commits, so audited transactions are serialised: append
+the event as the last statement of a short transaction.
+
+`seq` (insertion order) is the chain order: the head is the highest `seq`, verification
+walks `seq` ascending, listing shows `seq` descending (newest first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, func, insert, select
+
+from adapters.store.engine import READ_ONLY
+from adapters.store.schema import audit_events, format_timestamp
+from domain.audit import CHAIN_VERSION, AuditEvent, ChainVerdict, chain, verify_chain
+
+#: `pg_advisory_xact_lock` key: the first 8 bytes of sha256("dbward.audit_chain").
+AUDIT_LOCK_NAME = "dbward.audit_chain"
+AUDIT_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(AUDIT_LOCK_NAME.encode()).digest()[:8], "big", signed=True
+)
+
+#: Rows fetched per round trip while verifying (a server-side cursor on PostgreSQL).
+VERIFY_BATCH_ROWS = 1000
+
+_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(AuditEvent))
+_COLUMNS = tuple(audit_events.c[name] for name in _FIELDS)
+
+
+def append_event(conn: Connection, event: AuditEvent) -> AuditEvent:
+    """Insert `event` chained after the current head; return it with its hashes.
+
+    Runs inside the caller's transaction (`with engine.begin() as conn:`), so the event
+    commits or rolls back with the state change it records. `event.prev_hash` and
+    `event.event_hash` are ignored and recomputed.
+    """
+    if not conn.in_transaction():
+        raise RuntimeError("append_event must run inside the caller's transaction (engine.begin())")
+    if conn.get_execution_options().get(READ_ONLY):
+        raise RuntimeError("append_event needs a write transaction, not a READ_ONLY one")
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+    head = conn.scalar(
+        select(audit_events.c.event_hash).order_by(audit_events.c.seq.desc()).limit(1)
+    )
+    linked = chain(event, head)
+    values: dict[str, Any] = {name: getattr(linked, name) for name in _FIELDS}
+    values["chain_version"] = CHAIN_VERSION
+    conn.execute(insert(audit_events).values(**values))
+    return linked
+
+
+def list_events(
+    conn: Connection,
+    *,
+    actor_id: str | None = None,
+    event_type: str | None = None,
+    event_category: str | None = None,
+    outcome: str | None = None,
+    database: str | None = None,
+    environment: str | None = None,
+    request_id: str | None = None,
+    operation: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[AuditEvent]:
+    """Events matching every given filter, newest first.
+
+    `since` and `until` are inclusive and compare with `created_at` as stored (the fixed
+    `schema.TIMESTAMP_FORMAT`). Clamping `limit` (the API allows at most 200) is the
+    caller's business; here it only has to be positive.
+    """
+    if limit < 1 or offset < 0:
+        raise ValueError(f"limit must be >= 1 and offset >= 0 (got {limit}, {offset})")
+    query: Select[Any] = select(*_COLUMNS)
+    equal = {
+        audit_events.c.actor_id: actor_id,
+        audit_events.c.event_type: event_type,
+        audit_events.c.event_category: event_category,
+        audit_events.c.outcome: outcome,
+        audit_events.c.database_name: database,
+        audit_events.c.environment: environment,
+        audit_events.c.request_id: request_id,
+        audit_events.c.operation: operation,
+    }
+    for column, wanted in equal.items():
+        if wanted is not None:
+            query = query.where(column == wanted)
+    if since is not None:
+        query = query.where(audit_events.c.created_at >= format_timestamp(since))
+    if until is not None:
+        query = query.where(audit_events.c.created_at <= format_timestamp(until))
+    query = query.order_by(audit_events.c.seq.desc()).limit(limit).offset(offset)
+    return [_event(row) for row in conn.execute(query)]
+
+
+def verify(conn: Connection) -> ChainVerdict:
+    """Walk the whole chain by `seq` ascending; name the first event that does not link.
+
+    Rows are streamed in batches of `VERIFY_BATCH_ROWS`, never all loaded at once. The walk
+    is one statement, so it sees one consistent snapshot. On SQLite use a `READ_ONLY`
+    connection (`engine.read_only`) so a long walk does not hold the write lock.
+    """
+    query = (
+        select(*_COLUMNS)
+        .order_by(audit_events.c.seq.asc())
+        .execution_options(yield_per=VERIFY_BATCH_ROWS)
+    )
+    return verify_chain(_events(conn.execute(query)))
+
+
+def _events(rows: Iterator[Row[Any]]) -> Iterator[AuditEvent]:
+    for row in rows:
+        yield _event(row)
+
+
+def _event(row: Row[Any]) -> AuditEvent:
+    return AuditEvent(**row._mapping)

@@ -1,0 +1,101 @@
+"""The store's SQLAlchemy engine: SQLite (embedded default) or PostgreSQL (scale-out).
+
+SQLite, per connection: `journal_mode=WAL` (readers never block the writer),
+`busy_timeout=5000` (a writer waits for the lock instead of failing at once),
+`foreign_keys=ON` (off by default in SQLite), `check_same_thread=False` (pooled connections
+move between threads). pysqlite's own transaction handling is switched off and SQLAlchemy's
+`begin` event issues the BEGIN itself (the recipe from SQLAlchemy's SQLite dialect docs),
+so that every transaction is `BEGIN IMMEDIATE`: it takes the write lock up front, which is
+what serialises writers (and the audit chain) and what keeps two read-then-write
+transactions from deadlocking on a lock upgrade. A connection that only reads can ask for
+a plain deferred `BEGIN` with the `READ_ONLY` execution option (`read_only(engine)`), so long
+reads such as audit verification do not hold the write lock.
+
+PostgreSQL: the psycopg 3 driver, `pool_pre_ping`, and READ COMMITTED pinned explicitly:
+the audit chain append (`audit_log.append_event`) reads the chain head after taking an
+advisory lock, which sees the previous holder's commit only under READ COMMITTED.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+#: Execution option: on SQLite, begin with a deferred `BEGIN` instead of `BEGIN IMMEDIATE`.
+#: Only for connections that never write. No effect on PostgreSQL.
+READ_ONLY = "dbward_read_only"
+
+#: How long an SQLite writer waits for the write lock before `database is locked`.
+BUSY_TIMEOUT_MS = 5000
+
+_POSTGRES_DRIVERS = ("postgres", "postgresql", "postgresql+psycopg")
+_SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
+
+
+def create_store_engine(url: str, **engine_kwargs: Any) -> Engine:
+    """An engine for `sqlite:///path` or `postgresql://…` (rewritten to psycopg 3).
+
+    `engine_kwargs` go to `sqlalchemy.create_engine` (pool sizes, `echo`, …).
+    """
+    parsed = make_url(url)
+    if parsed.drivername in _SQLITE_DRIVERS:
+        return _sqlite_engine(parsed, engine_kwargs)
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        return _postgres_engine(parsed, engine_kwargs)
+    raise ValueError(
+        f"unsupported store URL scheme {parsed.drivername!r}: "
+        "use sqlite:///<path> or postgresql://user@host/db"
+    )
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine and pool, but its SQLite transactions begin deferred (`BEGIN`)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def _postgres_engine(url: URL, engine_kwargs: dict[str, Any]) -> Engine:
+    options: dict[str, Any] = {"pool_pre_ping": True, "isolation_level": "READ COMMITTED"}
+    options.update(engine_kwargs)
+    return create_engine(url.set(drivername="postgresql+psycopg"), **options)
+
+
+def _sqlite_engine(url: URL, engine_kwargs: dict[str, Any]) -> Engine:
+    database = url.database or ""
+    if database in ("", ":memory:") or "mode=memory" in str(url.query):
+        raise ValueError(
+            "the SQLite store needs a file (sqlite:///path/to/dbward.db): an in-memory "
+            "database is private to one connection and cannot use WAL"
+        )
+    connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+    connect_args.update(engine_kwargs.pop("connect_args", {}))
+    engine = create_engine(
+        url.set(drivername="sqlite+pysqlite"), connect_args=connect_args, **engine_kwargs
+    )
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+    # Take BEGIN away from pysqlite (it would issue a deferred BEGIN lazily, and COMMIT
+    # before DDL); `_sqlite_on_begin` issues it instead. COMMIT/ROLLBACK still work.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        mode = cursor.fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"SQLite refused WAL journal mode (got {mode!r})")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -29,7 +29,6 @@ bookkeeping tables. Add each one with its own migration step (see `migrations.py
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -49,22 +48,17 @@ from sqlalchemy import (
     text,
 )
 
+from domain.timestamps import TIMESTAMP_FORMAT as _TIMESTAMP_FORMAT
+from domain.timestamps import format_timestamp as _format_timestamp
+from domain.timestamps import parse_timestamp as _parse_timestamp
+
 # --- timestamps ---------------------------------------------------------------------------
 
-#: The one stored timestamp format: RFC 3339, UTC, fixed width (27 characters).
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def format_timestamp(moment: datetime) -> str:
-    """`moment` as stored: UTC, microseconds, `Z`. Naive datetimes are refused."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment!r}: store timestamps need a timezone")
-    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
-
-
-def parse_timestamp(stored: str) -> datetime:
-    """A stored timestamp back as an aware UTC datetime."""
-    return datetime.strptime(stored, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+# The format and its helpers live in the domain (audit events hash the stored string);
+# re-exported here for the store's callers.
+TIMESTAMP_FORMAT = _TIMESTAMP_FORMAT
+format_timestamp = _format_timestamp
+parse_timestamp = _parse_timestamp
 
 
 # --- metadata -----------------------------------------------------------------------------

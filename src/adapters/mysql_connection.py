@@ -6,27 +6,40 @@ password is hard, a refused connection or a lost server is transient.
 
 A few PyMySQL internals are touched here, and only here, because the public API has no
 equivalent: abandoning an unbuffered result without draining it (its `close()` reads every
-remaining row, PyMySQL#287), resetting a pooled session (COM_RESET_CONNECTION), and
-column charsets (not part of `cursor.description`).
+remaining row, PyMySQL#287), resetting a pooled session (COM_RESET_CONNECTION), switching
+multi-statement texts off and on (COM_SET_OPTION), the server status flags that end an
+unbuffered result set (PyMySQL drops them), and column charsets (not part of
+`cursor.description`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import re
 import socket
 import ssl
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pymysql
 import pymysql.converters
 from pymysql.connections import Connection
 from pymysql.constants import CLIENT
+from pymysql.protocol import EOFPacketWrapper
 
-from domain.errors import ConfigError, DatabaseAuthError, DatabaseError, DatabaseUnavailable
+from domain.errors import (
+    AgentError,
+    ConfigError,
+    DatabaseAuthError,
+    DatabaseError,
+    DatabaseUnavailable,
+)
 
 log = logging.getLogger("dbward.agent.mysql")
 
@@ -97,6 +110,17 @@ _ENCODERS_ONLY: dict[int | type[Any], Any] = {
 }
 
 COM_RESET_CONNECTION = 0x1F
+COM_SET_OPTION = 0x1B
+_MULTI_STATEMENTS_ON = 0
+_MULTI_STATEMENTS_OFF = 1
+
+#: Server status flags (every OK and EOF packet carries them).
+SERVER_STATUS_IN_TRANS = 0x0001
+#: Set inside a READ ONLY transaction (MySQL 5.7+, MariaDB 10.x).
+SERVER_STATUS_IN_TRANS_READONLY = 0x2000
+
+MALFORMED_PERCENT_ENCODING = "invalid database URL: malformed percent-encoding"
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class Flavour(Enum):
@@ -130,13 +154,18 @@ def parse_mysql_url(url: str) -> MySqlParams:
     """`mysql://user:pass@host:port/db?ssl-mode=…&ssl-ca=…&socket=…`.
 
     User and password are percent-decoded (a password may hold `@` or `/`). Unknown options
-    are a config error naming the option, so a typo never silently weakens TLS.
+    are a config error naming the option, so a typo never silently weakens TLS. No error
+    message quotes the URL: a malformed one may have the password where the host or port
+    should be.
     """
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"invalid MySQL URL: {exc}") from None
+    except ValueError:
+        raise ConfigError(
+            "invalid MySQL URL: malformed host or port (percent-encode '@', '/', ':' and '%'"
+            " in the user name and password)"
+        ) from None
     if parts.scheme.lower() != "mysql":
         raise ConfigError(f"not a mysql:// URL (scheme {parts.scheme!r})")
     options: dict[str, str] = {}
@@ -161,15 +190,27 @@ def parse_mysql_url(url: str) -> MySqlParams:
                 f"unknown option {key!r} in the MySQL URL "
                 "(supported: ssl-mode, ssl-ca, ssl-cert, ssl-key, socket)"
             )
-    database = unquote(parts.path.lstrip("/")) or None
+    database = _percent_decoded(parts.path.lstrip("/")) or None
     return MySqlParams(
         host=parts.hostname or "localhost",
         port=port or DEFAULT_PORT,
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
+        user=_percent_decoded(parts.username or ""),
+        password=_percent_decoded(parts.password or ""),
         database=database,
         **params,
     )
+
+
+def _percent_decoded(text: str) -> str:
+    """A URL component, percent-decoded strictly: a `%` not followed by two hex digits, or
+    bytes that are not UTF-8, are an error that never shows the text (it may be the password).
+    """
+    if _BAD_PERCENT.search(text):
+        raise ConfigError(MALFORMED_PERCENT_ENCODING)
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigError(MALFORMED_PERCENT_ENCODING) from None
 
 
 def _ssl_arguments(params: MySqlParams) -> dict[str, Any]:
@@ -256,7 +297,7 @@ def connect(
         kwargs["use_unicode"] = False
         kwargs["conv"] = _ENCODERS_ONLY
     try:
-        conn: Connection[Any] = pymysql.connect(
+        conn: Connection[Any] = _CheckedConnection(
             host=params.host,
             port=params.port,
             user=params.user,
@@ -385,6 +426,109 @@ def abandon(conn: Connection[Any], cursor: Any | None = None) -> None:
     if cursor is not None:
         cursor.connection = None
     close_quietly(conn)
+
+
+if TYPE_CHECKING:
+    _ConnectionBase = Connection[Any]
+else:  # PyMySQL's class is generic only in its stubs
+    _ConnectionBase = Connection
+
+
+class _CheckedConnection(_ConnectionBase):
+    """PyMySQL's connection, refusing SQL it cannot send with an error of its own kind.
+
+    PyMySQL encodes the text with `str.encode`, so a lone surrogate (which the signed JSON
+    can carry) would escape as `UnicodeEncodeError` from every path, the migration runner's
+    included. Raised as a PyMySQL `DataError` instead, it is reported like any statement
+    the server refused, and the connection stays usable (nothing was sent).
+    """
+
+    def query(self, sql: Any, unbuffered: bool = False) -> int:
+        if isinstance(sql, str):
+            sql = encode_sql(sql, self.encoding, self.charset)
+        result: int = super().query(sql, unbuffered=unbuffered)
+        return result
+
+
+def encode_sql(sql: str, encoding: str, charset: str) -> bytes:
+    try:
+        return sql.encode(encoding)
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise pymysql.err.DataError(
+            f"the SQL cannot be encoded in the database encoding {charset}:"
+            f" {bad!r} at position {exc.start}"
+        ) from None
+
+
+def set_multi_statements(conn: Connection[Any], enabled: bool) -> None:
+    """COM_SET_OPTION: allow (or refuse) several statements in one query text.
+
+    With multi-statements off the server refuses such a text whole, as a syntax error,
+    before running any of it. The setting outlives COM_RESET_CONNECTION, so whoever turns
+    it off turns it back on before the connection is reused.
+    """
+    internal: Any = conn
+    option = _MULTI_STATEMENTS_ON if enabled else _MULTI_STATEMENTS_OFF
+    internal._execute_command(COM_SET_OPTION, struct.pack("<H", option))
+    internal._read_packet()  # EOF (or OK); an ERR packet raises
+
+
+def server_status(conn: Connection[Any]) -> int:
+    """The status flags of the last OK or (see `follow_server_status`) EOF packet."""
+    internal: Any = conn
+    return int(internal.server_status or 0)
+
+
+def follow_server_status(cursor: Any) -> None:
+    """Keep `conn.server_status` current through the unbuffered result set being read.
+
+    PyMySQL updates it from OK packets only; the EOF packet that ends a result set carries
+    the flags too, and it drops them. This hooks the current result object, and only it.
+    """
+    result = getattr(cursor, "_result", None)
+    if result is None or not getattr(result, "unbuffered_active", False):
+        return
+
+    def eof_with_status(packet: Any) -> bool:
+        if not packet.is_eof_packet():
+            return False
+        wrapper = EOFPacketWrapper(packet)
+        result.warning_count = wrapper.warning_count
+        result.has_next = wrapper.has_next
+        result.server_status = wrapper.server_status & 0xFFFF
+        if result.connection is not None:
+            result.connection.server_status = result.server_status
+        return True
+
+    result._check_packet_is_eof = eof_with_status
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def only_database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The `DatabasePort` contract: callers see `DatabaseError` types and nothing else.
+
+    The known failures are translated where they happen; this is the net under them, for
+    anything unforeseen (a bug, an encoder or parser refusing a value): it is logged with
+    its traceback and reported as a failed query instead of escaping as a stray exception.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except AgentError:
+            raise
+        except OSError as exc:
+            raise DatabaseError(f"connection lost: {exc}", connectivity=True) from exc
+        except Exception as exc:
+            log.exception("unexpected failure in %s", method.__qualname__)
+            raise DatabaseError(f"query failed: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
 
 
 def shutdown_socket(conn: Connection[Any]) -> None:

@@ -3,8 +3,15 @@
 What this adds over the reference agent (§16 items 7, 8, 9, 12, 17):
 
 * Read-only SELECTs on both engines: the session *and* the transaction are READ ONLY, so a
-  DDL statement (which would implicitly commit a read-only transaction and then run) or a
-  statement after a smuggled COMMIT is refused by the server as well.
+  DDL statement (which would implicitly commit a read-only transaction and then run) is
+  refused by the server as well. Multi-statement texts are off for the plan (the server
+  refuses a text holding several statements), so each signed statement runs alone; after
+  each one the server status flags must still say "in our read-only transaction", and
+  before the next one the session must still be read-only. A plan that ends or replaces
+  the transaction (COMMIT, ROLLBACK, START TRANSACTION READ WRITE) or lifts the session's
+  read-only mode is stopped there, rolled back and its connection closed. A statement that
+  names the read-only variables (`SET STATEMENT tx_read_only=0 FOR <DDL>` would write in
+  one statement) is refused before it is sent.
 * One timeout model for SELECT and DML: the server's own limit where the engine has one
   (MariaDB `max_statement_time`, every statement; MySQL `max_execution_time`, SELECT only)
   plus a client deadline at timeout + 1 s that sends `KILL QUERY` from a second connection,
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +42,8 @@ from adapters import mysql_schema
 from adapters.connection_pool import ConnectionPool
 from adapters.mysql_connection import (
     ER_QUERY_INTERRUPTED,
+    SERVER_STATUS_IN_TRANS,
+    SERVER_STATUS_IN_TRANS_READONLY,
     SERVER_TIMEOUT_ERRORS,
     Flavour,
     MySqlParams,
@@ -44,13 +54,17 @@ from adapters.mysql_connection import (
     detect_flavour,
     error_code,
     error_text,
+    follow_server_status,
     is_connectivity_error,
     kill_query_with,
+    only_database_errors,
     parse_mysql_url,
     reset_session,
     result_fields,
     result_warning_count,
+    server_status,
     set_io_timeout,
+    set_multi_statements,
     shutdown_socket,
 )
 from adapters.mysql_values import (
@@ -84,6 +98,32 @@ _CANCEL = "cancel"
 
 #: ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION: EXPLAIN of DML inside a read-only transaction.
 _READ_ONLY_TRANSACTION = 1792
+#: ER_PARSE_ERROR: also how a server with multi-statements off refuses a text holding several.
+_PARSE_ERROR = 1064
+
+TRANSACTION_CONTROL_REFUSED = (
+    "query failed: transaction control is not allowed in a read-only query"
+)
+ONE_STATEMENT_PER_SIGNED_STATEMENT = (
+    "query failed: one SQL statement per signed statement (the server refused a text"
+    " holding several)"
+)
+READ_ONLY_OVERRIDE_REFUSED = (
+    "query failed: the read-only mode cannot be changed in a read-only query"
+    " (the statement names tx_read_only / transaction_read_only)"
+)
+#: The variables behind a session's or a statement's read-only mode, however they are
+#: spelled (`@@tx_read_only`, `` `tx_read_only` ``, inside an executable comment, any case).
+#: Matched in the raw text, quotes and comments included: a false positive costs an explicit
+#: refusal, a false negative could cost a write.
+_READ_ONLY_VARIABLE = re.compile(r"(?:tx|transaction)_read_only", re.IGNORECASE)
+
+
+class TransactionControlRefused(DatabaseError):
+    """A SELECT plan ended or replaced the read-only transaction, or lifted read-only mode."""
+
+    def __init__(self) -> None:
+        super().__init__(TRANSACTION_CONTROL_REFUSED)
 
 
 class _ReadOnlyRefusedError(Exception):
@@ -113,6 +153,7 @@ class MySqlDatabase:
 
     # --- connecting ------------------------------------------------------------------
 
+    @only_database_errors
     def connect(self, timeout_secs: float) -> None:
         """Prove the database answers; also the reconnect after an outage.
 
@@ -148,6 +189,7 @@ class MySqlDatabase:
 
     # --- SELECT ----------------------------------------------------------------------
 
+    @only_database_errors
     def execute_select(
         self,
         statements: Sequence[str],
@@ -155,9 +197,17 @@ class MySqlDatabase:
         limits: ResultLimits,
         cancel: CancelToken,
     ) -> ExecutionOutput:
-        """Run the statements in one read-only transaction; rows of every result set."""
+        """Run the statements in one read-only transaction; rows of every result set.
+
+        Each signed statement runs alone (multi-statement texts are off); one that leaves
+        the read-only transaction or session stops the plan before the next one runs.
+        """
         if cancel.cancelled:
             raise QueryCancelled("query cancelled before it started")
+        plan = list(_non_blank(statements))
+        for statement in plan:
+            if _READ_ONLY_VARIABLE.search(statement):
+                raise DatabaseError(READ_ONLY_OVERRIDE_REFUSED)
         flavour = self._known_flavour()
         setup = ["SET NAMES utf8mb4"]
         args: list[int | float] = []
@@ -171,19 +221,25 @@ class MySqlDatabase:
         setup += ["SET SESSION TRANSACTION READ ONLY", "START TRANSACTION READ ONLY"]
         builder = _ResultBuilder(limits)
         with self._run(setup, args, timeout_secs, cancel) as run:
-            for statement in _non_blank(statements):
+            run.single_statements()
+            read_only_flag = run.require_read_only_transaction(None)
+            for index, statement in enumerate(plan):
                 run.check()
+                if index:
+                    run.require_read_only_session(flavour)
                 cursor = run.stream(statement)
                 if not builder.consume(cursor):
                     run.stop_stream()
                     return builder.output()
                 run.end_stream(warned=builder.take_warned())
+                run.require_read_only_transaction(read_only_flag)
             run.finish()
             run.release_clean()
         return builder.output()
 
     # --- DML -------------------------------------------------------------------------
 
+    @only_database_errors
     def execute_dml(
         self, statements: Sequence[str], timeout_secs: int, cancel: CancelToken
     ) -> ExecutionOutput:
@@ -214,6 +270,7 @@ class MySqlDatabase:
 
     # --- EXPLAIN ---------------------------------------------------------------------
 
+    @only_database_errors
     def explain(self, sql: str, timeout_secs: int) -> Any:
         """`EXPLAIN FORMAT=JSON` of one statement, in a read-only transaction with a timeout.
 
@@ -289,6 +346,7 @@ class MySqlDatabase:
 
     # --- schema, migrations, close ---------------------------------------------------
 
+    @only_database_errors
     def collect_schema(self) -> dict[str, Any]:
         conn = self._start(["SET NAMES utf8mb4"], [])[0]
         try:
@@ -304,6 +362,7 @@ class MySqlDatabase:
         self._pool.release(conn, reusable=True)
         return snapshot
 
+    @only_database_errors
     def run_migration(
         self, operation: Operation, detail: str, timeout_secs: int, cancel: CancelToken
     ) -> ExecutionOutput:
@@ -440,6 +499,7 @@ class _Run:
         self._cursor: SSCursor | None = None
         self.clean = False
         self._closed = False
+        self._single_statements = False
 
     def check(self) -> None:
         """Before each statement: a cancel or deadline that already fired stops here.
@@ -463,10 +523,46 @@ class _Run:
         if reason is not None:
             raise _interrupted(reason, self._timeout_secs)
 
+    def single_statements(self) -> None:
+        """From here on the server refuses a query text holding several statements."""
+        set_multi_statements(self.conn, False)
+        self._single_statements = True
+
+    def require_read_only_transaction(self, read_only_flag: bool | None) -> bool:
+        """The session is still inside the read-only transaction it started with.
+
+        `read_only_flag` says whether the server flags read-only transactions (None at the
+        start, when that is learnt: the return value). The flags come with every OK and EOF
+        packet, so this costs no round trip. A COMMIT, ROLLBACK, or START TRANSACTION [READ
+        WRITE] in the plan ends that transaction, and is caught here, before the next
+        statement.
+        """
+        status = server_status(self.conn)
+        flagged = bool(status & SERVER_STATUS_IN_TRANS_READONLY)
+        if not status & SERVER_STATUS_IN_TRANS or (read_only_flag and not flagged):
+            raise TransactionControlRefused()
+        return flagged if read_only_flag is None else read_only_flag
+
+    def require_read_only_session(self, flavour: Flavour) -> None:
+        """The session's own read-only mode is still on: a DDL statement commits the
+        transaction implicitly and then runs with the session's mode, so a plan's `SET
+        SESSION TRANSACTION READ WRITE` must not reach the next statement."""
+        variable = "tx_read_only" if flavour is Flavour.MARIADB else "transaction_read_only"
+        with self.conn.cursor() as cursor:
+            cursor.execute(f"SELECT @@session.{variable}")
+            row = cursor.fetchone()
+        if not row or int(row[0]) != 1:
+            raise TransactionControlRefused()
+
     def stream(self, statement: str) -> SSCursor:
         cursor = self.conn.cursor(SSCursor)
         self._cursor = cursor
-        cursor.execute(statement)
+        try:
+            cursor.execute(statement)
+        except pymysql.err.ProgrammingError as exc:
+            if error_code(exc) == _PARSE_ERROR and has_multiple_statements(statement):
+                raise DatabaseError(ONE_STATEMENT_PER_SIGNED_STATEMENT) from exc
+            raise
         return cursor
 
     def end_stream(self, *, warned: bool) -> None:
@@ -543,6 +639,8 @@ class _Run:
     def release_clean(self) -> None:
         """Reset the session so the next job starts from the server's defaults."""
         try:
+            if self._single_statements:
+                set_multi_statements(self.conn, True)  # COM_RESET_CONNECTION keeps it off
             reset_session(self.conn)
         except (pymysql.err.Error, OSError) as exc:
             log.debug("session reset failed, closing the connection: %s", exc)
@@ -660,6 +758,7 @@ class _ResultBuilder:
         """Read every result set of the cursor; False when a limit stopped the reading."""
         while True:
             if cursor.description is not None:
+                follow_server_status(cursor)
                 names, encoders = self._start_result_set(cursor)
                 collector = self._collector
                 assert collector is not None

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from pymysql.constants import FIELD_TYPE
 
+from domain.result_limits import row_limit_reason, size_limit_reason
+
 #: Turns the raw text of one non-NULL value into its JSON value.
 Encoder = Callable[[bytes], Any]
 
@@ -178,14 +180,6 @@ def encode_row(names: Sequence[str], encoders: Sequence[Encoder], row: Sequence[
 
 
 # --- the result_data envelope ----------------------------------------------------------
-
-
-def row_limit_reason(max_rows: int) -> str:
-    return f"row limit reached ({max_rows})"
-
-
-def size_limit_reason(max_bytes: int) -> str:
-    return f"size limit reached ({max_bytes} bytes)"
 
 
 def envelope_overhead(columns: Sequence[dict[str, str]], max_rows: int, max_bytes: int) -> int:

@@ -4,7 +4,13 @@ What it guarantees, and why (agent-protocol.md §5, §6.3, §8, §9.3, §10; DES
 
 * SELECT plans run in a `BEGIN READ ONLY` transaction that has already taken a snapshot, so
   a `SET TRANSACTION READ WRITE` smuggled into the plan fails, and the database itself
-  refuses writes. Rows are streamed (libpq chunked-rows mode), never loaded whole, and
+  refuses writes. Each signed statement goes alone through the extended protocol, which
+  takes exactly one statement per call (a text holding several is refused by the server);
+  before each statement and after the last, the session must still be inside that
+  transaction, and no statement may be transaction control (COMMIT, ROLLBACK, BEGIN,
+  SAVEPOINT, `... AND CHAIN`): a plan that tries is stopped at once, rolled back and its
+  connection discarded. As a second layer the select session defaults to read-only
+  transactions. Rows are streamed (libpq chunked-rows mode), never loaded whole, and
   collected under exact limits: one row past `max_rows` is read to know truncation for sure,
   and a row that would push `result_data` past the byte cap is refused.
 * DML plans run as one simple-protocol batch, which PostgreSQL executes as one implicit
@@ -15,12 +21,16 @@ What it guarantees, and why (agent-protocol.md §5, §6.3, §8, §9.3, §10; DES
   `cancel_safe()` runs on a short-lived thread, repeated until the statement ends, so a
   cancel that reaches the server in the instant before the statement starts is not lost.
 * A connection that saw an error, a cancel or an unfinished result is closed, never reused.
+* SQL that cannot be sent as signed (a character outside the database encoding, or a NUL,
+  which libpq would silently treat as the end of the text) is refused before anything runs.
+  No exception other than `DatabaseError` leaves a `DatabasePort` method.
 * Failures are classified by SQLSTATE: authentication (28P01, 28000) is hard; a lost
   connection (class 08, 57P01-57P03, or a broken socket) feeds degraded mode.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -28,11 +38,13 @@ import select
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, ParamSpec, TypeAlias, TypeVar
+from urllib.parse import unquote
 
 import orjson
 import psycopg
 from psycopg import pq
+from psycopg.abc import Params, Query
 from psycopg.adapt import AdaptersMap, Transformer
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import error_from_result
@@ -53,6 +65,7 @@ from adapters.pg_values import (
 )
 from application.cancellation import CancelToken
 from domain.errors import (
+    AgentError,
     ConfigError,
     DatabaseAuthError,
     DatabaseError,
@@ -63,7 +76,7 @@ from domain.errors import (
 from domain.explain import ExplainRefused, check_explainable
 from domain.jobs import ExecutionOutput
 from domain.operations import Operation
-from domain.result_limits import ResultLimits, RowCollector
+from domain.result_limits import ResultLimits, RowCollector, longest_reason
 
 log = logging.getLogger("dbward.agent.postgres")
 
@@ -95,12 +108,41 @@ _AUTH_SQLSTATES = frozenset({"28P01", "28000"})
 _SERVER_GONE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 _QUERY_CANCELED = "57014"
 _SYNTAX_ERROR = "42601"
+ONE_STATEMENT_PER_SIGNED_STATEMENT = (
+    "query failed: one SQL statement per signed statement (the server refused a text"
+    " holding several)"
+)
 
 _TUPLES = frozenset(
     {pq.ExecStatus.TUPLES_OK, pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE}
 )
 _COPY = frozenset({pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH})
 _END_OF_STATEMENT = frozenset({pq.ExecStatus.COMMAND_OK, pq.ExecStatus.EMPTY_QUERY})
+
+#: Command tags of transaction control (`COMMIT AND CHAIN` reads `COMMIT`, `ROLLBACK TO
+#: SAVEPOINT` and `ABORT` read `ROLLBACK`, `END` reads `COMMIT`). None belongs in a SELECT
+#: plan; `COMMIT AND CHAIN` even leaves the session "in a transaction", a new one whose
+#: access mode the plan could then change, so the status alone would not notice it.
+_TRANSACTION_CONTROL_TAGS = frozenset(
+    {
+        b"BEGIN",
+        b"START TRANSACTION",
+        b"COMMIT",
+        b"ROLLBACK",
+        b"SAVEPOINT",
+        b"RELEASE",
+        b"PREPARE TRANSACTION",
+        b"COMMIT PREPARED",
+        b"ROLLBACK PREPARED",
+    }
+)
+TRANSACTION_CONTROL_REFUSED = (
+    "query failed: transaction control is not allowed in a read-only query"
+)
+#: The second layer of the select path: should the plan ever leave `BEGIN READ ONLY`, what
+#: starts next is read-only too. Set outside the transaction (a ROLLBACK would undo it
+#: otherwise); the session reset (`RESET ALL`) takes it away before the connection is reused.
+_READ_ONLY_SESSION = "SET default_transaction_read_only = on"
 
 #: libpq gives no SQLSTATE for a failure while connecting (the server's FATAL error reaches
 #: psycopg only as text). These are the server's own messages for 28P01 / 28000 (English
@@ -149,17 +191,20 @@ def classify_error(
     return DatabaseError(f"{prefix}: {_message(exc)}")
 
 
-def classify_connect_error(exc: psycopg.Error) -> DatabaseError:
+def classify_connect_error(exc: psycopg.Error, secrets: Sequence[str] = ()) -> DatabaseError:
     """The agent's error for a failed connection attempt: hard for bad credentials,
     transient (degraded mode, retried) for anything that may heal: refused, DNS, timeout,
     server starting or shutting down, too many connections, database missing.
+
+    `secrets` (the forms of the URL's password) are blanked out of the message: libpq may
+    quote a host, port or database that is really a piece of a badly encoded password.
     """
     if exc.sqlstate is not None:
         if exc.sqlstate in _AUTH_SQLSTATES:
-            return DatabaseAuthError(f"authentication failed: {_message(exc)}")
-        return DatabaseUnavailable(f"cannot connect: {_message(exc)}")
+            return DatabaseAuthError(f"authentication failed: {redact(_message(exc), secrets)}")
+        return DatabaseUnavailable(f"cannot connect: {redact(_message(exc), secrets)}")
     pgconn = exc.pgconn
-    text = str(exc)
+    text = redact(str(exc), secrets)
     if pgconn is not None and pgconn.needs_password:
         return DatabaseAuthError(f"authentication failed: the server requires a password: {text}")
     if pgconn is not None and "FATAL:" in text:
@@ -167,6 +212,46 @@ def classify_connect_error(exc: psycopg.Error) -> DatabaseError:
         if _AUTH_FAILURE.search(server_said):
             return DatabaseAuthError(f"authentication failed: {server_said.splitlines()[0]}")
     return DatabaseUnavailable(f"cannot connect: {text.strip().splitlines()[0]}")
+
+
+class TransactionControlRefused(DatabaseError):
+    """A SELECT plan ended or replaced the agent's read-only transaction."""
+
+    def __init__(self) -> None:
+        super().__init__(TRANSACTION_CONTROL_REFUSED)
+
+
+class SqlNotSendable(psycopg.DataError):
+    """SQL that cannot reach the server as signed: a character the database encoding lacks,
+    or a NUL. A psycopg error, so every path (the migration runner's too) reports it like
+    any other failed statement."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def only_database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The `DatabasePort` contract: callers see `DatabaseError` types and nothing else.
+
+    The known failures are translated where they happen; this is the net under them, for
+    anything unforeseen (a bug, an encoder or parser refusing a value): it is logged with
+    its traceback and reported as a failed query instead of escaping as a stray exception.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except AgentError:
+            raise
+        except OSError as exc:
+            raise DatabaseError(f"connection lost: {exc}", connectivity=True) from exc
+        except Exception as exc:
+            log.exception("unexpected failure in %s", method.__qualname__)
+            raise DatabaseError(f"query failed: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
 
 
 # --- statement supervision -------------------------------------------------------------
@@ -191,6 +276,7 @@ class _StatementGuard:
         self._stopping = False
         self._unregister: Callable[[], None] | None = None
         self._timer: threading.Timer | None = None
+        self._armed = False
         self.cancelled = False
         self.deadline_passed = False
 
@@ -199,7 +285,11 @@ class _StatementGuard:
         return self.cancelled or self.deadline_passed
 
     def arm(self) -> None:
-        """Call once the statement is on its way to the server."""
+        """Call once the first statement is on its way to the server; later calls (the
+        plan's next statements) keep the one deadline, which covers the whole plan."""
+        if self._armed:
+            return
+        self._armed = True
         if self._timeout_secs > 0:
             self._timer = threading.Timer(
                 self._timeout_secs + DEADLINE_GRACE_SECS, self._on_deadline
@@ -217,6 +307,14 @@ class _StatementGuard:
             self._timer.cancel()
         with self._lock:
             self._finished.set()
+
+    def check(self) -> None:
+        """Between statements: a cancel or deadline that fired stops the plan here (a cancel
+        request that reached an idle session stopped nothing)."""
+        if self.cancelled:
+            raise QueryCancelled("query cancelled")
+        if self.deadline_passed:
+            raise QueryTimeout("query timed out")
 
     def _on_cancel(self) -> None:
         self.cancelled = True
@@ -265,12 +363,7 @@ def _envelope_suffix(truncated: bool, reason: str | None, columns_json: bytes) -
 
 def envelope_size(limits: ResultLimits, columns_json: bytes) -> int:
     """Bytes of `result_data` around the rows, at their largest (the longer reason)."""
-    reasons = (
-        f"row limit reached ({limits.max_rows})",
-        f"size limit reached ({limits.max_bytes} bytes)",
-    )
-    longest = max(reasons, key=len)
-    return len(_ROWS_PREFIX) + len(_envelope_suffix(False, longest, columns_json))
+    return len(_ROWS_PREFIX) + len(_envelope_suffix(False, longest_reason(limits), columns_json))
 
 
 def build_result_data(
@@ -323,7 +416,8 @@ class PostgresDatabase:
         try:
             self._params: dict[str, Any] = dict(conninfo_to_dict(url))
         except psycopg.Error as exc:
-            raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
+            raise ConfigError(url_error_message(url, exc)) from None
+        self._secrets = password_forms(url)
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             self._open_connection, _close_quietly
         )
@@ -336,6 +430,7 @@ class PostgresDatabase:
 
     # --- connections ------------------------------------------------------------------
 
+    @only_database_errors
     def connect(self, timeout_secs: float) -> None:
         """Open and check one connection; also the reconnect after an outage, so stale
         pooled connections (and cached type oids: a restore may change them) go first."""
@@ -363,9 +458,11 @@ class PostgresDatabase:
         for key, value in _KEEPALIVE_DEFAULTS.items():
             params.setdefault(key, value)
         try:
-            connection = psycopg.connect(autocommit=True, prepare_threshold=None, **params)
+            connection: Connection = _CheckedConnection.connect(
+                autocommit=True, prepare_threshold=None, **params
+            )
         except psycopg.Error as exc:
-            raise classify_connect_error(exc) from None
+            raise classify_connect_error(exc, self._secrets) from None
         try:
             connection.execute("SET bytea_output = 'hex'")
         except psycopg.Error as exc:
@@ -428,6 +525,7 @@ class PostgresDatabase:
 
     # --- execute_select ---------------------------------------------------------------
 
+    @only_database_errors
     def execute_select(
         self,
         statements: Sequence[str],
@@ -435,21 +533,34 @@ class PostgresDatabase:
         limits: ResultLimits,
         cancel: CancelToken,
     ) -> ExecutionOutput:
-        """Run a SELECT plan in one read-only transaction; rows of every result set."""
+        """Run a SELECT plan in one read-only transaction; rows of every result set.
+
+        Each signed statement is sent on its own; one that ends or replaces the transaction
+        stops the plan (`TransactionControlRefused`) before anything else runs.
+        """
         if cancel.cancelled:
             raise QueryCancelled("query cancelled")
         connection = self._acquire()
+        try:
+            encoded = _encode_statements(statements, connection)
+        except SqlNotSendable as exc:
+            self._release(connection, reusable=True)
+            raise DatabaseError(f"query failed: {exc}") from None
         guard = _StatementGuard(connection, cancel, timeout_secs)
         reusable = False
         try:
+            connection.execute(_READ_ONLY_SESSION)
             _begin(connection, "BEGIN READ ONLY", timeout_secs)
-            streamed = self._stream_select(connection, ";\n".join(statements), limits, guard)
+            streamed = self._stream_select(connection, encoded, limits, guard)
             guard.disarm()
             if streamed.complete and not guard.fired:
                 reusable = self._clean_up(connection, "ROLLBACK; " + _SESSION_RESET)
             elif not streamed.complete:
                 _stop_quietly(connection)  # rows past the limit are still coming
             return streamed.output
+        except TransactionControlRefused:
+            _rollback_quietly(connection)
+            raise
         except psycopg.Error as exc:
             raise self._failure(exc, connection, guard) from None
         finally:
@@ -457,66 +568,85 @@ class PostgresDatabase:
             self._release(connection, reusable=reusable)
 
     def _stream_select(
-        self, connection: Connection, sql: str, limits: ResultLimits, guard: _StatementGuard
+        self,
+        connection: Connection,
+        statements: Sequence[bytes],
+        limits: ResultLimits,
+        guard: _StatementGuard,
     ) -> _Streamed:
+        """Stream each statement's rows into one collector; stop early at a limit."""
         pgconn = connection.pgconn
         raw_text = connection.info.encoding == "ascii"  # SQL_ASCII: text arrives as bytes
         transformer = Transformer(_SelectContext(connection))
         collector: RowCollector | None = None
         columns_json = b"[]"
-        encoder: RowEncoder | None = None
-        failed: pq.abc.PGresult | None = None
-        complete = True
-        pgconn.send_query(_encode_sql(sql, connection))
-        if psycopg.capabilities.has_stream_chunked():
-            pgconn.set_chunked_rows_mode(CHUNK_ROWS)
-        else:  # libpq older than 17 (psycopg without its bundled libpq): still streaming
-            pgconn.set_single_row_mode()
-        connection.wait(send(pgconn))
-        guard.arm()
-        while True:
-            try:
-                result = connection.wait(fetch(pgconn))
-            except psycopg.Error:
+        for sql in statements:
+            _require_read_only_transaction(pgconn)
+            guard.check()
+            # The extended protocol: exactly one statement per call, by the server's rule.
+            pgconn.send_query_params(sql, None)
+            if psycopg.capabilities.has_stream_chunked():
+                pgconn.set_chunked_rows_mode(CHUNK_ROWS)
+            else:  # libpq older than 17 (psycopg without its bundled libpq): still streaming
+                pgconn.set_single_row_mode()
+            connection.wait(send(pgconn))
+            guard.arm()
+            encoder: RowEncoder | None = None
+            failed: pq.abc.PGresult | None = None
+            transaction_control = False
+            while True:
+                try:
+                    result = connection.wait(fetch(pgconn))
+                except psycopg.Error:
+                    if failed is not None:
+                        break  # the server reported why before it hung up
+                    raise
+                if result is None:
+                    break
+                status = result.status
                 if failed is not None:
-                    break  # the server reported why before it hung up
-                raise
-            if result is None:
-                break
-            status = result.status
-            if failed is not None:
-                continue  # drain to the end of the batch, then report
-            if status in _TUPLES:
-                if encoder is None:  # the first chunk of a result set: pick converters once
-                    encoder = RowEncoder(
-                        _field_names(result, connection, raw_text),
-                        self._column_types(result),
-                        raw_text=raw_text,
-                    )
-                    transformer.set_pgresult(result, set_loaders=True)
-                    if collector is None:
-                        columns_json = orjson.dumps(encoder.columns)
-                        collector = RowCollector(
-                            limits, reserved_bytes=envelope_size(limits, columns_json)
+                    continue  # drain to the end of the statement, then report
+                if status in _TUPLES:
+                    if encoder is None:  # the first chunk of a result set: pick converters once
+                        encoder = RowEncoder(
+                            _field_names(result, connection, raw_text),
+                            self._column_types(result),
+                            raw_text=raw_text,
                         )
-                else:
-                    transformer.set_pgresult(result, set_loaders=False)
-                ntuples = result.ntuples
-                if ntuples and collector is not None:
-                    rows = transformer.load_rows(0, ntuples, tuple)
-                    if not all(map(collector.offer, encoder.encode(rows))):
-                        complete = False
-                        break
-                if status == pq.ExecStatus.TUPLES_OK:
+                        transformer.set_pgresult(result, set_loaders=True)
+                        if collector is None:
+                            columns_json = orjson.dumps(encoder.columns)
+                            collector = RowCollector(
+                                limits, reserved_bytes=envelope_size(limits, columns_json)
+                            )
+                    else:
+                        transformer.set_pgresult(result, set_loaders=False)
+                    ntuples = result.ntuples
+                    if ntuples and collector is not None:
+                        rows = transformer.load_rows(0, ntuples, tuple)
+                        if not all(map(collector.offer, encoder.encode(rows))):
+                            return self._streamed(collector, columns_json, complete=False)
+                    if status == pq.ExecStatus.TUPLES_OK:
+                        encoder = None
+                elif status == pq.ExecStatus.FATAL_ERROR:
+                    failed = result
+                elif status in _END_OF_STATEMENT:
                     encoder = None
-            elif status == pq.ExecStatus.FATAL_ERROR:
-                failed = result
-            elif status in _END_OF_STATEMENT:
-                encoder = None
-            elif status in _COPY:
-                raise DatabaseError("query failed: COPY to or from the client is not supported")
-        if failed is not None:
-            raise error_from_result(failed, encoding=connection.info.encoding)
+                    if result.command_status in _TRANSACTION_CONTROL_TAGS:
+                        transaction_control = True
+                elif status in _COPY:
+                    raise DatabaseError("query failed: COPY to or from the client is not supported")
+            if failed is not None:
+                raise _select_error(failed, connection)
+            if transaction_control:
+                raise TransactionControlRefused()
+        _require_read_only_transaction(pgconn)
+        return self._streamed(collector, columns_json, complete=True)
+
+    @staticmethod
+    def _streamed(
+        collector: RowCollector | None, columns_json: bytes, *, complete: bool
+    ) -> _Streamed:
         if collector is None:
             data = build_result_data([], False, None, columns_json)
             return _Streamed(ExecutionOutput(result_data=data, truncated=False), complete)
@@ -565,6 +695,7 @@ class PostgresDatabase:
 
     # --- execute_dml ------------------------------------------------------------------
 
+    @only_database_errors
     def execute_dml(
         self, statements: Sequence[str], timeout_secs: int, cancel: CancelToken
     ) -> ExecutionOutput:
@@ -572,6 +703,11 @@ class PostgresDatabase:
         if cancel.cancelled:
             raise QueryCancelled("query cancelled")
         connection = self._acquire()
+        try:
+            batch = b";\n".join(_encode_statements(statements, connection))
+        except SqlNotSendable as exc:
+            self._release(connection, reusable=True)
+            raise DatabaseError(f"query failed: {exc}") from None
         guard = _StatementGuard(connection, cancel, timeout_secs)
         reusable = False
         try:
@@ -579,7 +715,7 @@ class PostgresDatabase:
                 "SELECT pg_catalog.set_config('statement_timeout', %s, false)",
                 (_timeout_setting(timeout_secs),),
             )
-            rows_affected = self._run_batch(connection, ";\n".join(statements), guard)
+            rows_affected = self._run_batch(connection, batch, guard)
             guard.disarm()
             if not guard.fired:
                 reusable = self._clean_up(connection, _SESSION_RESET)
@@ -594,11 +730,11 @@ class PostgresDatabase:
             rows_affected=rows_affected,
         )
 
-    def _run_batch(self, connection: Connection, sql: str, guard: _StatementGuard) -> int:
+    def _run_batch(self, connection: Connection, sql: bytes, guard: _StatementGuard) -> int:
         """Send the batch in one simple-protocol message; the sum of the command tags'
         row counts. Rows a statement returns (RETURNING) are read and dropped."""
         pgconn = connection.pgconn
-        pgconn.send_query(_encode_sql(sql, connection))
+        pgconn.send_query(sql)
         connection.wait(send(pgconn))
         guard.arm()
         total = 0
@@ -625,6 +761,7 @@ class PostgresDatabase:
 
     # --- explain ----------------------------------------------------------------------
 
+    @only_database_errors
     def explain(self, sql: str, timeout_secs: int) -> Any:
         """`EXPLAIN (FORMAT JSON)` of one statement, never executed: ANALYZE is refused by
         name, the statement goes through the extended protocol (which takes exactly one
@@ -634,13 +771,16 @@ class PostgresDatabase:
         except ExplainRefused as exc:
             raise DatabaseError(f"explain refused: {exc}") from None
         connection = self._acquire()
+        try:
+            encoded = _encode_sql(statement, connection)
+        except SqlNotSendable as exc:
+            self._release(connection, reusable=True)
+            raise DatabaseError(f"query failed: {exc}") from None
         reusable = False
         try:
             _begin(connection, "BEGIN READ ONLY", timeout_secs)
             pgconn = connection.pgconn
-            pgconn.send_query_params(
-                _encode_sql("EXPLAIN (FORMAT JSON) " + statement, connection), None
-            )
+            pgconn.send_query_params(b"EXPLAIN (FORMAT JSON) " + encoded, None)
             connection.wait(send(pgconn))
             results: list[pq.abc.PGresult] = []
             while (result := connection.wait(fetch(pgconn))) is not None:
@@ -670,6 +810,7 @@ class PostgresDatabase:
 
     # --- schema -----------------------------------------------------------------------
 
+    @only_database_errors
     def collect_schema(self) -> dict[str, Any]:
         """The schema snapshot (§8.2 plus views, partitioning, checks, index details), read
         from one consistent snapshot with a constant number of queries."""
@@ -691,11 +832,14 @@ class PostgresDatabase:
 
     # --- migrations -------------------------------------------------------------------
 
+    @only_database_errors
     def run_migration(
         self, operation: Operation, detail: str, timeout_secs: int, cancel: CancelToken
     ) -> ExecutionOutput:
         """Migrations live in their own module; it opens its connection through
-        `_open_migration_connection` (never a pooled one) and closes it."""
+        `_open_migration_connection` (never a pooled one) and closes it. That connection
+        refuses SQL it cannot send (`SqlNotSendable`, a psycopg error), so the runner reports
+        it as the failure of that version, with the versions applied before it."""
         from adapters.pg_migrations import run_postgres_migration  # noqa: PLC0415
 
         output: ExecutionOutput = run_postgres_migration(
@@ -745,10 +889,147 @@ _SESSION_RESET = (
 )
 
 
-def _encode_sql(sql: str, connection: Connection) -> bytes:
+def _encode_sql(sql: str, connection: Connection, statement: int | None = None) -> bytes:
+    """The signed text in the connection's client encoding, or `SqlNotSendable`.
+
+    libpq takes C strings, so a NUL would silently end the SQL early (`DELETE FROM t\\0
+    WHERE ...` would delete every row): refused, like a character the encoding lacks.
+    """
+    where = f" of statement {statement}" if statement is not None else ""
+    nul = sql.find("\x00")
+    if nul >= 0:
+        raise SqlNotSendable(
+            f"the SQL contains a NUL character (position {nul}{where}), which PostgreSQL"
+            " cannot receive"
+        )
     encoding = connection.info.encoding
-    # SQL_ASCII takes any bytes; the signed SQL is UTF-8 text.
-    return sql.encode("utf-8" if encoding == "ascii" else encoding)
+    try:
+        # SQL_ASCII takes any bytes; the signed SQL is UTF-8 text.
+        return sql.encode("utf-8" if encoding == "ascii" else encoding)
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise SqlNotSendable(
+            f"the SQL cannot be encoded in the database encoding {_encoding_name(connection)}:"
+            f" {bad!r} at position {exc.start}{where}"
+        ) from None
+
+
+def _encode_statements(statements: Sequence[str], connection: Connection) -> list[bytes]:
+    """The plan's non-blank statements, encoded; all of them are checked before any runs."""
+    several = len(statements) > 1
+    return [
+        _encode_sql(sql, connection, index + 1 if several else None)
+        for index, sql in enumerate(statements)
+        if sql.strip()
+    ]
+
+
+def _encoding_name(connection: Connection) -> str:
+    """The server's name of the client encoding (LATIN1, UTF8, ...), for messages."""
+    raw = connection.pgconn.parameter_status(b"client_encoding")
+    return raw.decode("ascii", "replace") if raw else connection.info.encoding
+
+
+class _CheckedConnection(psycopg.Connection[tuple[Any, ...]]):
+    """A psycopg connection whose `execute` refuses text it cannot send as is.
+
+    psycopg would raise `UnicodeEncodeError` (not a psycopg error) for a character outside
+    the client encoding, and pass a NUL through to libpq, which cuts the text there. The
+    migration runner executes signed SQL this way.
+    """
+
+    def execute(
+        self,
+        query: Query,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool = False,
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        if isinstance(query, str):
+            _encode_sql(query, self)
+        # `Any`: the base class spells this signature as two overloads (plain, template).
+        text: Any = query
+        return super().execute(text, params, prepare=prepare, binary=binary)
+
+
+def _require_read_only_transaction(pgconn: pq.abc.PGconn) -> None:
+    """The plan is still inside the agent's `BEGIN READ ONLY`, or it is stopped here."""
+    if pgconn.transaction_status != pq.TransactionStatus.INTRANS:
+        raise TransactionControlRefused()
+
+
+def _select_error(failed: pq.abc.PGresult, connection: Connection) -> Exception:
+    """The error of a failed SELECT statement; the extended protocol's refusal of a text
+    holding several statements is named for what it means here."""
+    error = error_from_result(failed, encoding=connection.info.encoding)
+    primary = error.diag.message_primary or ""
+    if error.sqlstate == _SYNTAX_ERROR and "multiple commands" in primary:
+        return DatabaseError(ONE_STATEMENT_PER_SIGNED_STATEMENT)
+    return error
+
+
+def _rollback_quietly(connection: Connection) -> None:
+    """Best effort: end whatever transaction a refused plan left open. The connection is
+    discarded right after, which ends it anyway."""
+    if connection.closed or connection.broken:
+        return
+    if connection.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        return
+    try:
+        connection.execute("ROLLBACK")
+    except psycopg.Error as exc:
+        log.debug("rollback after a refused plan failed: %s", exc)
+
+
+# --- URL errors ----------------------------------------------------------------------------
+
+_URI_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_KEYWORD_PASSWORD = re.compile(r"password\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))", re.IGNORECASE)
+#: Where libpq cuts a URL; an unencoded one inside a password leaves pieces of it elsewhere.
+_URI_DELIMITERS = re.compile(r"[/@:?#]")
+_REDACTED = "********"
+
+
+def url_error_message(url: str, exc: psycopg.Error) -> str:
+    """A URL parse error that never shows the password.
+
+    libpq quotes the offending part back, which may be the password itself (a malformed
+    percent-encoding, spaces) or the whole URL (an unclosed IPv6 bracket).
+    """
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    if "percent-encod" in text:
+        return "invalid database URL: malformed percent-encoding"
+    return f"invalid PostgreSQL URL: {redact(text, password_forms(url))}"
+
+
+def password_forms(url: str) -> list[str]:
+    """What the password may look like inside a message, longest first: as written, decoded,
+    and (when an unencoded `/`, `@`, `:`, `?` or `#` made libpq read it as host, port or
+    database) its pieces."""
+    found: list[str] = []
+    prefix = _URI_PREFIX.match(url)
+    if prefix:
+        rest = url[prefix.end() :]
+        for end in {rest.find("@"), rest.rfind("@")} - {-1}:
+            userinfo = rest[:end]
+            if ":" in userinfo:
+                password = userinfo.partition(":")[2]
+                found.append(password)
+                found.extend(p for p in _URI_DELIMITERS.split(password) if len(p) >= 3)
+    for match in _KEYWORD_PASSWORD.finditer(url):
+        value = match.group(1) if match.group(1) is not None else match.group(2)
+        found.append(value)
+        found.append(re.sub(r"\\(.)", r"\1", value))
+    forms = {form for raw in found for form in (raw, unquote(raw)) if form}
+    return sorted(forms, key=len, reverse=True)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    return text
 
 
 def _field_names(result: pq.abc.PGresult, connection: Connection, raw_text: bool) -> list[str]:

@@ -10,6 +10,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MIB = 1024 * 1024
+
+
+def row_limit_reason(max_rows: int) -> str:
+    """`truncation_reason` when the row limit stopped the result (agent-protocol.md §5.6)."""
+    return f"row limit reached ({max_rows})"
+
+
+def size_limit_reason(max_bytes: int) -> str:
+    """`truncation_reason` when the byte cap stopped the result.
+
+    A cap of whole mebibytes reads as the reference writes it, `size limit reached (10 MB)`
+    for the 10 MiB default (§5.6); any other cap is given exactly, in bytes.
+    """
+    if max_bytes > 0 and max_bytes % MIB == 0:
+        return f"size limit reached ({max_bytes // MIB} MB)"
+    return f"size limit reached ({max_bytes} bytes)"
+
+
+def longest_reason(limits: ResultLimits) -> str:
+    """The longer of the two reasons: what an envelope must leave room for."""
+    return max(row_limit_reason(limits.max_rows), size_limit_reason(limits.max_bytes), key=len)
+
 
 @dataclass(frozen=True)
 class ResultLimits:
@@ -47,11 +70,11 @@ class RowCollector:
     def offer(self, encoded_row: bytes) -> bool:
         """Append the row if it fits; False means stop reading (the result is truncated)."""
         if len(self.rows) >= self._limits.max_rows:
-            self.truncation_reason = f"row limit reached ({self._limits.max_rows})"
+            self.truncation_reason = row_limit_reason(self._limits.max_rows)
             return False
         separator = 1 if self.rows else 0
         if self.size + separator + len(encoded_row) > self._budget:
-            self.truncation_reason = f"size limit reached ({self._limits.max_bytes} bytes)"
+            self.truncation_reason = size_limit_reason(self._limits.max_bytes)
             return False
         self.rows.append(encoded_row)
         self.size += separator + len(encoded_row)

@@ -16,22 +16,38 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import orjson
 import pymysql
 import pytest
+from pymysql.cursors import SSCursor
 
-from adapters.mysql_connection import Flavour
-from adapters.mysql_database import MySqlDatabase, has_multiple_statements
+from adapters.mysql_connection import (
+    SERVER_STATUS_IN_TRANS,
+    Flavour,
+    connect,
+    follow_server_status,
+    parse_mysql_url,
+    server_status,
+)
+from adapters.mysql_database import (
+    TRANSACTION_CONTROL_REFUSED,
+    MySqlDatabase,
+    has_multiple_statements,
+)
 from application.cancellation import CancelReason, CancelToken
 from domain.errors import (
+    ConfigError,
     DatabaseAuthError,
     DatabaseError,
     DatabaseUnavailable,
+    PartialMigrationError,
     QueryCancelled,
     QueryTimeout,
 )
+from domain.operations import Operation
 from domain.result_limits import ResultLimits
 
 pytestmark = pytest.mark.integration
 
 LIMITS = ResultLimits(max_rows=10_000, max_bytes=10 * 1024 * 1024)
+SERVER_QUERY_NO_INDEX_USED = 0x0020
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -367,12 +383,172 @@ def test_signed_statements_run_in_order_in_one_session(db: MySqlDatabase) -> Non
     assert data["rows"] == [{"x": 6}]
 
 
-def test_one_text_with_several_statements_returns_rows_of_every_result_set(
-    db: MySqlDatabase,
+def test_one_text_with_several_statements_is_refused_in_the_select_path(
+    db: MySqlDatabase, admin: Admin
 ) -> None:
-    data = select(db, "SELECT 1 AS a; SELECT 'b' AS b")
-    assert data["rows"] == [{"a": 1}, {"b": "b"}]
-    assert data["columns"] == [{"name": "a", "type": "LONG"}, {"name": "b", "type": "VAR_STRING"}]
+    """Multi-statement texts are off for SELECT plans: the server refuses the text whole, so
+    a statement inside it can never run after a COMMIT before the agent could check."""
+    with pytest.raises(DatabaseError, match="one SQL statement per signed statement"):
+        select(db, "SELECT 1 AS a; SELECT 'b' AS b")
+    # Multi-statement support is back for the next DML job on the same pooled connection.
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
+    output = db.execute_dml(
+        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"], 10, CancelToken()
+    )
+    assert output.rows_affected == 2
+
+
+#: Plans that tried to leave the read-only transaction or the read-only session. Before the
+#: fix, those marked "wrote" inserted a row or created a table.
+MYSQL_TRANSACTION_ESCAPES = {
+    "commit, read write, insert": [
+        "COMMIT",
+        "SET SESSION TRANSACTION READ WRITE",
+        "INSERT INTO t VALUES (9, 'z')",
+    ],
+    "commit, read write, ddl": [
+        "COMMIT",
+        "SET SESSION TRANSACTION READ WRITE",
+        "CREATE TABLE leaked (a INT)",
+    ],
+    # (wrote) DDL commits the read-only transaction implicitly, then runs read-write.
+    "read write session, ddl": [
+        "SET SESSION TRANSACTION READ WRITE",
+        "CREATE TABLE leaked (a INT)",
+    ],
+    "rollback, read write, new transaction": [
+        "ROLLBACK",
+        "SET SESSION TRANSACTION READ WRITE",
+        "START TRANSACTION",
+        "INSERT INTO t VALUES (9, 'z')",
+        "COMMIT",
+    ],
+    "start transaction read write": [
+        "START TRANSACTION READ WRITE",
+        "INSERT INTO t VALUES (9, 'z')",
+        "COMMIT",
+    ],
+    "commit and chain, read write, ddl": [
+        "COMMIT AND CHAIN",
+        "SET SESSION TRANSACTION READ WRITE",
+        "CREATE TABLE leaked (a INT)",
+    ],
+    "commit as the last statement": ["SELECT 1", "COMMIT"],
+    "commit, insert": ["COMMIT", "INSERT INTO t VALUES (9, 'z')"],
+}
+
+
+@pytest.mark.parametrize(
+    "plan", MYSQL_TRANSACTION_ESCAPES.values(), ids=MYSQL_TRANSACTION_ESCAPES.keys()
+)
+@pytest.mark.usefixtures("five_rows")
+def test_transaction_control_in_a_select_plan_is_refused_and_nothing_is_written(
+    db: MySqlDatabase, admin: Admin, plan: list[str]
+) -> None:
+    with pytest.raises(DatabaseError) as caught:
+        db.execute_select(plan, 10, LIMITS, CancelToken())
+    assert str(caught.value) == (
+        "query failed: transaction control is not allowed in a read-only query"
+    )
+    assert not caught.value.connectivity
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(5,)]
+    assert admin.rows("SHOW TABLES LIKE 'leaked'") == []
+    # The next job gets a clean, read-only session.
+    assert select(db, "SELECT COUNT(*) AS n FROM t")["rows"] == [{"n": 5}]
+    with pytest.raises(DatabaseError, match="READ ONLY"):
+        db.execute_select(["INSERT INTO t VALUES (10, 'y')"], 10, LIMITS, CancelToken())
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        ["COMMIT; SET SESSION TRANSACTION READ WRITE; INSERT INTO t VALUES (9, 'z')"],
+        ["SELECT 1; COMMIT; SET SESSION TRANSACTION READ WRITE; CREATE TABLE leaked (a INT)"],
+        ["SET SESSION TRANSACTION READ WRITE; CREATE TABLE leaked (a INT)"],
+    ],
+    ids=["commit, read write, insert", "select, commit, read write, ddl", "read write, ddl"],
+)
+@pytest.mark.usefixtures("five_rows")
+def test_the_same_escapes_in_one_text_are_refused_by_the_server(
+    db: MySqlDatabase, admin: Admin, plan: list[str]
+) -> None:
+    with pytest.raises(DatabaseError, match="one SQL statement per signed statement"):
+        db.execute_select(plan, 10, LIMITS, CancelToken())
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(5,)]
+    assert admin.rows("SHOW TABLES LIKE 'leaked'") == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SET STATEMENT tx_read_only = 0 FOR CREATE TABLE leaked (a INT)",
+        "SET STATEMENT `tx_read_only`=0 FOR CREATE TABLE leaked (a INT)",
+        "/*!SET STATEMENT tx_read_only=0 FOR*/ CREATE TABLE leaked (a INT)",
+        "set statement transaction_read_only=0 for create table leaked (a INT)",
+    ],
+)
+def test_a_statement_that_lifts_read_only_for_itself_is_refused(
+    db: MySqlDatabase, admin: Admin, statement: str
+) -> None:
+    """MariaDB's `SET STATEMENT tx_read_only=0 FOR <DDL>` writes in one statement, before any
+    check after it could run: refused before it is sent."""
+    with pytest.raises(DatabaseError, match="read-only mode cannot be changed"):
+        db.execute_select([statement], 10, LIMITS, CancelToken())
+    assert admin.rows("SHOW TABLES LIKE 'leaked'") == []
+
+
+@pytest.mark.usefixtures("five_rows")
+def test_a_procedure_that_commits_is_caught_before_the_next_statement(
+    db: MySqlDatabase, admin: Admin
+) -> None:
+    """The flags come from the packet that ends the CALL: out of our transaction, stop.
+
+    (What a procedure does inside itself cannot be checked from outside; a read-only
+    account is the only guard against a procedure that writes.)
+    """
+    admin.run("CREATE PROCEDURE ends_the_transaction() BEGIN COMMIT; SELECT 1 AS one; END")
+    with pytest.raises(DatabaseError) as caught:
+        db.execute_select(
+            [
+                "CALL ends_the_transaction()",
+                "SET SESSION TRANSACTION READ WRITE",
+                "INSERT INTO t VALUES (9, 'z')",
+            ],
+            10,
+            LIMITS,
+            CancelToken(),
+        )
+    assert str(caught.value) == TRANSACTION_CONTROL_REFUSED
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(5,)]
+
+
+def test_the_status_flags_follow_the_end_of_an_unbuffered_result_set(
+    mysql_database: str, admin: Admin
+) -> None:
+    """PyMySQL drops the flags of the EOF packet that ends a result set; the adapter keeps
+    them (here: "no index used", which only a table scan's EOF carries)."""
+    admin.run("CREATE TABLE scan (a INT)", "INSERT INTO scan VALUES (1), (2)")
+    conn = connect(parse_mysql_url(mysql_database), timeout_secs=5)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("START TRANSACTION READ ONLY")
+        before = server_status(conn)
+        streaming = conn.cursor(SSCursor)
+        streaming.execute("SELECT a FROM scan")
+        follow_server_status(streaming)
+        assert [row for row in streaming.fetchall_unbuffered()] == [(b"1",), (b"2",)]
+        after = server_status(conn)
+        assert not before & SERVER_QUERY_NO_INDEX_USED
+        assert after & SERVER_QUERY_NO_INDEX_USED
+        assert after & SERVER_STATUS_IN_TRANS
+    finally:
+        conn.close()
+
+
+def test_set_then_select_plans_still_work(db: MySqlDatabase) -> None:
+    limit = _lift_server_limit(db).replace("= 0", "= 5")
+    data = select(db, limit, "SET @x = 1", "SELECT @x AS x, @@SESSION.sql_mode IS NOT NULL AS i")
+    assert data["rows"] == [{"x": 1, "i": 1}]
 
 
 @pytest.mark.parametrize(
@@ -380,7 +556,6 @@ def test_one_text_with_several_statements_returns_rows_of_every_result_set(
     [
         ["INSERT INTO t VALUES (9, 'z')"],
         ["SELECT 1", "INSERT INTO t VALUES (9, 'z')"],
-        ["COMMIT", "INSERT INTO t VALUES (9, 'z')"],  # a smuggled COMMIT still cannot write
         ["DELETE FROM t"],
     ],
 )
@@ -816,6 +991,99 @@ def test_schema_snapshot_of_a_cascade_chain(
 
 def test_schema_of_an_empty_database(db: MySqlDatabase) -> None:
     assert db.collect_schema() == {"tables": []}
+
+
+# --- SQL that cannot be sent, URL errors, failures that must stay DatabaseErrors --------------
+
+NOT_UTF8MB4 = "query failed: the SQL cannot be encoded in the database encoding utf8mb4"
+
+
+def test_a_lone_surrogate_in_the_sql_is_a_database_error_everywhere(
+    db: MySqlDatabase, admin: Admin
+) -> None:
+    admin.run("CREATE TABLE t (v VARCHAR(10))")
+    with pytest.raises(DatabaseError, match=NOT_UTF8MB4) as caught:
+        db.execute_select(["SELECT 1", "SELECT '\ud800' AS v"], 10, LIMITS, CancelToken())
+    assert "'\\ud800'" in str(caught.value)
+    with pytest.raises(DatabaseError, match=NOT_UTF8MB4):
+        db.execute_dml(
+            ["INSERT INTO t VALUES ('a')", "INSERT INTO t VALUES ('\ud800')"], 10, CancelToken()
+        )
+    with pytest.raises(DatabaseError, match=NOT_UTF8MB4):
+        db.explain("SELECT '\ud800'", 5)
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(0,)]
+    assert select(db, "SELECT 'ok' AS v")["rows"] == [{"v": "ok"}]
+
+
+def test_a_migration_with_a_lone_surrogate_is_a_migration_error(
+    db: MySqlDatabase, admin: Admin
+) -> None:
+    # JSON's \\ud800 escape decodes to a lone surrogate, which no UTF-8 text can hold.
+    detail = (
+        '{"direction":"up","migrations":[{"version":"1","sql":"CREATE TABLE m1 (a INT)"},'
+        '{"version":"2","sql":"CREATE TABLE m2 (a VARCHAR(3) DEFAULT \'\\ud800\')"}]}'
+    )
+    with pytest.raises(PartialMigrationError) as caught:
+        db.run_migration(Operation.MIGRATE_UP, detail, 10, CancelToken())
+    assert "cannot be encoded in the database encoding utf8mb4" in str(caught.value)
+    assert orjson.loads(caught.value.result_data)["applied_before_failure"] == ["1"]
+    assert admin.rows("SHOW TABLES LIKE 'm2'") == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:s3cr%zzet@db.example/app",
+        "mysql://u:s3cr%zet@db.example:3306/app",
+        "mysql://u:s3cr%ffet@db.example/app",  # not UTF-8 once decoded
+        "mysql://u%zz:pw@db.example/app",
+        "mysql://u:pw@db.example/a%zzpp",
+    ],
+)
+def test_a_malformed_percent_encoding_never_shows_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_mysql_url(url)
+    assert str(caught.value) == "invalid database URL: malformed percent-encoding"
+
+
+def test_a_well_formed_percent_encoding_is_decoded() -> None:
+    params = parse_mysql_url("mysql://us%40er:p%25w%2Fd@db.example/app%2Dx")
+    assert (params.user, params.password, params.database) == ("us@er", "p%w/d", "app-x")
+
+
+def test_no_other_exception_type_leaves_the_adapter(
+    db: MySqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DatabasePort contract: an encoder or parser failing unexpectedly is reported as
+    a failed query (and logged), never as a stray TypeError/KeyError."""
+    from adapters import mysql_database, mysql_schema
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("Type is not JSON serializable: Weird")
+
+    def unparseable(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyError("TABLE_NAME")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mysql_database, "encode_row", refuse)
+        with pytest.raises(DatabaseError, match="query failed: TypeError: Type is not JSON"):
+            select(db, "SELECT 1 AS n")
+        patch.setattr(mysql_schema, "collect_schema", unparseable)
+        with pytest.raises(DatabaseError, match="query failed: KeyError: 'TABLE_NAME'"):
+            db.collect_schema()
+    assert select(db, "SELECT 1 AS n")["rows"] == [{"n": 1}]
+
+
+def test_a_full_mib_byte_cap_reads_like_the_reference(db: MySqlDatabase) -> None:
+    """agent-protocol.md §5.6: `size limit reached (10 MB)` for the 10 MiB cap."""
+    data = select(
+        db,
+        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)"
+        " SELECT i, REPEAT('x', 1048576) AS v FROM n",
+    )
+    assert data["truncated"] is True
+    assert data["truncation_reason"] == "size limit reached (10 MB)"
+    assert [row["i"] for row in data["rows"]] == list(range(1, 10))
 
 
 # --- EXPLAIN --------------------------------------------------------------------------------

@@ -20,12 +20,15 @@ from adapters.postgres_database import (
 )
 from application.cancellation import CancelReason, CancelToken
 from domain.errors import (
+    ConfigError,
     DatabaseAuthError,
     DatabaseError,
     DatabaseUnavailable,
+    PartialMigrationError,
     QueryCancelled,
     QueryTimeout,
 )
+from domain.operations import Operation
 from domain.result_limits import ResultLimits
 
 pytestmark = pytest.mark.integration
@@ -298,6 +301,167 @@ def test_insert_through_the_select_path_is_refused_by_the_database(
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
+#: Plans that tried to leave the read-only transaction; each created a table before the fix
+#: (a COMMIT, ROLLBACK or chained commit ended `BEGIN READ ONLY`, and the rest of the batch
+#: ran read-write).
+TRANSACTION_ESCAPES = {
+    "commit, then ddl": ["COMMIT", "CREATE TABLE escaped (i int)"],
+    "end, then ddl": ["END", "CREATE TABLE escaped (i int)"],
+    "abort, then ddl": ["ABORT", "CREATE TABLE escaped (i int)"],
+    "rollback, begin, ddl, commit": [
+        "ROLLBACK",
+        "BEGIN",
+        "CREATE TABLE escaped (i int)",
+        "COMMIT",
+    ],
+    "commit and chain": [
+        "COMMIT AND CHAIN",
+        "SET TRANSACTION READ WRITE",
+        "CREATE TABLE escaped (i int)",
+    ],
+    "rollback and chain": [
+        "ROLLBACK AND CHAIN",
+        "SET TRANSACTION READ WRITE",
+        "CREATE TABLE escaped (i int)",
+    ],
+    "session default, then commit": [
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        "COMMIT",
+        "CREATE TABLE escaped (i int)",
+    ],
+    "read-only default off, then commit": [
+        "SET default_transaction_read_only = off",
+        "COMMIT",
+        "CREATE TABLE escaped (i int)",
+    ],
+    "begin inside the transaction": ["BEGIN", "CREATE TABLE escaped (i int)"],
+    "savepoint": ["SAVEPOINT s", "ROLLBACK TO SAVEPOINT s", "CREATE TABLE escaped (i int)"],
+    "commit as the last statement": ["SELECT 1", "COMMIT"],
+}
+
+#: The same escapes as one signed text: the extended protocol takes one statement per call,
+#: so the server refuses the text before running any of it.
+ONE_TEXT_ESCAPES = {
+    "select, commit, ddl": ["SELECT 1; COMMIT; CREATE TABLE escaped (i int)"],
+    "rollback, begin, ddl, commit": ["ROLLBACK; BEGIN; CREATE TABLE escaped (i int); COMMIT"],
+    "commit and chain": [
+        "COMMIT AND CHAIN; SET TRANSACTION READ WRITE; CREATE TABLE escaped (i int)"
+    ],
+}
+
+
+def _table_exists(admin: psycopg.Connection[Any], name: str) -> bool:
+    row = admin.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def _assert_no_agent_transaction_left(admin: psycopg.Connection[Any]) -> None:
+    rows = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'dbward-agent' AND state LIKE 'idle in transaction%'"
+    ).fetchone()
+    assert rows == (0,)
+
+
+@pytest.mark.parametrize("plan", TRANSACTION_ESCAPES.values(), ids=TRANSACTION_ESCAPES.keys())
+def test_transaction_control_in_a_select_plan_is_refused_and_nothing_is_written(
+    db: PostgresDatabase, admin: psycopg.Connection[Any], plan: list[str]
+) -> None:
+    with pytest.raises(DatabaseError) as failure:
+        select(db, *plan)
+    assert str(failure.value) == (
+        "query failed: transaction control is not allowed in a read-only query"
+    )
+    assert not failure.value.connectivity
+    assert not _table_exists(admin, "escaped")
+    _assert_no_agent_transaction_left(admin)
+    # The connection that saw it was discarded; the next job works.
+    assert select(db, "SELECT 1 AS ok")["rows"] == [{"ok": 1}]
+    assert not _table_exists(admin, "escaped")
+
+
+@pytest.mark.parametrize("plan", ONE_TEXT_ESCAPES.values(), ids=ONE_TEXT_ESCAPES.keys())
+def test_one_text_with_several_statements_is_refused_by_the_server(
+    db: PostgresDatabase, admin: psycopg.Connection[Any], plan: list[str]
+) -> None:
+    with pytest.raises(DatabaseError, match="one SQL statement per signed statement"):
+        select(db, *plan)
+    assert not _table_exists(admin, "escaped")
+    _assert_no_agent_transaction_left(admin)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        ["DO $$ BEGIN COMMIT; END $$", "CREATE TABLE escaped (i int)"],
+        ["CALL commits()", "CREATE TABLE escaped (i int)"],
+        ["SET TRANSACTION READ WRITE", "CREATE TABLE escaped (i int)"],
+        ["SET transaction_read_only = off", "CREATE TABLE escaped (i int)"],
+        ["SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "CREATE TABLE escaped (i int)"],
+    ],
+    ids=["do commit", "procedure commit", "read write", "read-only off", "isolation"],
+)
+def test_changes_to_the_transaction_inside_a_statement_are_refused_by_the_server(
+    db: PostgresDatabase, admin: psycopg.Connection[Any], plan: list[str]
+) -> None:
+    """Inside `BEGIN` a procedure or DO block cannot commit, and after the first snapshot
+    the transaction's mode and isolation are fixed."""
+    admin.execute("CREATE PROCEDURE commits() LANGUAGE plpgsql AS $$ BEGIN COMMIT; END $$")
+    with pytest.raises(DatabaseError):
+        select(db, *plan)
+    assert not _table_exists(admin, "escaped")
+    _assert_no_agent_transaction_left(admin)
+
+
+def test_a_commit_cannot_let_a_later_insert_write(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    admin.execute("INSERT INTO t VALUES (1)")
+    for plan in (
+        ["COMMIT", "INSERT INTO t VALUES (2)"],
+        ["ROLLBACK", "INSERT INTO t VALUES (2)"],
+        ["COMMIT; INSERT INTO t VALUES (2)"],
+        ["COMMIT AND CHAIN", "SET TRANSACTION READ WRITE", "DELETE FROM t"],
+    ):
+        with pytest.raises(DatabaseError):
+            select(db, *plan)
+    assert admin.execute("SELECT array_agg(n) FROM t").fetchone() == ([1],)
+
+
+def test_the_select_session_defaults_to_read_only_transactions(db: PostgresDatabase) -> None:
+    """A second layer: even a transaction the checks missed would start read-only."""
+    data = select(db, "SELECT current_setting('default_transaction_read_only') AS ro")
+    assert data["rows"] == [{"ro": "on"}]
+    # ... and only for the select: the reset gives DML its usual session back.
+    output = db.execute_dml(["CREATE TABLE after_select (i int)"], 10, CancelToken())
+    assert output.rows_affected == 0
+
+
+def test_set_statement_timeout_then_select_still_works(
+    db: PostgresDatabase,
+) -> None:
+    data = select(
+        db,
+        "SET statement_timeout = '5s'",
+        "SELECT 1 AS one, current_setting('statement_timeout') AS st",
+    )
+    assert data["rows"] == [{"one": 1, "st": "5s"}]
+    # The plan's SET ended with the job's transaction.
+    after = select(db, "SELECT current_setting('statement_timeout') AS st")
+    assert after["rows"] != [{"st": "5s"}]
+
+
+def test_a_plan_session_set_of_the_timeout_still_stops_at_the_agent_deadline(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout):
+        select(db, "SET statement_timeout = 0", "SELECT pg_sleep(30) AS lifted_too", timeout=1)
+    assert time.monotonic() - started < 1 + 2 + 2
+    wait_for(lambda: not backends_running(admin, "lifted_too"), 2, "the backend to go")
+
+
 def test_session_state_left_by_a_plan_does_not_reach_the_next_job(
     db: PostgresDatabase, admin: psycopg.Connection[Any]
 ) -> None:
@@ -459,6 +623,173 @@ def test_dml_statement_timeout(db: PostgresDatabase) -> None:
     with pytest.raises(QueryTimeout):
         db.execute_dml(["SELECT pg_sleep(30)"], 1, CancelToken())
     assert time.monotonic() - started < 3
+
+
+# --- SQL the connection cannot carry, and other failures that must stay DatabaseErrors --------
+
+
+@pytest.fixture
+def latin1_url(postgres_url: str) -> Iterator[str]:
+    """A fresh LATIN1 database: '€' has no byte in its client encoding."""
+    name = f"dbward_t_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(postgres_url)
+    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+    with psycopg.connect(postgres_url, autocommit=True) as server:
+        server.execute(
+            f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0"
+        )
+    try:
+        with psycopg.connect(url, autocommit=True) as raw:
+            raw.execute("CREATE TABLE t (v text)")
+            raw.execute("INSERT INTO t VALUES ('café')")
+        yield url
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as server:
+            server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+NOT_LATIN1 = "query failed: the SQL cannot be encoded in the database encoding LATIN1"
+
+
+def test_sql_outside_the_database_encoding_is_a_database_error_everywhere(
+    latin1_url: str,
+) -> None:
+    database = PostgresDatabase(latin1_url)
+    try:
+        database.connect(5)
+        assert select(database, "SELECT v FROM t WHERE v <> 'é'")["rows"] == [{"v": "café"}]
+        with pytest.raises(DatabaseError) as caught:
+            select(database, "SELECT 1 AS n", "SELECT v FROM t WHERE v = '€'")
+        assert str(caught.value).startswith(NOT_LATIN1)
+        assert "'€'" in str(caught.value)
+        with pytest.raises(DatabaseError, match=NOT_LATIN1):
+            database.execute_dml(["DELETE FROM t", "INSERT INTO t VALUES ('€')"], 5, CancelToken())
+        with pytest.raises(DatabaseError, match=NOT_LATIN1):
+            database.explain("SELECT v FROM t WHERE v = '€'", 5)
+        # Nothing ran, and the adapter still works.
+        assert select(database, "SELECT v FROM t")["rows"] == [{"v": "café"}]
+    finally:
+        database.close()
+
+
+def test_a_migration_outside_the_database_encoding_is_a_migration_error(latin1_url: str) -> None:
+    database = PostgresDatabase(latin1_url)
+    detail = json.dumps(
+        {
+            "direction": "up",
+            "migrations": [
+                {"version": "1", "sql": "CREATE TABLE m1 (v text DEFAULT 'é')"},
+                {"version": "2", "sql": "CREATE TABLE m2 (v text DEFAULT '€')"},
+            ],
+        }
+    )
+    try:
+        database.connect(5)
+        with pytest.raises(PartialMigrationError) as caught:
+            database.run_migration(Operation.MIGRATE_UP, detail, 10, CancelToken())
+        assert "cannot be encoded in the database encoding LATIN1" in str(caught.value)
+        assert json.loads(caught.value.result_data)["applied_before_failure"] == ["1"]
+    finally:
+        database.close()
+
+
+def test_a_lone_surrogate_in_the_sql_is_a_database_error(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (v text)")
+    unencodable = "query failed: the SQL cannot be encoded in the database encoding UTF8"
+    with pytest.raises(DatabaseError, match=unencodable):
+        select(db, "SELECT '\ud800' AS v")
+    with pytest.raises(DatabaseError, match=unencodable):
+        db.execute_dml(["INSERT INTO t VALUES ('\ud800')"], 5, CancelToken())
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_nul_character_is_refused_instead_of_cutting_the_sql_short(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    """libpq sends C strings: `DELETE FROM t\\0 WHERE n = 1` would run as `DELETE FROM t`."""
+    admin.execute("CREATE TABLE t (n int)")
+    admin.execute("INSERT INTO t VALUES (1), (2)")
+    with pytest.raises(DatabaseError, match="NUL character"):
+        db.execute_dml(["DELETE FROM t\x00 WHERE n = 1"], 5, CancelToken())
+    with pytest.raises(DatabaseError, match="NUL character"):
+        select(db, "SELECT n FROM t\x00 WHERE n = 1")
+    with pytest.raises(DatabaseError, match="NUL character"):
+        db.explain("DELETE FROM t\x00 WHERE n = 1", 5)
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:s3cr%zzet@db.example/app",
+        "postgresql://u:s3cr%zzet@db.example:5432/app?sslmode=require",
+    ],
+)
+def test_a_malformed_percent_encoding_never_shows_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        PostgresDatabase(url)
+    assert str(caught.value) == "invalid database URL: malformed percent-encoding"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:s3cretpw@[::1/app",  # libpq quotes the whole URL back
+        "postgresql://u:s3cretpw@db.example/app?nosuchoption=1",
+        "host=db.example password=s3cretpw dbname",
+        "host=db.example password='s3cretpw' nosuchoption=1",
+    ],
+)
+def test_other_url_errors_never_show_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        PostgresDatabase(url)
+    assert str(caught.value).startswith("invalid PostgreSQL URL: ")
+    assert "s3cretpw" not in str(caught.value)
+
+
+def test_a_connect_error_never_shows_a_piece_of_a_badly_encoded_password() -> None:
+    """An unencoded `/` in the password makes libpq read a piece of it as the port."""
+    database = PostgresDatabase("postgresql://127.0.0.1:s3cretpw/x@db.example/app")
+    with pytest.raises(DatabaseError) as caught:
+        database.connect(2)
+    assert "s3cretpw" not in str(caught.value)
+    assert "********" in str(caught.value)
+
+
+def test_no_other_exception_type_leaves_the_adapter(
+    db: PostgresDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DatabasePort contract: an encoder or parser failing unexpectedly is reported as
+    a failed query (and logged), never as a stray TypeError/ValueError."""
+    import orjson
+
+    from adapters import pg_schema, pg_values
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise orjson.JSONEncodeError("Type is not JSON serializable: Weird")
+
+    def unparseable(*_args: Any, **_kwargs: Any) -> Any:
+        raise ValueError("unexpected catalog row")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pg_values.RowEncoder, "encode", refuse)
+        with pytest.raises(DatabaseError, match="query failed: TypeError: Type is not JSON"):
+            select(db, "SELECT 1 AS n")
+        patch.setattr(pg_schema, "collect_schema", unparseable)
+        with pytest.raises(DatabaseError, match="query failed: ValueError: unexpected catalog"):
+            db.collect_schema()
+    assert select(db, "SELECT 1 AS n")["rows"] == [{"n": 1}]
+
+
+def test_a_full_mib_byte_cap_reads_like_the_reference(db: PostgresDatabase) -> None:
+    """agent-protocol.md §5.6: `size limit reached (10 MB)` for the 10 MiB cap."""
+    data = select(db, "SELECT repeat('x', 1048576) AS v FROM generate_series(1, 12)")
+    assert data["truncated"] is True
+    assert data["truncation_reason"] == "size limit reached (10 MB)"
+    assert len(data["rows"]) == 9
 
 
 # --- EXPLAIN ----------------------------------------------------------------------------------

@@ -18,11 +18,9 @@ from adapters.mysql_values import (
     encoder_for,
     envelope_overhead,
     result_envelope,
-    row_limit_reason,
-    size_limit_reason,
     type_name,
 )
-from domain.result_limits import ResultLimits, RowCollector
+from domain.result_limits import ResultLimits, RowCollector, row_limit_reason, size_limit_reason
 
 UTF8MB4 = 45
 
@@ -165,14 +163,37 @@ def test_envelope_key_order_and_compact_json() -> None:
     assert list(orjson.loads(data)) == ["rows", "truncated", "truncation_reason", "columns"]
 
 
+@pytest.mark.parametrize(
+    ("max_bytes", "text"),
+    [
+        (10 * 1024 * 1024, "size limit reached (10 MB)"),  # the reference's wording (§5.6)
+        (1024 * 1024, "size limit reached (1 MB)"),
+        (10 * 1024 * 1024 + 1, "size limit reached (10485761 bytes)"),
+        (10_000_000, "size limit reached (10000000 bytes)"),
+        (4096, "size limit reached (4096 bytes)"),
+        (0, "size limit reached (0 bytes)"),
+    ],
+)
+def test_size_limit_reason_reads_in_mb_for_whole_mebibytes(max_bytes: int, text: str) -> None:
+    assert size_limit_reason(max_bytes) == text
+
+
+def test_row_limit_reason_keeps_its_wording() -> None:
+    assert row_limit_reason(10000) == "row limit reached (10000)"
+
+
+@pytest.mark.parametrize("max_bytes", [4096, 10 * 1024 * 1024])
+@pytest.mark.parametrize("max_rows", [10, 10**15])
 @pytest.mark.parametrize("reason", [None, "row", "size"])
 @pytest.mark.parametrize("truncated", [False, True])
-def test_overhead_bounds_every_envelope(reason: str | None, truncated: bool) -> None:
+def test_overhead_bounds_every_envelope(
+    reason: str | None, truncated: bool, max_rows: int, max_bytes: int
+) -> None:
     columns = [{"name": "id", "type": "LONG"}, {"name": "name", "type": "VAR_STRING"}]
-    text = {None: None, "row": row_limit_reason(10), "size": size_limit_reason(4096)}[reason]
-    envelope = result_envelope(b"[]", truncated=truncated, reason=text, columns=columns)
+    reasons = {None: None, "row": row_limit_reason(max_rows), "size": size_limit_reason(max_bytes)}
+    envelope = result_envelope(b"[]", truncated=truncated, reason=reasons[reason], columns=columns)
     # The collector keeps two bytes for the array's brackets on top of the overhead.
-    assert len(envelope) <= envelope_overhead(columns, 10, 4096) + len(b"[]")
+    assert len(envelope) <= envelope_overhead(columns, max_rows, max_bytes) + len(b"[]")
 
 
 def test_rows_collected_with_the_overhead_reserved_never_exceed_the_byte_cap() -> None:

@@ -331,3 +331,29 @@ def test_the_reserved_envelope_keeps_result_data_within_max_bytes(max_bytes: int
     )
     assert len(data.encode()) <= max_bytes
     assert json.loads(data)["truncation_reason"] == f"size limit reached ({max_bytes} bytes)"
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "reason"),
+    [
+        (1024 * 1024, "size limit reached (1 MB)"),
+        (3 * 1024 * 1024, "size limit reached (3 MB)"),
+        (1024 * 1024 + 1, "size limit reached (1048577 bytes)"),
+        (1_000_000, "size limit reached (1000000 bytes)"),
+    ],
+)
+def test_a_whole_mib_cap_is_reported_in_mb_and_the_envelope_still_fits(
+    max_bytes: int, reason: str
+) -> None:
+    # A row limit whose reason is the longer one: the reserve covers whichever is written.
+    limits = ResultLimits(max_rows=10**15, max_bytes=max_bytes)
+    columns_json = orjson.dumps([{"name": "pad", "type": "text"}])
+    collector = RowCollector(limits, reserved_bytes=envelope_size(limits, columns_json))
+    row = orjson.dumps({"pad": "x" * 2000})
+    while collector.offer(row):
+        pass
+    data = build_result_data(
+        collector.rows, collector.truncated, collector.truncation_reason, columns_json
+    )
+    assert len(data.encode()) <= max_bytes
+    assert json.loads(data)["truncation_reason"] == reason

@@ -1,0 +1,41 @@
+"""The server's FastAPI application: routers, error envelope, version header, body limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from adapters.http_api.auth import Authenticate
+from adapters.http_api.errors import install_error_handlers
+from adapters.http_api.middleware import BodyLimit, VersionHeader
+
+#: Default body limit for API routes; agent result and schema-sync routes get more.
+DEFAULT_BODY_LIMIT = 1024 * 1024
+
+
+def create_app(
+    *,
+    routers: Sequence[APIRouter],
+    authenticate: Authenticate,
+    version: str,
+    body_limit_for: Callable[[str], int] = lambda _path: DEFAULT_BODY_LIMIT,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="dbward",
+        version=version,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.authenticate = authenticate
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    # Outermost last: the version header is added even to a 413 from the body limit.
+    app.add_middleware(BodyLimit, limit_for=body_limit_for)
+    app.add_middleware(VersionHeader, version=version)
+    return app

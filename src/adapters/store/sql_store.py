@@ -1,0 +1,81 @@
+"""`Store` over SQLAlchemy Core: a session is one connection in one transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+
+from adapters.store import audit_log
+from adapters.store.engine import read_only
+from adapters.store.identity_repo import SqlIdentityRepository
+from adapters.store.work_repo import SqlWorkRepository
+from application.server_store import AuditFilters
+from domain.audit import AuditEvent, ChainVerdict
+
+
+class SqlAuditRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def append(self, event: AuditEvent) -> AuditEvent:
+        return audit_log.append_event(self._conn, event)
+
+    def list(self, filters: AuditFilters, *, limit: int, offset: int) -> list[AuditEvent]:
+        return audit_log.list_events(
+            self._conn,
+            actor_id=filters.actor_id,
+            event_type=filters.event_type,
+            event_category=filters.event_category,
+            outcome=filters.outcome,
+            database=filters.database,
+            environment=filters.environment,
+            request_id=filters.request_id,
+            operation=filters.operation,
+            since=filters.since,
+            until=filters.until,
+            limit=limit,
+            offset=offset,
+        )
+
+    def verify(self) -> ChainVerdict:
+        return audit_log.verify(self._conn)
+
+
+class SqlSession:
+    def __init__(self, conn: Connection) -> None:
+        self.identity = SqlIdentityRepository(conn)
+        self.work = SqlWorkRepository(conn)
+        self.audit = SqlAuditRepository(conn)
+
+
+class SqlStore:
+    """Write sessions take the database's write lock (BEGIN IMMEDIATE on SQLite, row locks
+    and the audit advisory lock on PostgreSQL); read sessions never do."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._reader = read_only(engine)
+        # SQLite has one writer; when writers of this process queue on a Python lock
+        # instead of SQLite's busy-retry backoff, a write waits microseconds, not the
+        # backoff's tens of milliseconds. PostgreSQL writers run concurrently.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextmanager
+    def write(self) -> Iterator[SqlSession]:
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield SqlSession(conn)
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield SqlSession(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[SqlSession]:
+        with self._reader.begin() as conn:
+            yield SqlSession(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,71 @@
+"""Builds audit events the same way for every use case (spec/server.md §6.1-§6.2).
+
+A use case appends the event in the same store session as the state change it records,
+so both commit or neither does. SQL in events is literal-redacted by the caller (the raw
+text stays in the request row for approvers).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from domain.audit import AuditEvent
+from domain.rbac import Principal
+from domain.timestamps import format_timestamp
+
+SYSTEM_ACTOR = "system"
+
+
+def actor_of(principal: Principal | None) -> tuple[str, str]:
+    """`(actor_id, actor_type)`: the caller, or the system for background work."""
+    if principal is None:
+        return SYSTEM_ACTOR, "system"
+    return principal.subject_id, principal.subject_type.value
+
+
+def audit_event(
+    *,
+    new_id: Callable[[], str],
+    now: datetime,
+    event_type: str,
+    category: str,
+    actor: Principal | None,
+    outcome: str = "success",
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    request_id: str | None = None,
+    operation: str | None = None,
+    database: str | None = None,
+    environment: str | None = None,
+    detail_fingerprint: str | None = None,
+    detail_raw: str | None = None,
+    reason: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client_ip: str | None = None,
+) -> AuditEvent:
+    actor_id, actor_type = actor_of(actor)
+    return AuditEvent(
+        id=new_id(),
+        event_type=event_type,
+        event_category=category,
+        outcome=outcome,
+        actor_id=actor_id,
+        actor_type=actor_type,
+        created_at=format_timestamp(now),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        peer_ip=client_ip,
+        client_ip=client_ip,
+        client_ip_source="peer" if client_ip else None,
+        request_id=request_id,
+        operation=operation,
+        database_name=database,
+        environment=environment,
+        detail_fingerprint=detail_fingerprint,
+        detail_raw=detail_raw,
+        reason=reason,
+        metadata_json=json.dumps(dict(metadata or {}), sort_keys=True, separators=(",", ":")),
+    )

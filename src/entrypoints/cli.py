@@ -56,6 +56,30 @@ def agent(
     raise typer.Exit(code)
 
 
+@app.command()
+def server(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Server config file (TOML).")
+    ] = Path("dbward-server.toml"),
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", help="host:port to listen on (overrides `listen`)."),
+    ] = None,
+    force_bootstrap: Annotated[
+        bool,
+        typer.Option(
+            "--force-bootstrap",
+            help="Revoke the bootstrap tokens and write new ones to the state dir.",
+        ),
+    ] = False,
+) -> None:
+    """Run the dbward server: the API, the agent protocol, the audit log."""
+    # Lazy: an agent process never loads FastAPI, SQLAlchemy or sqlglot.
+    from entrypoints.server_command import run_server  # noqa: PLC0415
+
+    raise typer.Exit(run_server(config, listen=listen, force_bootstrap=force_bootstrap))
+
+
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 

@@ -58,7 +58,10 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:
-        env = {**os.environ, "TEST_AGENT_TOKEN": AGENT_TOKEN, "DBWARD_LOG_LEVEL": "debug"}
+        return self.start_with_token(AGENT_TOKEN)
+
+    def start_with_token(self, token: str) -> AgentProcess:
+        env = {**os.environ, "TEST_AGENT_TOKEN": token, "DBWARD_LOG_LEVEL": "debug"}
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [str(DBWARD), "agent", "--config", str(self.config)],

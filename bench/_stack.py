@@ -1,0 +1,149 @@
+"""A real dbward server and agent as subprocesses, for the benchmarks.
+
+Starts `dbward server` on a free loopback port with an always-auto-approve workflow for
+`app/bench`, then one `dbward agent` per call of `start_agent`, both from this venv.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+DBWARD = str(Path(sys.executable).with_name("dbward"))
+POSTGRES_URL = os.environ.get(
+    "DBWARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="dbward-bench-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.admin_token = ""
+        self.agent_token = ""
+
+    def start_server(self) -> None:
+        config = self.dir / "server.toml"
+        config.write_text(
+            f'state_dir = "{self.dir / "state"}"\n'
+            f'listen = "127.0.0.1:{self.port}"\n'
+            "[[databases]]\n"
+            'name = "app"\n'
+            'environments = ["bench"]\n'
+            "[[workflows]]\n"
+            'database = "app"\n'
+            'environment = "bench"\n'
+            "explain = false\n"
+            '[workflows.auto_approve]\nmode = "always"\n'
+            "[[execution_policies]]\n"
+            'database = "app"\n'
+            'environment = "bench"\n'
+            "max_executions = 1\n"
+        )
+        self._spawn([DBWARD, "server", "--config", str(config)], "server.log")
+        wait_until(self._healthy, 30, "the server's /health")
+        state = self.dir / "state"
+        self.admin_token = (state / "admin-token").read_text().strip()
+        self.agent_token = (state / "agent-token").read_text().strip()
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_agent(self, name: str, **settings: int) -> Path:
+        ready = self.dir / f"{name}.ready"
+        lines = [f'agent_id = "{name}"']
+        lines += [f"{key} = {value}" for key, value in settings.items()]
+        lines += [
+            f'liveness_probe_path = "{self.dir / (name + ".alive")}"',
+            f'readiness_probe_path = "{ready}"',
+            "[schema_sync]",
+            "enabled = false",
+            "[server]",
+            f'url = "{self.url}"',
+            f'agent_token = "{self.agent_token}"',
+            "[databases.app.bench]",
+            f'url = "{POSTGRES_URL}"',
+        ]
+        config = self.dir / f"{name}.toml"
+        config.write_text("\n".join(lines) + "\n")
+        self._spawn([DBWARD, "agent", "--config", str(config)], f"{name}.log")
+        wait_until(ready.exists, 30, f"agent {name} to be ready")
+        return ready
+
+    def _spawn(self, argv: list[str], log_name: str) -> None:
+        log = (self.dir / log_name).open("wb")
+        env = {**os.environ, "DBWARD_LOG_LEVEL": "warning"}
+        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
+
+    def stop_last(self) -> None:
+        process = self.processes.pop()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    def stop(self) -> None:
+        while self.processes:
+            self.stop_last()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=httpx.Timeout(30, read=330),
+        )
+
+
+def submit(client: httpx.Client, sql: str = "SELECT 1") -> str:
+    response = client.post(
+        "/api/requests",
+        json={
+            "database": "app",
+            "environment": "bench",
+            "operation": "execute_select",
+            "detail": sql,
+        },
+    )
+    response.raise_for_status()
+    request_id: str = response.json()["id"]
+    return request_id
+
+
+def wait_result(client: httpx.Client, request_id: str) -> dict[str, object]:
+    while True:
+        response = client.get(f"/api/requests/{request_id}/result/stream")
+        if response.status_code == 200:
+            body: dict[str, object] = response.json()
+            return body
+        if response.status_code != 204:
+            response.raise_for_status()

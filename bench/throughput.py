@@ -1,0 +1,73 @@
+"""End-to-end throughput: trivial `SELECT 1` requests through a real server and agent.
+
+One agent with `max_concurrent_tasks = 4` and long-poll; several client threads each
+create a request and wait for its result through the result stream, as `dbward execute`
+does. Prints requests per second (the reference's 1 s polling caps an agent near
+max_concurrent_tasks per second; printed for comparison, measured in the same run).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from _stack import Stack, submit, wait_result
+
+CLIENTS = 8
+REQUESTS = 400
+CLASSIC_REQUESTS = 40
+
+
+def run(stack: Stack, count: int) -> float:
+    remaining = list(range(count))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        with stack.client() as client:
+            while True:
+                with lock:
+                    if not remaining:
+                        return
+                    remaining.pop()
+                try:
+                    result = wait_result(client, submit(client))
+                    if not result.get("success"):
+                        raise RuntimeError(f"request failed: {result}")
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+
+    threads = [threading.Thread(target=worker) for _ in range(CLIENTS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return count / elapsed
+
+
+def main() -> int:
+    stack = Stack()
+    try:
+        stack.start_server()
+        stack.start_agent("fast", max_concurrent_tasks=4, poll_wait_ms=20000)
+        long_poll = run(stack, REQUESTS)
+        stack.stop_last()
+        stack.start_agent("classic", max_concurrent_tasks=4, poll_wait_ms=0, poll_interval_ms=1000)
+        classic = run(stack, CLASSIC_REQUESTS)
+    finally:
+        stack.stop()
+    print(f"throughput, SELECT 1 end to end, 1 agent x 4 slots, {CLIENTS} clients")
+    print(f"  long-poll agent:      {long_poll:8.1f} requests/s ({REQUESTS} requests)")
+    print(f"  1 s polling baseline: {classic:8.1f} requests/s ({CLASSIC_REQUESTS} requests)")
+    print(f"  ratio: {long_poll / classic:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,6 +82,11 @@ def poll_body(req: PollRequest) -> dict[str, Any]:
     }
     if req.wait_ms > 0:
         body["wait_ms"] = req.wait_ms
+    if req.degraded_scopes:
+        body["degraded_scopes"] = [
+            {"database": scope.database, "environment": scope.environment}
+            for scope in req.degraded_scopes
+        ]
     return body
 
 

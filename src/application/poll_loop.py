@@ -138,6 +138,7 @@ class PollLoop:
         self, scopes: tuple[Scope, ...], limit: int, wait_ms: int, *, draining: bool = False
     ) -> PollRequest:
         now = self._clock.monotonic()
+        advertised = set(scopes)
         return PollRequest(
             capabilities=Capabilities(scopes=scopes, operations=self._settings.operations),
             status=AgentStatus(
@@ -152,6 +153,9 @@ class PollLoop:
             agent_version=AGENT_PROTOCOL_VERSION,
             agent_build=self._agent_build,
             wait_ms=wait_ms,
+            degraded_scopes=tuple(
+                scope for scope in self._registry.scopes if scope not in advertised
+            ),
         )
 
     # --- outcomes ------------------------------------------------------------------

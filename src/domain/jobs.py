@@ -108,6 +108,9 @@ class PollRequest:
     agent_build: str
     #: How long the server may hold the poll open; 0 asks for an immediate answer.
     wait_ms: int = 0
+    #: Configured scopes left out of `capabilities` because their database is down
+    #: (additive: shown by our server's `GET /api/agents`, ignored by dbward 0.2).
+    degraded_scopes: tuple[Scope, ...] = ()
 
 
 @dataclass(frozen=True)

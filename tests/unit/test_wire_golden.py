@@ -499,3 +499,15 @@ def test_canonical_json_of_a_migrate_up_detail() -> None:
         detail_hash("migrate_up", detail, None)
         == "f9024bda420a1e512fa7c29094112315a05a4fbd8305f632aeac93d26ab1f50e"
     )
+
+
+def test_poll_body_lists_degraded_scopes_after_the_reference_fields() -> None:
+    """Additive: only present when a configured database is down."""
+    from dataclasses import replace as _replace
+
+    from domain.scopes import Scope
+
+    request = _replace(_poll_request(), degraded_scopes=(Scope("reports", "production"),))
+    body = wire.poll_body(request)
+    assert list(body)[-1] == "degraded_scopes"
+    assert body["degraded_scopes"] == [{"database": "reports", "environment": "production"}]

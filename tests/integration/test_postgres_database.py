@@ -512,15 +512,18 @@ def test_the_byte_cap_holds_for_the_whole_result(db: PostgresDatabase) -> None:
 def test_a_truncated_big_result_is_not_read_to_the_end(
     db: PostgresDatabase, admin: psycopg.Connection[Any]
 ) -> None:
+    # PostgreSQL materialises the series before the first row (a few seconds); reading
+    # all 20 million rows through the agent would take minutes. The bound separates the
+    # two by an order of magnitude, so machine load cannot flip it.
     started = time.monotonic()
     data = select(
         db,
-        "SELECT g, md5(g::text) FROM generate_series(1, 50000000) g",
+        "SELECT g, md5(g::text) FROM generate_series(1, 20000000) g",
         limits=ResultLimits(100, 1024 * 1024),
     )
     assert len(data["rows"]) == 100
-    assert time.monotonic() - started < 5
-    wait_for(lambda: not backends_running(admin, "50000000"), 3, "the abandoned query to stop")
+    assert time.monotonic() - started < 30
+    wait_for(lambda: not backends_running(admin, "20000000"), 3, "the abandoned query to stop")
 
 
 # --- timeouts and cancellation ----------------------------------------------------------------

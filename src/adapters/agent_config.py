@@ -21,25 +21,28 @@ Pydantic's own text and tracebacks never reach the user.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import difflib
 import ipaddress
 import json
 import re
 import socket
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import Field
 
-from adapters.env_expansion import ExpansionError, KeyPath, expand_values
+from adapters.config_problems import (
+    FileShape,
+    Problem,
+    StrictModel,
+    config_error,
+    dataclass_default,
+    load_document,
+)
+from adapters.env_expansion import KeyPath
 from application.settings import AgentSettings, DatabaseSettings, SchemaSyncSettings, ServerSettings
-from domain.errors import ConfigError
 from domain.operations import DEFAULT_OPERATIONS, OPERATION_ALIASES, Operation
 from domain.scopes import InvalidScopeNameError, Scope, validate_scope_name
 
@@ -77,34 +80,23 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # --- the file's shape -----------------------------------------------------------------
 
 
-def _default(cls: type[Any], name: str) -> Any:
-    """Defaults live once, in application.settings; the file models read them from there."""
-    for field in dataclasses.fields(cls):
-        if field.name == name:
-            return field.default
-    raise KeyError(name)
+_default = dataclass_default
 
 
-class _StrictModel(BaseModel):
-    """No unknown keys, no coercion: what the file says is exactly what it means."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _SchemaSyncFile(_StrictModel):
+class _SchemaSyncFile(StrictModel):
     enabled: bool = _default(SchemaSyncSettings, "enabled")
     sync_on_startup: bool = _default(SchemaSyncSettings, "sync_on_startup")
     interval_secs: int = Field(default=_default(SchemaSyncSettings, "interval_secs"), ge=0)
 
 
-class _ServerFile(_StrictModel):
+class _ServerFile(StrictModel):
     url: str
     agent_token: str = Field(min_length=1)
     allow_insecure: bool = _default(ServerSettings, "allow_insecure")
     public_key: str | None = None
 
 
-class _DatabaseFile(_StrictModel):
+class _DatabaseFile(StrictModel):
     url: str
     migrations_dir: str | None = None
 
@@ -113,7 +105,7 @@ def _agent(name: str, **constraints: Any) -> Any:
     return Field(default=_default(AgentSettings, name), **constraints)
 
 
-class _AgentFile(_StrictModel):
+class _AgentFile(StrictModel):
     agent_id: str | None = Field(default=None, min_length=1)
     poll_interval_ms: int = _agent("poll_interval_ms", ge=1)
     poll_wait_ms: int = _agent("poll_wait_ms", ge=0, le=60000)
@@ -138,70 +130,9 @@ class _AgentFile(_StrictModel):
 # --- problems and how they read ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Problem:
-    key: KeyPath
-    message: str
-
-
-def _format_key(key: KeyPath) -> str:
-    """`databases.app.production.url`, `operations[1]`; odd table names are quoted as in TOML."""
-    text = ""
-    for part in key:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            name = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
-            text += f".{name}" if text else name
-    return text
-
-
-def _config_error(path: Path, problems: Sequence[_Problem]) -> ConfigError:
-    lines = [
-        f"{path}: {_format_key(p.key)}: {p.message}" if p.key else f"{path}: {p.message}"
-        for p in problems
-    ]
-    return ConfigError("\n".join(lines))
-
-
 def _is_secret(key: KeyPath) -> bool:
     """Values that must not be echoed in an error: tokens and database URLs (passwords)."""
     return bool(key) and (key[-1] == "agent_token" or key[0] == "databases")
-
-
-def _describe(value: Any, key: KeyPath) -> str:
-    """`string "2"`, `integer 5`, `boolean true`: what the file actually holds."""
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, int):
-        return f"integer {value}"
-    if isinstance(value, float):
-        return f"float {value}"
-    if isinstance(value, str):
-        if _is_secret(key):
-            return "string (value hidden)"
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return f"string {json.dumps(shown, ensure_ascii=False)}"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return f"date/time {value.isoformat()}"
-    return type(value).__name__
-
-
-# --- pydantic errors in our words -------------------------------------------------------
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "an array",
-    "dict_type": "a table",
-    "model_type": "a table",
-    "model_attributes_type": "a table",
-}
 
 
 _MISSING_HINTS: dict[KeyPath, str] = {
@@ -211,84 +142,36 @@ _MISSING_HINTS: dict[KeyPath, str] = {
 }
 
 
-def _model_at(key: KeyPath) -> type[BaseModel] | None:
-    """The model whose fields sit at `key` (None when `key` is not a table of known shape).
-
-    Used to name the valid keys for "did you mean". Walks the field annotations, so it
-    follows the models as they change.
-    """
-    annotation: Any = _AgentFile
-    for part in key:
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(str(part))
-            if field is None:
-                return None
-            annotation = field.annotation
-        elif get_origin(annotation) is dict:
-            annotation = get_args(annotation)[1]
-        else:
-            return None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
+_TABLE_KINDS = ("dict_type", "model_type", "model_attributes_type")
 
 
-def _unknown_key(key: KeyPath) -> str:
-    """Name the nearest valid key, or list them all when nothing is close."""
-    model = _model_at(key[:-1])
-    valid = list(model.model_fields) if model is not None else []
-    near = difflib.get_close_matches(str(key[-1]), valid, n=1)
-    if near:
-        return f"unknown key (did you mean {near[0]}?)"
-    if valid:
-        return f"unknown key (valid keys here: {', '.join(valid)})"
-    return "unknown key"
+def _expected_hint(key: KeyPath, kind: str, value: Any) -> str:
+    if key[:1] == ("databases",) and len(key) == 3 and kind in _TABLE_KINDS:
+        return "; databases are tables named [databases.<database>.<environment>]"
+    return ""
 
 
-def _translate(error: ErrorDetails) -> _Problem:
-    """One pydantic error as one line of ours; pydantic's own wording is never shown."""
-    key: KeyPath = tuple(error["loc"])
-    kind = error["type"]
-    ctx = error.get("ctx", {})
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        return _Problem(key, _unknown_key(key))
-    if kind == "missing":
-        return _Problem(key, _MISSING_HINTS.get(key, "required key is missing"))
-    if kind in _EXPECTED:
-        message = f"expected {_EXPECTED[kind]}, got {_describe(value, key)}"
-        if key[:1] == ("databases",) and len(key) == 3 and _EXPECTED[kind] == "a table":
-            message += "; databases are tables named [databases.<database>.<environment>]"
-        return _Problem(key, message)
-    if kind == "greater_than_equal":
-        return _Problem(key, f"must be at least {ctx['ge']}, got {_describe(value, key)}")
-    if kind == "less_than_equal":
-        return _Problem(key, f"must be at most {ctx['le']}, got {_describe(value, key)}")
-    if kind == "string_too_short":
-        return _Problem(key, "must not be empty")
-    return _Problem(key, f"invalid value ({kind})")
-
-
-def _check_shape(document: dict[str, Any], path: Path) -> _AgentFile:
-    try:
-        return _AgentFile.model_validate(document)
-    except ValidationError as error:
-        problems = [_translate(e) for e in error.errors(include_url=False)]
-        raise _config_error(path, problems) from None
+_SHAPE = FileShape(
+    _AgentFile,
+    is_secret=_is_secret,
+    missing_hints=_MISSING_HINTS,
+    expected_hint=_expected_hint,
+)
+_describe = _SHAPE.describe
 
 
 # --- meaning ----------------------------------------------------------------------------
 
 
 def _parse_operations(
-    names: list[str] | None, problems: list[_Problem]
+    names: list[str] | None, problems: list[Problem]
 ) -> tuple[tuple[Operation, ...], bool]:
     """Canonical names only: the server answers 422 to an alias in a poll, so say it now."""
     if names is None:
         return DEFAULT_OPERATIONS, False
     if not names:
         problems.append(
-            _Problem(
+            Problem(
                 ("operations",),
                 "empty list; remove the key for the defaults, "
                 "or set max_concurrent_tasks = 0 to take no jobs",
@@ -304,13 +187,13 @@ def _parse_operations(
         elif name in OPERATION_ALIASES:
             canonical = OPERATION_ALIASES[name].value
             problems.append(
-                _Problem(key, f'"{name}" is an alias; use the canonical name {canonical}')
+                Problem(key, f'"{name}" is an alias; use the canonical name {canonical}')
             )
         else:
             near = difflib.get_close_matches(name, valid, n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
             problems.append(
-                _Problem(
+                Problem(
                     key,
                     f"unknown operation {json.dumps(name)}{hint}; valid: {', '.join(valid)}",
                 )
@@ -372,15 +255,15 @@ def _check_server_url(
 
 
 def _build_server(
-    model: _ServerFile, environ: Mapping[str, str], problems: list[_Problem]
+    model: _ServerFile, environ: Mapping[str, str], problems: list[Problem]
 ) -> ServerSettings:
     allow_insecure, env_override = _allow_insecure(model.allow_insecure, environ)
     url_problem = _check_server_url(model.url, allow_insecure, env_override, model.allow_insecure)
     if url_problem:
-        problems.append(_Problem(("server", "url"), url_problem))
+        problems.append(Problem(("server", "url"), url_problem))
     if not _TOKEN_CHARACTERS.fullmatch(model.agent_token):
         problems.append(
-            _Problem(
+            Problem(
                 ("server", "agent_token"),
                 "contains whitespace or characters outside printable ASCII (a trailing "
                 "newline from a secret file?); the token is dbw_ followed by 32 hex characters",
@@ -392,7 +275,7 @@ def _build_server(
             public_key = public_key.lower()
         else:
             problems.append(
-                _Problem(
+                Problem(
                     ("server", "public_key"),
                     "expected the server's Ed25519 public key as 64 hex characters, "
                     f"got {len(public_key)} characters",
@@ -406,18 +289,18 @@ def _build_server(
     )
 
 
-def _scope_name(kind: str, name: str, key: KeyPath, problems: list[_Problem]) -> bool:
+def _scope_name(kind: str, name: str, key: KeyPath, problems: list[Problem]) -> bool:
     """Check a name here rather than learn of it from a 400 at the first poll."""
     try:
         validate_scope_name(kind, name)
     except InvalidScopeNameError as error:
-        problems.append(_Problem(key, str(error)))
+        problems.append(Problem(key, str(error)))
         return False
     return True
 
 
 def _build_databases(
-    tables: dict[str, dict[str, _DatabaseFile]], problems: list[_Problem]
+    tables: dict[str, dict[str, _DatabaseFile]], problems: list[Problem]
 ) -> tuple[DatabaseSettings, ...]:
     """One DatabaseSettings per [databases.<db>.<env>], sorted so scopes are deterministic."""
     databases: list[DatabaseSettings] = []
@@ -426,7 +309,7 @@ def _build_databases(
             continue
         if not environments:
             problems.append(
-                _Problem(("databases", db), f"no environments; add [databases.{db}.<environment>]")
+                Problem(("databases", db), f"no environments; add [databases.{db}.<environment>]")
             )
         for env, entry in environments.items():
             key: KeyPath = ("databases", db, env)
@@ -436,7 +319,7 @@ def _build_databases(
                 scheme = _SCHEME.match(entry.url)
                 got = f'"{scheme.group()}"' if scheme else "no scheme"
                 problems.append(
-                    _Problem(
+                    Problem(
                         (*key, "url"),
                         f"unsupported URL scheme {got}; supported: {', '.join(_DATABASE_SCHEMES)}",
                     )
@@ -444,7 +327,7 @@ def _build_databases(
             databases.append(DatabaseSettings(Scope(db, env), entry.url, entry.migrations_dir))
     if not tables:
         problems.append(
-            _Problem(
+            Problem(
                 ("databases",),
                 "at least one database is required; "
                 "add [databases.<database>.<environment>] with a url",
@@ -453,13 +336,13 @@ def _build_databases(
     return tuple(sorted(databases, key=lambda d: d.scope))
 
 
-def _check_timing(model: _AgentFile) -> list[_Problem]:
+def _check_timing(model: _AgentFile) -> list[Problem]:
     """Relations between keys that each look fine alone."""
-    problems: list[_Problem] = []
+    problems: list[Problem] = []
     lease_ms = model.lease_duration_secs * 1000
     if model.heartbeat_interval_ms * 3 >= lease_ms:
         problems.append(
-            _Problem(
+            Problem(
                 ("heartbeat_interval_ms",),
                 f"must be less than lease_duration_secs*1000/3 ({lease_ms // 3} ms), got "
                 f"{model.heartbeat_interval_ms}: three heartbeats must fit in a lease, "
@@ -468,7 +351,7 @@ def _check_timing(model: _AgentFile) -> list[_Problem]:
         )
     if model.startup_retry_max_ms < model.startup_retry_initial_ms:
         problems.append(
-            _Problem(
+            Problem(
                 ("startup_retry_max_ms",),
                 f"must be at least startup_retry_initial_ms ({model.startup_retry_initial_ms}), "
                 f"got {model.startup_retry_max_ms}",
@@ -485,13 +368,13 @@ def _hostname() -> str:
 
 
 def _build(model: _AgentFile, path: Path, environ: Mapping[str, str]) -> AgentSettings:
-    problems: list[_Problem] = []
+    problems: list[Problem] = []
     operations, operations_configured = _parse_operations(model.operations, problems)
     server = _build_server(model.server, environ, problems)
     databases = _build_databases(model.databases, problems)
     problems.extend(_check_timing(model))
     if problems:
-        raise _config_error(path, problems)
+        raise config_error(path, problems)
     sync = model.schema_sync
     return AgentSettings(
         server=server,
@@ -520,19 +403,6 @@ def _build(model: _AgentFile, path: Path, environ: Mapping[str, str]) -> AgentSe
 # --- loading ----------------------------------------------------------------------------
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: cannot read config: not UTF-8 (byte {error.start})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from None
-
-
 def load_agent_settings(path: Path, environ: Mapping[str, str]) -> AgentSettings:
     """Load the agent config at `path`, expanding `${VAR}` from `environ`.
 
@@ -540,13 +410,8 @@ def load_agent_settings(path: Path, environ: Mapping[str, str]) -> AgentSettings
     the key. `environ` is explicit (the runner passes os.environ) so loading is testable
     and never depends on the process it happens to run in.
     """
-    document = _read(path)
-    try:
-        document = expand_values(document, environ)
-    except ExpansionError as error:
-        problems = [_Problem(p.path, p.message) for p in error.problems]
-        raise _config_error(path, problems) from None
-    return _build(_check_shape(document, path), path, environ)
+    document = load_document(path, environ)
+    return _build(_SHAPE.validate(document, path), path, environ)
 
 
 # --- rendering --------------------------------------------------------------------------

@@ -15,16 +15,14 @@ unbuffered result set (PyMySQL drops them), and column charsets (not part of
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
 import socket
 import ssl
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pymysql
@@ -33,8 +31,8 @@ from pymysql.connections import Connection
 from pymysql.constants import CLIENT
 from pymysql.protocol import EOFPacketWrapper
 
+from adapters.database_errors import only_database_errors_logged_to
 from domain.errors import (
-    AgentError,
     ConfigError,
     DatabaseAuthError,
     DatabaseError,
@@ -504,31 +502,8 @@ def follow_server_status(cursor: Any) -> None:
     result._check_packet_is_eof = eof_with_status
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def only_database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """The `DatabasePort` contract: callers see `DatabaseError` types and nothing else.
-
-    The known failures are translated where they happen; this is the net under them, for
-    anything unforeseen (a bug, an encoder or parser refusing a value): it is logged with
-    its traceback and reported as a failed query instead of escaping as a stray exception.
-    """
-
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except AgentError:
-            raise
-        except OSError as exc:
-            raise DatabaseError(f"connection lost: {exc}", connectivity=True) from exc
-        except Exception as exc:
-            log.exception("unexpected failure in %s", method.__qualname__)
-            raise DatabaseError(f"query failed: {type(exc).__name__}: {exc}") from exc
-
-    return wrapper
+#: The `DatabasePort` contract: callers see `DatabaseError` types and nothing else.
+only_database_errors = only_database_errors_logged_to(log)
 
 
 def shutdown_socket(conn: Connection[Any]) -> None:

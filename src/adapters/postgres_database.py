@@ -30,7 +30,6 @@ What it guarantees, and why (agent-protocol.md §5, §6.3, §8, §9.3, §10; DES
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -38,7 +37,7 @@ import select
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 from urllib.parse import unquote
 
 import orjson
@@ -52,6 +51,7 @@ from psycopg.generators import fetch, send
 
 from adapters import pg_schema
 from adapters.connection_pool import DEFAULT_MAX_IDLE, ConnectionPool
+from adapters.database_errors import only_database_errors_logged_to
 from adapters.pg_values import (
     BUILTIN_TYPES,
     CatalogType,
@@ -65,7 +65,6 @@ from adapters.pg_values import (
 )
 from application.cancellation import CancelToken
 from domain.errors import (
-    AgentError,
     ConfigError,
     DatabaseAuthError,
     DatabaseError,
@@ -227,31 +226,8 @@ class SqlNotSendable(psycopg.DataError):
     any other failed statement."""
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def only_database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """The `DatabasePort` contract: callers see `DatabaseError` types and nothing else.
-
-    The known failures are translated where they happen; this is the net under them, for
-    anything unforeseen (a bug, an encoder or parser refusing a value): it is logged with
-    its traceback and reported as a failed query instead of escaping as a stray exception.
-    """
-
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except AgentError:
-            raise
-        except OSError as exc:
-            raise DatabaseError(f"connection lost: {exc}", connectivity=True) from exc
-        except Exception as exc:
-            log.exception("unexpected failure in %s", method.__qualname__)
-            raise DatabaseError(f"query failed: {type(exc).__name__}: {exc}") from exc
-
-    return wrapper
+#: The `DatabasePort` contract: callers see `DatabaseError` types and nothing else.
+only_database_errors = only_database_errors_logged_to(log)
 
 
 # --- statement supervision -------------------------------------------------------------

@@ -22,20 +22,26 @@ server to log.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import difflib
 import json
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import Field
 
-from adapters.env_expansion import ExpansionError, KeyPath, expand_values
+from adapters.config_problems import (
+    FileShape,
+    Problem,
+    StrictModel,
+    config_error,
+    dataclass_default,
+    key_pattern,
+    load_document,
+    problem_lines,
+)
+from adapters.env_expansion import KeyPath
 from application.server_settings import (
     RESULTS_DIR_NAME,
     AuditRedaction,
@@ -55,7 +61,6 @@ from application.server_settings import (
     TokenPolicySettings,
     default_store_url,
 )
-from domain.errors import ConfigError
 from domain.execution_policies import (
     DeliveryMode,
     ExecutionPolicy,
@@ -104,43 +109,32 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # --- the file's shape -----------------------------------------------------------------
 
 
-def _default(cls: type[Any], name: str) -> Any:
-    """Defaults live once, in application.server_settings; the file models read them there."""
-    for field in dataclasses.fields(cls):
-        if field.name == name:
-            return field.default
-    raise KeyError(name)
+_default = dataclass_default
 
 
 def _positive(cls: type[Any], name: str) -> Any:
     return Field(default=_default(cls, name), ge=1)
 
 
-class _StrictModel(BaseModel):
-    """No unknown keys, no coercion: what the file says is exactly what it means."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _DatabaseFile(_StrictModel):
+class _DatabaseFile(StrictModel):
     name: str
     environments: list[str]
 
 
-class _ApproverFile(_StrictModel):
+class _ApproverFile(StrictModel):
     role: str | None = None
     group: str | None = None
     user: str | None = None
     min: int = 1  # range checked by domain.workflows, with the workflow rules
 
 
-class _StepFile(_StrictModel):
+class _StepFile(StrictModel):
     type: str | None = None  # dbward 0.2 files say type = "approval"; nothing else exists
     mode: str = "all"
     approvers: list[_ApproverFile] = []
 
 
-class _AutoApproveFile(_StrictModel):
+class _AutoApproveFile(StrictModel):
     mode: str
     risk: str | None = None
     allow_read_only: bool | None = None
@@ -148,7 +142,7 @@ class _AutoApproveFile(_StrictModel):
     max_estimated_rows: int | None = Field(default=None, ge=0)
 
 
-class _WorkflowFile(_StrictModel):
+class _WorkflowFile(StrictModel):
     database: str = WILDCARD
     environment: str = WILDCARD
     operations: list[str] = []
@@ -163,7 +157,7 @@ class _WorkflowFile(_StrictModel):
     steps: list[_StepFile] = []
 
 
-class _ExecutionPolicyFile(_StrictModel):
+class _ExecutionPolicyFile(StrictModel):
     database: str = WILDCARD
     environment: str = WILDCARD
     max_executions: int | None = Field(default=None, ge=1)
@@ -176,7 +170,7 @@ class _ExecutionPolicyFile(_StrictModel):
     max_rows: int | None = Field(default=None, ge=1)
 
 
-class _ResultPolicyFile(_StrictModel):
+class _ResultPolicyFile(StrictModel):
     database: str = WILDCARD
     environment: str = WILDCARD
     retention_days: int | None = Field(default=None, ge=1)
@@ -184,32 +178,32 @@ class _ResultPolicyFile(_StrictModel):
     access: list[str] = []
 
 
-class _RoleFile(_StrictModel):
+class _RoleFile(StrictModel):
     name: str
     permissions: list[str]
     databases: list[str] = []
     environments: list[str] = []
 
 
-class _GroupFile(_StrictModel):
+class _GroupFile(StrictModel):
     name: str
     roles: list[str]
 
 
-class _TokenPolicyFile(_StrictModel):
+class _TokenPolicyFile(StrictModel):
     max_active_tokens_per_user: int = Field(
         default=_default(TokenPolicySettings, "max_active_tokens_per_user"), ge=0
     )
 
 
-class _AuthFile(_StrictModel):
+class _AuthFile(StrictModel):
     default_role: str | None = None
     roles: list[_RoleFile] = []
     groups: list[_GroupFile] = []
     token_policy: _TokenPolicyFile = _TokenPolicyFile()
 
 
-class _RetentionFile(_StrictModel):
+class _RetentionFile(StrictModel):
     request_ttl_days: int = _positive(RetentionSettings, "request_ttl_days")
     audit_ttl_days: int = _positive(RetentionSettings, "audit_ttl_days")
     result_ttl_days: int = _positive(RetentionSettings, "result_ttl_days")
@@ -217,38 +211,38 @@ class _RetentionFile(_StrictModel):
     approved_ttl_secs: int = _positive(RetentionSettings, "approved_ttl_secs")
 
 
-class _AuditFile(_StrictModel):
+class _AuditFile(StrictModel):
     redaction: str = AuditRedaction.LITERALS.value
 
 
-class _ResultStorageFile(_StrictModel):
+class _ResultStorageFile(StrictModel):
     backend: str = _default(ResultStorageSettings, "backend")
     root_dir: str | None = None
     max_persist_bytes: int = _positive(ResultStorageSettings, "max_persist_bytes")
 
 
-class _ResultChannelFile(_StrictModel):
+class _ResultChannelFile(StrictModel):
     slot_ttl_secs: int = _positive(ResultChannelSettings, "slot_ttl_secs")
     max_slots: int = _positive(ResultChannelSettings, "max_slots")
 
 
-class _SweepsFile(_StrictModel):
+class _SweepsFile(StrictModel):
     lease_reclaim_interval_secs: int = _positive(SweepSettings, "lease_reclaim_interval_secs")
     dispatch_timeout_interval_secs: int = _positive(SweepSettings, "dispatch_timeout_interval_secs")
     ttl_expiry_interval_secs: int = _positive(SweepSettings, "ttl_expiry_interval_secs")
     dispatch_timeout_secs: int = _positive(SweepSettings, "dispatch_timeout_secs")
 
 
-class _StoreFile(_StrictModel):
+class _StoreFile(StrictModel):
     url: str | None = None
 
 
-class _LoggingFile(_StrictModel):
+class _LoggingFile(StrictModel):
     level: str = _default(LoggingSettings, "level")
     format: str = LogFormat.TEXT.value
 
 
-class _ServerFile(_StrictModel):
+class _ServerFile(StrictModel):
     state_dir: str
     listen: str = _default(ServerSettings, "listen")
     min_agent_version: str = _default(ServerSettings, "min_agent_version")
@@ -269,73 +263,10 @@ class _ServerFile(_StrictModel):
 # --- problems and how they read ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Problem:
-    key: KeyPath
-    message: str
-
-
-def _format_key(key: KeyPath) -> str:
-    """`workflows[0].steps[1].approvers[0].min`; odd key names are quoted as in TOML."""
-    text = ""
-    for part in key:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            name = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
-            text += f".{name}" if text else name
-    return text
-
-
-def _lines(path: Path, problems: Sequence[_Problem]) -> list[str]:
-    return [
-        f"{path}: {_format_key(p.key)}: {p.message}" if p.key else f"{path}: {p.message}"
-        for p in problems
-    ]
-
-
-def _config_error(path: Path, problems: Sequence[_Problem]) -> ConfigError:
-    return ConfigError("\n".join(_lines(path, problems)))
-
-
 def _is_secret(key: KeyPath) -> bool:
     """A store URL may carry a password: never echo it."""
     return key == ("store", "url")
 
-
-def _describe(value: Any, key: KeyPath = ()) -> str:
-    """`string "2"`, `integer 5`, `boolean true`: what the file actually holds."""
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, int):
-        return f"integer {value}"
-    if isinstance(value, float):
-        return f"float {value}"
-    if isinstance(value, str):
-        if _is_secret(key):
-            return "string (value hidden)"
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return f"string {json.dumps(shown, ensure_ascii=False)}"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return f"date/time {value.isoformat()}"
-    return type(value).__name__
-
-
-# --- pydantic errors in our words -------------------------------------------------------
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "an array",
-    "dict_type": "a table",
-    "model_type": "a table",
-    "model_attributes_type": "a table",
-}
 
 #: Arrays of tables, written [[name]]: a single [name] table is a common slip.
 _ARRAYS_OF_TABLES: dict[KeyPath, str] = {
@@ -411,84 +342,25 @@ _SPECIAL_KEYS: dict[KeyPath, str] = {
 }
 
 
-def _pattern(key: KeyPath) -> KeyPath:
-    return tuple("*" if isinstance(part, int) else part for part in key)
+def _expected_hint(key: KeyPath, kind: str, value: Any) -> str:
+    """How to write an array of tables, or a table, when the file wrote the other."""
+    array = _ARRAYS_OF_TABLES.get(key_pattern(key))
+    if array is not None and kind == "list_type":
+        return f"; write {array} for each entry"
+    if kind in ("model_type", "dict_type") and isinstance(value, list):
+        table = ".".join(part for part in key if isinstance(part, str))
+        return f"; write [{table}] once"
+    return ""
 
 
-def _model_at(key: KeyPath) -> type[BaseModel] | None:
-    """The model whose fields sit at `key`, following the annotations (lists, optionals)."""
-    annotation: Any = _ServerFile
-    for part in key:
-        annotation = _unwrap_optional(annotation)
-        if isinstance(part, int):
-            if get_origin(annotation) is not list:
-                return None
-            annotation = get_args(annotation)[0]
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(part)
-            if field is None:
-                return None
-            annotation = field.annotation
-        else:
-            return None
-    annotation = _unwrap_optional(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
-def _unwrap_optional(annotation: Any) -> Any:
-    args = [arg for arg in get_args(annotation) if arg is not type(None)]
-    if get_origin(annotation) is not list and len(args) == 1:
-        return args[0]
-    return annotation
-
-
-def _unknown_key(key: KeyPath) -> str:
-    """A known old key's message, else the nearest valid key, else the valid keys."""
-    special = _SPECIAL_KEYS.get(_pattern(key))
-    if special is not None:
-        return special
-    model = _model_at(key[:-1])
-    valid = list(model.model_fields) if model is not None else []
-    near = difflib.get_close_matches(str(key[-1]), valid, n=1)
-    if near:
-        return f"unknown key (did you mean {near[0]}?)"
-    if valid:
-        return f"unknown key (valid keys here: {', '.join(valid)})"
-    return "unknown key"
-
-
-def _translate(error: ErrorDetails) -> _Problem:
-    """One pydantic error as one line of ours; pydantic's own wording is never shown."""
-    key: KeyPath = tuple(error["loc"])
-    kind = error["type"]
-    ctx = error.get("ctx", {})
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        return _Problem(key, _unknown_key(key))
-    if kind == "missing":
-        return _Problem(key, _MISSING_HINTS.get(_pattern(key), "required key is missing"))
-    if kind in _EXPECTED:
-        message = f"expected {_EXPECTED[kind]}, got {_describe(value, key)}"
-        array = _ARRAYS_OF_TABLES.get(_pattern(key))
-        if array is not None and kind == "list_type":
-            message += f"; write {array} for each entry"
-        elif kind in ("model_type", "dict_type") and isinstance(value, list):
-            table = ".".join(part for part in key if isinstance(part, str))
-            message += f"; write [{table}] once"
-        return _Problem(key, message)
-    if kind == "greater_than_equal":
-        return _Problem(key, f"must be at least {ctx['ge']}, got {_describe(value, key)}")
-    return _Problem(key, f"invalid value ({kind})")
-
-
-def _check_shape(document: dict[str, Any], path: Path) -> _ServerFile:
-    try:
-        return _ServerFile.model_validate(document)
-    except ValidationError as error:
-        problems = [_translate(e) for e in error.errors(include_url=False)]
-        raise _config_error(path, problems) from None
+_SHAPE = FileShape(
+    _ServerFile,
+    is_secret=_is_secret,
+    missing_hints=_MISSING_HINTS,
+    special_keys=_SPECIAL_KEYS,
+    expected_hint=_expected_hint,
+)
+_describe = _SHAPE.describe
 
 
 # --- meaning ----------------------------------------------------------------------------
@@ -498,14 +370,14 @@ class _Collector:
     """Errors and warnings, in the order the checks find them."""
 
     def __init__(self) -> None:
-        self.errors: list[_Problem] = []
-        self.warnings: list[_Problem] = []
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def error(self, key: KeyPath, message: str) -> None:
-        self.errors.append(_Problem(key, message))
+        self.errors.append(Problem(key, message))
 
     def warn(self, key: KeyPath, message: str) -> None:
-        self.warnings.append(_Problem(key, message))
+        self.warnings.append(Problem(key, message))
 
     def domain(self, problems: Sequence[ValidationProblem], *, warning: bool = False) -> None:
         for problem in problems:
@@ -1079,7 +951,7 @@ def _build(model: _ServerFile, path: Path) -> ServerSettings:
     result_storage = _build_result_storage(model.result_storage, state_dir, base, out)
     store = _build_store(model.store.url, state_dir, base, out)
     if out.errors:
-        raise _config_error(path, out.errors)
+        raise config_error(path, out.errors)
     sweeps = model.sweeps
     return ServerSettings(
         state_dir=state_dir,
@@ -1106,24 +978,11 @@ def _build(model: _ServerFile, path: Path) -> ServerSettings:
         logging=LoggingSettings(
             level=level or "info", format=LogFormat(log_format) if log_format else LogFormat.TEXT
         ),
-        warnings=tuple(_lines(path, out.warnings)),
+        warnings=tuple(problem_lines(path, out.warnings)),
     )
 
 
 # --- loading ----------------------------------------------------------------------------
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: cannot read config: not UTF-8 (byte {error.start})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from None
 
 
 def load_server_settings(path: Path, environ: Mapping[str, str]) -> ServerSettings:
@@ -1134,10 +993,5 @@ def load_server_settings(path: Path, environ: Mapping[str, str]) -> ServerSettin
     relative to the file's directory. `environ` is explicit (the entrypoint passes
     os.environ) so loading never depends on the process it happens to run in.
     """
-    document = _read(path)
-    try:
-        document = expand_values(document, environ)
-    except ExpansionError as error:
-        problems = [_Problem(p.path, p.message) for p in error.problems]
-        raise _config_error(path, problems) from None
-    return _build(_check_shape(document, path), path)
+    document = load_document(path, environ)
+    return _build(_SHAPE.validate(document, path), path)

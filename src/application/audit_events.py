@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
+from application.work_store import RequestRecord
 from domain.audit import AuditEvent
 from domain.rbac import Principal
 from domain.timestamps import format_timestamp
@@ -68,4 +69,30 @@ def audit_event(
         detail_raw=detail_raw,
         reason=reason,
         metadata_json=json.dumps(dict(metadata or {}), sort_keys=True, separators=(",", ":")),
+    )
+
+
+class RequestFields(TypedDict):
+    """The `audit_event` fields that place an event on one request."""
+
+    resource_type: str
+    resource_id: str
+    request_id: str
+    operation: str
+    database: str
+    environment: str
+
+
+def about_request(record: RequestRecord, execution_id: str | None = None) -> RequestFields:
+    """An event's request fields, taken from the record: `audit_event(..., **about_request(r))`.
+
+    The event's resource is the request, or the execution when `execution_id` is given.
+    """
+    return RequestFields(
+        resource_type="request" if execution_id is None else "execution",
+        resource_id=record.id if execution_id is None else execution_id,
+        request_id=record.id,
+        operation=record.operation.value,
+        database=record.database,
+        environment=record.environment,
     )

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from application.audit_events import audit_event
+from application.audit_events import about_request, audit_event
 from application.server_ports import (
     DispatchNotifier,
     ExecutionTokenSigner,
@@ -83,7 +83,7 @@ from domain.execution_policies import (
     lease_seconds,
 )
 from domain.execution_token import detail_hash, signed_message
-from domain.jobs import AgentStatus
+from domain.jobs import AgentStatus, ClaimedJob, JobResult
 from domain.operations import Operation
 from domain.rbac import AgentExecution, Permission, Principal, authorize
 from domain.request_lifecycle import RequestStatus, Trigger, transition
@@ -112,12 +112,10 @@ __all__ = [
     "TOKEN_TTL_SECS",
     "AgentListing",
     "AgentProtocolService",
-    "ClaimReply",
     "DryRunResultInput",
     "PollInput",
     "PollReply",
     "PreflightResultInput",
-    "ResultInput",
     "SchemaSyncInput",
     "rfc3339_nanos",
     "version_lt",
@@ -199,35 +197,6 @@ class PollReply:
     @property
     def has_work(self) -> bool:
         return bool(self.jobs or self.dry_run_jobs or self.preflight_jobs)
-
-
-@dataclass(frozen=True)
-class ClaimReply:
-    """Every key of the claim response (agent-protocol.md §3.3)."""
-
-    execution_id: str
-    request_id: str
-    execution_token: str
-    operation: str
-    database: str
-    environment: str
-    detail: str
-    statement_timeout_secs: int | None
-    max_rows: int | None
-    lease_expires_at: str
-    execution_plan: list[str] | None
-    execution_plan_json: str | None
-
-
-@dataclass(frozen=True)
-class ResultInput:
-    success: bool
-    result_data: str | None = None
-    error_message: str | None = None
-    rows_affected: int | None = None
-    truncated: bool | None = None
-    total_rows: int | None = None
-    duration_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -463,7 +432,7 @@ class AgentProtocolService:
 
     def claim(
         self, principal: Principal, request_id: str, requested_lease_secs: int | None = None
-    ) -> ClaimReply:
+    ) -> ClaimedJob:
         """§3.3 in order, in one transaction."""
         if self._draining():
             raise ServerDraining()
@@ -527,24 +496,21 @@ class AgentProtocolService:
                     event_type="execution.started",
                     category="execution",
                     actor=principal,
-                    resource_type="execution",
-                    resource_id=execution.id,
-                    request_id=record.id,
-                    operation=record.operation.value,
-                    database=record.database,
-                    environment=record.environment,
                     metadata={
                         "agent_id": principal.subject_id,
                         "lease_secs": lease,
                         "statement_timeout_secs": timeout,
                     },
+                    **about_request(record, execution.id),
                 )
             )
         self._notifier.notify(request_topic(record.id))
         plan = (
-            None if record.execution_plan_json is None else json.loads(record.execution_plan_json)
+            None
+            if record.execution_plan_json is None
+            else tuple(json.loads(record.execution_plan_json))
         )
-        return ClaimReply(
+        return ClaimedJob(
             execution_id=execution.id,
             request_id=record.id,
             execution_token=token,
@@ -630,7 +596,7 @@ class AgentProtocolService:
     # --- result ---------------------------------------------------------------------------
 
     def submit_result(
-        self, principal: Principal, execution_id: str, body: ResultInput
+        self, principal: Principal, execution_id: str, body: JobResult
     ) -> tuple[str, RequestStatus]:
         """§3.5, with late completion accepted (see the module docstring)."""
         authorize(principal, Permission.AGENT_OPERATE)
@@ -683,7 +649,7 @@ class AgentProtocolService:
         self,
         principal: Principal,
         execution: ExecutionRecord,
-        body: ResultInput,
+        body: JobResult,
         late: bool,
         now: datetime,
         storage_key: str,
@@ -754,14 +720,9 @@ class AgentProtocolService:
                     category="execution",
                     actor=principal,
                     outcome="success" if body.success else "failure",
-                    resource_type="execution",
-                    resource_id=execution.id,
-                    request_id=record.id,
-                    operation=record.operation.value,
-                    database=record.database,
-                    environment=record.environment,
                     reason=error,
                     metadata=metadata,
+                    **about_request(record, execution.id),
                 )
             )
         return final
@@ -931,7 +892,7 @@ def _truncate(text: str, limit: int) -> str:
     return raw[:limit].decode("utf-8", "ignore")
 
 
-def _truncation(body: ResultInput) -> tuple[bool, str | None]:
+def _truncation(body: JobResult) -> tuple[bool, str | None]:
     """Whether the rows were cut, and why: the agent says so inside `result_data`."""
     if not body.truncated or body.result_data is None:
         return bool(body.truncated), None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from application.audit_events import audit_event
 from application.identity_store import (
@@ -243,18 +243,45 @@ def _issue(
     return raw, record
 
 
-def _token_created_event(
-    new_id: Callable[[], str], now: datetime, actor: Principal | None, record: TokenRecord
+#: The category of an identity event, by the kind of resource it is about.
+_IDENTITY_CATEGORIES = {"token": "token", "user": "identity"}
+
+
+def _identity_event(
+    new_id: Callable[[], str],
+    now: datetime,
+    event_type: str,
+    actor: Principal | None,
+    resource: tuple[Literal["token", "user"], str],
+    metadata: Mapping[str, Any],
+    *,
+    reason: str | None = None,
 ) -> AuditEvent:
+    """An event about a token or a user: `resource` is ("token", id) or ("user", id)."""
+    resource_type, resource_id = resource
     return audit_event(
         new_id=new_id,
         now=now,
-        event_type="token.created",
-        category="token",
+        event_type=event_type,
+        category=_IDENTITY_CATEGORIES[resource_type],
         actor=actor,
-        resource_type="token",
-        resource_id=record.id,
-        metadata={
+        resource_type=resource_type,
+        resource_id=resource_id,
+        reason=reason,
+        metadata=metadata,
+    )
+
+
+def _token_created_event(
+    new_id: Callable[[], str], now: datetime, actor: Principal | None, record: TokenRecord
+) -> AuditEvent:
+    return _identity_event(
+        new_id,
+        now,
+        "token.created",
+        actor,
+        ("token", record.id),
+        {
             "issued_by": actor.subject_id if actor is not None else "system",
             "issued_for": record.subject_id,
             "subject_type": record.subject_type.value,
@@ -585,15 +612,13 @@ class TokenService:
             if not session.identity.revoke_token(token_id, now):
                 raise Conflict("token is already revoked", code="token_already_revoked")
             session.audit.append(
-                audit_event(
-                    new_id=self._new_id,
-                    now=now,
-                    event_type="token.revoked",
-                    category="token",
-                    actor=principal,
-                    resource_type="token",
-                    resource_id=token_id,
-                    metadata={
+                _identity_event(
+                    self._new_id,
+                    now,
+                    "token.revoked",
+                    principal,
+                    ("token", token_id),
+                    {
                         "revoked_by": principal.subject_id,
                         "subject_id": record.subject_id,
                         "subject_type": record.subject_type.value,
@@ -916,15 +941,13 @@ class UserService:
             raw, record = self._initial_token(user, groups, now)
             repo.add_token(record)
             session.audit.append(
-                audit_event(
-                    new_id=self._new_id,
-                    now=now,
-                    event_type="token.reissued_initial",
-                    category="token",
-                    actor=principal,
-                    resource_type="token",
-                    resource_id=record.id,
-                    metadata={
+                _identity_event(
+                    self._new_id,
+                    now,
+                    "token.reissued_initial",
+                    principal,
+                    ("token", record.id),
+                    {
                         "issued_by": principal.subject_id,
                         "issued_for": user_id,
                         "revoked_tokens": list(revoked),
@@ -1011,15 +1034,8 @@ class UserService:
         user_id: str,
         metadata: Mapping[str, Any],
     ) -> AuditEvent:
-        return audit_event(
-            new_id=self._new_id,
-            now=now,
-            event_type=event_type,
-            category="identity",
-            actor=principal,
-            resource_type="user",
-            resource_id=user_id,
-            metadata=metadata,
+        return _identity_event(
+            self._new_id, now, event_type, principal, ("user", user_id), metadata
         )
 
 
@@ -1210,16 +1226,14 @@ class Bootstrapper:
                 if repo.revoke_token(old.id, now):
                     revoked.append(old.id)
                     session.audit.append(
-                        audit_event(
-                            new_id=self._new_id,
-                            now=now,
-                            event_type="token.revoked",
-                            category="token",
-                            actor=None,
-                            resource_type="token",
-                            resource_id=old.id,
+                        _identity_event(
+                            self._new_id,
+                            now,
+                            "token.revoked",
+                            None,
+                            ("token", old.id),
+                            {"name": old.name, "subject_id": old.subject_id},
                             reason="force-bootstrap",
-                            metadata={"name": old.name, "subject_id": old.subject_id},
                         )
                     )
             for user_id, roles in BOOTSTRAP_USERS:
@@ -1257,16 +1271,8 @@ class Bootstrapper:
     def _event(
         self, event_type: str, now: datetime, user_id: str, metadata: Mapping[str, Any]
     ) -> AuditEvent:
-        return audit_event(
-            new_id=self._new_id,
-            now=now,
-            event_type=event_type,
-            category="identity",
-            actor=None,
-            resource_type="user",
-            resource_id=user_id,
-            reason="bootstrap",
-            metadata=metadata,
+        return _identity_event(
+            self._new_id, now, event_type, None, ("user", user_id), metadata, reason="bootstrap"
         )
 
 

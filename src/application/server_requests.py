@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from application.audit_events import audit_event
+from application.audit_events import about_request, audit_event
 from application.server_ports import (
     DispatchNotifier,
     ResultContentStore,
@@ -720,17 +720,12 @@ class RequestService:
                 event_type=event_type,
                 category=category,
                 actor=principal,
-                resource_type="request",
-                resource_id=record.id,
-                request_id=record.id,
-                operation=record.operation.value,
-                database=record.database,
-                environment=record.environment,
                 detail_fingerprint=detail_fingerprint,
                 detail_raw=detail_raw,
                 reason=reason,
                 metadata=metadata,
                 client_ip=client_ip,
+                **about_request(record),
             )
         )
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from application.audit_events import audit_event
+from application.audit_events import about_request, audit_event
 from application.server_ports import DispatchNotifier, ServerClock, dispatch_topic, request_topic
 from application.server_requests import new_uuid
 from application.server_settings import ServerSettings
@@ -107,17 +107,12 @@ class ServerSweeps:
                         event_type="execution.lost",
                         category="agent",
                         actor=None,
-                        resource_type="execution",
-                        resource_id=execution.id,
-                        request_id=record.id,
-                        operation=record.operation.value,
-                        database=record.database,
-                        environment=record.environment,
                         reason="lease expired",
                         metadata={
                             "agent_id": execution.agent_id,
                             "lease_expired_at": execution.lease_expires_at.isoformat(),
                         },
+                        **about_request(record, execution.id),
                     )
                 )
             self._notifier.notify(request_topic(execution.request_id))
@@ -221,14 +216,9 @@ class ServerSweeps:
                 event_type=event_type,
                 category="approval",
                 actor=None,
-                resource_type="request",
-                resource_id=record.id,
-                request_id=record.id,
-                operation=record.operation.value,
-                database=record.database,
-                environment=record.environment,
                 reason=reason,
                 metadata=metadata,
+                **about_request(record),
             )
         )
 

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from domain.agent_registry import AgentRecord
 from domain.operations import Operation
@@ -34,6 +34,7 @@ __all__ = [
     "ExecutionCompletion",
     "ExecutionRecord",
     "ExecutionStatus",
+    "JobOutcome",
     "PreflightJobRecord",
     "PreflightOutcome",
     "PreflightStatus",
@@ -300,20 +301,21 @@ class ExecutionCompletion:
     late: bool = False
 
 
+_JobStatus = TypeVar("_JobStatus", DryRunStatus, PreflightStatus)
+
+
 @dataclass(frozen=True)
-class DryRunOutcome:
-    status: DryRunStatus
+class JobOutcome(Generic[_JobStatus]):
+    """How an agent finished a claimed EXPLAIN job (dry-run or preflight)."""
+
+    status: _JobStatus
     completed_at: datetime
     result_json: str | None = None
     error_message: str | None = None
 
 
-@dataclass(frozen=True)
-class PreflightOutcome:
-    status: PreflightStatus
-    completed_at: datetime
-    result_json: str | None = None
-    error_message: str | None = None
+DryRunOutcome = JobOutcome[DryRunStatus]
+PreflightOutcome = JobOutcome[PreflightStatus]
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ the others hand their store work to the thread pool.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -27,20 +28,21 @@ from adapters.http_api.auth import PublicForbidden, current_agent, current_princ
 from application.server_agent_protocol import (
     AgentListing,
     AgentProtocolService,
-    ClaimReply,
     DryRunResultInput,
     PollInput,
     PollReply,
     PreflightResultInput,
-    ResultInput,
     SchemaSyncInput,
 )
 from application.server_requests import ServerDraining
 from application.server_settings import ServerSettings
-from domain.jobs import ActiveJobStatus, AgentStatus
+from domain.jobs import ActiveJobStatus, AgentStatus, ClaimedJob, JobResult
 from domain.operations import Operation
 from domain.rbac import Principal
 from domain.server_errors import ServerDomainError, Validation
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "PREFLIGHT_RESULT_BODY_LIMIT",
@@ -60,6 +62,7 @@ U32 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
 U64 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
 
 _M = TypeVar("_M", bound="_Body")
+_Input = TypeVar("_Input", bound="DataclassInstance")
 
 
 def result_body_limit(settings: ServerSettings) -> int:
@@ -169,6 +172,11 @@ class _PreflightResultBody(_Body):
     error: str | None = None
 
 
+def _input(cls: type[_Input], body: _Body) -> _Input:
+    """The service's input dataclass, filled from the body's fields of the same names."""
+    return cls(**{field.name: getattr(body, field.name) for field in dataclasses.fields(cls)})
+
+
 async def _parse(request: Request, model: type[_M], *, optional: bool = False) -> _M | None:
     """The body as `model`: 400 for bad JSON, 422 for the wrong shape; None if absent."""
     raw = await request.body()
@@ -253,7 +261,7 @@ def _poll_reply(reply: PollReply) -> dict[str, Any]:
     return body
 
 
-def _claim_reply(reply: ClaimReply) -> dict[str, Any]:
+def _claim_reply(reply: ClaimedJob) -> dict[str, Any]:
     return {
         "execution_id": reply.execution_id,
         "request_id": reply.request_id,
@@ -378,15 +386,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
             service.submit_result,
             principal,
             execution_id,
-            ResultInput(
-                success=body.success,
-                result_data=body.result_data,
-                error_message=body.error_message,
-                rows_affected=body.rows_affected,
-                truncated=body.truncated,
-                total_rows=body.total_rows,
-                duration_ms=body.duration_ms,
-            ),
+            _input(JobResult, body),
         )
         return _json({"request_id": request_id, "status": status.value})
 
@@ -398,14 +398,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
         await run_in_threadpool(
             service.schema_sync,
             principal,
-            SchemaSyncInput(
-                database=body.database,
-                environment=body.environment,
-                dialect=body.dialect,
-                status=body.status,
-                snapshot=body.snapshot,
-                error_message=body.error_message,
-            ),
+            _input(SchemaSyncInput, body),
         )
         return Response(status_code=200)
 
@@ -425,7 +418,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
             service.submit_dry_run_result,
             principal,
             job_id,
-            DryRunResultInput(claim_token=body.claim_token, result=body.result, error=body.error),
+            _input(DryRunResultInput, body),
         )
         return Response(status_code=200)
 
@@ -437,12 +430,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
         await run_in_threadpool(
             service.submit_preflight_result,
             principal,
-            PreflightResultInput(
-                job_id=body.job_id,
-                claim_token=body.claim_token,
-                result=body.result,
-                error=body.error,
-            ),
+            _input(PreflightResultInput, body),
         )
         return Response(status_code=200)
 

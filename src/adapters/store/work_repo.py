@@ -10,14 +10,16 @@ transaction (PostgreSQL aborts the whole transaction on an error otherwise).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
+    Table,
     and_,
     delete,
     exists,
@@ -71,6 +73,8 @@ from domain.operations import Operation
 from domain.request_lifecycle import RequestStatus, parse_status
 from domain.scopes import Scope
 from domain.timestamps import format_timestamp, parse_timestamp
+
+_R = TypeVar("_R")
 
 _LIVE = tuple(status.value for status in LIVE_EXECUTION_STATUSES)
 
@@ -232,42 +236,96 @@ def _snapshot(row: Row[Any]) -> SchemaSnapshot:
     )
 
 
+# EXPLAIN jobs (`dry_run_jobs`, `preflight_jobs`) share their columns but for who asked
+# (request_id / requester) and how long a preflight job lives (expires_at).
+
+
+def _job_fields(row: Row[Any]) -> dict[str, Any]:
+    """The record fields both EXPLAIN job tables hold, by the record's names."""
+    m = row._mapping
+    return {
+        "id": m["id"],
+        "database": m["database_name"],
+        "environment": m["environment"],
+        "sql": m["sql"],
+        "claimed_by": m["claimed_by"],
+        "claimed_at": _parse_ts(m["claimed_at"]),
+        "claim_token": m["claim_token"],
+        "result_json": m["result_json"],
+        "error_message": m["error_message"],
+        "created_at": parse_timestamp(m["created_at"]),
+        "completed_at": _parse_ts(m["completed_at"]),
+    }
+
+
+def _job_columns(job: DryRunJobRecord | PreflightJobRecord) -> dict[str, Any]:
+    """The inverse of `_job_fields`, by the tables' column names."""
+    return {
+        "id": job.id,
+        "database_name": job.database,
+        "environment": job.environment,
+        "sql": job.sql,
+        "status": job.status.value,
+        "claimed_by": job.claimed_by,
+        "claimed_at": _ts(job.claimed_at),
+        "claim_token": job.claim_token,
+        "result_json": job.result_json,
+        "error_message": job.error_message,
+        "created_at": format_timestamp(job.created_at),
+        "completed_at": _ts(job.completed_at),
+    }
+
+
+def _claim_columns(
+    claimed: DryRunStatus | PreflightStatus, agent_id: str, claim_token: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "status": claimed.value,
+        "claimed_by": agent_id,
+        "claimed_at": format_timestamp(now),
+        "claim_token": claim_token,
+    }
+
+
+def _held_by(
+    table: Table,
+    job_id: str,
+    agent_id: str,
+    claim_token: str,
+    claimed: DryRunStatus | PreflightStatus,
+) -> tuple[ColumnElement[bool], ...]:
+    """The job is still claimed, by this agent, under this claim."""
+    return (
+        table.c.id == job_id,
+        table.c.status == claimed.value,
+        table.c.claimed_by == agent_id,
+        table.c.claim_token == claim_token,
+    )
+
+
+def _outcome_columns(outcome: DryRunOutcome | PreflightOutcome) -> dict[str, Any]:
+    return {
+        "status": outcome.status.value,
+        "result_json": outcome.result_json,
+        "error_message": outcome.error_message,
+        "completed_at": format_timestamp(outcome.completed_at),
+    }
+
+
 def _dry_run(row: Row[Any]) -> DryRunJobRecord:
     m = row._mapping
     return DryRunJobRecord(
-        id=m["id"],
-        request_id=m["request_id"],
-        database=m["database_name"],
-        environment=m["environment"],
-        sql=m["sql"],
-        status=DryRunStatus(m["status"]),
-        claimed_by=m["claimed_by"],
-        claimed_at=_parse_ts(m["claimed_at"]),
-        claim_token=m["claim_token"],
-        result_json=m["result_json"],
-        error_message=m["error_message"],
-        created_at=parse_timestamp(m["created_at"]),
-        completed_at=_parse_ts(m["completed_at"]),
+        **_job_fields(row), request_id=m["request_id"], status=DryRunStatus(m["status"])
     )
 
 
 def _preflight(row: Row[Any]) -> PreflightJobRecord:
     m = row._mapping
     return PreflightJobRecord(
-        id=m["id"],
+        **_job_fields(row),
         requester=m["requester"],
-        database=m["database_name"],
-        environment=m["environment"],
-        sql=m["sql"],
         status=PreflightStatus(m["status"]),
-        claimed_by=m["claimed_by"],
-        claimed_at=_parse_ts(m["claimed_at"]),
-        claim_token=m["claim_token"],
-        result_json=m["result_json"],
-        error_message=m["error_message"],
         expires_at=parse_timestamp(m["expires_at"]),
-        created_at=parse_timestamp(m["created_at"]),
-        completed_at=_parse_ts(m["completed_at"]),
     )
 
 
@@ -280,6 +338,13 @@ class SqlWorkRepository:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+
+    def _first(self, query: Select[Any], record: Callable[[Row[Any]], _R]) -> _R | None:
+        row = self._conn.execute(query).first()
+        return None if row is None else record(row)
+
+    def _all(self, query: Select[Any], record: Callable[[Row[Any]], _R]) -> list[_R]:
+        return [record(row) for row in self._conn.execute(query)]
 
     def _insert_or_conflict(self, statement: Any) -> bool:
         """Run an INSERT in a savepoint; False when a constraint refused it."""
@@ -344,17 +409,16 @@ class SqlWorkRepository:
             raise DuplicateIdempotencyKey(record.idempotency_key)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
-        row = self._conn.execute(select(requests).where(requests.c.id == request_id)).first()
-        return None if row is None else _request(row)
+        return self._first(select(requests).where(requests.c.id == request_id), _request)
 
     def find_idempotent(self, requester: str, idempotency_key: str) -> RequestRecord | None:
-        row = self._conn.execute(
+        return self._first(
             select(requests).where(
                 requests.c.requester == requester,
                 requests.c.idempotency_key == idempotency_key,
-            )
-        ).first()
-        return None if row is None else _request(row)
+            ),
+            _request,
+        )
 
     def list_requests(
         self, filters: RequestFilters, *, limit: int, offset: int
@@ -365,14 +429,15 @@ class SqlWorkRepository:
         if filters.status is not None:
             conditions.append(requests.c.status == filters.status.value)
         total = self._conn.scalar(select(func.count()).select_from(requests).where(*conditions))
-        rows = self._conn.execute(
+        page = self._all(
             select(requests)
             .where(*conditions)
             .order_by(requests.c.created_at.desc(), requests.c.id.desc())
             .limit(limit)
-            .offset(offset)
+            .offset(offset),
+            _request,
         )
-        return [_request(row) for row in rows], int(total or 0)
+        return page, int(total or 0)
 
     def update_request_status(
         self,
@@ -445,8 +510,9 @@ class SqlWorkRepository:
         )
         if operations:
             query = query.where(requests.c.operation.in_(sorted(op.value for op in operations)))
-        query = query.order_by(requests.c.updated_at, requests.c.id).limit(limit)
-        return [_request(row) for row in self._conn.execute(query)]
+        return self._all(
+            query.order_by(requests.c.updated_at, requests.c.id).limit(limit), _request
+        )
 
     def migration_active(self, scope: Scope, exclude_request_id: str) -> bool:
         query = select(
@@ -460,23 +526,23 @@ class SqlWorkRepository:
         return bool(self._conn.scalar(query))
 
     def stale_dispatched(self, updated_before: datetime, limit: int) -> list[RequestRecord]:
-        rows = self._conn.execute(
+        return self._all(
             select(requests)
             .where(
                 requests.c.status == RequestStatus.DISPATCHED.value,
                 requests.c.updated_at < format_timestamp(updated_before),
             )
             .order_by(requests.c.updated_at)
-            .limit(limit)
+            .limit(limit),
+            _request,
         )
-        return [_request(row) for row in rows]
 
     def expirable_requests(
         self, statuses: Collection[RequestStatus], now: datetime, limit: int
     ) -> list[RequestRecord]:
         if not statuses:
             return []
-        rows = self._conn.execute(
+        return self._all(
             select(requests)
             .where(
                 requests.c.status.in_(_statuses(statuses)),
@@ -484,9 +550,9 @@ class SqlWorkRepository:
                 requests.c.expires_at < format_timestamp(now),
             )
             .order_by(requests.c.expires_at)
-            .limit(limit)
+            .limit(limit),
+            _request,
         )
-        return [_request(row) for row in rows]
 
     # --- executions ---------------------------------------------------------------------
 
@@ -508,17 +574,16 @@ class SqlWorkRepository:
             raise ExecutionAlreadyClaimed(record.request_id)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        row = self._conn.execute(select(executions).where(executions.c.id == execution_id)).first()
-        return None if row is None else _execution(row)
+        return self._first(select(executions).where(executions.c.id == execution_id), _execution)
 
     def list_executions(self, request_id: str, limit: int) -> list[ExecutionRecord]:
-        rows = self._conn.execute(
+        return self._all(
             select(executions)
             .where(executions.c.request_id == request_id)
             .order_by(executions.c.created_at.desc(), executions.c.id.desc())
-            .limit(limit)
+            .limit(limit),
+            _execution,
         )
-        return [_execution(row) for row in rows]
 
     def _newer_than(self, execution_id: str, request_id: str, created_at: str) -> Any:
         """Another execution of the request created at or after this one (a tie counts)."""
@@ -571,16 +636,16 @@ class SqlWorkRepository:
         return self._conn.execute(statement.values(**values)).rowcount == 1
 
     def expired_leases(self, now: datetime, limit: int) -> list[ExecutionRecord]:
-        rows = self._conn.execute(
+        return self._all(
             select(executions)
             .where(
                 executions.c.status.in_(_LIVE),
                 executions.c.lease_expires_at < format_timestamp(now),
             )
             .order_by(executions.c.lease_expires_at)
-            .limit(limit)
+            .limit(limit),
+            _execution,
         )
-        return [_execution(row) for row in rows]
 
     def fail_expired_lease(self, execution_id: str, now: datetime) -> bool:
         stamp = format_timestamp(now)
@@ -625,19 +690,16 @@ class SqlWorkRepository:
         )
 
     def latest_result(self, request_id: str) -> ResultSummary | None:
-        row = self._conn.execute(
+        return self._first(
             select(results)
             .where(results.c.request_id == request_id)
             .order_by(results.c.stored_at.desc(), results.c.id.desc())
-            .limit(1)
-        ).first()
-        return None if row is None else _result(row)
+            .limit(1),
+            _result,
+        )
 
     def result_for_execution(self, execution_id: str) -> ResultSummary | None:
-        row = self._conn.execute(
-            select(results).where(results.c.execution_id == execution_id)
-        ).first()
-        return None if row is None else _result(row)
+        return self._first(select(results).where(results.c.execution_id == execution_id), _result)
 
     def executions_with_results(self, execution_ids: Collection[str]) -> set[str]:
         if not execution_ids:
@@ -653,8 +715,7 @@ class SqlWorkRepository:
     # --- agents -------------------------------------------------------------------------
 
     def get_agent(self, agent_id: str) -> AgentRow | None:
-        row = self._conn.execute(select(agents).where(agents.c.id == agent_id)).first()
-        return None if row is None else _agent(row)
+        return self._first(select(agents).where(agents.c.id == agent_id), _agent)
 
     def upsert_agent(self, upsert: AgentUpsert, now: datetime) -> bool:
         record = upsert.record
@@ -696,7 +757,7 @@ class SqlWorkRepository:
         return False
 
     def list_agents(self) -> list[AgentRow]:
-        return [_agent(row) for row in self._conn.execute(select(agents).order_by(agents.c.id))]
+        return self._all(select(agents).order_by(agents.c.id), _agent)
 
     # --- schema snapshots ---------------------------------------------------------------
 
@@ -724,60 +785,45 @@ class SqlWorkRepository:
             self._conn.execute(update(schema_snapshots).where(*where).values(**values))
 
     def get_schema_snapshot(self, scope: Scope) -> SchemaSnapshot | None:
-        row = self._conn.execute(
+        return self._first(
             select(schema_snapshots).where(
                 schema_snapshots.c.database_name == scope.database,
                 schema_snapshots.c.environment == scope.environment,
-            )
-        ).first()
-        return None if row is None else _snapshot(row)
+            ),
+            _snapshot,
+        )
 
     # --- dry-run jobs -------------------------------------------------------------------
 
     def insert_dry_run_job(self, job: DryRunJobRecord) -> None:
         self._conn.execute(
-            insert(dry_run_jobs).values(
-                id=job.id,
-                request_id=job.request_id,
-                database_name=job.database,
-                environment=job.environment,
-                sql=job.sql,
-                status=job.status.value,
-                claimed_by=job.claimed_by,
-                claimed_at=_ts(job.claimed_at),
-                claim_token=job.claim_token,
-                result_json=job.result_json,
-                error_message=job.error_message,
-                created_at=format_timestamp(job.created_at),
-                completed_at=_ts(job.completed_at),
-            )
+            insert(dry_run_jobs).values(**_job_columns(job), request_id=job.request_id)
         )
 
     def get_dry_run_job(self, job_id: str) -> DryRunJobRecord | None:
-        row = self._conn.execute(select(dry_run_jobs).where(dry_run_jobs.c.id == job_id)).first()
-        return None if row is None else _dry_run(row)
+        return self._first(select(dry_run_jobs).where(dry_run_jobs.c.id == job_id), _dry_run)
 
     def dry_run_jobs_for_request(self, request_id: str) -> list[DryRunJobRecord]:
-        rows = self._conn.execute(
+        return self._all(
             select(dry_run_jobs)
             .where(dry_run_jobs.c.request_id == request_id)
-            .order_by(dry_run_jobs.c.created_at, dry_run_jobs.c.id)
+            .order_by(dry_run_jobs.c.created_at, dry_run_jobs.c.id),
+            _dry_run,
         )
-        return [_dry_run(row) for row in rows]
 
     def pending_dry_run_jobs(self, scopes: Collection[Scope], limit: int) -> list[DryRunJobRecord]:
         if not scopes or limit <= 0:
             return []
-        rows = self._conn.execute(
+        return self._all(
             select(dry_run_jobs)
             .where(
                 dry_run_jobs.c.status == DryRunStatus.PENDING.value,
                 _scope_filter(dry_run_jobs.c.database_name, dry_run_jobs.c.environment, scopes),
             )
             .order_by(dry_run_jobs.c.created_at, dry_run_jobs.c.id)
-            .limit(limit)
+            .limit(limit),
+            _dry_run,
         )
-        return [_dry_run(row) for row in rows]
 
     def claim_dry_run_job(
         self, job_id: str, agent_id: str, claim_token: str, now: datetime
@@ -788,12 +834,7 @@ class SqlWorkRepository:
                 dry_run_jobs.c.id == job_id,
                 dry_run_jobs.c.status == DryRunStatus.PENDING.value,
             )
-            .values(
-                status=DryRunStatus.CLAIMED.value,
-                claimed_by=agent_id,
-                claimed_at=format_timestamp(now),
-                claim_token=claim_token,
-            )
+            .values(**_claim_columns(DryRunStatus.CLAIMED, agent_id, claim_token, now))
         )
         return result.rowcount == 1
 
@@ -802,18 +843,8 @@ class SqlWorkRepository:
     ) -> bool:
         result = self._conn.execute(
             update(dry_run_jobs)
-            .where(
-                dry_run_jobs.c.id == job_id,
-                dry_run_jobs.c.status == DryRunStatus.CLAIMED.value,
-                dry_run_jobs.c.claimed_by == agent_id,
-                dry_run_jobs.c.claim_token == claim_token,
-            )
-            .values(
-                status=outcome.status.value,
-                result_json=outcome.result_json,
-                error_message=outcome.error_message,
-                completed_at=format_timestamp(outcome.completed_at),
-            )
+            .where(*_held_by(dry_run_jobs, job_id, agent_id, claim_token, DryRunStatus.CLAIMED))
+            .values(**_outcome_columns(outcome))
         )
         return result.rowcount == 1
 
@@ -838,28 +869,14 @@ class SqlWorkRepository:
     def insert_preflight_job(self, job: PreflightJobRecord) -> None:
         self._conn.execute(
             insert(preflight_jobs).values(
-                id=job.id,
+                **_job_columns(job),
                 requester=job.requester,
-                database_name=job.database,
-                environment=job.environment,
-                sql=job.sql,
-                status=job.status.value,
-                claimed_by=job.claimed_by,
-                claimed_at=_ts(job.claimed_at),
-                claim_token=job.claim_token,
-                result_json=job.result_json,
-                error_message=job.error_message,
                 expires_at=format_timestamp(job.expires_at),
-                created_at=format_timestamp(job.created_at),
-                completed_at=_ts(job.completed_at),
             )
         )
 
     def get_preflight_job(self, job_id: str) -> PreflightJobRecord | None:
-        row = self._conn.execute(
-            select(preflight_jobs).where(preflight_jobs.c.id == job_id)
-        ).first()
-        return None if row is None else _preflight(row)
+        return self._first(select(preflight_jobs).where(preflight_jobs.c.id == job_id), _preflight)
 
     def _pending_preflight(self, scopes: Collection[Scope], now: datetime) -> ColumnElement[bool]:
         return and_(
@@ -901,22 +918,17 @@ class SqlWorkRepository:
                 preflight_jobs.c.id.in_(candidates),
                 preflight_jobs.c.status == PreflightStatus.PENDING.value,
             )
-            .values(
-                status=PreflightStatus.CLAIMED.value,
-                claimed_by=agent_id,
-                claimed_at=format_timestamp(now),
-                claim_token=claim_token,
-            )
+            .values(**_claim_columns(PreflightStatus.CLAIMED, agent_id, claim_token, now))
         )
-        rows = self._conn.execute(
+        return self._all(
             select(preflight_jobs)
             .where(
                 preflight_jobs.c.id.in_(candidates),
                 preflight_jobs.c.claim_token == claim_token,
             )
-            .order_by(preflight_jobs.c.created_at, preflight_jobs.c.id)
+            .order_by(preflight_jobs.c.created_at, preflight_jobs.c.id),
+            _preflight,
         )
-        return [_preflight(row) for row in rows]
 
     def finish_preflight_job(
         self, job_id: str, agent_id: str, claim_token: str, outcome: PreflightOutcome
@@ -924,18 +936,10 @@ class SqlWorkRepository:
         result = self._conn.execute(
             update(preflight_jobs)
             .where(
-                preflight_jobs.c.id == job_id,
-                preflight_jobs.c.status == PreflightStatus.CLAIMED.value,
-                preflight_jobs.c.claimed_by == agent_id,
-                preflight_jobs.c.claim_token == claim_token,
+                *_held_by(preflight_jobs, job_id, agent_id, claim_token, PreflightStatus.CLAIMED),
                 preflight_jobs.c.expires_at > format_timestamp(outcome.completed_at),
             )
-            .values(
-                status=outcome.status.value,
-                result_json=outcome.result_json,
-                error_message=outcome.error_message,
-                completed_at=format_timestamp(outcome.completed_at),
-            )
+            .values(**_outcome_columns(outcome))
         )
         return result.rowcount == 1
 

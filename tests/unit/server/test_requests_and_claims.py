@@ -32,11 +32,9 @@ from adapters.store.schema import audit_events
 from adapters.store.sql_store import SqlStore
 from application.server_agent_protocol import (
     AgentProtocolService,
-    ClaimReply,
     PollInput,
     PollReply,
     PreflightResultInput,
-    ResultInput,
     SchemaSyncInput,
     rfc3339_nanos,
     version_lt,
@@ -67,7 +65,7 @@ from application.work_store import (
 from domain.api_tokens import SubjectType
 from domain.execution_policies import DeliveryMode, ExecutionPolicy, ResultPolicy
 from domain.execution_token import verify_execution_token
-from domain.jobs import AgentStatus, ClaimedJob
+from domain.jobs import AgentStatus, ClaimedJob, JobResult
 from domain.operations import Operation
 from domain.rbac import (
     AGENT_DEFAULT,
@@ -211,7 +209,7 @@ class ServerHarness:
 
     def claim(
         self, request_id: str, principal: Principal = AGENT, lease: int | None = None
-    ) -> ClaimReply:
+    ) -> ClaimedJob:
         return self.agents.claim(principal, request_id, lease)
 
     def status(self, request_id: str) -> RequestStatus:
@@ -316,28 +314,10 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.002)
 
 
-def claimed_job(reply: ClaimReply) -> ClaimedJob:
-    """The claim as our agent parses it, for the agent-side verifier."""
-    return ClaimedJob(
-        execution_id=reply.execution_id,
-        request_id=reply.request_id,
-        execution_token=reply.execution_token,
-        operation=reply.operation,
-        database=reply.database,
-        environment=reply.environment,
-        detail=reply.detail,
-        statement_timeout_secs=reply.statement_timeout_secs,
-        max_rows=reply.max_rows,
-        lease_expires_at=reply.lease_expires_at,
-        execution_plan=None if reply.execution_plan is None else tuple(reply.execution_plan),
-        execution_plan_json=reply.execution_plan_json,
-    )
-
-
-def ok(rows: list[dict[str, Any]] | None = None, **fields: Any) -> ResultInput:
+def ok(rows: list[dict[str, Any]] | None = None, **fields: Any) -> JobResult:
     data = json.dumps({"rows": rows or [{"x": 1}], "truncated": False, "truncation_reason": None})
     fields.setdefault("duration_ms", 7)
-    return ResultInput(success=True, result_data=data, **fields)
+    return JobResult(success=True, result_data=data, **fields)
 
 
 # --- create ------------------------------------------------------------------------------------
@@ -668,7 +648,7 @@ def test_cancelling_a_running_request_reaches_the_agent_by_heartbeat(
     server.requests.cancel(ALICE, request_id)
     assert server.agents.heartbeat(AGENT, claim.execution_id) is True
     final = server.agents.submit_result(
-        AGENT, claim.execution_id, ResultInput(success=False, error_message="query cancelled")
+        AGENT, claim.execution_id, JobResult(success=False, error_message="query cancelled")
     )
     assert final == (request_id, RequestStatus.CANCELLED)
     assert server.status(request_id) is RequestStatus.CANCELLED
@@ -820,7 +800,7 @@ def test_claim_signs_a_token_the_agent_verifies(server: ServerHarness) -> None:
     request_id = server.create(detail="SELECT a FROM t WHERE b = 'x';")
     server.poll()
     reply = server.claim(request_id)
-    assert reply.execution_plan == ["SELECT a FROM t WHERE b = 'x'"]
+    assert reply.execution_plan == ("SELECT a FROM t WHERE b = 'x'",)
     assert reply.execution_plan_json == json.dumps(reply.execution_plan, separators=(",", ":"))
     assert reply.statement_timeout_secs is None  # no [[execution_policies]] entry
     assert reply.max_rows is None
@@ -843,7 +823,7 @@ def test_claim_signs_a_token_the_agent_verifies(server: ServerHarness) -> None:
     verifier = Ed25519Verifier()
     verifier.load_public_key(server.agents.public_key(AGENT))
     verified = verify_execution_token(
-        claimed_job(reply), now=T0 + timedelta(seconds=1), check_signature=verifier.verify
+        reply, now=T0 + timedelta(seconds=1), check_signature=verifier.verify
     )
     assert verified.request_id == request_id
     assert server.status(request_id) is RequestStatus.RUNNING
@@ -955,7 +935,7 @@ def test_dml_result_carries_rows_affected_into_the_audit(server: ServerHarness) 
     server.agents.submit_result(
         AGENT,
         claim.execution_id,
-        ResultInput(success=True, result_data='{"rows_affected":3}', rows_affected=3),
+        JobResult(success=True, result_data='{"rows_affected":3}', rows_affected=3),
     )
     metadata = json.loads(server.audit_rows("execution.completed")[0]["metadata_json"])
     assert metadata["rows_affected"] == 3
@@ -969,7 +949,7 @@ def test_failed_result_keeps_the_error(server: ServerHarness) -> None:
     final = server.agents.submit_result(
         AGENT,
         claim.execution_id,
-        ResultInput(success=False, error_message="driver error: boom", duration_ms=3),
+        JobResult(success=False, error_message="driver error: boom", duration_ms=3),
     )
     assert final[1] is RequestStatus.FAILED
     envelope = server.requests.result_content(ALICE, request_id)
@@ -991,7 +971,7 @@ def test_result_above_the_persist_limit_is_413(tmp_path: Path) -> None:
         claim = harness.claim(request_id)
         with pytest.raises(PayloadTooLarge, match="result size 1001 exceeds limit 1000"):
             harness.agents.submit_result(
-                AGENT, claim.execution_id, ResultInput(success=True, result_data="x" * 1001)
+                AGENT, claim.execution_id, JobResult(success=True, result_data="x" * 1001)
             )
         assert harness.status(request_id) is RequestStatus.RUNNING
         assert not [p for p in harness.results.root_dir.rglob("*") if p.is_file()]

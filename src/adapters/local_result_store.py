@@ -1,6 +1,7 @@
 """Result bodies on the local filesystem (`[result_storage] backend = "local"`).
 
-One file per execution under `root_dir`, at `<request_id>/<execution_id>`. A write goes
+One file per key under `root_dir`; the server uses `<request_id>/<execution_id>/<attempt>`,
+so concurrent submissions of one result never share a file. A write goes
 to a temporary file in the same directory, is fsynced, then renamed over the target, so
 a reader (or a crash) sees the old content or the new one, never half a result.
 Directories are 0700 and files 0600: results hold production data.

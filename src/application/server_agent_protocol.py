@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -50,7 +51,7 @@ from application.server_requests import (
     requester_role,
     workflow_from_snapshot,
 )
-from application.server_settings import ServerSettings
+from application.server_settings import AuditRedaction, ServerSettings
 from application.work_store import (
     AgentRow,
     AgentUpsert,
@@ -106,6 +107,8 @@ __all__ = [
     "DEFAULT_POLL_LIMIT",
     "MAX_DRY_RUN_JOBS",
     "MAX_POLL_LIMIT",
+    "MAX_POLL_SCOPES",
+    "MAX_POLL_TEXT_CHARS",
     "MAX_POLL_WAIT_MS",
     "MAX_PREFLIGHT_ERROR_BYTES",
     "MAX_PREFLIGHT_RESULT_BYTES",
@@ -130,6 +133,13 @@ MAX_POLL_WAIT_MS = 60_000
 TOKEN_TTL_SECS = 300
 MAX_PREFLIGHT_RESULT_BYTES = 256 * 1024
 MAX_PREFLIGHT_ERROR_BYTES = 4096
+#: At most this many scopes (and as many degraded scopes) in one poll: each is a term of
+#: the store's `(database = ? AND environment = ?) OR …` filter.
+MAX_POLL_SCOPES = 256
+#: Longest `agent_version` / `agent_build`, and `active_jobs[]` request id / operation.
+MAX_POLL_TEXT_CHARS = 256
+#: The longest error class (the text before the first ':') the audit log keeps.
+_MAX_ERROR_CLASS_CHARS = 64
 #: `max_concurrent` / `in_flight` for the preflight budget when a poll has no status.
 _PREFLIGHT_DEFAULT_MAX_CONCURRENT = 1
 
@@ -150,7 +160,9 @@ def _version_key(version: str) -> tuple[int, ...]:
     for component in version.split("."):
         match = _LEADING_DIGITS.match(component)
         if match is not None:
-            parts.append(int(match.group()))
+            # Leading zeros do not count; past 64 digits (far beyond any real version, and
+            # under `int()`'s digit limit) the component compares by its first 64 digits.
+            parts.append(int(match.group().lstrip("0")[:64] or "0"))
     return tuple(parts)
 
 
@@ -287,6 +299,7 @@ class AgentProtocolService:
             return PollReply(draining=True)
         if not principal.is_agent:
             raise Forbidden("agent token required")
+        _check_poll_sizes(body)
         scopes = validate_poll_scopes(body.scopes)
         degraded = validate_poll_scopes(body.degraded_scopes) if body.degraded_scopes else ()
         authorize(principal, Permission.AGENT_OPERATE)
@@ -451,10 +464,10 @@ class AgentProtocolService:
                     f"agent {principal.subject_id} does not serve "
                     f"{record.database}/{record.environment}"
                 )
-            if record.operation in MIGRATION_MUTATIONS and session.work.migration_active(
-                record.scope, record.id
-            ):
-                raise Conflict("migration already running for this database")
+            if record.operation in MIGRATION_MUTATIONS:
+                session.work.lock_migrations(record.scope)
+                if session.work.migration_active(record.scope, record.id):
+                    raise Conflict("migration already running for this database")
             authorize(
                 principal, Permission.AGENT_OPERATE, AgentExecution(agent_id=principal.subject_id)
             )
@@ -598,22 +611,24 @@ class AgentProtocolService:
     def submit_result(
         self, principal: Principal, execution_id: str, body: JobResult
     ) -> tuple[str, RequestStatus]:
-        """§3.5, with late completion accepted (see the module docstring)."""
+        """§3.5, with late completion accepted (see the module docstring).
+
+        Races are decided in the write transaction, never from the first read: each
+        attempt stores its content under its own key (`<request>/<execution>/<attempt>`),
+        the result row records the key that won, and a losing attempt deletes only its
+        own file. Whether a result is "late" is also decided there, so a lease sweep that
+        commits between the read and the write cannot turn an acceptable result into a 409.
+        """
         authorize(principal, Permission.AGENT_OPERATE)
         with self._store.read() as session:
             execution = self._owned_execution(session, principal, execution_id)
             record = session.work.get_request(execution.request_id)
             if record is None:
                 raise ServerDomainError("internal_error", "the execution's request is missing", 500)
-            late = False
-            if execution.status is not ExecutionStatus.CLAIMED:
-                late = (
-                    execution.lost_by_lease
-                    and record.status is RequestStatus.EXECUTION_LOST
-                    and not session.work.newer_execution_exists(execution)
-                )
-                if not late:
-                    raise Conflict(f"execution is {execution.status.value}, cannot submit result")
+        # Only a live execution or one the lease sweep failed can still take a result;
+        # every other status is final, so refusing on this read is safe.
+        if execution.status is not ExecutionStatus.CLAIMED and not execution.lost_by_lease:
+            raise Conflict(f"execution is {execution.status.value}, cannot submit result")
         transition(record.status, Trigger.complete(success=body.success))
         data = body.result_data
         data_bytes = None if data is None else data.encode("utf-8", "surrogatepass")
@@ -627,17 +642,17 @@ class AgentProtocolService:
         # Not persisted (stream-only policy, or a request with no_store): relayed in memory.
         relay = body.success and data is not None and not persist
         now = self._clock.now()
-        key = f"{record.id}/{execution.id}"
+        key = f"{record.id}/{execution.id}/{uuid.uuid4().hex}"
         if persist:
             assert data_bytes is not None
             self._result_store.put(key, data_bytes)
         try:
             final = self._record_result(
-                principal, execution, body, late, now, key if persist else "", data_bytes, policy
+                principal, execution, body, now, key if persist else "", data_bytes, policy
             )
         except BaseException:
             if persist:
-                self._result_store.delete(key)
+                self._result_store.delete(key)  # this attempt's own file, never the winner's
             raise
         if relay:
             assert data is not None
@@ -650,7 +665,6 @@ class AgentProtocolService:
         principal: Principal,
         execution: ExecutionRecord,
         body: JobResult,
-        late: bool,
         now: datetime,
         storage_key: str,
         data_bytes: bytes | None,
@@ -663,11 +677,21 @@ class AgentProtocolService:
             status=ExecutionStatus.COMPLETED if body.success else ExecutionStatus.FAILED,
             finished_at=now,
             error_message=error,
-            late=late,
         )
         with self._store.write() as session:
+            late = False
             if not session.work.complete_execution(execution.id, completion):
-                raise Conflict("execution already completed")
+                # Not live any more (on PostgreSQL the UPDATE waited for a concurrent
+                # sweep or result to commit, so these reads see what it wrote). A lease
+                # loss with no newer execution is a late completion; anything else lost.
+                refusal = self._late_refusal(session, execution.id)
+                if refusal is not None:
+                    raise Conflict(refusal)
+                late = True
+                if not session.work.complete_execution(
+                    execution.id, replace(completion, late=True)
+                ):
+                    raise Conflict("execution already completed")
             record = session.work.get_request(execution.request_id)
             if record is None:
                 raise ServerDomainError("internal_error", "the execution's request is missing", 500)
@@ -712,6 +736,11 @@ class AgentProtocolService:
                 metadata["duration_ms"] = body.duration_ms
             if body.success and record.operation in (Operation.MIGRATE_UP, Operation.MIGRATE_DOWN):
                 metadata.update(_migration_outcome(body.result_data))
+            reason = None
+            if error is not None:
+                reason, redacted = _audit_error(error, self._settings.audit.redaction)
+                if redacted:
+                    metadata["error_length"] = len(error)
             session.audit.append(
                 audit_event(
                     new_id=self._new_id,
@@ -720,12 +749,29 @@ class AgentProtocolService:
                     category="execution",
                     actor=principal,
                     outcome="success" if body.success else "failure",
-                    reason=error,
+                    reason=reason,
                     metadata=metadata,
                     **about_request(record, execution.id),
                 )
             )
         return final
+
+    @staticmethod
+    def _late_refusal(session: StoreSession, execution_id: str) -> str | None:
+        """Inside the write transaction: None when the result is an acceptable late
+        completion (failed by the lease sweep, its request `execution_lost`, no newer
+        execution), else why it is refused."""
+        current = session.work.get_execution(execution_id)
+        if current is None or not current.lost_by_lease:
+            return "execution already completed"
+        record = session.work.get_request(current.request_id)
+        if (
+            record is not None
+            and record.status is RequestStatus.EXECUTION_LOST
+            and not session.work.newer_execution_exists(current)
+        ):
+            return None
+        return f"execution is {current.status.value}, cannot submit result"
 
     # --- schema sync ----------------------------------------------------------------------
 
@@ -883,6 +929,47 @@ class AgentProtocolService:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _check_poll_sizes(body: PollInput) -> None:
+    """400 for a poll too big to handle: scope lists and free-text fields are capped."""
+    for name, scopes in (
+        ("capabilities.scopes", body.scopes),
+        ("degraded_scopes", body.degraded_scopes),
+    ):
+        if len(scopes) > MAX_POLL_SCOPES:
+            raise Validation(f"{name}: at most {MAX_POLL_SCOPES} scopes per poll")
+    texts: list[tuple[str, str | None]] = [
+        ("agent_version", body.agent_version),
+        ("agent_build", body.agent_build),
+        ("agent_id", body.agent_id),
+    ]
+    if body.status is not None:
+        for job in body.status.active_jobs:
+            texts += [
+                ("active_jobs.request_id", job.request_id),
+                ("active_jobs.operation", job.operation),
+            ]
+    for name, text in texts:
+        if text is not None and len(text) > MAX_POLL_TEXT_CHARS:
+            raise Validation(f"{name}: at most {MAX_POLL_TEXT_CHARS} characters")
+
+
+def _audit_error(error: str, mode: AuditRedaction) -> tuple[str, bool]:
+    """The `reason` an `execution.failed` event keeps, and whether it was redacted.
+
+    A database error quotes literal values (`Key (email)=(a@b.c) already exists`), so
+    unless `[audit].redaction = "none"` the audit log keeps only the error's class, the
+    text before the first ':' (`driver error`, `token verification failed`, …); the full
+    text stays with the execution and its result, behind result access.
+    """
+    if mode is AuditRedaction.NONE:
+        return error, False
+    head, colon, _ = error.partition(":")
+    head = head.strip()
+    if not colon or not head or len(head) > _MAX_ERROR_CLASS_CHARS:
+        return "execution failed", True
+    return head, True
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -30,6 +30,7 @@ from application.server_settings import ServerSettings
 from application.work_store import RequestRecord, RequestUpdate
 from domain.request_lifecycle import (
     EXPIRABLE_STATUSES,
+    TERMINAL_STATUSES,
     RequestStatus,
     Trigger,
     transition,
@@ -46,6 +47,8 @@ log = logging.getLogger("dbward.server.sweeps")
 SWEEP_BATCH = 500
 #: A dry-run EXPLAIN claimed this long ago without a result goes back to pending.
 DRY_RUN_CLAIM_SECS = 60
+#: The error a pending dry-run job gets when its request finished first.
+DRY_RUN_ORPHANED = "request finished before the dry run ran"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class SweepReport:
     dispatches_timed_out: int = 0
     requests_expired: int = 0
     dry_runs_released: int = 0
+    dry_runs_expired: int = 0
     preflights_expired: int = 0
 
 
@@ -77,6 +81,7 @@ class ServerSweeps:
             dispatches_timed_out=self.time_out_dispatches(now),
             requests_expired=self.expire_requests(now),
             dry_runs_released=self.release_dry_runs(now),
+            dry_runs_expired=self.expire_dry_runs(now),
             preflights_expired=self.expire_preflights(now),
         )
 
@@ -195,6 +200,12 @@ class ServerSweeps:
             )
         return released
 
+    def expire_dry_runs(self, now: datetime) -> int:
+        """Pending dry-run jobs of finished requests fail: nobody will read their plan, and
+        while pending they would answer every long-poll of their scope at once."""
+        with self._store.write() as session:
+            return session.work.fail_orphaned_dry_runs(TERMINAL_STATUSES, DRY_RUN_ORPHANED, now)
+
     def expire_preflights(self, now: datetime) -> int:
         with self._store.write() as session:
             return session.work.expire_preflight_jobs(now)
@@ -235,6 +246,7 @@ class SweepRunner:
             (config.dispatch_timeout_interval_secs, sweeps.time_out_dispatches),
             (config.ttl_expiry_interval_secs, sweeps.expire_requests),
             (float(DRY_RUN_CLAIM_SECS) / 4, sweeps.release_dry_runs),
+            (float(DRY_RUN_CLAIM_SECS) / 4, sweeps.expire_dry_runs),
             (config.ttl_expiry_interval_secs, sweeps.expire_preflights),
         )
 

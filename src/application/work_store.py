@@ -383,6 +383,14 @@ class WorkRepository(Protocol):
         """`dispatched` requests in `scopes` (and `operations`, when given), oldest first."""
         ...
 
+    def lock_migrations(self, scope: Scope) -> None:
+        """Serialise migration claims of `scope` until the transaction ends.
+
+        Call before `migration_active`: without it two replicas on PostgreSQL (READ
+        COMMITTED) could each see no running migration and both claim one.
+        """
+        ...
+
     def migration_active(self, scope: Scope, exclude_request_id: str) -> bool:
         """Another migrate_up/down/repair of `scope` is running.
 
@@ -469,6 +477,12 @@ class WorkRepository(Protocol):
     ) -> bool: ...
 
     def release_stale_dry_run_claims(self, claimed_before: datetime) -> int: ...
+
+    def fail_orphaned_dry_runs(
+        self, finished: Collection[RequestStatus], message: str, now: datetime
+    ) -> int:
+        """Pending dry-run jobs whose request is in one of `finished` → `failed`."""
+        ...
 
     # preflight jobs ----------------------------------------------------------------------
     def insert_preflight_job(self, job: PreflightJobRecord) -> None: ...

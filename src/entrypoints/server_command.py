@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +64,28 @@ def _with_listen(settings: ServerSettings, listen: str | None) -> ServerSettings
     return replace(settings, listen=listen)
 
 
+#: Owner-only: the SQLite store (and its WAL files), the signing key, bootstrap tokens,
+#: result files. Set before the server creates anything.
+SERVER_UMASK = 0o077
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """Create the state dir (0700) under the server's umask; warn, never chmod, when an
+    existing one is open to group or others: it is the user's directory."""
+    os.umask(SERVER_UMASK)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(state_dir.stat().st_mode)
+    if mode & 0o077:
+        log.warning(
+            "the state dir %s is accessible to group or others (mode %04o); it holds the "
+            "store, the signing key and tokens: consider chmod 700",
+            state_dir,
+            mode,
+        )
+
+
 def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) -> int:
+    os.umask(SERVER_UMASK)  # before anything is created, log files included
     configure_logging(os.environ)
     try:
         settings = _with_listen(load_server_settings(config_path, os.environ), listen)
@@ -77,7 +99,7 @@ def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) 
     version = package_version()
     try:
         # The state dir holds the signing key and the bootstrap tokens: owner only.
-        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_state_dir(settings.state_dir)
     except OSError as exc:
         log.error("cannot create the state dir %s: %s", settings.state_dir, exc)
         return 1

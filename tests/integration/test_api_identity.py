@@ -676,3 +676,20 @@ def test_repository_conditional_updates(engine: Engine, tmp_path: Path) -> None:
     with engine.connect() as conn:
         stored = SqlIdentityRepository(conn).get_user("u1")
     assert stored is not None and stored.can_authenticate and stored.roles == ("requester",)
+
+
+def test_malformed_token_names_and_offsets_are_400_not_500(server: Server) -> None:
+    admin = server.token("admin-token")
+    lone = b'{"subject_id":"root","name":"build \\ud800 bot"}'
+    response = server.client.post(
+        "/api/tokens",
+        content=lone,
+        headers={**server.as_(admin), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "validation.failed"
+    assert "lone surrogates" in response.json()["error"]
+    huge = server.call("GET", f"/api/audit/events?offset={2**63}", admin)
+    assert huge.status_code == 400, huge.text
+    assert huge.json()["code"] == "validation.failed"
+    assert server.call("GET", "/api/audit/events?offset=1", admin).status_code == 200

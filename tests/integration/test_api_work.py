@@ -8,6 +8,7 @@ Authentication is a small token table (the identity half provides the real one).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -290,14 +291,14 @@ def test_errors_use_the_envelope_and_protocol_codes(client: TestClient) -> None:
         headers=ALICE_H,
     )
     assert refused.status_code == 400
-    assert refused.json()["error"] == "no workflow configured for app/dev"
+    assert refused.json()["error"] == "validation: no workflow configured for app/dev"
     blocked = client.post(
         "/api/requests",
         json={"database": "app", "environment": "production", "detail": "SELEC 1"},
         headers=ALICE_H,
     )
     assert blocked.json()["error"] == (
-        "SQL blocked by review: SQL could not be parsed; cannot verify safety rules"
+        "validation: SQL blocked by review: SQL could not be parsed; cannot verify safety rules"
     )
     alias = client.post(
         "/api/agent/poll",
@@ -318,7 +319,7 @@ def test_errors_use_the_envelope_and_protocol_codes(client: TestClient) -> None:
     )
     assert (wildcard.status_code, wildcard.json()["error"]) == (
         400,
-        "wildcard '*' is not allowed in scopes",
+        "validation: wildcard '*' is not allowed in scopes",
     )
     missing = client.post("/api/agent/jobs/nope/claim", headers=AGENT_H)
     assert missing.status_code == 404  # the agent never polled
@@ -916,3 +917,279 @@ def test_result_data_reaches_the_client_exactly(client: TestClient) -> None:
     result(client, job["execution_id"], {"success": True, "result_data": "plain text, NaN"})
     text = client.get(f"/api/requests/{second['id']}/result/content", headers=ALICE_H)
     assert text.json()["result_data"] == "plain text, NaN"
+
+
+def _race_results(url: str, execution_id: str, payloads: list[str]) -> dict[int, int]:
+    """Submit every payload for one execution at once; the status code of each."""
+    barrier = threading.Barrier(len(payloads))
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def submit(n: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            barrier.wait(10)
+            response = http.post(
+                f"{url}/api/agent/jobs/{execution_id}/result",
+                json={"success": True, "result_data": payloads[n]},
+                headers=AGENT_H,
+            )
+        with lock:
+            statuses[n] = response.status_code
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(len(payloads))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return statuses
+
+
+def test_concurrent_duplicate_results_keep_the_winners_content(any_store: ServerHarness) -> None:
+    """Each attempt writes its own content key; a losing duplicate deletes only its own
+    file, so the winner's content stays readable and matches its recorded checksum."""
+    harness = any_store
+    submitters = 3
+    with LiveServer(make_app(harness)) as live, httpx.Client(timeout=60) as http:
+        for trial in range(4):
+            http.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H)
+            request_id = harness.create()
+            job = http.post(f"{live.url}/api/agent/jobs/{request_id}/claim", headers=AGENT_H)
+            payloads = [
+                json.dumps({"rows": [{"n": n, "pad": "x" * (2 * 1024 * 1024)}], "trial": trial})
+                for n in range(submitters)
+            ]
+            statuses = _race_results(live.url, job.json()["execution_id"], payloads)
+            assert sorted(statuses.values()) == [200] + [409] * (submitters - 1), statuses
+            winner = next(n for n, status in statuses.items() if status == 200)
+            content = http.get(
+                f"{live.url}/api/requests/{request_id}/result/content", headers=ALICE_H
+            )
+            assert content.status_code == 200, content.text
+            assert content.json()["result_data"] == json.loads(payloads[winner])
+            with harness.store.read() as session:
+                summary = session.work.latest_result(request_id)
+            assert summary is not None and summary.storage_key
+            stored = harness.results.get(summary.storage_key)
+            assert stored == payloads[winner].encode()
+            assert summary.checksum_sha256 == hashlib.sha256(stored).hexdigest()
+            files = [p for p in harness.results.root_dir.rglob("*") if p.is_file()]
+            assert len([p for p in files if request_id in p.parts]) == 1
+
+
+def test_two_replicas_never_run_two_migrations_of_one_database(
+    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas (two stores on one PostgreSQL) claim two migrate_up requests of one
+    database at once: the per-database advisory lock lets exactly one through."""
+    from adapters.store.work_repo import SqlWorkRepository
+
+    settings = replace(default_settings(tmp_path), store=StoreSettings(pg_database))
+    clock = MutableClock(datetime.now(UTC), follow_real_time=True)
+    first, second = (
+        build_harness(tmp_path, settings, clock),
+        build_harness(tmp_path, settings, clock),
+    )
+    try:
+        detail = json.dumps({"format": "v2", "direction": "up", "versions": [], "migrations": []})
+        ids = [
+            first.create(detail=detail, operation="migrate_up", idempotency_key=key)
+            for key in ("a", "b")
+        ]
+        first.poll()
+        # Hold every claim right after its "is a migration running?" check until the other
+        # one has checked too (or a deadline passes, as when the lock keeps it out).
+        checked = threading.Barrier(2, timeout=3)
+        real_check = SqlWorkRepository.migration_active
+
+        def check_then_wait(self: SqlWorkRepository, scope: Scope, exclude: str) -> bool:
+            active = real_check(self, scope, exclude)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                checked.wait()
+            return active
+
+        monkeypatch.setattr(SqlWorkRepository, "migration_active", check_then_wait)
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def claim_on(harness: ServerHarness, request_id: str) -> None:
+            try:
+                harness.claim(request_id)
+                outcome = "claimed"
+            except Exception as exc:
+                outcome = type(exc).__name__ + ": " + str(exc)
+            with lock:
+                outcomes.append(outcome)
+
+        threads = [
+            threading.Thread(target=claim_on, args=(harness, request_id))
+            for harness, request_id in zip((first, second), ids, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == [
+            "Conflict: migration already running for this database",
+            "claimed",
+        ], outcomes
+    finally:
+        first.close()
+        second.close()
+
+
+# --- malformed input is a 4xx envelope, never a 500 ---------------------------------------------
+
+
+def _raw_create(client: TestClient, raw: bytes | Iterator[bytes]) -> httpx.Response:
+    response: httpx.Response = client.post(
+        "/api/requests", content=raw, headers={**ALICE_H, "Content-Type": "application/json"}
+    )
+    return response
+
+
+def _assert_validation(response: httpx.Response, *needles: str) -> None:
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "validation.failed" and body["error"].startswith("validation: ")
+    assert body["hint"] == body["error"].removeprefix("validation: ")
+    for needle in needles:
+        assert needle in body["error"], body
+
+
+def test_oversized_polls_are_400(client: TestClient) -> None:
+    scopes = [{"database": f"db{n}", "environment": "e"} for n in range(1001)]
+    many = client.post(
+        "/api/agent/poll", json={**POLL, "capabilities": {"scopes": scopes}}, headers=AGENT_H
+    )
+    _assert_validation(many, "at most 256 scopes")
+    degraded = client.post(
+        "/api/agent/poll", json={**POLL, "degraded_scopes": scopes}, headers=AGENT_H
+    )
+    _assert_validation(degraded, "at most 256 scopes")
+    version = client.post(
+        "/api/agent/poll", json={**POLL, "agent_version": "1" * 4301}, headers=AGENT_H
+    )
+    _assert_validation(version, "agent_version")
+    status = dict(POLL["status"])  # type: ignore[arg-type]
+    for field_name in ("request_id", "operation"):
+        job = {"request_id": "r", "operation": "execute_select", "elapsed_secs": 1}
+        job[field_name] = "x" * 257
+        long = client.post(
+            "/api/agent/poll",
+            json={**POLL, "status": {**status, "active_jobs": [job]}},
+            headers=AGENT_H,
+        )
+        _assert_validation(long, f"active_jobs.{field_name}")
+    assert poll(client, capabilities={"scopes": scopes[:256]})["jobs"] == []
+    assert poll(client, agent_version="0." + "9" * 200)["upgrade_required"] is False
+
+
+def test_lone_surrogates_in_a_new_request_are_400(client: TestClient) -> None:
+    for field_name in ("detail", "reason", "idempotency_key"):
+        fields = {"database": "app", "environment": "production", "detail": "SELECT 1"}
+        fields[field_name] = "SELECT \ud800"
+        raw = json.dumps(fields).encode()  # ensure_ascii: the surrogate travels as \\ud800
+        _assert_validation(_raw_create(client, raw), field_name)
+
+
+def test_huge_offsets_are_400(client: TestClient) -> None:
+    _assert_validation(client.get(f"/api/requests?offset={2**63}", headers=ALICE_H), "offset")
+    assert client.get("/api/requests?offset=5", headers=ALICE_H).status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"database":"app","environment":"production","detail":"'
+        for _ in range(12):
+            yield b"x" * 100_000
+        yield b'"}'
+
+    response = _raw_create(client, chunks())
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "payload.too_large"
+
+
+def test_deep_or_huge_number_metadata_is_a_clear_400(client: TestClient) -> None:
+    head = b'{"database":"app","environment":"production","detail":"SELECT 1","metadata":'
+    deep = _raw_create(client, head + b"[" * 3000 + b"]" * 3000 + b"}")
+    _assert_validation(deep, "nested too deeply")
+    digits = _raw_create(client, head + b'{"n":' + b"1" * 5000 + b"}}")
+    _assert_validation(digits, "integer with too many digits")
+
+
+def test_idempotency_keys_are_capped(client: TestClient) -> None:
+    _assert_validation(
+        client.post(
+            "/api/requests",
+            json={
+                "database": "app",
+                "environment": "production",
+                "detail": "SELECT 1",
+                "idempotency_key": "k" * 257,
+            },
+            headers=ALICE_H,
+        ),
+        "idempotency_key",
+    )
+    assert create(client, idempotency_key="k" * 256)["status"] == "dispatched"
+
+
+def test_domain_errors_use_the_protocol_codes(client: TestClient, harness: ServerHarness) -> None:
+    """agent-protocol.md §2: the reference's codes, prefixes and hints."""
+    poll(client)
+    missing = client.post("/api/agent/jobs/nope/claim", headers=AGENT_H)
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": "not found: request not found",
+        "code": "request.not_found",
+        "hint": None,
+    }
+    created = create(client)
+    job = claim(client, created["id"])
+    assert result(client, job["execution_id"], {"success": True}).status_code == 200
+    again = result(client, job["execution_id"], {"success": True})
+    assert again.status_code == 409
+    body = again.json()
+    assert body["code"] == "request.conflict" and body["error"].startswith("conflict: ")
+    assert body["hint"] == "request may have been modified concurrently"
+    refused = client.post(
+        "/api/requests",
+        json={"database": "app", "environment": "dev", "detail": "SELECT 1"},
+        headers=ALICE_H,
+    )
+    assert refused.json() == {
+        "error": "validation: no workflow configured for app/dev",
+        "code": "validation.failed",
+        "hint": "no workflow configured for app/dev",
+    }
+    gone = client.post(
+        "/api/agent/preflight-result",
+        json={"job_id": "none", "claim_token": "t", "error": "x"},
+        headers=AGENT_H,
+    )
+    assert (gone.status_code, gone.json()["code"]) == (410, "request.gone")
+    assert gone.json()["error"].startswith("gone: ")
+    # Specific codes and the protocol's special bodies stay exactly as they were.
+    harness.draining.set()
+    draining = client.post(f"/api/agent/jobs/{created['id']}/claim", headers=AGENT_H)
+    assert (draining.status_code, draining.json()) == (503, {"error": "server_shutting_down"})
+    harness.draining.clear()
+    gate = client.get("/api/requests", headers=AGENT_H)
+    assert gate.status_code == 403
+
+
+def test_dry_runs_of_finished_requests_expire_and_polls_hold_again(
+    client: TestClient, harness: ServerHarness
+) -> None:
+    staging = {**POLL, "capabilities": {"scopes": [{"database": "app", "environment": "staging"}]}}
+    created = create(client, "UPDATE t SET a = 1 WHERE id = 1", environment="staging")
+    offered = client.post("/api/agent/poll", json=staging, headers=AGENT_H).json()
+    assert [job["request_id"] for job in offered["dry_run_jobs"]] == [created["id"]]
+    cancelled = client.post(f"/api/requests/{created['id']}/cancel", headers=ALICE_H)
+    assert cancelled.status_code == 200, cancelled.text
+    assert harness.sweeps.run_once(harness.clock.now()).dry_runs_expired == 1
+    with harness.store.read() as session:
+        jobs = session.work.dry_run_jobs_for_request(created["id"])
+    assert [job.status.value for job in jobs] == ["failed"]
+    held = client.post("/api/agent/poll", json={**staging, "wait_ms": 200}, headers=AGENT_H).json()
+    assert held["dry_run_jobs"] == [] and held["wait_ms"] >= 150

@@ -6,6 +6,7 @@ Every test runs on both; each gets a fresh database (PostgreSQL: `pg_database`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sqlite3
 import threading
 import uuid
@@ -22,6 +23,7 @@ from sqlalchemy import (
     delete,
     insert,
     inspect,
+    literal_column,
     select,
     text,
     update,
@@ -488,3 +490,25 @@ def test_concurrent_appends_keep_one_linear_chain(store: Engine) -> None:
     with store.connect() as conn:
         prev = conn.scalars(select(audit_events.c.prev_hash).order_by(audit_events.c.seq)).all()
     assert len(set(prev)) == len(prev)  # nobody shares a predecessor: no fork
+
+
+def test_bound_parameters_never_reach_errors_or_logs(
+    store: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`hide_parameters=True`: a secret bound into a failing statement, or a statement
+    logged with `echo`, shows up as a placeholder only."""
+    secret = "dbw_" + "5e" * 16
+    assert store.hide_parameters
+    with pytest.raises(IntegrityError) as failed, store.begin() as conn:
+        _add_request(conn, "r-secret", requester=secret)
+        _add_request(conn, "r-secret", requester=secret)  # duplicate primary key
+    assert secret not in str(failed.value)
+    assert "hidden due to hide_parameters" in str(failed.value)
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    store.echo = True
+    try:
+        with store.connect() as conn:
+            conn.execute(select(literal_column("1")).where(literal_column("'x'") != secret))
+    finally:
+        store.echo = False
+    assert caplog.records and secret not in caplog.text

@@ -1,9 +1,18 @@
 """The error envelope of every API response: `{"error", "code", "hint"}` (server.md §8.1).
 
+Domain errors that carry their family's default code take the reference's shape
+(agent-protocol.md §2, `map_error`): 409 `request.conflict` "conflict: <msg>" with the hint
+"request may have been modified concurrently", 404 `request.not_found` "not found: <msg>",
+410 `request.gone` "gone: <msg>", 413 `payload.too_large`, 400 `validation.failed`
+"validation: <msg>" with the message as hint. An error raised with a specific code
+(`auth.token_expired`, `server_shutting_down`, `insufficient_scope`, …) keeps its code and
+message as they are.
+
 Malformed input never becomes a 500 or a traceback: FastAPI's validation errors become a
-400 naming the field, a body that is not JSON a 400, an oversized body a 413, and any
-unexpected exception a 500 with the literal message "internal server error" (details go
-to the log only).
+400 naming the field, a body that is not JSON (or nests too deeply, or holds an integer
+with more digits than Python converts) a 400 saying so, an oversized body a 413 (also when
+it was chunked), and any unexpected exception a 500 with the literal message "internal
+server error" (details go to the log only).
 """
 
 from __future__ import annotations
@@ -16,13 +25,47 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.server_errors import Forbidden, ServerDomainError
+from domain.server_errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    PayloadTooLarge,
+    ServerDomainError,
+    Validation,
+)
 
 log = logging.getLogger("dbward.server.api")
+
+CONFLICT_HINT = "request may have been modified concurrently"
 
 
 def envelope(status: int, message: str, code: str, hint: str | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message, "code": code, "hint": hint})
+
+
+def validation_envelope(message: str) -> JSONResponse:
+    """400 `validation.failed`, "validation: <msg>", hint = msg (agent-protocol.md §2)."""
+    return envelope(400, f"validation: {message}", "validation.failed", message)
+
+
+def domain_envelope(exc: ServerDomainError) -> JSONResponse:
+    """A domain error's response: the protocol's shape for default codes, else as raised."""
+    if isinstance(exc, Forbidden) and not getattr(exc, "public", False):
+        # The reason stays in the log: the caller learns only that it is not allowed.
+        log.info("forbidden: %s", exc.message)
+        return envelope(403, "forbidden", exc.code, "check your role permissions")
+    if isinstance(exc, Validation) and exc.code == Validation.default_code:
+        return validation_envelope(exc.message)
+    if isinstance(exc, Conflict) and exc.code == Conflict.default_code:
+        return envelope(409, f"conflict: {exc.message}", "request.conflict", CONFLICT_HINT)
+    if isinstance(exc, NotFound) and exc.code == NotFound.default_code:
+        return envelope(404, f"not found: {exc.message}", "request.not_found")
+    if isinstance(exc, Gone) and exc.code == Gone.default_code:
+        return envelope(410, f"gone: {exc.message}", "request.gone")
+    if isinstance(exc, PayloadTooLarge) and exc.code == PayloadTooLarge.default_code:
+        return envelope(413, exc.message, "payload.too_large")
+    return envelope(exc.status, exc.message, exc.code)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -36,26 +79,38 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(problems) or "invalid request"
 
 
+def _unparsable_body(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a JSON body ("There was an error parsing the body")."""
+    if isinstance(cause, RecursionError):
+        return "request body is nested too deeply"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return "request body holds an integer with too many digits"
+    if isinstance(cause, UnicodeDecodeError):
+        return "request body is not valid UTF-8"
+    return "request body could not be parsed"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServerDomainError)
     async def domain_error(_: Request, exc: ServerDomainError) -> JSONResponse:
-        if isinstance(exc, Forbidden) and not getattr(exc, "public", False):
-            # The reason stays in the log: the caller learns only that it is not allowed.
-            log.info("forbidden: %s", exc.message)
-            return envelope(403, "forbidden", exc.code, "check your role permissions")
-        return envelope(exc.status, exc.message, exc.code)
+        return domain_envelope(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message = _describe_validation(exc)
-        return envelope(400, f"validation: {message}", "validation.failed", message)
+        return validation_envelope(_describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail: Any = exc.detail
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload.too_large"}.get(
-            exc.status_code, "http_error"
-        )
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI wraps whatever broke while it read the body (a RecursionError from
+            # deep nesting, the int digit limit, …) into a bare 400: say which it was.
+            return validation_envelope(_unparsable_body(exc.__cause__))
+        if exc.status_code == 400:
+            return validation_envelope(str(detail))
+        if exc.status_code == 413:
+            return envelope(413, str(detail), "payload.too_large")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return envelope(exc.status_code, str(detail), code)
 
     @app.exception_handler(Exception)

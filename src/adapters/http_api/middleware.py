@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -31,8 +32,20 @@ class VersionHeader:
         await self.app(scope, receive, send_with_version)
 
 
-class _TooLargeError(Exception):
-    pass
+class _TooLargeError(HTTPException):
+    """Raised from `receive` once a (chunked) body passes the limit.
+
+    An `HTTPException` on purpose: FastAPI re-raises those from its body reading (any
+    other exception becomes its generic 400 "There was an error parsing the body"), so
+    the app's handler answers 413 `payload.too_large`.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large_message(limit))
+
+
+def _too_large_message(limit: int) -> str:
+    return f"request body exceeds {limit} bytes"
 
 
 class BodyLimit:
@@ -64,7 +77,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLargeError
+                    raise _TooLargeError(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -92,7 +105,7 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _send_too_large(send: Send, limit: int) -> None:
     body: dict[str, Any] = {
-        "error": f"request body exceeds {limit} bytes",
+        "error": _too_large_message(limit),
         "code": "payload.too_large",
         "hint": None,
     }

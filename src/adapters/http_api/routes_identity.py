@@ -15,9 +15,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
 from adapters.http_api.auth import current_principal
+from adapters.http_api.input_checks import MAX_OFFSET, refuse_lone_surrogates
 from application.identity_store import TokenFilters
 from application.server_identity import (
     IdentityServices,
@@ -43,6 +44,8 @@ CallerDep = Annotated[Principal, Depends(current_principal)]
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    check_text = field_validator("*")(refuse_lone_surrogates)
 
 
 class ScopeCeilingBody(_Body):
@@ -356,7 +359,7 @@ def build_identity_router(
         since: str | None = None,
         until: str | None = None,
         limit: int | None = None,
-        offset: int = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         filters = AuditFilters(
             actor_id=actor_id,

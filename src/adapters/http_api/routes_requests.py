@@ -14,10 +14,15 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from adapters.http_api.auth import current_principal
+from adapters.http_api.input_checks import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_OFFSET,
+    refuse_lone_surrogates,
+)
 from application.server_requests import (
     MAX_WAIT_SECS,
     CreateRequestInput,
@@ -46,7 +51,7 @@ class _CreateBody(BaseModel):
     detail: str
     operation: str = ""
     reason: str | None = None
-    idempotency_key: str | None = None
+    idempotency_key: Annotated[str | None, Field(max_length=MAX_IDEMPOTENCY_KEY_CHARS)] = None
     metadata: Any = None
     emergency: bool = False
     allow_ddl: bool = False
@@ -55,11 +60,15 @@ class _CreateBody(BaseModel):
     no_result_store: bool = False
     share_with: list[str] = []
 
+    check_text = field_validator("*")(refuse_lone_surrogates)
+
 
 class _CancelBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     reason: str | None = None
+
+    check_text = field_validator("*")(refuse_lone_surrogates)
 
 
 def _ts(moment: datetime | None) -> str | None:
@@ -254,7 +263,7 @@ def build_request_router(service: RequestService) -> APIRouter:
     def list_requests(
         principal: Annotated[Principal, Depends(current_principal)],
         limit: Annotated[int, Query(ge=1)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         status: str | None = None,
         user: str | None = None,
     ) -> Response:

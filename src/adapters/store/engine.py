@@ -14,6 +14,10 @@ reads such as audit verification do not hold the write lock.
 PostgreSQL: the psycopg 3 driver, `pool_pre_ping`, and READ COMMITTED pinned explicitly:
 the audit chain append (`audit_log.append_event`) reads the chain head after taking an
 advisory lock, which sees the previous holder's commit only under READ COMMITTED.
+
+Both engines are created with `hide_parameters=True`: bound parameters (a request's SQL,
+token hashes, result keys) never appear in SQLAlchemy's log lines or exception messages,
+which end up in the server log.
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ def read_only(engine: Engine) -> Engine:
 
 
 def _postgres_engine(url: URL, engine_kwargs: dict[str, Any]) -> Engine:
-    options: dict[str, Any] = {"pool_pre_ping": True, "isolation_level": "READ COMMITTED"}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "isolation_level": "READ COMMITTED",
+        "hide_parameters": True,
+    }
     options.update(engine_kwargs)
     return create_engine(url.set(drivername="postgresql+psycopg"), **options)
 
@@ -70,6 +78,7 @@ def _sqlite_engine(url: URL, engine_kwargs: dict[str, Any]) -> Engine:
         )
     connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
     connect_args.update(engine_kwargs.pop("connect_args", {}))
+    engine_kwargs.setdefault("hide_parameters", True)
     engine = create_engine(
         url.set(drivername="sqlite+pysqlite"), connect_args=connect_args, **engine_kwargs
     )

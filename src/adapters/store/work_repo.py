@@ -9,6 +9,7 @@ transaction (PostgreSQL aborts the whole transaction on an error otherwise).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
@@ -70,11 +71,22 @@ from domain.agent_registry import AgentRecord, AgentState
 from domain.execution_policies import MIGRATION_MUTATIONS
 from domain.jobs import ActiveJobStatus
 from domain.operations import Operation
-from domain.request_lifecycle import RequestStatus, parse_status
+from domain.request_lifecycle import TERMINAL_STATUSES, RequestStatus, parse_status
 from domain.scopes import Scope
 from domain.timestamps import format_timestamp, parse_timestamp
 
 _R = TypeVar("_R")
+
+#: Prefix of the `pg_advisory_xact_lock` name that serialises migration claims per database.
+MIGRATION_LOCK_PREFIX = "dbward.migrate:"
+
+
+def migration_lock_key(scope: Scope) -> int:
+    """The signed 64-bit advisory-lock key for `scope`: the first 8 bytes of
+    sha256("dbward.migrate:" + "<database>:<environment>")."""
+    name = MIGRATION_LOCK_PREFIX + f"{scope.database}:{scope.environment}"
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
 
 _LIVE = tuple(status.value for status in LIVE_EXECUTION_STATUSES)
 
@@ -514,6 +526,13 @@ class SqlWorkRepository:
             query.order_by(requests.c.updated_at, requests.c.id).limit(limit), _request
         )
 
+    def lock_migrations(self, scope: Scope) -> None:
+        # PostgreSQL: a transaction-scoped advisory lock per database, so two replicas'
+        # READ COMMITTED `migration_active` checks cannot both see "none running". SQLite
+        # needs nothing: BEGIN IMMEDIATE already serialises every writer.
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(select(func.pg_advisory_xact_lock(migration_lock_key(scope))))
+
     def migration_active(self, scope: Scope, exclude_request_id: str) -> bool:
         query = select(
             exists().where(
@@ -819,6 +838,11 @@ class SqlWorkRepository:
             .where(
                 dry_run_jobs.c.status == DryRunStatus.PENDING.value,
                 _scope_filter(dry_run_jobs.c.database_name, dry_run_jobs.c.environment, scopes),
+                # A finished request's job waits for the sweep to fail it; never offered.
+                ~exists().where(
+                    requests.c.id == dry_run_jobs.c.request_id,
+                    requests.c.status.in_(_statuses(TERMINAL_STATUSES)),
+                ),
             )
             .order_by(dry_run_jobs.c.created_at, dry_run_jobs.c.id)
             .limit(limit),
@@ -847,6 +871,24 @@ class SqlWorkRepository:
             .values(**_outcome_columns(outcome))
         )
         return result.rowcount == 1
+
+    def fail_orphaned_dry_runs(
+        self, finished: Collection[RequestStatus], message: str, now: datetime
+    ) -> int:
+        finished_requests = select(requests.c.id).where(requests.c.status.in_(_statuses(finished)))
+        result = self._conn.execute(
+            update(dry_run_jobs)
+            .where(
+                dry_run_jobs.c.status == DryRunStatus.PENDING.value,
+                dry_run_jobs.c.request_id.in_(finished_requests),
+            )
+            .values(
+                status=DryRunStatus.FAILED.value,
+                error_message=message,
+                completed_at=format_timestamp(now),
+            )
+        )
+        return result.rowcount
 
     def release_stale_dry_run_claims(self, claimed_before: datetime) -> int:
         result = self._conn.execute(

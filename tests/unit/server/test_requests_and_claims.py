@@ -1222,3 +1222,66 @@ def test_draining_releases_held_long_polls(server: ServerHarness) -> None:
     assert envelope is None  # → 204: the client reconnects to another replica
     assert reply.draining
     assert elapsed < 5
+
+
+def test_lease_sweep_racing_a_result_still_allows_late_completion(
+    server: ServerHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a result is late is decided in the write transaction: a sweep committing
+    after the submission's first read must not turn an acceptable result into a 409."""
+    request_id = server.create()
+    server.poll()
+    claim = server.claim(request_id)
+    server.clock.advance(61)
+    real_put = server.results.put
+
+    def put_after_the_sweep(key: str, content: bytes) -> None:
+        # Runs between the ownership read (execution still claimed) and the write.
+        assert server.sweeps.reclaim_leases(server.clock.now()) == 1
+        real_put(key, content)
+
+    monkeypatch.setattr(server.results, "put", put_after_the_sweep)
+    final = server.agents.submit_result(AGENT, claim.execution_id, ok())
+    assert final == (request_id, RequestStatus.EXECUTED)
+    assert server.audit_types(request_id)[-2:] == ["execution.lost", "execution.completed"]
+    assert json.loads(server.audit_rows("execution.completed")[0]["metadata_json"])["late"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "reason"),
+    [
+        (
+            AuditRedaction.NONE,
+            "driver error: duplicate key (email)=(a@b.c)",
+            "driver error: duplicate key (email)=(a@b.c)",
+        ),
+        (AuditRedaction.LITERALS, "driver error: duplicate key (email)=(a@b.c)", "driver error"),
+        (AuditRedaction.FULL, "token verification failed: expired", "token verification failed"),
+        (AuditRedaction.LITERALS, "no class here, just 'secret' text", "execution failed"),
+    ],
+)
+def test_failed_execution_audit_keeps_only_the_error_class_unless_redaction_is_none(
+    tmp_path: Path, mode: AuditRedaction, error: str, reason: str
+) -> None:
+    harness = build_harness(tmp_path, default_settings(tmp_path, audit=AuditSettings(mode)))
+    try:
+        request_id = harness.create()
+        harness.poll()
+        claim = harness.claim(request_id)
+        failed = JobResult(success=False, error_message=error, duration_ms=3)
+        assert harness.agents.submit_result(AGENT, claim.execution_id, failed)[1] is (
+            RequestStatus.FAILED
+        )
+        [event] = harness.audit_rows("execution.failed")
+        assert event["reason"] == reason
+        metadata = json.loads(event["metadata_json"])
+        if mode is AuditRedaction.NONE:
+            assert "error_length" not in metadata
+        else:
+            assert metadata["error_length"] == len(error)
+        # The full text stays with the execution, behind result access.
+        with harness.store.read() as session:
+            execution = session.work.get_execution(claim.execution_id)
+        assert execution is not None and execution.error_message == error
+    finally:
+        harness.close()

@@ -22,6 +22,8 @@ which end up in the server log.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -95,8 +97,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        mode = cursor.fetchone()[0]
+        mode = _switch_to_wal(cursor)
         if str(mode).lower() != "wal":
             raise RuntimeError(f"SQLite refused WAL journal mode (got {mode!r})")
         # WAL + NORMAL: commits never corrupt the database and survive a process crash;
@@ -105,6 +106,24 @@ def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> Any:
+    """`PRAGMA journal_mode = WAL`, retried while another process holds the lock.
+
+    Switching a fresh database to WAL needs an exclusive lock and SQLite reports "database
+    is locked" at once, without its busy handler, when two processes open the new file
+    together (two servers starting side by side); once in WAL mode the switch is a no-op.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return cursor.fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,14 @@ from tests.fakes.server import FakeServer
 
 AGENT_TOKEN = "dbw_" + "ab" * 16
 DBWARD = Path(sys.executable).with_name("dbward")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

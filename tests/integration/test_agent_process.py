@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from domain.scopes import Scope
 from tests.fakes.http_server import FakeHttpServer
 from tests.fakes.server import FakeServer
-from tests.integration.agent_process import AgentProcess, start_fake_server, wait_until
+from tests.integration.agent_process import AgentProcess, free_port, start_fake_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +33,6 @@ def agents() -> Iterator[list[AgentProcess]]:
     yield started
     for agent in started:
         agent.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_agent_runs_a_select_over_http_and_drains_on_sigterm(
@@ -72,7 +64,7 @@ def test_agent_runs_a_select_over_http_and_drains_on_sigterm(
 def test_sigterm_while_the_server_is_unreachable_at_startup_exits_0(
     tmp_path: Path, pg_database: str, agents: list[AgentProcess]
 ) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     agent = AgentProcess(tmp_path, url, {"app.production": pg_database}).start()
     agents.append(agent)
     wait_until(agent.alive.exists, 20, "the liveness probe")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,21 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.agent_process import DBWARD, AgentProcess, wait_until
+from tests.integration.agent_process import DBWARD, AgentProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class ServerProcess:
     def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = tmp / "state"
         self.config = tmp / "server.toml"

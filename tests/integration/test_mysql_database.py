@@ -43,6 +43,7 @@ from domain.errors import (
 )
 from domain.operations import Operation
 from domain.result_limits import ResultLimits
+from tests.integration.agent_process import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,14 +94,6 @@ class Admin:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def result(output_data: str) -> dict[str, Any]:

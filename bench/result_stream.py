@@ -33,10 +33,10 @@ from typing import Any
 import orjson
 import psycopg
 
-from adapters.pg_values import select_adapters
-from adapters.postgres_database import PostgresDatabase
-from application.cancellation import CancelToken
-from domain.result_limits import ResultLimits
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.values import select_adapters
+from application.agent.cancellation import CancelToken
+from domain.agent.result_limits import ResultLimits
 
 URL = os.environ.get("DBWARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TABLE = "dbward_bench_rows"

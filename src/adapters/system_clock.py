@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 
 class SystemClock:
-    """Implements `application.ports.Clock`."""
+    """Implements `application.agent.ports.Clock`."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from entrypoints.agent_command import check_config, package_version, run_agent
-from entrypoints.token_commands import token_app
-from entrypoints.user_commands import user_app
+from entrypoints.admin.tokens import token_app
+from entrypoints.admin.users import user_app
+from entrypoints.agent.command import check_config, run_agent
+from entrypoints.version import package_version
 
 app = typer.Typer(
     name="dbward",
@@ -75,7 +76,7 @@ def server(
 ) -> None:
     """Run the dbward server: the API, the agent protocol, the audit log."""
     # Lazy: an agent process never loads FastAPI, SQLAlchemy or sqlglot.
-    from entrypoints.server_command import run_server  # noqa: PLC0415
+    from entrypoints.server.command import run_server  # noqa: PLC0415
 
     raise typer.Exit(run_server(config, listen=listen, force_bootstrap=force_bootstrap))
 

@@ -8,11 +8,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from application.cancellation import CancelToken
-from domain.errors import DatabaseError, QueryCancelled
-from domain.jobs import ExecutionOutput
-from domain.operations import Operation
-from domain.result_limits import ResultLimits
+from application.agent.cancellation import CancelToken
+from domain.agent.errors import DatabaseError, QueryCancelled
+from domain.agent.result_limits import ResultLimits
+from domain.shared.jobs import ExecutionOutput
+from domain.shared.operations import Operation
 
 
 class FakeDatabase:

@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from domain.errors import AgentError, ServerError
-from domain.jobs import (
+from domain.agent.errors import ServerError
+from domain.shared.errors import DbwardError
+from domain.shared.jobs import (
     ActiveJobStatus,
     AgentStatus,
     ExplainOutcome,
@@ -23,8 +24,8 @@ from domain.jobs import (
     PollRequest,
     SchemaReport,
 )
-from domain.operations import parse_operation
-from domain.scopes import Capabilities, Scope
+from domain.shared.operations import parse_operation
+from domain.shared.scopes import Capabilities, Scope
 from tests.fakes.server import FakeServer
 
 
@@ -102,7 +103,7 @@ class FakeHttpServer:
             status, payload = self._route(method, req.path, body)
         except ServerError as exc:
             status, payload = exc.status, {"error": exc.message, "code": exc.code}
-        except AgentError as exc:
+        except DbwardError as exc:
             status, payload = 500, {"error": str(exc), "code": "internal_error"}
         self._send(req, status, payload)
 

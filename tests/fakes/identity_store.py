@@ -13,16 +13,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from application.identity_store import (
+from application.server.ports.identity import (
     LifecycleState,
     TokenFilters,
     UserRecord,
     UserStatus,
 )
-from application.server_store import AuditFilters
-from domain.api_tokens import ProvisioningKind, SubjectType, TokenRecord, TokenStatus
-from domain.audit import AuditEvent, ChainVerdict, chain, verify_chain
-from domain.timestamps import format_timestamp
+from application.server.ports.store import AuditFilters
+from domain.server.api_tokens import ProvisioningKind, SubjectType, TokenRecord, TokenStatus
+from domain.server.audit import AuditEvent, ChainVerdict, chain, verify_chain
+from domain.shared.timestamps import format_timestamp
 
 
 @dataclass

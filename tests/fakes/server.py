@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from domain.errors import AgentError, Conflict, NotFound, ServerError, Unauthorized
-from domain.execution_token import detail_hash, signed_message
-from domain.jobs import (
+from domain.agent.errors import ServerConflict, ServerError, ServerNotFound, ServerUnauthorized
+from domain.shared.errors import DbwardError
+from domain.shared.execution_token import detail_hash, signed_message
+from domain.shared.jobs import (
     ClaimedJob,
     DispatchedJob,
     DryRunJob,
@@ -33,8 +34,8 @@ from domain.jobs import (
     PreflightJob,
     SchemaReport,
 )
-from domain.scopes import Scope
-from domain.versions import version_lt
+from domain.shared.scopes import Scope
+from domain.shared.versions import version_lt
 
 TOKEN_TTL = timedelta(minutes=5)
 FIXED_SEED = bytes(range(32))
@@ -87,7 +88,7 @@ class FakeServer:
         self.dry_runs: dict[str, DryRunJob] = {}
         self.dry_run_claimed: set[str] = set()
         self.pending_preflights: deque[PreflightJob] = deque()
-        self._failures: dict[str, deque[AgentError]] = defaultdict(deque)
+        self._failures: dict[str, deque[DbwardError]] = defaultdict(deque)
         self.conflict_on_claim: set[str] = set()
         self.lost_leases: set[str] = set()
         # records
@@ -154,7 +155,7 @@ class FakeServer:
             self._cond.notify_all()
         return job
 
-    def fail(self, call: str, error: AgentError, times: int = 1) -> None:
+    def fail(self, call: str, error: DbwardError, times: int = 1) -> None:
         """Make the next `times` calls of `call` (e.g. "poll", "submit_result") raise."""
         with self._cond:
             self._failures[call].extend([error] * times)
@@ -266,9 +267,9 @@ class FakeServer:
             self.claims.append((request_id, lease_duration_secs))
             request = self.requests.get(request_id)
             if request is None:
-                raise NotFound(404, "not found: request not found", "request.not_found")
+                raise ServerNotFound(404, "not found: request not found", "request.not_found")
             if request_id in self.conflict_on_claim or request.status != "dispatched":
-                raise Conflict(409, "conflict: request is not dispatched", "request.conflict")
+                raise ServerConflict(409, "conflict: request is not dispatched", "request.conflict")
             request.status = "running"
             execution_id = str(uuid.uuid4())
             request.executions.append(execution_id)
@@ -335,9 +336,9 @@ class FakeServer:
             self._cond.notify_all()
             request = self.executions.get(execution_id)
             if request is None:
-                raise NotFound(404, "not found: execution not found", "request.not_found")
+                raise ServerNotFound(404, "not found: execution not found", "request.not_found")
             if execution_id in self.lost_leases or self.results.get(execution_id):
-                raise Conflict(409, "conflict: execution is Failed, cannot heartbeat", None)
+                raise ServerConflict(409, "conflict: execution is Failed, cannot heartbeat", None)
             return HeartbeatReply(cancelled=request.status == "cancelled")
 
     def submit_result(self, execution_id: str, result: JobResult) -> None:
@@ -345,9 +346,11 @@ class FakeServer:
             self._enter("submit_result")
             request = self.executions.get(execution_id)
             if request is None:
-                raise NotFound(404, "not found: execution not found", "request.not_found")
+                raise ServerNotFound(404, "not found: execution not found", "request.not_found")
             if self.results.get(execution_id):
-                raise Conflict(409, "conflict: execution already completed", "request.conflict")
+                raise ServerConflict(
+                    409, "conflict: execution already completed", "request.conflict"
+                )
             self.results[execution_id].append(result)
             if request.status == "running":
                 request.status = "executed" if result.success else "failed"
@@ -365,7 +368,7 @@ class FakeServer:
             if job_id not in self.dry_runs:
                 raise ServerError(400, "validation: dry-run job not found", "validation.failed")
             if job_id in self.dry_run_claimed:
-                raise Conflict(409, "already_claimed")
+                raise ServerConflict(409, "already_claimed")
             self.dry_run_claimed.add(job_id)
             return f"claim-{job_id}"
 
@@ -373,7 +376,7 @@ class FakeServer:
         with self._cond:
             self._enter("submit_dry_run_result")
             if claim_token != f"claim-{job_id}":
-                raise Conflict(409, "claim token mismatch")
+                raise ServerConflict(409, "claim token mismatch")
             self.dry_run_results[job_id] = outcome
             self._cond.notify_all()
 
@@ -389,8 +392,8 @@ class FakeServer:
         self.closed = True
 
 
-def unauthorized() -> Unauthorized:
-    return Unauthorized(401, "authentication failed", "unauthorized")
+def unauthorized() -> ServerUnauthorized:
+    return ServerUnauthorized(401, "authentication failed", "unauthorized")
 
 
 def server_down() -> ServerError:

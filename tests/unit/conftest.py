@@ -10,11 +10,16 @@ from typing import Any
 
 import pytest
 
-from adapters.ed25519_verifier import Ed25519Verifier
-from application.agent import Agent, AgentPorts
-from application.database_registry import DatabaseRegistry
-from application.settings import AgentSettings, DatabaseSettings, SchemaSyncSettings, ServerSettings
-from domain.scopes import Scope
+from adapters.crypto.ed25519_verifier import Ed25519Verifier
+from application.agent.database_registry import DatabaseRegistry
+from application.agent.runner import Agent, AgentPorts
+from application.agent.settings import (
+    AgentSettings,
+    DatabaseSettings,
+    SchemaSyncSettings,
+    ServerConnectionSettings,
+)
+from domain.shared.scopes import Scope
 from tests.fakes.clock import FixedRandom, RealClock
 from tests.fakes.database import FakeDatabase, FakeDatabaseFactory
 from tests.fakes.probes import FakeProbes
@@ -39,7 +44,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
 def make_settings(**overrides: Any) -> AgentSettings:
     """Fast settings for threaded tests: short intervals, one database unless told."""
     base = AgentSettings(
-        server=ServerSettings(url="http://127.0.0.1:3000", agent_token="dbw_" + "0" * 32),
+        server=ServerConnectionSettings(url="http://127.0.0.1:3000", agent_token="dbw_" + "0" * 32),
         databases=(DatabaseSettings(APP_PROD, PG_URL),),
         agent_id="test-agent",
         poll_interval_ms=20,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import configparser
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.repo import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 def test_systemd_unit_matches_the_brief() -> None:

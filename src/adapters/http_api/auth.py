@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-from domain.rbac import Principal
-from domain.server_errors import Forbidden
+from domain.server.errors import Forbidden
+from domain.server.rbac import Principal
 
 #: `(Authorization header or None) -> Principal`; raises `Unauthenticated`.
 Authenticate = Callable[[str | None], Principal]

@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.server_errors import (
+from domain.server.errors import (
     Conflict,
     Forbidden,
     Gone,

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.http_api.app import DEFAULT_BODY_LIMIT
 from adapters.http_api.auth import PublicForbidden, current_agent, current_principal
-from application.server_agent_protocol import (
+from application.server.agent_protocol.service import (
     AgentListing,
     AgentProtocolService,
     DryRunResultInput,
@@ -34,12 +34,12 @@ from application.server_agent_protocol import (
     PreflightResultInput,
     SchemaSyncInput,
 )
-from application.server_requests import ServerDraining
-from application.server_settings import ServerSettings
-from domain.jobs import ActiveJobStatus, AgentStatus, ClaimedJob, JobResult
-from domain.operations import Operation
-from domain.rbac import Principal
-from domain.server_errors import ServerDomainError, Validation
+from application.server.requests.service import ServerDraining
+from application.server.settings import ServerSettings
+from domain.server.errors import ServerDomainError, Validation
+from domain.server.rbac import Principal
+from domain.shared.jobs import ActiveJobStatus, AgentStatus, ClaimedJob, JobResult
+from domain.shared.operations import Operation
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -61,7 +61,7 @@ _RESULT_PATH = re.compile(r"^/api/agent/jobs/[^/]+/result$")
 U32 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
 U64 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
 
-_M = TypeVar("_M", bound="_Body")
+_M = TypeVar("_M", bound="_AgentBody")
 _Input = TypeVar("_Input", bound="DataclassInstance")
 
 
@@ -91,30 +91,30 @@ def agent_body_limit(
 # --- bodies -----------------------------------------------------------------------------------
 
 
-class _Body(BaseModel):
+class _AgentBody(BaseModel):
     """Strict about types (like serde), lenient about extra keys (additive protocol)."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
-class _ScopeBody(_Body):
+class _ScopeBody(_AgentBody):
     database: str
     environment: str
 
 
-class _CapabilitiesBody(_Body):
+class _CapabilitiesBody(_AgentBody):
     scopes: list[_ScopeBody]
     # Canonical names only: an alias such as `execute_query` is a 422, as in the reference.
     operations: list[Operation] = []
 
 
-class _ActiveJobBody(_Body):
+class _ActiveJobBody(_AgentBody):
     request_id: str
     operation: str
     elapsed_secs: U64 = 0
 
 
-class _StatusBody(_Body):
+class _StatusBody(_AgentBody):
     in_flight: U32
     in_flight_preflight: U32 = 0
     max_concurrent: U32
@@ -123,7 +123,7 @@ class _StatusBody(_Body):
     active_jobs: list[_ActiveJobBody] = []
 
 
-class _PollBody(_Body):
+class _PollBody(_AgentBody):
     agent_id: str | None = None
     capabilities: _CapabilitiesBody
     status: _StatusBody | None = None
@@ -136,11 +136,11 @@ class _PollBody(_Body):
     degraded_scopes: list[_ScopeBody] = []
 
 
-class _ClaimBody(_Body):
+class _ClaimBody(_AgentBody):
     lease_duration_secs: U32 | None = None
 
 
-class _ResultBody(_Body):
+class _ResultBody(_AgentBody):
     success: bool
     result_data: str | None = None
     error_message: str | None = None
@@ -150,7 +150,7 @@ class _ResultBody(_Body):
     duration_ms: U64 | None = None
 
 
-class _SchemaSyncBody(_Body):
+class _SchemaSyncBody(_AgentBody):
     database: str
     environment: str
     dialect: str
@@ -159,20 +159,20 @@ class _SchemaSyncBody(_Body):
     error_message: str | None = None
 
 
-class _DryRunResultBody(_Body):
+class _DryRunResultBody(_AgentBody):
     claim_token: str
     result: Any = None
     error: str | None = None
 
 
-class _PreflightResultBody(_Body):
+class _PreflightResultBody(_AgentBody):
     job_id: str
     claim_token: str
     result: Any = None
     error: str | None = None
 
 
-def _input(cls: type[_Input], body: _Body) -> _Input:
+def _input(cls: type[_Input], body: _AgentBody) -> _Input:
     """The service's input dataclass, filled from the body's fields of the same names."""
     return cls(**{field.name: getattr(body, field.name) for field in dataclasses.fields(cls)})
 

@@ -19,8 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import MAX_OFFSET, refuse_lone_surrogates
-from application.identity_store import TokenFilters
-from application.server_identity import (
+from application.server.identity.service import (
     IdentityServices,
     InitialToken,
     NewUser,
@@ -29,12 +28,13 @@ from application.server_identity import (
     UserOutcome,
     UserView,
 )
-from application.server_store import AuditFilters
-from domain.api_tokens import SubjectType, TokenRecord, TokenStatus
-from domain.audit import AuditEvent
-from domain.rbac import Principal, Role
-from domain.server_errors import Validation
-from domain.timestamps import format_timestamp
+from application.server.ports.identity import TokenFilters
+from application.server.ports.store import AuditFilters
+from domain.server.api_tokens import SubjectType, TokenRecord, TokenStatus
+from domain.server.audit import AuditEvent
+from domain.server.errors import Validation
+from domain.server.rbac import Principal, Role
+from domain.shared.timestamps import format_timestamp
 
 CallerDep = Annotated[Principal, Depends(current_principal)]
 
@@ -42,17 +42,17 @@ CallerDep = Annotated[Principal, Depends(current_principal)]
 # --- bodies --------------------------------------------------------------------------------
 
 
-class _Body(BaseModel):
+class _IdentityBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     check_text = field_validator("*")(refuse_lone_surrogates)
 
 
-class ScopeCeilingBody(_Body):
+class ScopeCeilingBody(_IdentityBody):
     roles: list[str]
 
 
-class CreateTokenBody(_Body):
+class CreateTokenBody(_IdentityBody):
     subject_id: str
     subject_type: SubjectType = SubjectType.USER
     name: str | None = None
@@ -60,7 +60,7 @@ class CreateTokenBody(_Body):
     expires_at: AwareDatetime | None = None
 
 
-class CreateUserBody(_Body):
+class CreateUserBody(_IdentityBody):
     id: str
     roles: list[str] = []
     groups: list[str] = []
@@ -68,7 +68,7 @@ class CreateUserBody(_Body):
     email: str | None = None
 
 
-class UpdateUserBody(_Body):
+class UpdateUserBody(_IdentityBody):
     roles: list[str] | None = None
     add_roles: list[str] | None = None
     rm_roles: list[str] | None = None

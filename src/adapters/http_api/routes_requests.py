@@ -23,7 +23,8 @@ from adapters.http_api.input_checks import (
     MAX_OFFSET,
     refuse_lone_surrogates,
 )
-from application.server_requests import (
+from application.server.ports.work import DryRunJobRecord, DryRunStatus, RequestRecord
+from application.server.requests.service import (
     MAX_WAIT_SECS,
     CreateRequestInput,
     ExecutionHistoryEntry,
@@ -32,9 +33,8 @@ from application.server_requests import (
     ResultEnvelope,
     ServerDraining,
 )
-from application.work_store import DryRunJobRecord, DryRunStatus, RequestRecord
-from domain.rbac import Principal
-from domain.timestamps import format_timestamp
+from domain.server.rbac import Principal
+from domain.shared.timestamps import format_timestamp
 
 __all__ = ["build_request_router"]
 

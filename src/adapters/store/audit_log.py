@@ -1,6 +1,6 @@
 """The audit log's storage: append inside the caller's transaction, list, verify (§6).
 
-The hash formula is `domain.audit` (chain_version 2); this module only decides *which* event
+The hash formula is `domain.server.audit` (chain_version 2); this module only decides *which* event
 is the previous one, and makes sure that decision is the same for every writer:
 
 * **PostgreSQL** (several replicas may share the database): `append_event` first takes
@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Row, Select, func, insert, select
 
 from adapters.store.engine import READ_ONLY
 from adapters.store.schema import audit_events, format_timestamp
-from domain.audit import CHAIN_VERSION, AuditEvent, ChainVerdict, chain, verify_chain
+from domain.server.audit import CHAIN_VERSION, AuditEvent, ChainVerdict, chain, verify_chain
 
 #: `pg_advisory_xact_lock` key: the first 8 bytes of sha256("dbward.audit_chain").
 AUDIT_LOCK_NAME = "dbward.audit_chain"

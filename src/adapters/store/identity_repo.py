@@ -1,7 +1,7 @@
 """`IdentityRepository` over SQLAlchemy Core: users, group members and tokens (§4, §7.1).
 
 Portable SQL only (SQLite and PostgreSQL): JSON as TEXT, timestamps as fixed-width TEXT
-(`domain.timestamps`), conditional updates whose rowcount decides races.
+(`domain.shared.timestamps`), conditional updates whose rowcount decides races.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select,
 from sqlalchemy.exc import IntegrityError
 
 from adapters.store.schema import group_members, tokens, users
-from application.identity_store import (
+from application.server.ports.identity import (
     LifecycleState,
     TokenFilters,
     UserRecord,
     UserStatus,
 )
-from domain.api_tokens import ProvisioningKind, SubjectType, TokenRecord, TokenStatus
-from domain.timestamps import format_timestamp, parse_timestamp
+from domain.server.api_tokens import ProvisioningKind, SubjectType, TokenRecord, TokenStatus
+from domain.shared.timestamps import format_timestamp, parse_timestamp
 
 #: `pg_advisory_xact_lock` key: the first 8 bytes of sha256("dbward.identity").
 IDENTITY_LOCK_NAME = "dbward.identity"

@@ -48,9 +48,9 @@ from sqlalchemy import (
     text,
 )
 
-from domain.timestamps import TIMESTAMP_FORMAT as _TIMESTAMP_FORMAT
-from domain.timestamps import format_timestamp as _format_timestamp
-from domain.timestamps import parse_timestamp as _parse_timestamp
+from domain.shared.timestamps import TIMESTAMP_FORMAT as _TIMESTAMP_FORMAT
+from domain.shared.timestamps import format_timestamp as _format_timestamp
+from domain.shared.timestamps import parse_timestamp as _parse_timestamp
 
 # --- timestamps ---------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from adapters.store import audit_log
 from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.work_repo import SqlWorkRepository
-from application.server_store import AuditFilters
-from domain.audit import AuditEvent, ChainVerdict
+from application.server.ports.store import AuditFilters
+from domain.server.audit import AuditEvent, ChainVerdict
 
 
 class SqlAuditRepository:

@@ -1,7 +1,7 @@
 """`WorkRepository` over SQLAlchemy Core: requests, executions, results, agents, EXPLAIN jobs.
 
 Portable SQL only (SQLite and PostgreSQL share every statement): JSON as TEXT, timestamps
-as fixed-width TEXT (`domain.timestamps`, so string order is time order), and every status
+as fixed-width TEXT (`domain.shared.timestamps`, so string order is time order), and every status
 change a conditional `UPDATE … WHERE status IN (…)` whose rowcount says who won. Inserts
 that may collide run in a savepoint, so a lost race does not spoil the caller's
 transaction (PostgreSQL aborts the whole transaction on an error otherwise).
@@ -44,7 +44,7 @@ from adapters.store.schema import (
     results,
     schema_snapshots,
 )
-from application.work_store import (
+from application.server.ports.work import (
     LEASE_EXPIRED_MESSAGE,
     LIVE_EXECUTION_STATUSES,
     NO_CHANGES,
@@ -67,13 +67,13 @@ from application.work_store import (
     ResultSummary,
     SchemaSnapshot,
 )
-from domain.agent_registry import AgentRecord, AgentState
-from domain.execution_policies import MIGRATION_MUTATIONS
-from domain.jobs import ActiveJobStatus
-from domain.operations import Operation
-from domain.request_lifecycle import TERMINAL_STATUSES, RequestStatus, parse_status
-from domain.scopes import Scope
-from domain.timestamps import format_timestamp, parse_timestamp
+from domain.server.agent_registry import AgentRecord, AgentState
+from domain.server.execution_policies import MIGRATION_MUTATIONS
+from domain.server.request_lifecycle import TERMINAL_STATUSES, RequestStatus, parse_status
+from domain.shared.jobs import ActiveJobStatus
+from domain.shared.operations import Operation
+from domain.shared.scopes import Scope
+from domain.shared.timestamps import format_timestamp, parse_timestamp
 
 _R = TypeVar("_R")
 

@@ -1,0 +1,220 @@
+"""`ServerPort` over HTTP with httpx: the dbward agent API (agent-protocol.md §2, §3).
+
+One `httpx.Client` is shared by the poll loop, the heartbeat thread and the job workers,
+so connections are kept alive instead of paying a TLS handshake per heartbeat. Every
+failure leaves this module as a `domain.agent.errors` type, which is what lets the services
+decide hard versus transient without knowing anything about HTTP:
+
+* an HTTP status >= 400 -> `server_error_for(status, message, code)`,
+* no answer at all (refused, reset, DNS, timeout) -> `ServerUnreachable`,
+* a 2xx body that does not fit the protocol -> `MalformedServerResponse`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from adapters.wire import agent_protocol as wire
+from domain.agent.errors import MalformedServerResponse, ServerUnreachable, server_error_for
+from domain.shared.errors import ConfigError
+from domain.shared.jobs import (
+    ClaimedJob,
+    ExplainOutcome,
+    HeartbeatReply,
+    JobResult,
+    PollRequest,
+    PollResponse,
+    SchemaReport,
+)
+
+CONNECT_TIMEOUT_SECS = 10.0
+#: The reference agent's per-call budget (§2); write and pool waits share it.
+READ_TIMEOUT_SECS = 30.0
+#: How much longer than the requested hold a long-poll may take before we give up on it.
+POLL_READ_MARGIN_SECS = 10.0
+#: How much of a non-JSON error body is worth carrying in an exception message.
+_ERROR_BODY_PREVIEW = 200
+
+
+def path_segment(value: str) -> str:
+    """Quote an id for use as one path segment.
+
+    Everything outside the unreserved set is escaped, so `/`, `?` or `#` in an id cannot
+    leave the segment, and `.`/`..` are escaped too, because URL normalisation would
+    otherwise turn them into "this directory" / "parent directory".
+    """
+    quoted = quote(value, safe="")
+    if quoted in {".", ".."}:
+        return quoted.replace(".", "%2E")
+    return quoted
+
+
+def _error_details(response: httpx.Response) -> tuple[str, str | None]:
+    """Message and code of an error answer: the JSON envelope if any, else the raw text."""
+    try:
+        envelope = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        envelope = None
+    if isinstance(envelope, dict) and isinstance(envelope.get("error"), str):
+        code = envelope.get("code")
+        return envelope["error"], code if isinstance(code, str) else None
+    text = response.content.decode("utf-8", errors="replace").strip()
+    if not text:
+        return response.reason_phrase or f"HTTP {response.status_code}", None
+    if len(text) > _ERROR_BODY_PREVIEW:
+        text = text[:_ERROR_BODY_PREVIEW] + "…"
+    return text, None
+
+
+class HttpServerClient:
+    """The agent's side of the dbward server API (implements `application.agent.ports.ServerPort`).
+
+    Thread-safe: httpx's connection pool may be used from several threads at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        agent_token: str,
+        *,
+        agent_build: str,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(
+            READ_TIMEOUT_SECS, connect=CONNECT_TIMEOUT_SECS, read=READ_TIMEOUT_SECS
+        )
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=self._timeout,
+            follow_redirects=False,
+            headers={
+                "Authorization": f"Bearer {agent_token}",
+                "User-Agent": f"dbward-agent/{agent_build}",
+            },
+        )
+
+    def __repr__(self) -> str:
+        # Never show the token: the Authorization header lives on the client.
+        return f"HttpServerClient({self._base_url!r})"
+
+    # --- ServerPort ---------------------------------------------------------------------
+
+    def fetch_public_key(self) -> str:
+        response = self._call("GET", "/api/public-key")
+        return wire.parse_public_key_response(self._json(response, "public-key response"))
+
+    def poll(self, request: PollRequest) -> PollResponse:
+        timeout = self._timeout
+        if request.wait_ms > 0:
+            # The server may hold the answer for wait_ms; only a silence past that is a fault.
+            read = request.wait_ms / 1000 + POLL_READ_MARGIN_SECS
+            timeout = httpx.Timeout(READ_TIMEOUT_SECS, connect=CONNECT_TIMEOUT_SECS, read=read)
+        response = self._call(
+            "POST", "/api/agent/poll", body=wire.poll_body(request), timeout=timeout
+        )
+        return wire.parse_poll_response(self._json(response, "poll response"))
+
+    def claim(self, request_id: str, lease_duration_secs: int) -> ClaimedJob:
+        response = self._call(
+            "POST",
+            f"/api/agent/jobs/{path_segment(request_id)}/claim",
+            body=wire.claim_body(lease_duration_secs),
+        )
+        return wire.parse_claim_response(self._json(response, "claim response"))
+
+    def heartbeat(self, execution_id: str) -> HeartbeatReply:
+        response = self._call("POST", f"/api/agent/jobs/{path_segment(execution_id)}/heartbeat")
+        return wire.parse_heartbeat_response(self._json(response, "heartbeat response"))
+
+    def submit_result(self, execution_id: str, result: JobResult) -> None:
+        self._call(
+            "POST",
+            f"/api/agent/jobs/{path_segment(execution_id)}/result",
+            body=wire.result_body(result),
+        )
+
+    def submit_schema(self, report: SchemaReport) -> None:
+        # The server answers 200 with an empty body; nothing to parse.
+        self._call("POST", "/api/agent/schema-sync", body=wire.schema_sync_body(report))
+
+    def claim_dry_run(self, job_id: str) -> str:
+        response = self._call("POST", f"/api/agent/dry-run/{path_segment(job_id)}/claim")
+        return wire.parse_dry_run_claim_response(self._json(response, "dry-run claim response"))
+
+    def submit_dry_run_result(self, job_id: str, claim_token: str, outcome: ExplainOutcome) -> None:
+        self._call(
+            "POST",
+            f"/api/agent/dry-run/{path_segment(job_id)}/result",
+            body=wire.dry_run_result_body(claim_token, outcome),
+        )
+
+    def submit_preflight_result(
+        self, job_id: str, claim_token: str, outcome: ExplainOutcome
+    ) -> None:
+        self._call(
+            "POST",
+            "/api/agent/preflight-result",
+            body=wire.preflight_result_body(job_id, claim_token, outcome),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """Send one request; return a 2xx response or raise a domain error."""
+        what = f"{method} {path}"
+        headers: dict[str, str] = {}
+        content: bytes | None = None
+        if body is not None:
+            content = wire.encode(body)
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._client.request(
+                method,
+                self._base_url + path,
+                content=content,
+                headers=headers,
+                timeout=timeout or self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise ServerUnreachable(f"{what}: timed out ({type(exc).__name__})") from exc
+        except httpx.DecodingError as exc:
+            raise MalformedServerResponse(f"{what}: undecodable body: {exc}") from exc
+        except (httpx.LocalProtocolError, UnicodeEncodeError):
+            # The request itself cannot be sent (a header value with a newline or non-ASCII
+            # characters): a configuration problem, never retried, and never echoed, since
+            # the offending header is the one carrying the token.
+            raise ConfigError(
+                f"{what}: the request cannot be sent: an HTTP header is invalid "
+                "(check [server].agent_token for whitespace or non-ASCII characters)"
+            ) from None
+        except httpx.RequestError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ServerUnreachable(f"{what}: {reason}") from exc
+        status = response.status_code
+        if status >= 400:
+            message, code = _error_details(response)
+            raise server_error_for(status, message, code)
+        if not 200 <= status < 300:
+            # Redirects are not followed: a server URL that redirects is misconfigured.
+            location = response.headers.get("location", "")
+            raise server_error_for(status, f"unexpected HTTP {status} redirect to {location!r}")
+        return response
+
+    @staticmethod
+    def _json(response: httpx.Response, what: str) -> Any:
+        return wire.decode_json(response.content, what)

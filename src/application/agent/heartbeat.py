@@ -1,0 +1,77 @@
+"""Per-job heartbeats on their own thread.
+
+The renewal loop must never wait behind database I/O: a starved renewal is the most
+reported failure of job agents (GitHub's "lost communication with the server"). A
+`cancelled: true` reply or a lost lease (404/409) fires the job's cancel token; the database
+adapter turns that into a real statement cancel, except for migrations, which finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from application.agent.cancellation import CancelReason, CancelToken
+from application.agent.ports import Clock, ServerPort
+from application.agent.threads import spawn
+from domain.agent.errors import ServerConflict, ServerNotFound
+from domain.shared.errors import DbwardError
+
+log = logging.getLogger("dbward.agent.heartbeat")
+
+
+class HeartbeatMonitor:
+    def __init__(
+        self,
+        server: ServerPort,
+        clock: Clock,
+        *,
+        execution_id: str,
+        interval_secs: float,
+        cancel: CancelToken,
+    ) -> None:
+        self._server = server
+        self._clock = clock
+        self._execution_id = execution_id
+        self._interval = interval_secs
+        self._cancel = cancel
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.beats = 0
+        self.lease_lost = False
+
+    def start(self) -> HeartbeatMonitor:
+        self._thread = spawn(f"heartbeat-{self._execution_id}", self._run)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._clock.wait(self._stop, self._interval):
+            if not self.beat():
+                return
+
+    def beat(self) -> bool:
+        """Send one heartbeat; False when heartbeating should stop (the lease is gone)."""
+        try:
+            reply = self._server.heartbeat(self._execution_id)
+        except (ServerConflict, ServerNotFound) as exc:
+            self.lease_lost = True
+            log.warning(
+                "execution %s: lease lost (%s); stopping the work, its result is withheld",
+                self._execution_id,
+                exc,
+            )
+            self._cancel.cancel(CancelReason.LEASE_LOST)
+            return False
+        except DbwardError as exc:
+            # The lease outlives several missed beats; keep trying at the same pace.
+            log.warning("execution %s: heartbeat failed: %s", self._execution_id, exc)
+            return True
+        self.beats += 1
+        if reply.cancelled and self._cancel.cancel(CancelReason.SERVER_CANCELLED):
+            log.warning("execution %s: cancelled by the server", self._execution_id)
+        return True

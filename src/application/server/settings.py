@@ -1,0 +1,263 @@
+"""The server's validated settings: what server.toml says, in plain typed form.
+
+The config adapter (adapters.config.server: TOML, `${VAR}` expansion, strict validation)
+builds these; services only ever see the dataclasses. Defaults live here, once; the
+adapter's file models read them from these classes. Paths are absolute: the loader
+resolves relative ones against the config file's directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from domain.server.execution_policies import (
+    ExecutionPolicy,
+    ResultPolicy,
+    resolve_execution_policy,
+    resolve_result_policy,
+)
+from domain.server.workflows import Workflow, match_workflow
+from domain.shared.operations import Operation
+from domain.shared.scopes import Scope
+
+__all__ = [
+    "AuditRedaction",
+    "AuditSettings",
+    "AuthSettings",
+    "CustomRoleSettings",
+    "DatabaseRegistration",
+    "GroupSettings",
+    "LogFormat",
+    "LoggingSettings",
+    "ResultChannelSettings",
+    "ResultStorageSettings",
+    "RetentionSettings",
+    "ServerSettings",
+    "StoreSettings",
+    "SweepSettings",
+    "TokenPolicySettings",
+    "default_store_url",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:3000"
+DEFAULT_MIN_AGENT_VERSION = "0.2.0"
+STORE_FILE_NAME = "dbward.db"
+RESULTS_DIR_NAME = "results"
+
+
+@dataclass(frozen=True)
+class DatabaseRegistration:
+    """One `[[databases]]` entry: a logical database and the environments it exists in."""
+
+    name: str
+    environments: tuple[str, ...]
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]:
+        return tuple(Scope(self.name, env) for env in self.environments)
+
+
+# --- [auth] ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomRoleSettings:
+    """`[[auth.roles]]`: permissions as written (`request.view:any`), scope lists empty = `*`."""
+
+    name: str
+    permissions: tuple[str, ...]
+    databases: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """`[[auth.groups]]`: a group's roles. Members are managed through the API."""
+
+    name: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TokenPolicySettings:
+    #: Active (not revoked, not expired) tokens one user may hold; 0 = unlimited.
+    max_active_tokens_per_user: int = 5
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    #: Given to a user who resolves no role; must be a built-in or custom role.
+    default_role: str | None = None
+    roles: tuple[CustomRoleSettings, ...] = ()
+    groups: tuple[GroupSettings, ...] = ()
+    token_policy: TokenPolicySettings = TokenPolicySettings()
+
+
+# --- lifetimes, audit, results ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    #: Terminal requests are purged this long after they were created.
+    request_ttl_days: int = 90
+    audit_ttl_days: int = 365
+    #: Stored-result retention where no [[result_policies]] entry sets retention_days.
+    result_ttl_days: int = 30
+    #: A pending request expires this long after creation (workflow pending_ttl_secs wins).
+    pending_ttl_secs: int = 86400
+    #: An approved request expires this long after approval (workflow approved_ttl_secs wins).
+    approved_ttl_secs: int = 86400
+
+
+class AuditRedaction(StrEnum):
+    """What the audit log's `detail_raw` keeps (`detail_fingerprint` is always redacted)."""
+
+    #: Literals replaced with `?` (the default).
+    LITERALS = "literals"
+    #: No SQL at all in `detail_raw`.
+    FULL = "full"
+    #: The raw SQL.
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    redaction: AuditRedaction = AuditRedaction.LITERALS
+
+
+@dataclass(frozen=True)
+class ResultStorageSettings:
+    """Where persisted results live. Only the local backend exists in this version."""
+
+    root_dir: Path
+    backend: str = "local"
+    #: Results larger than this are streamed but not persisted.
+    max_persist_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ResultChannelSettings:
+    """The in-memory relay from an agent's result to a waiting client."""
+
+    slot_ttl_secs: int = 600
+    max_slots: int = 10000
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Background sweeps. Ours: configurable, every 5 s (the reference: fixed 60 s)."""
+
+    lease_reclaim_interval_secs: int = 5
+    dispatch_timeout_interval_secs: int = 5
+    ttl_expiry_interval_secs: int = 5
+    #: A dispatched request nobody claimed for this long goes back to its previous status.
+    dispatch_timeout_secs: int = 300
+
+
+def default_store_url(state_dir: Path) -> str:
+    """`sqlite:///<state_dir>/dbward.db` (four slashes before an absolute path)."""
+    return f"sqlite:///{state_dir / STORE_FILE_NAME}"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The control-plane store: SQLite in the state dir, or PostgreSQL for several replicas."""
+
+    url: str = field(repr=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite:")
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    #: A Python logging level name, lower case: debug, info, warning, error, critical.
+    level: str = "info"
+    format: LogFormat = LogFormat.TEXT
+
+
+# --- the whole file -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything server.toml configures. Build it with `adapters.config.server` or by hand."""
+
+    state_dir: Path
+    result_storage: ResultStorageSettings
+    store: StoreSettings
+    listen: str = DEFAULT_LISTEN
+    min_agent_version: str = DEFAULT_MIN_AGENT_VERSION
+    databases: tuple[DatabaseRegistration, ...] = ()
+    workflows: tuple[Workflow, ...] = ()
+    execution_policies: tuple[ExecutionPolicy, ...] = ()
+    result_policies: tuple[ResultPolicy, ...] = ()
+    auth: AuthSettings = AuthSettings()
+    retention: RetentionSettings = RetentionSettings()
+    audit: AuditSettings = AuditSettings()
+    result_channel: ResultChannelSettings = ResultChannelSettings()
+    sweeps: SweepSettings = SweepSettings()
+    logging: LoggingSettings = LoggingSettings()
+    #: Config warnings (`<file>: <key>: <message>`), for the server to log at start.
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def for_state_dir(cls, state_dir: Path, **overrides: Any) -> ServerSettings:
+        """Defaults derived from `state_dir` (store and results inside it); for tests and dev."""
+        base = cls(
+            state_dir=state_dir,
+            result_storage=ResultStorageSettings(root_dir=state_dir / RESULTS_DIR_NAME),
+            store=StoreSettings(default_store_url(state_dir)),
+        )
+        return replace(base, **overrides)
+
+    @property
+    def listen_host(self) -> str:
+        """The host part of `listen`, brackets of an IPv6 address removed."""
+        return self.listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def registered_scopes(self) -> frozenset[Scope]:
+        """Every registered (database, environment): requests elsewhere are refused."""
+        return frozenset(scope for db in self.databases for scope in db.scopes)
+
+    def is_registered(self, database: str, environment: str) -> bool:
+        return Scope(database, environment) in self.registered_scopes
+
+    def workflow_for(
+        self, database: str, environment: str, operation: Operation
+    ) -> Workflow | None:
+        return match_workflow(self.workflows, database, environment, operation)
+
+    def execution_policy_for(self, database: str, environment: str) -> ExecutionPolicy:
+        return resolve_execution_policy(self.execution_policies, database, environment)
+
+    def result_policy_for(self, database: str, environment: str) -> ResultPolicy:
+        return resolve_result_policy(
+            self.result_policies, database, environment, self.retention.result_ttl_days
+        )
+
+    def pending_ttl_secs(self, workflow: Workflow | None) -> int:
+        """The workflow's pending TTL, else `[retention].pending_ttl_secs`."""
+        if workflow is not None and workflow.pending_ttl_secs is not None:
+            return workflow.pending_ttl_secs
+        return self.retention.pending_ttl_secs
+
+    def approved_ttl_secs(self, workflow: Workflow | None) -> int:
+        """The workflow's approved TTL, else `[retention].approved_ttl_secs`."""
+        if workflow is not None and workflow.approved_ttl_secs is not None:
+            return workflow.approved_ttl_secs
+        return self.retention.approved_ttl_secs

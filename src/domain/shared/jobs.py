@@ -1,0 +1,177 @@
+"""Work as the agent sees it: dispatched jobs, claims, EXPLAIN jobs, results and status.
+
+Field names follow the dbward 0.2 wire protocol (agent-protocol.md §3), so the HTTP adapter
+maps them one to one. Raw strings are kept where the protocol signs them byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from domain.shared.scopes import Capabilities, Scope
+
+
+@dataclass(frozen=True)
+class DispatchedJob:
+    """A request in `dispatched` state offered by a poll. The claim decides who runs it."""
+
+    id: str
+    operation: str
+    database: str
+    environment: str
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.database, self.environment)
+
+
+@dataclass(frozen=True)
+class DryRunJob:
+    """An EXPLAIN for approval context. Offered to every matching agent; claimed separately."""
+
+    id: str
+    request_id: str
+    database: str
+    environment: str
+    sql: str
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.database, self.environment)
+
+
+@dataclass(frozen=True)
+class PreflightJob:
+    """An EXPLAIN the server already claimed for this agent during the poll."""
+
+    id: str
+    database: str
+    environment: str
+    sql: str
+    claim_token: str
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.database, self.environment)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """The claim response: everything needed to verify and run one execution."""
+
+    execution_id: str
+    request_id: str
+    execution_token: str
+    operation: str
+    database: str
+    environment: str
+    detail: str
+    statement_timeout_secs: int | None
+    max_rows: int | None
+    lease_expires_at: str
+    execution_plan: tuple[str, ...] | None = None
+    execution_plan_json: str | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.database, self.environment)
+
+
+@dataclass(frozen=True)
+class ActiveJobStatus:
+    """One entry of `status.active_jobs` in a poll."""
+
+    request_id: str
+    operation: str
+    elapsed_secs: int
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """The poll's `status` block: lets the server show load and route preflights."""
+
+    in_flight: int
+    in_flight_preflight: int
+    max_concurrent: int
+    draining: bool
+    uptime_secs: int
+    active_jobs: tuple[ActiveJobStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    capabilities: Capabilities
+    status: AgentStatus
+    limit: int
+    agent_version: str
+    agent_build: str
+    #: How long the server may hold the poll open; 0 asks for an immediate answer.
+    wait_ms: int = 0
+    #: Configured scopes left out of `capabilities` because their database is down
+    #: (additive: shown by our server's `GET /api/agents`, ignored by dbward 0.2).
+    degraded_scopes: tuple[Scope, ...] = ()
+
+
+@dataclass(frozen=True)
+class PollResponse:
+    jobs: tuple[DispatchedJob, ...] = ()
+    dry_run_jobs: tuple[DryRunJob, ...] = ()
+    preflight_jobs: tuple[PreflightJob, ...] = ()
+    server_version: str | None = None
+    min_agent_version: str | None = None
+    upgrade_required: bool = False
+    #: The hold the server says it honoured (our servers echo `wait_ms`); None when the
+    #: server ignores long-polling, in which case the agent paces itself.
+    held_wait_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    cancelled: bool
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The result body. `None` fields are omitted on the wire; `success` is always sent."""
+
+    success: bool
+    result_data: str | None = None
+    error_message: str | None = None
+    rows_affected: int | None = None
+    truncated: bool | None = None
+    total_rows: int | None = None
+    duration_ms: int | None = None
+
+    @classmethod
+    def failure(cls, message: str, duration_ms: int | None = None) -> JobResult:
+        return cls(success=False, error_message=message, duration_ms=duration_ms)
+
+
+@dataclass(frozen=True)
+class ExecutionOutput:
+    """What a database returns for a successful operation, before timing is added."""
+
+    result_data: str
+    rows_affected: int | None = None
+    truncated: bool | None = None
+    total_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class SchemaReport:
+    """Body of `POST /api/agent/schema-sync` for one scope."""
+
+    scope: Scope
+    dialect: str
+    status: str
+    snapshot: dict[str, Any] | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class ExplainOutcome:
+    """An EXPLAIN plan, or the error that prevented it. Exactly one is set."""
+
+    plan: Any = None
+    error: str | None = None

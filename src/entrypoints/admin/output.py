@@ -1,0 +1,393 @@
+"""What the client commands (`dbward token …`, `dbward user …`) share: where the server is,
+which token to send, and how results and errors are printed (server.md §8.3).
+
+Server URL and token, strongest first:
+
+1. `DBWARD_SERVER_URL` / `DBWARD_TOKEN`, each on its own;
+2. the file named by `--config PATH` (or `DBWARD_CONFIG`), used on its own;
+3. otherwise `./dbward.toml` (project) over `~/.config/dbward/config.toml` (global), key by key.
+
+A client file holds `[server] url, token`; `${VAR}` / `${VAR:-default}` expand inside them with
+the agent config's shell semantics. A global token is never sent to a URL set by a project
+file when the global file names a different server: a repository's `dbward.toml` must not be
+able to collect the token a user keeps for another server.
+
+Output contract: `--format human` prints data to stdout and status, hints and warnings to
+stderr; `json` and `quiet` print exactly one line to stdout, `{"ok":true,"data":…}` or
+`{"ok":false,"data":null,"error":{"code","message"}}`, and quiet prints nothing on stderr.
+Exit codes: 0 ok, 1 error (auth, network, validation, forbidden…), 2 usage (click's own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from adapters.cli_client.api_client import ApiClient, ApiError
+from adapters.config.agent import is_local_host
+from adapters.config.env_expansion import ExpansionError, expand_values
+from entrypoints.version import package_version
+
+ENV_SERVER_URL = "DBWARD_SERVER_URL"
+ENV_TOKEN = "DBWARD_TOKEN"  # noqa: S105 - the variable's name, not a token
+ENV_CONFIG = "DBWARD_CONFIG"
+PROJECT_CONFIG_NAME = "dbward.toml"
+GLOBAL_CONFIG_PATH = Path(".config") / "dbward" / "config.toml"  # under the home directory
+NO_SERVER_CONFIGURED = (
+    "no server configured: set DBWARD_SERVER_URL and DBWARD_TOKEN, or pass --config"
+)
+
+
+class ClientConfigError(Exception):
+    """The client configuration cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where to send API calls and with which token; sources name where each came from."""
+
+    server_url: str
+    token: str = field(repr=False)
+    url_source: str = ""
+    token_source: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _ClientServerSection:
+    """`[server] url, token` of one client file, expanded; empty strings count as unset."""
+
+    path: Path
+    url: str | None
+    token: str | None
+
+
+def resolve_client_config(
+    config_path: Path | None,
+    environ: Mapping[str, str],
+    *,
+    cwd: Path,
+    home: Path | None,
+) -> ClientConfig:
+    """Resolve the server URL and token (precedence in the module docstring)."""
+    env_url = (environ.get(ENV_SERVER_URL) or "").strip() or None
+    env_token = (environ.get(ENV_TOKEN) or "").strip() or None
+
+    explicit = config_path
+    explicit_origin = "--config"
+    if explicit is None and environ.get(ENV_CONFIG):
+        explicit, explicit_origin = Path(environ[ENV_CONFIG]), ENV_CONFIG
+    sections: list[_ClientServerSection] = []
+    if explicit is not None:
+        path = explicit if explicit.is_absolute() else cwd / explicit
+        if not path.is_file():
+            raise ClientConfigError(f"config file not found: {path} (from {explicit_origin})")
+        sections.append(_read_server_section(path, environ))
+    elif env_url is None or env_token is None:
+        candidates = [cwd / PROJECT_CONFIG_NAME]
+        if home is not None:
+            candidates.append(home / GLOBAL_CONFIG_PATH)
+        sections.extend(_read_server_section(p, environ) for p in candidates if p.is_file())
+
+    url_section = next((s for s in sections if s.url is not None), None)
+    token_section = next((s for s in sections if s.token is not None), None)
+    url = env_url or (url_section.url if url_section else None)
+    token = env_token or (token_section.token if token_section else None)
+    if url is None and token is None:
+        raise ClientConfigError(NO_SERVER_CONFIGURED)
+    searched = ", ".join(str(s.path) for s in sections) or "no config file found"
+    if url is None:
+        raise ClientConfigError(
+            f"no server URL configured: set {ENV_SERVER_URL}, or [server] url ({searched})"
+        )
+    if token is None:
+        raise ClientConfigError(
+            f"no API token configured: set {ENV_TOKEN}, or [server] token ({searched})"
+        )
+    url_source = ENV_SERVER_URL if env_url else str(url_section.path if url_section else "")
+    token_source = ENV_TOKEN if env_token else str(token_section.path if token_section else "")
+
+    if (
+        env_token is None
+        and env_url is None
+        and url_section is not None
+        and token_section is not None
+        and token_section is not url_section
+        and token_section.url is not None
+        and token_section.url.rstrip("/") != url.rstrip("/")
+    ):
+        raise ClientConfigError(
+            f"the token in {token_section.path} is for {token_section.url}, but "
+            f"{url_section.path} points at {url}; set {ENV_TOKEN} or add [server] token "
+            f"to {url_section.path}"
+        )
+    return ClientConfig(
+        server_url=url.rstrip("/"),
+        token=token,
+        url_source=url_source,
+        token_source=token_source,
+        warnings=_check_url(url, url_source),
+    )
+
+
+def _read_server_section(path: Path, environ: Mapping[str, str]) -> _ClientServerSection:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClientConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ClientConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    server = document.get("server", {})
+    if not isinstance(server, dict):
+        raise ClientConfigError(f"{path}: [server] must be a table")
+    raw: dict[str, Any] = {}
+    for key in ("url", "token"):
+        if key in server:
+            if not isinstance(server[key], str):
+                raise ClientConfigError(f"{path}: server.{key} must be a string")
+            raw[key] = server[key]
+    try:
+        expanded = expand_values(raw, environ)
+    except ExpansionError as exc:
+        problems = "; ".join(
+            f"server.{'.'.join(str(part) for part in problem.path)}: {problem.message}"
+            for problem in exc.problems
+        )
+        raise ClientConfigError(f"{path}: {problems}") from exc
+    return _ClientServerSection(
+        path=path,
+        url=(expanded.get("url") or "").strip() or None,
+        token=(expanded.get("token") or "").strip() or None,
+    )
+
+
+def _check_url(url: str, source: str) -> tuple[str, ...]:
+    """Reject what cannot be a server URL; warn when the token would cross the net in clear."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ClientConfigError(
+            f"invalid server URL {url!r} (from {source}): expected http(s)://host[:port]"
+        )
+    if parts.scheme == "http" and not is_local_host(parts.hostname):
+        return (
+            f"warning: the server URL {url} is plain http to a non-local host; "
+            "the API token travels unencrypted (use https://)",
+        )
+    return ()
+
+
+# --- the output contract ----------------------------------------------------------------
+
+
+class OutputFormat(StrEnum):
+    HUMAN = "human"
+    JSON = "json"
+    QUIET = "quiet"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help=f"Client config file (TOML with the server url and token); also ${ENV_CONFIG}.",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--format",
+        help="human (default): data on stdout, status on stderr; json/quiet: one JSON line.",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
+
+_META_KEY = "dbward.client_options"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    config: Path | None = None
+    output_format: OutputFormat | None = None
+
+
+def remember_group_options(
+    ctx: typer.Context, config: Path | None, output_format: OutputFormat | None
+) -> None:
+    """Called by a sub-app callback: `dbward token --format json list` sets them for all."""
+    ctx.meta[_META_KEY] = ClientOptions(config, output_format)
+
+
+def _effective_options(
+    ctx: typer.Context, config: Path | None, output_format: OutputFormat | None
+) -> tuple[Path | None, OutputFormat]:
+    group = ctx.meta.get(_META_KEY, ClientOptions())
+    return (
+        config or group.config,
+        output_format or group.output_format or OutputFormat.HUMAN,
+    )
+
+
+class Output:
+    """Prints per the output contract; human renderers get stdout and stderr helpers."""
+
+    def __init__(self, output_format: OutputFormat) -> None:
+        self.format = output_format
+
+    @property
+    def human(self) -> bool:
+        return self.format is OutputFormat.HUMAN
+
+    def data(self, text: str) -> None:
+        """One line of data on stdout (human mode)."""
+        typer.echo(text)
+
+    def status(self, text: str) -> None:
+        """A status line on stderr; human mode only."""
+        if self.human:
+            typer.echo(text, err=True)
+
+    def warning(self, text: str) -> None:
+        """Warnings reach stderr in human and json mode, never in quiet mode."""
+        if self.format is not OutputFormat.QUIET:
+            typer.echo(text, err=True)
+
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        _console(sys.stdout).print(table)
+
+    def fields(self, rows: Iterable[tuple[str, object]], *, err: bool = False) -> None:
+        """Aligned `name  value` lines, on stdout (data) or stderr (details of an action)."""
+        if err and not self.human:
+            return
+        pairs = [(name, display(value)) for name, value in rows]
+        width = max((len(name) for name, _ in pairs), default=0)
+        for name, value in pairs:
+            typer.echo(f"{name:<{width}}  {value}", err=err)
+
+    def envelope(self, payload: Mapping[str, object]) -> None:
+        typer.echo(json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str))
+
+    def fail(self, code: str, message: str, hint: str | None = None) -> NoReturn:
+        if self.human:
+            typer.echo(f"error: {message}", err=True)
+            if hint:
+                typer.echo(f"hint: {hint}", err=True)
+        else:
+            error: dict[str, str] = {"code": code, "message": message}
+            if hint:
+                error["hint"] = hint
+            self.envelope({"ok": False, "data": None, "error": error})
+        raise typer.Exit(1)
+
+
+def _console(stream: Any) -> Console:
+    """Wide enough off a terminal that piped tables are not folded at 80 columns."""
+    is_tty = bool(getattr(stream, "isatty", lambda: False)())
+    return Console(file=stream, highlight=False, width=None if is_tty else 240, soft_wrap=False)
+
+
+def display(value: object) -> str:
+    """One cell's text: lists joined, a scope ceiling as its roles, None as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict) and set(value) == {"roles"}:
+        return display(value["roles"])
+    if isinstance(value, list | tuple):
+        if not value:
+            return "—"
+        if all(isinstance(item, str) for item in value):
+            return ", ".join(value)
+        return ", ".join(
+            item if isinstance(item, str) else json.dumps(item, separators=(",", ":"))
+            for item in value
+        )
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+# --- running a command ------------------------------------------------------------------
+
+
+def _default_api_client(config: ClientConfig) -> ApiClient:
+    return ApiClient(config.server_url, config.token, user_agent=f"dbward-cli/{package_version()}")
+
+
+#: The seam tests replace to run the commands against an `httpx.MockTransport`.
+api_client_factory: Callable[[ClientConfig], ApiClient] = _default_api_client
+
+
+def run_client_command(
+    ctx: typer.Context,
+    config: Path | None,
+    output_format: OutputFormat | None,
+    call: Callable[[ApiClient], Any],
+    render: Callable[[Any, Output], None],
+) -> NoReturn:
+    """Resolve the config, make the API call, print per the output contract, exit 0 or 1.
+
+    `call` returns the JSON-able data; `render` prints it in human mode (json and quiet
+    print the envelope instead).
+    """
+    config_path, fmt = _effective_options(ctx, config, output_format)
+    out = Output(fmt)
+    try:
+        client_config = resolve_client_config(config_path, os.environ, cwd=Path.cwd(), home=_home())
+    except ClientConfigError as exc:
+        out.fail("config", str(exc))
+    for warning in client_config.warnings:
+        out.warning(warning)
+    try:
+        with api_client_factory(client_config) as client:
+            data = call(client)
+    except ApiError as exc:
+        out.fail(exc.code, exc.message, exc.hint)
+    if out.human:
+        render(data, out)
+    else:
+        out.envelope({"ok": True, "data": data})
+    raise typer.Exit(0)
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home()
+    except RuntimeError:  # no HOME and no passwd entry: there is no global config then
+        return None
+
+
+def usage_error(message: str, *options: str) -> NoReturn:
+    """A bad combination of arguments: typer prints it as a usage error and exits 2."""
+    raise typer.BadParameter(message, param_hint=" / ".join(f"'{o}'" for o in options) or None)
+
+
+def unique(values: Iterable[str]) -> list[str]:
+    """Values in first-seen order without repeats or blanks (repeatable and comma options)."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if value.strip():
+            seen.setdefault(value.strip(), None)
+    return list(seen)

@@ -1,0 +1,47 @@
+"""Composition root of the agent: the one place that knows every concrete class."""
+
+from __future__ import annotations
+
+import random
+
+from dependency_injector import containers, providers
+
+from adapters.crypto.ed25519_verifier import Ed25519Verifier
+from adapters.files.probes import FileProbes
+from adapters.server_client.client import HttpServerClient
+from adapters.system_clock import SystemClock
+from application.agent.database_registry import DatabaseRegistry
+from application.agent.runner import Agent, AgentPorts
+from application.agent.settings import AgentSettings
+from entrypoints.agent.database_drivers import open_database
+
+
+class AgentContainer(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=AgentSettings)
+    agent_build = providers.Object("unknown")
+
+    clock = providers.Singleton(SystemClock)
+    random = providers.Singleton(random.SystemRandom)
+    server = providers.Singleton(
+        HttpServerClient,
+        base_url=settings.provided.server.url,
+        agent_token=settings.provided.server.agent_token,
+        agent_build=agent_build,
+    )
+    verifier = providers.Singleton(Ed25519Verifier, pinned_hex=settings.provided.server.public_key)
+    probes = providers.Singleton(
+        FileProbes,
+        settings.provided.liveness_probe_path,
+        settings.provided.readiness_probe_path,
+    )
+    database_factory = providers.Object(open_database)
+    registry = providers.Singleton(
+        DatabaseRegistry,
+        databases=settings.provided.databases,
+        factory=database_factory,
+        clock=clock,
+    )
+    ports = providers.Factory(
+        AgentPorts, server=server, verifier=verifier, probes=probes, clock=clock, random=random
+    )
+    agent = providers.Singleton(Agent, settings, ports, registry, agent_build=agent_build)

@@ -1,0 +1,147 @@
+"""Composition root of the server: the one place that knows every concrete class."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from dependency_injector import containers, providers
+from fastapi import FastAPI
+
+from adapters.crypto.ed25519_signer import Ed25519Signer
+from adapters.files.result_store import LocalResultStore
+from adapters.files.secrets import LocalSecretFiles
+from adapters.http_api.app import create_app
+from adapters.http_api.notifier import AsyncioNotifier
+from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
+from adapters.http_api.routes_identity import build_identity_router
+from adapters.http_api.routes_requests import build_request_router
+from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
+from adapters.store.engine import create_store_engine
+from adapters.store.sql_store import SqlStore
+from adapters.system_clock import SystemClock
+from application.server.agent_protocol.service import AgentProtocolService
+from application.server.identity.service import IdentityServices
+from application.server.requests.service import RequestService, ResultSlots
+from application.server.settings import ServerSettings
+from application.server.sweeps import ServerSweeps, SweepRunner
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Draining:
+    """Set once on shutdown: polls answer no jobs, claims and creates answer 503."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+def _store(url: str) -> SqlStore:
+    return SqlStore(create_store_engine(url))
+
+
+class ServerContainer(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=ServerSettings)
+    version = providers.Object("unknown")
+
+    clock = providers.Singleton(SystemClock)
+    draining = providers.Singleton(Draining)
+    store = providers.Singleton(_store, url=settings.provided.store.url)
+    notifier = providers.Singleton(AsyncioNotifier)
+    result_slots = providers.Singleton(
+        ResultSlots,
+        settings.provided.result_channel.max_slots,
+        settings.provided.result_channel.slot_ttl_secs,
+    )
+    signer = providers.Singleton(Ed25519Signer.load_or_create, settings.provided.state_dir)
+    result_store = providers.Singleton(
+        LocalResultStore,
+        settings.provided.result_storage.root_dir,
+        settings.provided.result_storage.max_persist_bytes,
+    )
+    classifier = providers.Singleton(SqlglotClassifier)
+
+    identity = providers.Singleton(
+        IdentityServices,
+        store=store,
+        clock=clock,
+        new_id=providers.Object(new_id),
+        random_bytes=providers.Object(secrets.token_bytes),
+        settings=settings,
+        secret_files=providers.Singleton(LocalSecretFiles),
+    )
+    requests = providers.Singleton(
+        RequestService,
+        store=store,
+        settings=settings,
+        clock=clock,
+        classifier=classifier,
+        notifier=notifier,
+        result_store=result_store,
+        result_slots=result_slots,
+        draining=draining.provided.is_set,
+        new_id=providers.Object(new_id),
+    )
+    agent_protocol = providers.Singleton(
+        AgentProtocolService,
+        store=store,
+        settings=settings,
+        clock=clock,
+        signer=signer,
+        notifier=notifier,
+        result_store=result_store,
+        server_version=version,
+        result_slots=result_slots,
+        draining=draining.provided.is_set,
+        new_id=providers.Object(new_id),
+    )
+    sweeps = providers.Singleton(
+        ServerSweeps,
+        store=store,
+        settings=settings,
+        notifier=notifier,
+        new_id=providers.Object(new_id),
+    )
+    sweep_runner = providers.Singleton(SweepRunner, sweeps, settings, clock)
+
+
+def build_app(container: ServerContainer) -> FastAPI:
+    """The FastAPI app, with the sweeps running for as long as the app is served."""
+    settings: ServerSettings = container.settings()
+    version: str = container.version()
+    draining: Draining = container.draining()
+    runner: SweepRunner = container.sweep_runner()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    return create_app(
+        routers=[
+            build_identity_router(
+                container.identity(), version=version, is_draining=draining.is_set
+            ),
+            build_request_router(container.requests()),
+            build_agent_router(container.agent_protocol()),
+        ],
+        authenticate=container.identity().authenticate,
+        version=version,
+        body_limit_for=agent_body_limit(settings),
+        lifespan=lifespan,
+    )

@@ -300,6 +300,3 @@ class MemorySecretFiles:
 
     def read_secret(self, path: object) -> str | None:
         return self.files.get(str(path))
-
-    def exists(self, path: object) -> bool:
-        return str(path) in self.files

@@ -19,7 +19,7 @@ STATE_DIR_MODE = 0o700
 
 
 class LocalSecretFiles:
-    """`application.server.identity.service.SecretFiles` on the local filesystem."""
+    """`application.server.ports.identity.SecretFiles` on the local filesystem."""
 
     def write_secret(self, path: Path, text: str) -> None:
         directory = path.parent
@@ -44,9 +44,6 @@ class LocalSecretFiles:
             return path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-
-    def exists(self, path: Path) -> bool:
-        return path.is_file()
 
 
 def file_mode(path: Path) -> int:

@@ -30,16 +30,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from application.server.audit_events import audit_event
 from application.server.ports.identity import (
     IdentityRepository,
     LifecycleState,
+    SecretFiles,
     TokenFilters,
     UserRecord,
     UserStatus,
 )
+from application.server.ports.services import ServerClock
 from application.server.ports.store import AuditFilters, Store, StoreSession
 from application.server.settings import AuthSettings, ServerSettings
 from domain.server import api_tokens
@@ -93,7 +95,6 @@ __all__ = [
     "Me",
     "NewUser",
     "RoleDirectory",
-    "SecretFiles",
     "TokenInspection",
     "TokenRequest",
     "TokenService",
@@ -101,7 +102,6 @@ __all__ = [
     "UserOutcome",
     "UserService",
     "UserView",
-    "WallClock",
 ]
 
 log = logging.getLogger("dbward.server.identity")
@@ -115,29 +115,6 @@ MAX_TOKEN_NAME_LENGTH = 128
 AUDIT_DEFAULT_LIMIT = 50
 AUDIT_MAX_LIMIT = 200
 INITIAL_TOKEN_NAME = "initial"  # noqa: S105 - a label, not a secret
-
-
-# --- ports ---------------------------------------------------------------------------------
-
-
-class WallClock(Protocol):
-    """The time now (timezone-aware). `application.agent.ports.Clock` satisfies it."""
-
-    def now(self) -> datetime: ...
-
-
-class SecretFiles(Protocol):
-    """Small secret files in the state dir (bootstrap tokens)."""
-
-    def write_secret(self, path: Path, text: str) -> None:
-        """Replace `path` atomically with `text`, readable by the owner only (0600)."""
-        ...
-
-    def read_secret(self, path: Path) -> str | None:
-        """The file's text, or None when it does not exist."""
-        ...
-
-    def exists(self, path: Path) -> bool: ...
 
 
 #: Called after a user was suspended or deleted (its requests should be cancelled); may
@@ -334,7 +311,7 @@ class Authenticator:
     def __init__(
         self,
         store: Store,
-        clock: WallClock,
+        clock: ServerClock,
         new_id: Callable[[], str],
         roles: RoleDirectory,
         *,
@@ -495,7 +472,7 @@ class TokenService:
     def __init__(
         self,
         store: Store,
-        clock: WallClock,
+        clock: ServerClock,
         new_id: Callable[[], str],
         random_bytes: Callable[[int], bytes],
         settings: ServerSettings,
@@ -720,7 +697,7 @@ class UserService:
     def __init__(
         self,
         store: Store,
-        clock: WallClock,
+        clock: ServerClock,
         new_id: Callable[[], str],
         random_bytes: Callable[[int], bytes],
         roles: RoleDirectory,
@@ -1139,7 +1116,7 @@ class Bootstrapper:
     def __init__(
         self,
         store: Store,
-        clock: WallClock,
+        clock: ServerClock,
         new_id: Callable[[], str],
         random_bytes: Callable[[int], bytes],
         files: SecretFiles,
@@ -1286,7 +1263,7 @@ class IdentityServices:
         self,
         *,
         store: Store,
-        clock: WallClock,
+        clock: ServerClock,
         new_id: Callable[[], str],
         random_bytes: Callable[[int], bytes],
         settings: ServerSettings,

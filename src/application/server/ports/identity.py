@@ -1,10 +1,11 @@
-"""The identity repository port: users, group memberships and API tokens (spec/server.md §4).
+"""The identity ports: the repository of users, group memberships and API tokens
+(spec/server.md §4), and the secret files the bootstrap tokens are written to.
 
-Part of a `StoreSession` (`application.server.ports.store`): every method runs inside the
-session's transaction, and writes commit together with the audit event the use case
-appends in the same session. Changes that race are conditional (`... WHERE status = ...`)
-and report whether they happened (`bool` or a count), so the use case never has to read
-first to decide a race.
+The repository is part of a `StoreSession` (`application.server.ports.store`): every
+method runs inside the session's transaction, and writes commit together with the audit
+event the use case appends in the same session. Changes that race are conditional
+(`... WHERE status = ...`) and report whether they happened (`bool` or a count), so the
+use case never has to read first to decide a race.
 
 Groups themselves live in the config (`[[auth.groups]]`); the store keeps only who is a
 member of which group.
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from domain.server.api_tokens import SubjectType, TokenRecord, TokenStatus
@@ -23,6 +25,7 @@ from domain.server.api_tokens import SubjectType, TokenRecord, TokenStatus
 __all__ = [
     "IdentityRepository",
     "LifecycleState",
+    "SecretFiles",
     "TokenFilters",
     "UserRecord",
     "UserStatus",
@@ -204,4 +207,16 @@ class IdentityRepository(Protocol):
 
     def ping(self) -> None:
         """A trivial query: raises when the store cannot answer (readiness)."""
+        ...
+
+
+class SecretFiles(Protocol):
+    """Small secret files in the state dir: the bootstrap tokens, shown once as files."""
+
+    def write_secret(self, path: Path, text: str) -> None:
+        """Replace `path` atomically with `text`, readable by the owner only (0600)."""
+        ...
+
+    def read_secret(self, path: Path) -> str | None:
+        """The file's text, or None when it does not exist."""
         ...

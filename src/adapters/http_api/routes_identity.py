@@ -19,17 +19,20 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import MAX_OFFSET, refuse_lone_surrogates
-from application.server.identity.service import (
-    IdentityServices,
+from application.server.identity.audit_queries import AuditQueries
+from application.server.identity.authentication import Me
+from application.server.identity.tokens import TokenRequest, TokenService
+from application.server.identity.users import (
     InitialToken,
     NewUser,
-    TokenRequest,
     UserChanges,
     UserOutcome,
+    UserService,
     UserView,
 )
 from application.server.ports.identity import TokenFilters
 from application.server.ports.store import AuditFilters
+from application.server.readiness import StoreReadiness
 from domain.server.api_tokens import SubjectType, TokenRecord, TokenStatus
 from domain.server.audit import AuditEvent
 from domain.server.errors import Validation
@@ -178,15 +181,16 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 
 
 def build_identity_router(
-    identity: IdentityServices,
     *,
+    tokens: TokenService,
+    users: UserService,
+    audit: AuditQueries,
+    readiness: StoreReadiness,
+    min_agent_version: str,
     version: str,
     is_draining: Callable[[], bool] = lambda: False,
 ) -> APIRouter:
     router = APIRouter()
-    users = identity.users
-    tokens = identity.tokens
-    audit = identity.audit
 
     # public
 
@@ -195,12 +199,12 @@ def build_identity_router(
         return {
             "status": "ok",
             "version": version,
-            "min_agent_version": identity.settings.min_agent_version,
+            "min_agent_version": min_agent_version,
         }
 
     @router.get("/ready")
     def ready() -> JSONResponse:
-        store = "ok" if identity.store_ready() else "error"
+        store = "ok" if readiness.store_ready() else "error"
         draining = is_draining()
         if draining or store != "ok":
             status = "draining" if draining else "degraded"
@@ -213,7 +217,7 @@ def build_identity_router(
 
     @router.get("/api/me")
     def me(caller: CallerDep) -> dict[str, Any]:
-        found = identity.me(caller)
+        found = Me.of(caller)
         return {
             "subject_id": found.subject_id,
             "subject_type": found.subject_type.value,

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.config.server import load_server_settings
 from adapters.crypto.ed25519_signer import SigningKeyError
 from adapters.store.migrations import SchemaVersionError, migrate
-from application.server.identity.service import BootstrapAction, BootstrapError
+from application.server.identity.bootstrap import BootstrapAction, BootstrapError
 from application.server.settings import ServerSettings
 from domain.shared.errors import ConfigError
 from entrypoints.logging_setup import configure_logging
@@ -106,7 +106,7 @@ def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) 
     container = ServerContainer(settings=settings, version=version)
     try:
         migrate(container.store().engine)
-        outcome = container.identity().bootstrap(settings.state_dir, force=force_bootstrap)
+        outcome = container.bootstrapper().bootstrap(settings.state_dir, force=force_bootstrap)
         container.signer()  # creates or checks signing.key now, not at the first claim
     except (SchemaVersionError, BootstrapError, ConfigError, SigningKeyError) as exc:
         log.error("cannot start: %s", exc)

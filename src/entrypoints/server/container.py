@@ -26,7 +26,13 @@ from adapters.store.engine import create_store_engine
 from adapters.store.sql_store import SqlStore
 from adapters.system_clock import SystemClock
 from application.server.agent_protocol.service import AgentProtocolService
-from application.server.identity.service import IdentityServices
+from application.server.identity.audit_queries import AuditQueries
+from application.server.identity.authentication import Authenticator
+from application.server.identity.bootstrap import Bootstrapper
+from application.server.identity.roles import RoleDirectory
+from application.server.identity.tokens import TokenService
+from application.server.identity.users import UserService
+from application.server.readiness import StoreReadiness
 from application.server.requests.service import RequestService, ResultSlots
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepRunner
@@ -71,14 +77,36 @@ class ServerContainer(containers.DeclarativeContainer):
     )
     classifier = providers.Singleton(SqlglotClassifier)
 
-    identity = providers.Singleton(
-        IdentityServices,
+    readiness = providers.Singleton(StoreReadiness, store)
+    roles = providers.Singleton(RoleDirectory, settings.provided.auth)
+    authenticator = providers.Singleton(
+        Authenticator, store=store, clock=clock, new_id=providers.Object(new_id), roles=roles
+    )
+    tokens = providers.Singleton(
+        TokenService,
         store=store,
         clock=clock,
         new_id=providers.Object(new_id),
         random_bytes=providers.Object(secrets.token_bytes),
         settings=settings,
-        secret_files=providers.Singleton(LocalSecretFiles),
+        roles=roles,
+    )
+    users = providers.Singleton(
+        UserService,
+        store=store,
+        clock=clock,
+        new_id=providers.Object(new_id),
+        random_bytes=providers.Object(secrets.token_bytes),
+        roles=roles,
+    )
+    audit_queries = providers.Singleton(AuditQueries, store)
+    bootstrapper = providers.Singleton(
+        Bootstrapper,
+        store=store,
+        clock=clock,
+        new_id=providers.Object(new_id),
+        random_bytes=providers.Object(secrets.token_bytes),
+        files=providers.Singleton(LocalSecretFiles),
     )
     requests = providers.Singleton(
         RequestService,
@@ -135,12 +163,18 @@ def build_app(container: ServerContainer) -> FastAPI:
     return create_app(
         routers=[
             build_identity_router(
-                container.identity(), version=version, is_draining=draining.is_set
+                tokens=container.tokens(),
+                users=container.users(),
+                audit=container.audit_queries(),
+                readiness=container.readiness(),
+                min_agent_version=settings.min_agent_version,
+                version=version,
+                is_draining=draining.is_set,
             ),
             build_request_router(container.requests()),
             build_agent_router(container.agent_protocol()),
         ],
-        authenticate=container.identity().authenticate,
+        authenticate=container.authenticator().authenticate,
         version=version,
         body_limit_for=agent_body_limit(settings),
         lifespan=lifespan,

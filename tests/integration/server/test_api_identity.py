@@ -32,13 +32,14 @@ from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.migrations import migrate
 from adapters.store.schema import audit_events, tokens
 from adapters.store.sql_store import SqlStore
-from application.server.identity.service import (
-    BootstrapAction,
-    BootstrapError,
-    IdentityServices,
-    TokenRequest,
-)
+from application.server.identity.audit_queries import AuditQueries
+from application.server.identity.authentication import Authenticator
+from application.server.identity.bootstrap import BootstrapAction, BootstrapError, Bootstrapper
+from application.server.identity.roles import RoleDirectory
+from application.server.identity.tokens import TokenRequest, TokenService
+from application.server.identity.users import UserService
 from application.server.ports.identity import TokenFilters, UserRecord, UserStatus
+from application.server.readiness import StoreReadiness
 from application.server.settings import ServerSettings
 from domain.server.api_tokens import SubjectType
 from domain.server.rbac import Principal
@@ -71,7 +72,9 @@ class Server:
     engine: Engine
     state_dir: Path
     clock: FakeClock
-    services: IdentityServices
+    authenticator: Authenticator
+    tokens: TokenService
+    bootstrapper: Bootstrapper
     client: TestClient
     draining: list[bool] = field(default_factory=lambda: [False])
     #: The matrix's callers: subject id -> raw token (None: anonymous).
@@ -103,31 +106,43 @@ def _agent_router() -> APIRouter:
 
 def build_server(engine: Engine, state_dir: Path, clock: FakeClock | None = None) -> Server:
     clock = clock or FakeClock()
-    services = IdentityServices(
-        store=SqlStore(engine),
-        clock=clock,
-        new_id=lambda: str(uuid.uuid4()),
-        random_bytes=secrets.token_bytes,
-        settings=ServerSettings.for_state_dir(state_dir),
-        secret_files=LocalSecretFiles(),
-    )
+    store = SqlStore(engine)
+    settings = ServerSettings.for_state_dir(state_dir)
+
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+    roles = RoleDirectory(settings.auth)
+    authenticator = Authenticator(store, clock, new_id, roles)
+    tokens = TokenService(store, clock, new_id, secrets.token_bytes, settings, roles)
+    bootstrapper = Bootstrapper(store, clock, new_id, secrets.token_bytes, LocalSecretFiles())
     draining = [False]
     app = create_app(
         routers=[
-            build_identity_router(services, version=VERSION, is_draining=lambda: draining[0]),
+            build_identity_router(
+                tokens=tokens,
+                users=UserService(store, clock, new_id, secrets.token_bytes, roles),
+                audit=AuditQueries(store),
+                readiness=StoreReadiness(store),
+                min_agent_version=settings.min_agent_version,
+                version=VERSION,
+                is_draining=lambda: draining[0],
+            ),
             _agent_router(),
         ],
-        authenticate=services.authenticate,
+        authenticate=authenticator.authenticate,
         version=VERSION,
     )
-    return Server(engine, state_dir, clock, services, TestClient(app), draining)
+    return Server(
+        engine, state_dir, clock, authenticator, tokens, bootstrapper, TestClient(app), draining
+    )
 
 
 @pytest.fixture
 def server(engine: Engine, tmp_path: Path) -> Iterator[Server]:
     state_dir = tmp_path / "state"
     built = build_server(engine, state_dir)
-    assert built.services.bootstrap(state_dir).action is BootstrapAction.CREATED
+    assert built.bootstrapper.bootstrap(state_dir).action is BootstrapAction.CREATED
     with built.client:
         yield built
 
@@ -172,10 +187,10 @@ def _own_token(server: Server, caller: str) -> str:
     """A fresh token of the caller (for an agent caller: any agent token)."""
     if caller not in server.tokens_of or server.tokens_of[caller] is None:
         return _other_token(server, caller)
-    principal = server.services.authenticate(f"Bearer {server.tokens_of[caller]}")
+    principal = server.authenticator.authenticate(f"Bearer {server.tokens_of[caller]}")
     if principal.is_agent:
         return make_agent_token_id(server, caller)
-    issued = server.services.tokens.create(principal, TokenRequest(caller, SubjectType.USER))
+    issued = server.tokens.create(principal, TokenRequest(caller, SubjectType.USER))
     return issued.record.id
 
 
@@ -545,7 +560,7 @@ def test_bootstrap_files_are_private_and_idempotent(server: Server) -> None:
     assert not [p for p in server.state_dir.iterdir() if p.name.endswith(".tmp")]
     before = {name: server.token(name) for name in names}
     again = build_server(server.engine, server.state_dir)
-    assert again.services.bootstrap(server.state_dir).action is BootstrapAction.EXISTING
+    assert again.bootstrapper.bootstrap(server.state_dir).action is BootstrapAction.EXISTING
     assert {name: server.token(name) for name in names} == before
     assert server.call("GET", "/api/me", before["admin-token"]).status_code == 200
 
@@ -556,7 +571,7 @@ def test_bootstrap_files_never_world_readable_even_with_a_loose_umask(
     old = os.umask(0)
     try:
         built = build_server(engine, tmp_path / "loose")
-        built.services.bootstrap(tmp_path / "loose")
+        built.bootstrapper.bootstrap(tmp_path / "loose")
     finally:
         os.umask(old)
     for path in (tmp_path / "loose").iterdir():
@@ -568,8 +583,8 @@ def test_missing_files_are_fatal_and_force_rotates(server: Server) -> None:
     (server.state_dir / "agent-token").unlink()
     restarted = build_server(server.engine, server.state_dir)
     with pytest.raises(BootstrapError, match="--force-bootstrap"):
-        restarted.services.bootstrap(server.state_dir)
-    outcome = restarted.services.bootstrap(server.state_dir, force=True)
+        restarted.bootstrapper.bootstrap(server.state_dir)
+    outcome = restarted.bootstrapper.bootstrap(server.state_dir, force=True)
     assert outcome.action is BootstrapAction.ROTATED
     assert len(outcome.revoked_tokens) == 3
     refused = server.call("GET", "/api/me", old_admin)
@@ -577,7 +592,7 @@ def test_missing_files_are_fatal_and_force_rotates(server: Server) -> None:
     assert server.call("GET", "/api/me", server.token("admin-token")).status_code == 200
     for name in ("admin-token", "agent-token", "requester-token"):
         assert file_mode(server.state_dir / name) == 0o600
-    assert restarted.services.bootstrap(server.state_dir).action is BootstrapAction.EXISTING
+    assert restarted.bootstrapper.bootstrap(server.state_dir).action is BootstrapAction.EXISTING
 
 
 # --- audit -----------------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""Authentication: the `Authorization: Bearer dbw_…` header becomes a `Principal`.
+
+Our change to the reference, deliberate: `auth.failure` events are rate limited (a flood of
+bad tokens must not turn every refusal into a write transaction); the suppressed count
+rides on the next event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from application.server.audit_events import audit_event
+from application.server.identity.roles import RoleDirectory
+from application.server.ports.services import ServerClock
+from application.server.ports.store import Store
+from domain.server import api_tokens
+from domain.server.api_tokens import SubjectType, lookup_prefix
+from domain.server.errors import Forbidden, ServerDomainError, Unauthenticated
+from domain.server.rbac import Principal, Role, apply_ceiling
+
+__all__ = ["ANONYMOUS_ACTOR", "Authenticator", "Me"]
+
+log = logging.getLogger("dbward.server.identity")
+
+BEARER = "Bearer "
+#: The audit actor of a refused call: whoever it was, they did not prove it.
+ANONYMOUS_ACTOR = "anonymous"
+
+
+@dataclass
+class _FailureBudget:
+    """At most `per_second` auth-failure events per second; the rest are counted."""
+
+    per_second: int
+    window: datetime | None = None
+    used: int = 0
+    suppressed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, now: datetime) -> int | None:
+        """None when over budget; else the number suppressed since the last event."""
+        second = now.replace(microsecond=0)
+        with self.lock:
+            if self.window != second:
+                self.window, self.used = second, 0
+            if self.used >= self.per_second:
+                self.suppressed += 1
+                return None
+            self.used += 1
+            suppressed, self.suppressed = self.suppressed, 0
+            return suppressed
+
+
+class Authenticator:
+    """`Authorization` header → `Principal` (spec/server.md §4.6); usable as `Authenticate`.
+
+    Every refusal (401, or 403 from role resolution) is recorded as an `auth.failure`
+    event in its own short transaction; recording never changes the answer: a failing
+    audit write is logged and the refusal still goes out as it was.
+    """
+
+    #: A user's `last_seen_at` is written at most this often (it costs a write).
+    TOUCH_INTERVAL = timedelta(minutes=5)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: ServerClock,
+        new_id: Callable[[], str],
+        roles: RoleDirectory,
+        *,
+        failure_events_per_second: int = 10,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._new_id = new_id
+        self._roles = roles
+        self._budget = _FailureBudget(failure_events_per_second)
+        self._touched: dict[str, datetime] = {}
+        self._touch_lock = threading.Lock()
+
+    def __call__(self, authorization: str | None) -> Principal:
+        return self.authenticate(authorization)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        try:
+            principal = self._authenticate(authorization)
+        except (Unauthenticated, Forbidden) as exc:
+            self._record_failure(exc)
+            raise
+        self._touch(principal)
+        return principal
+
+    def _authenticate(self, authorization: str | None) -> Principal:
+        if authorization is None or not authorization.startswith(BEARER):
+            raise Unauthenticated()
+        raw = authorization[len(BEARER) :]
+        if raw.startswith("eyJ"):
+            raise Unauthenticated("OIDC is not configured", code="oidc_not_configured")
+        if not api_tokens.is_well_formed(raw):
+            raise Unauthenticated()  # never reaches the store
+        now = self._clock.now()
+        groups: list[str] = []
+        with self._store.read() as session:
+            repo = session.identity
+            record = api_tokens.authenticate(raw, repo.find_by_prefix(lookup_prefix(raw)), now)
+            if record.subject_type is SubjectType.AGENT:
+                resolved = self._roles.resolve(SubjectType.AGENT, (), ())
+            else:
+                user = repo.get_user(record.subject_id)
+                if user is None:  # fail closed: a user token needs its user row
+                    raise Unauthenticated()
+                if user.is_deleted:
+                    raise Unauthenticated("user deleted", code="user_deleted")
+                if user.is_suspended:
+                    raise Unauthenticated("user suspended", code="user_suspended")
+                groups = repo.groups_of(user.id)
+                resolved = self._roles.resolve_user(user, groups)
+        effective = apply_ceiling(resolved, record.scope_ceiling, record.subject_type)
+        return Principal(
+            subject_id=record.subject_id,
+            subject_type=record.subject_type,
+            roles=effective,
+            groups=frozenset(groups),
+            token_id=record.id,
+        )
+
+    def _record_failure(self, exc: ServerDomainError) -> None:
+        try:
+            now = self._clock.now()
+            suppressed = self._budget.take(now)
+            if suppressed is None:
+                return
+            metadata: dict[str, Any] = {"failure_reason": exc.message, "code": exc.code}
+            if suppressed:
+                metadata["suppressed_since_last"] = suppressed
+            event = audit_event(
+                new_id=self._new_id,
+                now=now,
+                event_type="auth.failure",
+                category="auth",
+                actor=None,
+                outcome="denied",
+                detail_raw=exc.message,
+                reason=exc.message,
+                metadata=metadata,
+            )
+            event = replace(event, actor_id=ANONYMOUS_ACTOR, actor_type="user")
+            with self._store.write() as session:
+                session.audit.append(event)
+        except Exception:  # the refusal must go out as it is, whatever the audit write did
+            log.warning("could not record an auth.failure audit event", exc_info=True)
+
+    def _touch(self, principal: Principal) -> None:
+        if principal.is_agent:
+            return
+        now = self._clock.now()
+        with self._touch_lock:
+            last = self._touched.get(principal.subject_id)
+            if last is not None and now - last < self.TOUCH_INTERVAL:
+                return
+            if len(self._touched) > 10_000:
+                self._touched.clear()
+            self._touched[principal.subject_id] = now
+        try:
+            with self._store.write() as session:
+                session.identity.touch_user(principal.subject_id, now)
+        except Exception:  # bookkeeping only: never fail a request for it
+            log.warning("could not record last_seen_at", exc_info=True)
+
+
+@dataclass(frozen=True)
+class Me:
+    """`GET /api/me`: the caller with its effective roles."""
+
+    subject_id: str
+    subject_type: SubjectType
+    roles: tuple[Role, ...]
+    groups: tuple[str, ...]
+    token_id: str | None
+
+    @classmethod
+    def of(cls, principal: Principal) -> Me:
+        return cls(
+            subject_id=principal.subject_id,
+            subject_type=principal.subject_type,
+            roles=principal.roles,
+            groups=tuple(sorted(principal.groups)),
+            token_id=principal.token_id,
+        )

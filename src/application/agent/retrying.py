@@ -73,7 +73,9 @@ def backoff_retrying(
 
     Any other error, and any result, comes back from the first call that has it. The wait
     after the n-th failure is `backoff.delay(n)`, spent in `clock.wait(abort, …)`;
-    `RetryAborted` is raised if `abort` is set meanwhile.
+    `RetryAborted` is raised if `abort` is set meanwhile. `abort` is read only by the
+    waits: the first attempt is always made, and a caller that must not start one after
+    a shutdown checks for it in the call itself.
 
     `deadline` is on `clock.monotonic()`'s scale; None retries for ever. By default a
     retry whose wait would end past the deadline is not made. With `last_try_at_deadline`

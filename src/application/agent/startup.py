@@ -6,7 +6,7 @@ do not crash-loop. Hard errors (a rejected token, wrong database credentials, a 
 public key) exit at once. Databases connect in parallel; when the deadline passes with the
 server reachable and at least one database up, the agent starts with those and keeps
 retrying the rest in degraded mode (DESIGN.md §3 improvement 7). A signal in any stage
-ends startup cleanly.
+ends startup cleanly. The retries are built by `application.agent.retrying`.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ which end up in the server log.
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 #: Execution option: on SQLite, begin with a deferred `BEGIN` instead of `BEGIN IMMEDIATE`.
 #: Only for connections that never write. No effect on PostgreSQL.
@@ -35,6 +35,8 @@ READ_ONLY = "dbward_read_only"
 
 #: How long an SQLite writer waits for the write lock before `database is locked`.
 BUSY_TIMEOUT_MS = 5000
+#: Pause between tries of a WAL switch that found the database locked.
+_WAL_RETRY_SECS = 0.01
 
 _POSTGRES_DRIVERS = ("postgres", "postgresql", "postgresql+psycopg")
 _SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
@@ -108,22 +110,27 @@ def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.close()
 
 
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+@retry(
+    retry=retry_if_exception(_locked),
+    wait=wait_fixed(_WAL_RETRY_SECS),
+    stop=stop_after_delay(BUSY_TIMEOUT_MS / 1000),
+    reraise=True,
+)
 def _switch_to_wal(cursor: Any) -> Any:
     """`PRAGMA journal_mode = WAL`, retried while another process holds the lock.
 
     Switching a fresh database to WAL needs an exclusive lock and SQLite reports "database
     is locked" at once, without its busy handler, when two processes open the new file
     together (two servers starting side by side); once in WAL mode the switch is a no-op.
+    So the switch is tried again every few milliseconds for as long as a writer would wait
+    (`BUSY_TIMEOUT_MS`); then, or on any other error, the error is raised as it is.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            return cursor.fetchone()[0]
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+    cursor.execute("PRAGMA journal_mode = WAL")
+    return cursor.fetchone()[0]
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

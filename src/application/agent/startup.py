@@ -6,7 +6,7 @@ do not crash-loop. Hard errors (a rejected token, wrong database credentials, a 
 public key) exit at once. Databases connect in parallel; when the deadline passes with the
 server reachable and at least one database up, the agent starts with those and keeps
 retrying the rest in degraded mode (DESIGN.md §3 improvement 7). A signal in any stage
-ends startup cleanly.
+ends startup cleanly. The retries are built by `application.agent.retrying`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from application.agent.database_registry import DatabaseRegistry
 from application.agent.ports import Clock, ProbePort, ServerPort, SignatureVerifier
+from application.agent.retrying import DeadlinePassed, Failure, RetryAborted, backoff_retrying
 from application.agent.settings import AgentSettings
 from application.agent.state import ShutdownSignals
 from application.agent.threads import Interrupted, call_interruptibly, spawn
@@ -136,8 +137,13 @@ class Startup:
         stop = threading.Event()
 
         def connect(scope: Scope) -> None:
-            attempt = 0
-            while not stop.is_set():
+            attempts = 0
+
+            def connect_once() -> None:
+                nonlocal attempts
+                if stop.is_set():  # the stage is over: all connected, a hard error, a signal
+                    raise Interrupted(f"connect-{scope}")
+                attempts += 1
                 try:
                     try:
                         self._registry.connect(scope, CONNECT_TIMEOUT_SECS)
@@ -152,25 +158,35 @@ class Startup:
                     with lock:
                         errors[scope] = str(exc)
                         attempted.add(scope)
-                    if exc.is_hard:
-                        with lock:
-                            hard.append(f"database {scope}: {exc}")
-                        done.set()
-                        return
-                    attempt += 1
-                    if attempt <= 3:
-                        log.warning("database %s not reachable yet: %s", scope, exc)
-                    if self._clock.wait(stop, self._backoff.delay(attempt)):
-                        return
-                    continue
-                if attempt:
-                    log.info("database %s recovered", scope)
-                with lock:
-                    pending.discard(scope)
-                    errors.pop(scope, None)
-                    if not pending:
-                        done.set()
+                    raise
+
+            def log_failure(failure: Failure) -> None:
+                if failure.attempt <= 3:
+                    log.warning("database %s not reachable yet: %s", scope, failure.error)
+
+            retrying = backoff_retrying(
+                self._backoff,
+                clock=self._clock,
+                abort=stop,
+                retryable=_transient,
+                after_failure=log_failure,
+            )
+            try:
+                retrying(connect_once)
+            except (Interrupted, RetryAborted):
                 return
+            except DbwardError as exc:  # hard: transient errors are retried
+                with lock:
+                    hard.append(f"database {scope}: {exc}")
+                done.set()
+                return
+            if attempts > 1:
+                log.info("database %s recovered", scope)
+            with lock:
+                pending.discard(scope)
+                errors.pop(scope, None)
+                if not pending:
+                    done.set()
 
         for scope in scopes:
             spawn(f"connect-{scope}", partial(connect, scope))
@@ -199,39 +215,59 @@ class Startup:
     # --- retry ---------------------------------------------------------------------
 
     def _retry(self, what: str, attempt_fn: Callable[[], T]) -> T:
-        attempt = 0
+        attempts = 0
         last_summary = self._clock.monotonic()
-        while True:
+
+        def attempt() -> T:
+            nonlocal attempts
             if self._signals.drain.is_set():
                 raise _Shutdown
-            try:
-                result = attempt_fn()
-            except Interrupted:
-                raise _Shutdown from None
-            except DbwardError as exc:
-                if exc.is_hard:
-                    raise _StageFailed(f"{what}: {exc}") from None
-                attempt += 1
-                now = self._clock.monotonic()
-                if attempt <= 3:
-                    log.warning("%s not reachable yet (attempt %d): %s", what, attempt, exc)
-                elif now - last_summary >= _SUMMARY_EVERY_SECS:
-                    log.warning("still waiting for %s after %d attempts: %s", what, attempt, exc)
-                    last_summary = now
-                if self._deadline_passed():
-                    raise _StageFailed(
-                        f"startup timeout exceeded waiting for {what}: {exc}"
-                    ) from None
-                delay = self._backoff.delay(attempt)
-                if self._deadline is not None:
-                    # One last attempt right at the deadline rather than giving up early.
-                    delay = min(delay, max(self._deadline - now, 0.0))
-                if self._clock.wait(self._signals.drain, delay):
-                    raise _Shutdown from None
-                continue
-            if attempt:
-                log.info("%s recovered after %d attempts", what, attempt)
-            return result
+            attempts += 1
+            return attempt_fn()
+
+        def log_failure(failure: Failure) -> None:
+            nonlocal last_summary
+            now = self._clock.monotonic()
+            if failure.attempt <= 3:
+                log.warning(
+                    "%s not reachable yet (attempt %d): %s", what, failure.attempt, failure.error
+                )
+            elif now - last_summary >= _SUMMARY_EVERY_SECS:
+                log.warning(
+                    "still waiting for %s after %d attempts: %s",
+                    what,
+                    failure.attempt,
+                    failure.error,
+                )
+                last_summary = now
+
+        retrying = backoff_retrying(
+            self._backoff,
+            clock=self._clock,
+            abort=self._signals.drain,
+            retryable=_transient,
+            # One last attempt right at the deadline rather than giving up early.
+            deadline=self._deadline,
+            last_try_at_deadline=True,
+            after_failure=log_failure,
+        )
+        try:
+            result = retrying(attempt)
+        except (Interrupted, RetryAborted):
+            raise _Shutdown from None
+        except DeadlinePassed as gave_up:
+            raise _StageFailed(
+                f"startup timeout exceeded waiting for {what}: {gave_up.last_error}"
+            ) from None
+        except DbwardError as exc:  # hard: transient errors are retried
+            raise _StageFailed(f"{what}: {exc}") from None
+        if attempts > 1:
+            log.info("%s recovered after %d attempts", what, attempts - 1)
+        return result
 
     def _deadline_passed(self) -> bool:
         return self._deadline is not None and self._clock.monotonic() >= self._deadline
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, DbwardError) and not error.is_hard

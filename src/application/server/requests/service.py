@@ -87,6 +87,7 @@ from domain.server.sql_classification import (
     Classification,
     execution_plan_json,
 )
+from domain.server.text_limits import utf8_len
 from domain.server.workflows import (
     ApprovalStep,
     Approver,
@@ -157,17 +158,6 @@ class ServerDraining(ServiceUnavailable):
 
     def __init__(self) -> None:
         super().__init__("server_shutting_down")
-
-
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def _truncate_utf8(text: str, limit: int) -> str:
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) <= limit:
-        return text
-    return raw[:limit].decode("utf-8", "ignore")
 
 
 # --- workflow snapshots -----------------------------------------------------------------------
@@ -439,9 +429,9 @@ class RequestService:
                 raise Validation(problem)
         operation = _parse_request_operation(body.operation)
         # Step 3: sizes.
-        if _utf8_len(body.detail) > MAX_DETAIL_BYTES:
+        if utf8_len(body.detail) > MAX_DETAIL_BYTES:
             raise Validation("query too long (max 100KB)")
-        if body.reason is not None and _utf8_len(body.reason) > MAX_REASON_BYTES:
+        if body.reason is not None and utf8_len(body.reason) > MAX_REASON_BYTES:
             raise Validation(f"reason too long (max {MAX_REASON_BYTES} bytes)")
         # Step 4.
         if body.allow_ddl and not body.emergency:
@@ -841,7 +831,7 @@ class RequestService:
     def cancel(
         self, principal: Principal, request_id: str, reason: str | None = None
     ) -> tuple[str, RequestStatus]:
-        if reason is not None and _utf8_len(reason) > MAX_REASON_BYTES:
+        if reason is not None and utf8_len(reason) > MAX_REASON_BYTES:
             raise Validation(f"reason too long (max {MAX_REASON_BYTES} bytes)")
         now = self._clock.now()
         with self._store.write() as session:

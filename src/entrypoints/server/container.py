@@ -21,13 +21,14 @@ from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
 from adapters.http_api.routes_identity import build_identity_router
 from adapters.http_api.routes_requests import build_request_router
+from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
 from adapters.store.sql_store import SqlStore
 from adapters.system_clock import SystemClock
 from application.server.agent_protocol.service import AgentProtocolService
 from application.server.identity.service import IdentityServices
-from application.server.requests.service import RequestService, ResultSlots
+from application.server.requests.service import RequestService
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepRunner
 
@@ -58,8 +59,8 @@ class ServerContainer(containers.DeclarativeContainer):
     draining = providers.Singleton(Draining)
     store = providers.Singleton(_store, url=settings.provided.store.url)
     notifier = providers.Singleton(AsyncioNotifier)
-    result_slots = providers.Singleton(
-        ResultSlots,
+    result_relay = providers.Singleton(
+        InMemoryResultRelay,
         settings.provided.result_channel.max_slots,
         settings.provided.result_channel.slot_ttl_secs,
     )
@@ -88,7 +89,7 @@ class ServerContainer(containers.DeclarativeContainer):
         classifier=classifier,
         notifier=notifier,
         result_store=result_store,
-        result_slots=result_slots,
+        result_relay=result_relay,
         draining=draining.provided.is_set,
         new_id=providers.Object(new_id),
     )
@@ -101,7 +102,7 @@ class ServerContainer(containers.DeclarativeContainer):
         notifier=notifier,
         result_store=result_store,
         server_version=version,
-        result_slots=result_slots,
+        result_slots=result_relay,
         draining=draining.provided.is_set,
         new_id=providers.Object(new_id),
     )

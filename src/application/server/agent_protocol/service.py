@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from application.server.audit_events import about_request, audit_event
+from application.server.ports.result_relay import ResultRelay
 from application.server.ports.services import (
     DispatchNotifier,
     ExecutionTokenSigner,
@@ -63,7 +64,6 @@ from application.server.ports.work import (
 from application.server.requests.service import (
     LONG_POLL_RECHECK_SECS,
     MAX_STORED_ERROR_BYTES,
-    ResultSlots,
     ServerDraining,
     new_uuid,
     requester_role,
@@ -260,7 +260,7 @@ class AgentProtocolService:
         notifier: DispatchNotifier,
         result_store: ResultContentStore,
         server_version: str,
-        result_slots: ResultSlots,
+        result_slots: ResultRelay,
         draining: Callable[[], bool] = lambda: False,
         new_id: Callable[[], str] = new_uuid,
         recheck_secs: float = LONG_POLL_RECHECK_SECS,

@@ -24,16 +24,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import threading
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from application.server.audit_events import about_request, audit_event
+from application.server.ports.result_relay import ResultRelay
 from application.server.ports.services import (
     DispatchNotifier,
     ResultContentStore,
@@ -120,7 +118,6 @@ __all__ = [
     "RequestList",
     "RequestService",
     "ResultEnvelope",
-    "ResultSlots",
     "ServerDraining",
     "new_uuid",
     "requester_role",
@@ -240,46 +237,6 @@ def workflow_from_snapshot(snapshot_json: str | None) -> Workflow | None:
     )
 
 
-# --- the in-memory relay for stream-only results -------------------------------------------
-
-
-class ResultSlots:
-    """Result bodies that are delivered but not persisted (`delivery_mode = "stream"`).
-
-    Bounded (`max_slots`, oldest evicted) and short-lived (`ttl_secs`); a client that
-    misses the window still gets the persisted summary, just without the rows. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        max_slots: int = 10_000,
-        ttl_secs: float = 600.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._max = max(1, max_slots)
-        self._ttl = ttl_secs
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._slots: OrderedDict[str, tuple[float, str]] = OrderedDict()
-
-    def put(self, execution_id: str, result_data: str) -> None:
-        with self._lock:
-            self._slots[execution_id] = (self._monotonic() + self._ttl, result_data)
-            self._slots.move_to_end(execution_id)
-            while len(self._slots) > self._max:
-                self._slots.popitem(last=False)
-
-    def get(self, execution_id: str) -> str | None:
-        with self._lock:
-            slot = self._slots.get(execution_id)
-            if slot is None:
-                return None
-            if slot[0] < self._monotonic():
-                del self._slots[execution_id]
-                return None
-            return slot[1]
-
-
 # --- inputs and outputs -----------------------------------------------------------------------
 
 
@@ -393,7 +350,7 @@ class RequestService:
         classifier: SqlClassifier,
         notifier: DispatchNotifier,
         result_store: ResultContentStore,
-        result_slots: ResultSlots,
+        result_relay: ResultRelay,
         draining: Callable[[], bool] = lambda: False,
         new_id: Callable[[], str] = new_uuid,
         result_stream_secs: float = RESULT_STREAM_SECS,
@@ -405,8 +362,8 @@ class RequestService:
         self._classifier = classifier
         self._notifier = notifier
         self._result_store = result_store
-        # Shared with the other service: the agent side fills it, the client side reads it.
-        self._slots = result_slots
+        # The agent protocol fills it; the result use cases read it.
+        self._relay = result_relay
         self._draining = draining
         self._new_id = new_id
         self._result_stream_secs = result_stream_secs
@@ -951,7 +908,7 @@ class RequestService:
             policy = self._settings.result_policy_for(record.database, record.environment)
             if (
                 policy.delivery_mode is DeliveryMode.STREAM
-                and self._slots.get(summary.execution_id) is None
+                and self._relay.get(summary.execution_id) is None
             ):
                 raise Gone("this result was delivered by stream only and is not stored")
         if summary.expires_at is not None and summary.expires_at < now:
@@ -966,7 +923,7 @@ class RequestService:
                 raise Gone("the stored result is no longer available")
             raw = None if content is None else content.decode("utf-8", "replace")
         else:
-            raw = self._slots.get(summary.execution_id)
+            raw = self._relay.get(summary.execution_id)
         return ResultEnvelope(
             success=summary.success,
             execution_id=summary.execution_id,

@@ -25,6 +25,7 @@ from adapters.crypto.ed25519_signer import Ed25519Signer, SigningKeyError
 from adapters.crypto.ed25519_verifier import Ed25519Verifier
 from adapters.files.result_store import LocalResultStore
 from adapters.http_api.notifier import AsyncioNotifier
+from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
 from adapters.store.migrations import migrate
@@ -49,7 +50,6 @@ from application.server.ports.work import (
 from application.server.requests.service import (
     CreateRequestInput,
     RequestService,
-    ResultSlots,
     ServerDraining,
     new_uuid,
     workflow_from_snapshot,
@@ -257,7 +257,9 @@ def build_harness(
     results = LocalResultStore(
         settings.result_storage.root_dir, settings.result_storage.max_persist_bytes
     )
-    slots = ResultSlots(settings.result_channel.max_slots, settings.result_channel.slot_ttl_secs)
+    relay = InMemoryResultRelay(
+        settings.result_channel.max_slots, settings.result_channel.slot_ttl_secs
+    )
     draining = threading.Event()
     classifier = SqlglotClassifier()
     return ServerHarness(
@@ -274,7 +276,7 @@ def build_harness(
             classifier=classifier,
             notifier=notifier,
             result_store=results,
-            result_slots=slots,
+            result_relay=relay,
             draining=draining.is_set,
             new_id=new_id,
             result_stream_secs=result_stream_secs,
@@ -288,7 +290,7 @@ def build_harness(
             notifier=notifier,
             result_store=results,
             server_version=SERVER_VERSION,
-            result_slots=slots,
+            result_slots=relay,
             draining=draining.is_set,
             new_id=new_id,
             recheck_secs=0.05,

@@ -20,7 +20,7 @@ from adapters.http_api.app import create_app
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
 from adapters.http_api.routes_identity import build_identity_router
-from adapters.http_api.routes_requests import build_request_router
+from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
@@ -28,7 +28,10 @@ from adapters.store.sql_store import SqlStore
 from adapters.system_clock import SystemClock
 from application.server.agent_protocol.service import AgentProtocolService
 from application.server.identity.service import IdentityServices
-from application.server.requests.service import RequestService
+from application.server.requests.cancel import CancelRequest
+from application.server.requests.create import CreateRequest
+from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
+from application.server.requests.results import GetResultContent, WaitForResult
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepRunner
 
@@ -82,16 +85,50 @@ class ServerContainer(containers.DeclarativeContainer):
         secret_files=providers.Singleton(LocalSecretFiles),
     )
     requests = providers.Singleton(
-        RequestService,
-        store=store,
-        settings=settings,
-        clock=clock,
-        classifier=classifier,
-        notifier=notifier,
-        result_store=result_store,
-        result_relay=result_relay,
-        draining=draining.provided.is_set,
-        new_id=providers.Object(new_id),
+        RequestUseCases,
+        create_request=providers.Singleton(
+            CreateRequest,
+            store=store,
+            settings=settings,
+            clock=clock,
+            classifier=classifier,
+            notifier=notifier,
+            draining=draining.provided.is_set,
+            new_id=providers.Object(new_id),
+        ),
+        get_request=providers.Singleton(
+            GetRequest,
+            store=store,
+            clock=clock,
+            notifier=notifier,
+            draining=draining.provided.is_set,
+        ),
+        list_requests=providers.Singleton(ListRequests, store=store),
+        cancel_request=providers.Singleton(
+            CancelRequest,
+            store=store,
+            clock=clock,
+            notifier=notifier,
+            new_id=providers.Object(new_id),
+        ),
+        wait_for_result=providers.Singleton(
+            WaitForResult,
+            store=store,
+            settings=settings,
+            notifier=notifier,
+            result_store=result_store,
+            result_relay=result_relay,
+            draining=draining.provided.is_set,
+        ),
+        get_result_content=providers.Singleton(
+            GetResultContent,
+            store=store,
+            settings=settings,
+            clock=clock,
+            result_store=result_store,
+            result_relay=result_relay,
+        ),
+        list_executions=providers.Singleton(ListExecutions, store=store),
     )
     agent_protocol = providers.Singleton(
         AgentProtocolService,

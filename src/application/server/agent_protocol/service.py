@@ -61,14 +61,10 @@ from application.server.ports.work import (
     ResultSummary,
     SchemaSnapshot,
 )
-from application.server.requests.service import (
-    LONG_POLL_RECHECK_SECS,
-    MAX_STORED_ERROR_BYTES,
-    ServerDraining,
-    new_uuid,
-    requester_role,
-    workflow_from_snapshot,
-)
+from application.server.requests.common import LONG_POLL_RECHECK_SECS, ServerDraining, new_uuid
+from application.server.requests.decision_trace import requester_role
+from application.server.requests.results import MAX_STORED_ERROR_BYTES
+from application.server.requests.snapshots import workflow_from_snapshot
 from application.server.settings import AuditRedaction, ServerSettings
 from domain.server.agent_registry import (
     AgentView,

@@ -34,7 +34,7 @@ from application.server.agent_protocol.service import (
     PreflightResultInput,
     SchemaSyncInput,
 )
-from application.server.requests.service import ServerDraining
+from application.server.requests.common import ServerDraining
 from application.server.settings import ServerSettings
 from domain.server.errors import ServerDomainError, Validation
 from domain.server.rbac import Principal

@@ -8,6 +8,7 @@ its thread pool. A result stream that times out answers 204 with no body at all.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,19 +25,22 @@ from adapters.http_api.input_checks import (
     refuse_lone_surrogates,
 )
 from application.server.ports.work import DryRunJobRecord, DryRunStatus, RequestRecord
-from application.server.requests.service import (
+from application.server.requests.cancel import CancelRequest
+from application.server.requests.common import ServerDraining
+from application.server.requests.create import CreateRequest, CreateRequestInput
+from application.server.requests.queries import (
     MAX_WAIT_SECS,
-    CreateRequestInput,
     ExecutionHistoryEntry,
+    GetRequest,
+    ListExecutions,
+    ListRequests,
     RequestDetails,
-    RequestService,
-    ResultEnvelope,
-    ServerDraining,
 )
+from application.server.requests.results import GetResultContent, ResultEnvelope, WaitForResult
 from domain.server.rbac import Principal
 from domain.shared.timestamps import format_timestamp
 
-__all__ = ["build_request_router"]
+__all__ = ["RequestUseCases", "build_request_router"]
 
 _EXPLAIN_PERMISSION_HINT = "Grant EXPLAIN privilege to agent DB user"
 
@@ -218,7 +222,20 @@ def _execution(entry: ExecutionHistoryEntry) -> dict[str, Any]:
     }
 
 
-def build_request_router(service: RequestService) -> APIRouter:
+@dataclass(frozen=True)
+class RequestUseCases:
+    """The use cases behind the request routes, one for each thing a route does."""
+
+    create_request: CreateRequest
+    get_request: GetRequest
+    list_requests: ListRequests
+    cancel_request: CancelRequest
+    wait_for_result: WaitForResult
+    get_result_content: GetResultContent
+    list_executions: ListExecutions
+
+
+def build_request_router(use_cases: RequestUseCases) -> APIRouter:
     router = APIRouter()
 
     @router.post("/api/requests")
@@ -228,7 +245,7 @@ def build_request_router(service: RequestService) -> APIRouter:
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Response:
         try:
-            created = service.create(
+            created = use_cases.create_request.create(
                 principal,
                 CreateRequestInput(
                     database=body.database,
@@ -267,7 +284,9 @@ def build_request_router(service: RequestService) -> APIRouter:
         status: str | None = None,
         user: str | None = None,
     ) -> Response:
-        listing = service.list(principal, limit=limit, offset=offset, status=status, user=user)
+        listing = use_cases.list_requests.list(
+            principal, limit=limit, offset=offset, status=status, user=user
+        )
         return _json(
             {
                 "requests": [_summary(record) for record in listing.requests],
@@ -283,7 +302,9 @@ def build_request_router(service: RequestService) -> APIRouter:
         principal: Annotated[Principal, Depends(current_principal)],
         wait: Annotated[int, Query(ge=0)] = 0,
     ) -> Response:
-        details = await service.get_waiting(principal, request_id, min(wait, MAX_WAIT_SECS))
+        details = await use_cases.get_request.get_waiting(
+            principal, request_id, min(wait, MAX_WAIT_SECS)
+        )
         return _json(_details(details))
 
     @router.post("/api/requests/{request_id}/cancel")
@@ -292,7 +313,7 @@ def build_request_router(service: RequestService) -> APIRouter:
         principal: Annotated[Principal, Depends(current_principal)],
         body: _CancelBody | None = None,
     ) -> Response:
-        request_id, status = service.cancel(
+        request_id, status = use_cases.cancel_request.cancel(
             principal, request_id, None if body is None else body.reason
         )
         return _json({"id": request_id, "status": status.value})
@@ -301,7 +322,7 @@ def build_request_router(service: RequestService) -> APIRouter:
     async def result_stream(
         request_id: str, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Response:
-        envelope = await service.result_stream(principal, request_id)
+        envelope = await use_cases.wait_for_result.wait(principal, request_id)
         if envelope is None:
             return Response(status_code=204)
         return await run_in_threadpool(_envelope, envelope)
@@ -312,7 +333,8 @@ def build_request_router(service: RequestService) -> APIRouter:
         principal: Annotated[Principal, Depends(current_principal)],
         execution_id: str | None = None,
     ) -> Response:
-        return _envelope(service.result_content(principal, request_id, execution_id))
+        envelope = use_cases.get_result_content.get(principal, request_id, execution_id)
+        return _envelope(envelope)
 
     @router.get("/api/requests/{request_id}/executions")
     def executions(
@@ -320,7 +342,7 @@ def build_request_router(service: RequestService) -> APIRouter:
         principal: Annotated[Principal, Depends(current_principal)],
         limit: Annotated[int, Query(ge=1)] = 20,
     ) -> Response:
-        entries = service.executions(principal, request_id, limit)
+        entries = use_cases.list_executions.list(principal, request_id, limit)
         return _json({"executions": [_execution(entry) for entry in entries]})
 
     return router

@@ -31,7 +31,7 @@ from application.server.ports.services import (
     request_topic,
 )
 from application.server.ports.work import RequestRecord, RequestUpdate
-from application.server.requests.service import new_uuid
+from application.server.requests.common import new_uuid
 from application.server.settings import ServerSettings
 from domain.server.request_lifecycle import (
     EXPIRABLE_STATUSES,

@@ -20,7 +20,8 @@ from adapters.http_api.app import create_app
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
 from adapters.http_api.routes_identity import build_identity_router
-from adapters.http_api.routes_requests import build_request_router
+from adapters.http_api.routes_requests import RequestUseCases, build_request_router
+from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
 from adapters.store.sql_store import SqlStore
@@ -33,7 +34,10 @@ from application.server.identity.roles import RoleDirectory
 from application.server.identity.tokens import TokenService
 from application.server.identity.users import UserService
 from application.server.readiness import StoreReadiness
-from application.server.requests.service import RequestService, ResultSlots
+from application.server.requests.cancel import CancelRequest
+from application.server.requests.create import CreateRequest
+from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
+from application.server.requests.results import GetResultContent, WaitForResult
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepRunner
 
@@ -64,8 +68,8 @@ class ServerContainer(containers.DeclarativeContainer):
     draining = providers.Singleton(Draining)
     store = providers.Singleton(_store, url=settings.provided.store.url)
     notifier = providers.Singleton(AsyncioNotifier)
-    result_slots = providers.Singleton(
-        ResultSlots,
+    result_relay = providers.Singleton(
+        InMemoryResultRelay,
         settings.provided.result_channel.max_slots,
         settings.provided.result_channel.slot_ttl_secs,
     )
@@ -109,16 +113,50 @@ class ServerContainer(containers.DeclarativeContainer):
         files=providers.Singleton(LocalSecretFiles),
     )
     requests = providers.Singleton(
-        RequestService,
-        store=store,
-        settings=settings,
-        clock=clock,
-        classifier=classifier,
-        notifier=notifier,
-        result_store=result_store,
-        result_slots=result_slots,
-        draining=draining.provided.is_set,
-        new_id=providers.Object(new_id),
+        RequestUseCases,
+        create_request=providers.Singleton(
+            CreateRequest,
+            store=store,
+            settings=settings,
+            clock=clock,
+            classifier=classifier,
+            notifier=notifier,
+            draining=draining.provided.is_set,
+            new_id=providers.Object(new_id),
+        ),
+        get_request=providers.Singleton(
+            GetRequest,
+            store=store,
+            clock=clock,
+            notifier=notifier,
+            draining=draining.provided.is_set,
+        ),
+        list_requests=providers.Singleton(ListRequests, store=store),
+        cancel_request=providers.Singleton(
+            CancelRequest,
+            store=store,
+            clock=clock,
+            notifier=notifier,
+            new_id=providers.Object(new_id),
+        ),
+        wait_for_result=providers.Singleton(
+            WaitForResult,
+            store=store,
+            settings=settings,
+            notifier=notifier,
+            result_store=result_store,
+            result_relay=result_relay,
+            draining=draining.provided.is_set,
+        ),
+        get_result_content=providers.Singleton(
+            GetResultContent,
+            store=store,
+            settings=settings,
+            clock=clock,
+            result_store=result_store,
+            result_relay=result_relay,
+        ),
+        list_executions=providers.Singleton(ListExecutions, store=store),
     )
     agent_protocol = providers.Singleton(
         AgentProtocolService,
@@ -129,7 +167,7 @@ class ServerContainer(containers.DeclarativeContainer):
         notifier=notifier,
         result_store=result_store,
         server_version=version,
-        result_slots=result_slots,
+        result_slots=result_relay,
         draining=draining.provided.is_set,
         new_id=providers.Object(new_id),
     )

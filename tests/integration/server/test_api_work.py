@@ -879,7 +879,7 @@ def test_real_agent_executes_on_a_real_database(
                     stream = http.get(f"/api/requests/{created['id']}/result/stream")
 
             def explained() -> bool:
-                details = harness.requests.get(ALICE, created["id"])
+                details = harness.requests.get_request.get(ALICE, created["id"])
                 return [job.status.value for job in details.dry_runs] == ["completed"]
 
             # The approvers' EXPLAIN dry-run went through the agent too.

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from application.server.audit_events import about_request, audit_event
+from application.server.ports.result_relay import ResultRelay
 from application.server.ports.services import (
     DispatchNotifier,
     ExecutionTokenSigner,
@@ -60,15 +61,10 @@ from application.server.ports.work import (
     ResultSummary,
     SchemaSnapshot,
 )
-from application.server.requests.service import (
-    LONG_POLL_RECHECK_SECS,
-    MAX_STORED_ERROR_BYTES,
-    ResultSlots,
-    ServerDraining,
-    new_uuid,
-    requester_role,
-    workflow_from_snapshot,
-)
+from application.server.requests.common import LONG_POLL_RECHECK_SECS, ServerDraining, new_uuid
+from application.server.requests.decision_trace import requester_role
+from application.server.requests.results import MAX_STORED_ERROR_BYTES
+from application.server.requests.snapshots import workflow_from_snapshot
 from application.server.settings import AuditRedaction, ServerSettings
 from domain.server.agent_registry import (
     AgentView,
@@ -260,7 +256,7 @@ class AgentProtocolService:
         notifier: DispatchNotifier,
         result_store: ResultContentStore,
         server_version: str,
-        result_slots: ResultSlots,
+        result_slots: ResultRelay,
         draining: Callable[[], bool] = lambda: False,
         new_id: Callable[[], str] = new_uuid,
         recheck_secs: float = LONG_POLL_RECHECK_SECS,

@@ -98,7 +98,7 @@ def test_a_cancelled_requests_lost_execution_only_fails_the_execution(
     server: ServerHarness,
 ) -> None:
     request_id, execution_id = running(server)
-    server.requests.cancel(ALICE, request_id)
+    server.requests.cancel_request.cancel(ALICE, request_id)
     server.clock.advance(61)
     assert server.sweeps.reclaim_leases(server.clock.now()) == 0
     assert server.status(request_id) is RequestStatus.CANCELLED

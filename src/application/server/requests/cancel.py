@@ -1,0 +1,94 @@
+"""Cancelling a request (`POST /api/requests/{id}/cancel`).
+
+spec/server.md §2.6. Cancelling takes `request.cancel` on the request's scope, for one's
+own request, or `request.cancel:any`, and then a reason: whoever cancels someone else's
+request must say why. A running request is cancelled too: the agent learns it from its
+next heartbeat and stops the statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from application.server.audit_events import about_request, audit_event
+from application.server.ports.services import DispatchNotifier, ServerClock, request_topic
+from application.server.ports.work import RequestUpdate
+from application.server.requests.common import MAX_REASON_BYTES, new_uuid
+from domain.server.errors import Conflict, NotFound, Validation
+from domain.server.rbac import Permission, Principal, RequestMutate, authorize
+from domain.server.request_lifecycle import (
+    CANCELLABLE_STATUSES,
+    RequestStatus,
+    Trigger,
+    transition,
+)
+from domain.server.text_limits import utf8_len
+
+if TYPE_CHECKING:
+    from application.server.ports.store import Store
+
+__all__ = ["CancelRequest"]
+
+
+class CancelRequest:
+    """Moves a request to `cancelled`, with who did it and why, in one guarded update."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: ServerClock,
+        notifier: DispatchNotifier,
+        new_id: Callable[[], str] = new_uuid,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._notifier = notifier
+        self._new_id = new_id
+
+    def cancel(
+        self, principal: Principal, request_id: str, reason: str | None = None
+    ) -> tuple[str, RequestStatus]:
+        """(request id, its new status); Conflict when it can no longer be cancelled."""
+        if reason is not None and utf8_len(reason) > MAX_REASON_BYTES:
+            raise Validation(f"reason too long (max {MAX_REASON_BYTES} bytes)")
+        now = self._clock.now()
+        with self._store.write() as session:
+            record = session.work.get_request(request_id)
+            if record is None:
+                raise NotFound("request not found")
+            authorize(
+                principal,
+                Permission.REQUEST_CANCEL,
+                RequestMutate(requester=record.requester),
+                database=record.database,
+                environment=record.environment,
+            )
+            if principal.subject_id != record.requester and not (reason and reason.strip()):
+                raise Validation("reason required for non-owner cancel")
+            target = transition(record.status, Trigger.CANCEL)
+            if not session.work.update_request_status(
+                record.id,
+                allowed_from=CANCELLABLE_STATUSES,
+                to=target,
+                now=now,
+                changes=RequestUpdate(
+                    resolved_at=now, cancelled_by=principal.subject_id, cancel_reason=reason
+                ),
+            ):
+                raise Conflict("concurrent status change")
+            session.audit.append(
+                audit_event(
+                    new_id=self._new_id,
+                    now=now,
+                    event_type="request.cancelled",
+                    category="approval",
+                    actor=principal,
+                    reason=reason,
+                    metadata={"from": record.status.value},
+                    **about_request(record),
+                )
+            )
+        self._notifier.notify(request_topic(record.id))
+        return record.id, target

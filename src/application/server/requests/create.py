@@ -1,0 +1,500 @@
+"""Creating a request (`POST /api/requests`): checks, classification, workflow, dispatch.
+
+spec/server.md §1.3. The create path is the reference's, in its order (the step numbers
+below are its steps), minus what needs approvals (those endpoints come later; a request
+that needs approval is stored `pending` with its expiry and first-step approvers, ready
+for them). What we do differently (DESIGN.md §4, spec/server.md §11(c)):
+
+* the execution plan is the classifier's *exact source* statements (signed at claim);
+* an auto-approved request is dispatched in the same transaction that creates it, and
+  keeps where it came from (`pre_dispatch_status`), so a dispatch timeout can return it;
+* audit events carry literal-redacted SQL per `[audit].redaction` (the raw text stays in
+  `requests.detail` for approvers);
+* EXPLAIN dry-run jobs, one per statement, are queued with the request, so approvers see
+  plans as soon as an agent has run them.
+
+An idempotency key makes a retried create safe: the same key and detail answer the
+first request again (200), the same key with another detail is a conflict (409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from application.server.audit_events import about_request, audit_event
+from application.server.ports.services import (
+    DispatchNotifier,
+    ServerClock,
+    SqlClassifier,
+    dispatch_topic,
+    request_topic,
+)
+from application.server.ports.work import (
+    DryRunJobRecord,
+    DuplicateIdempotencyKey,
+    RequestRecord,
+    RequestUpdate,
+)
+from application.server.requests.audit_detail import SQL_OPERATIONS, audit_detail
+from application.server.requests.common import (
+    MAX_REASON_BYTES,
+    ServerDraining,
+    first_step_approvers,
+    new_uuid,
+)
+from application.server.requests.decision_trace import decision_trace
+from application.server.requests.snapshots import workflow_from_snapshot, workflow_snapshot
+from application.server.settings import ServerSettings
+from domain.server.errors import Conflict, Validation
+from domain.server.rbac import Permission, Principal, authorize, parse_selector
+from domain.server.request_lifecycle import RequestStatus, Trigger, transition
+from domain.server.sql_classification import (
+    PARSE_FAILED,
+    Classification,
+    execution_plan_json,
+)
+from domain.server.text_limits import utf8_len
+from domain.server.workflows import AutoApproved, RiskLevel, Workflow, evaluate, scope_name_problem
+from domain.shared.operations import Operation, UnsupportedOperationError, parse_operation
+from domain.shared.scopes import Scope
+
+if TYPE_CHECKING:
+    from application.server.ports.store import Store
+
+__all__ = ["MAX_DETAIL_BYTES", "CreateRequest", "CreateRequestInput", "CreatedRequest"]
+
+#: `detail` limit on create ("query too long (max 100KB)").
+MAX_DETAIL_BYTES = 100_000
+#: The dialect SQL is classified in before an agent reported a schema snapshot.
+DEFAULT_DIALECT = "postgresql"
+
+#: The audit event that records each way a request can be created.
+_CREATE_EVENTS = {
+    RequestStatus.PENDING: "request.created",
+    RequestStatus.AUTO_APPROVED: "request.auto_approved",
+    RequestStatus.BREAK_GLASS: "request.break_glass",
+}
+
+
+@dataclass(frozen=True)
+class CreateRequestInput:
+    """`POST /api/requests` (the reference's `CreateRequestBody`)."""
+
+    database: str
+    environment: str
+    detail: str
+    operation: str = ""
+    reason: str | None = None
+    idempotency_key: str | None = None
+    metadata: Any = None
+    emergency: bool = False
+    allow_ddl: bool = False
+    no_store: bool = False
+    share_with: tuple[str, ...] = ()
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedRequest:
+    """The create response; `idempotent` replays answer 200 instead of 201."""
+
+    id: str
+    status: RequestStatus
+    operation: Operation
+    approvers: tuple[str, ...]
+    idempotent: bool
+    expires_at: datetime | None
+
+    @property
+    def http_status(self) -> int:
+        return 200 if self.idempotent else 201
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What create decided before it writes anything (steps 2 to 12)."""
+
+    operation: Operation
+    scope: Scope
+    dialect: str
+    classification: Classification | None
+    plan_json: str | None
+    workflow: Workflow | None
+    share_with: tuple[str, ...]
+    metadata_json: str
+
+
+class CreateRequest:
+    """Creates a request: refused, stored `pending` for approval, or dispatched at once."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: ServerSettings,
+        clock: ServerClock,
+        classifier: SqlClassifier,
+        notifier: DispatchNotifier,
+        draining: Callable[[], bool] = lambda: False,
+        new_id: Callable[[], str] = new_uuid,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._classifier = classifier
+        self._notifier = notifier
+        self._draining = draining
+        self._new_id = new_id
+
+    def create(self, principal: Principal, body: CreateRequestInput) -> CreatedRequest:
+        if self._draining():
+            raise ServerDraining()
+        plan = self._plan(principal, body)
+        return self._persist(principal, body, plan)
+
+    def _plan(self, principal: Principal, body: CreateRequestInput) -> _Plan:
+        # Step 2: names, operation.
+        for kind, name in (("database", body.database), ("environment", body.environment)):
+            problem = scope_name_problem(kind, name, wildcard=False)
+            if problem is not None:
+                raise Validation(problem)
+        operation = _parse_request_operation(body.operation)
+        # Step 3: sizes.
+        if utf8_len(body.detail) > MAX_DETAIL_BYTES:
+            raise Validation("query too long (max 100KB)")
+        if body.reason is not None and utf8_len(body.reason) > MAX_REASON_BYTES:
+            raise Validation(f"reason too long (max {MAX_REASON_BYTES} bytes)")
+        # Step 4.
+        if body.allow_ddl and not body.emergency:
+            raise Validation("--allow-ddl requires --emergency")
+        scope = Scope(body.database, body.environment)
+        # Step 5: the dialect of the last schema snapshot, PostgreSQL by default.
+        with self._store.read() as session:
+            snapshot = session.work.get_schema_snapshot(scope)
+        dialect = snapshot.dialect if snapshot is not None else DEFAULT_DIALECT
+        # Step 6: classify SQL; the classifier's operation wins (fail closed).
+        classification: Classification | None = None
+        plan_json: str | None = None
+        if operation in SQL_OPERATIONS:
+            classification = self._classifier.classify(body.detail, dialect)
+            if classification.parse_failed:
+                self._audit_blocked(principal, body, operation, dialect)
+                raise Validation(f"SQL blocked by review: {PARSE_FAILED}")
+            if classification.is_rejected:
+                raise Validation(classification.rejected_reason or "SQL rejected")
+            operation = classification.operation
+            plan_json = execution_plan_json(classification)
+        # Step 7: the workflow, looked up early.
+        workflow = self._settings.workflow_for(scope.database, scope.environment, operation)
+        # Step 9: permission, scoped to (db, env).
+        for permission in _create_permissions(operation, classification, body):
+            authorize(principal, permission, database=scope.database, environment=scope.environment)
+        # Step 10: share_with selectors.
+        share_with = tuple(str(parse_selector(text)) for text in body.share_with)
+        # Step 11.
+        if body.emergency and not (body.reason and body.reason.strip()):
+            raise Validation("reason is required for emergency requests")
+        if operation is Operation.MIGRATE_REPAIR and not body.emergency:
+            raise Validation("migrate_repair requires --emergency")
+        # Step 12: registration.
+        if not self._settings.is_registered(scope.database, scope.environment):
+            raise Validation(self._not_registered(scope))
+        return _Plan(
+            operation=operation,
+            scope=scope,
+            dialect=dialect,
+            classification=classification,
+            plan_json=plan_json,
+            workflow=workflow,
+            share_with=share_with,
+            metadata_json="{}" if body.metadata is None else json.dumps(body.metadata),
+        )
+
+    def _not_registered(self, scope: Scope) -> str:
+        """The refusal for an unregistered scope, naming a few environments that exist."""
+        known = [
+            env
+            for registration in self._settings.databases
+            if registration.name == scope.database
+            for env in registration.environments
+        ][:5]
+        hint = f" (registered environments: {', '.join(known)})" if known else ""
+        return (
+            f"database '{scope.database}' not registered in environment '{scope.environment}'{hint}"
+        )
+
+    def _persist(
+        self, principal: Principal, body: CreateRequestInput, plan: _Plan
+    ) -> CreatedRequest:
+        fingerprint = hashlib.sha256(body.detail.encode("utf-8", "surrogatepass")).hexdigest()
+        # Step 13: a replay answers before anything else is decided again.
+        if body.idempotency_key is not None:
+            existing = self._find_idempotent(principal, body.idempotency_key)
+            if existing is not None:
+                return _replay(existing, fingerprint)
+        # Step 14: fail closed without a workflow (break-glass aside).
+        workflow = plan.workflow
+        if workflow is None and not body.emergency:
+            raise Validation(
+                f"no workflow configured for {plan.scope.database}/{plan.scope.environment}"
+            )
+        risk = _risk(plan.operation, workflow)
+        decision = None if workflow is None else evaluate(workflow, risk)
+        needs_approval = not body.emergency and not isinstance(decision, AutoApproved)
+        # Step 15.
+        if (
+            workflow is not None
+            and workflow.require_reason
+            and not (body.reason and body.reason.strip())
+        ):
+            raise Validation("reason is required by workflow policy")
+        trigger = Trigger.create(emergency=body.emergency, needs_approval=needs_approval)
+        created_status = transition(None, trigger)
+        now = self._clock.now()
+        request_id = self._new_id()
+        approvers = first_step_approvers(workflow) if needs_approval else ()
+        if created_status is RequestStatus.PENDING:
+            expires_at: datetime | None = now + timedelta(
+                seconds=self._settings.pending_ttl_secs(workflow)
+            )
+            resolved_at: datetime | None = None
+        else:
+            # Resolved now: if its dispatch times out it rests here, and expires on time.
+            resolved_at = now
+            expires_at = now + timedelta(seconds=self._settings.approved_ttl_secs(workflow))
+        trace = decision_trace(
+            operation=plan.operation,
+            workflow=workflow,
+            risk=risk,
+            decision=decision,
+            emergency=body.emergency,
+            principal=principal,
+        )
+        record = RequestRecord(
+            id=request_id,
+            requester=principal.subject_id,
+            operation=plan.operation,
+            database=plan.scope.database,
+            environment=plan.scope.environment,
+            detail=body.detail,
+            status=created_status,
+            created_at=now,
+            updated_at=now,
+            emergency=body.emergency,
+            reason=body.reason,
+            idempotency_key=body.idempotency_key,
+            idempotency_fingerprint=fingerprint,
+            metadata_json=plan.metadata_json,
+            share_with=plan.share_with,
+            no_store=body.no_store,
+            workflow_snapshot_json=None if workflow is None else workflow_snapshot(workflow),
+            decision_trace_json=json.dumps(trace, separators=(",", ":"), sort_keys=True),
+            execution_plan_json=plan.plan_json,
+            resolved_at=resolved_at,
+            expires_at=expires_at,
+        )
+        dry_runs = self._dry_run_jobs(record, plan, workflow, now)
+        fingerprint_text, raw_text = self._audit_detail(record.detail, plan.operation, plan.dialect)
+        try:
+            with self._store.write() as session:
+                if body.idempotency_key is not None:
+                    existing = session.work.find_idempotent(
+                        principal.subject_id, body.idempotency_key
+                    )
+                    if existing is not None:
+                        return _replay(existing, fingerprint)
+                session.work.ensure_database(plan.scope, now)
+                session.work.insert_request(record)
+                if approvers:
+                    session.work.replace_pending_approvers(record.id, 0, approvers)
+                session.audit.append(
+                    audit_event(
+                        new_id=self._new_id,
+                        now=now,
+                        event_type=_CREATE_EVENTS[created_status],
+                        category="request"
+                        if created_status is RequestStatus.PENDING
+                        else "approval",
+                        actor=principal,
+                        detail_fingerprint=fingerprint_text,
+                        detail_raw=raw_text,
+                        reason=body.reason,
+                        metadata={"decision": trace["decision"]["outcome"]},
+                        client_ip=body.client_ip,
+                        **about_request(record),
+                    )
+                )
+                final_status = created_status
+                if created_status is not RequestStatus.PENDING:
+                    final_status = transition(created_status, Trigger.DISPATCH)
+                    if not session.work.update_request_status(
+                        record.id,
+                        allowed_from={created_status},
+                        to=final_status,
+                        now=now,
+                        changes=RequestUpdate(pre_dispatch_status=created_status),
+                    ):
+                        raise Conflict("concurrent status change")
+                    session.audit.append(
+                        audit_event(
+                            new_id=self._new_id,
+                            now=now,
+                            event_type="request.dispatched",
+                            category="approval",
+                            actor=principal,
+                            metadata={"from": created_status.value},
+                            client_ip=body.client_ip,
+                            **about_request(record),
+                        )
+                    )
+                for job in dry_runs:
+                    session.work.insert_dry_run_job(job)
+        except DuplicateIdempotencyKey:
+            # Another create with this key committed between our check and our insert.
+            assert body.idempotency_key is not None
+            existing = self._find_idempotent(principal, body.idempotency_key)
+            if existing is None:  # pragma: no cover - the row that beat us is committed
+                raise Conflict("concurrent request with the same idempotency key") from None
+            return _replay(existing, fingerprint)
+        self._notifier.notify(request_topic(record.id))
+        if final_status is RequestStatus.DISPATCHED or dry_runs:
+            self._notifier.notify(dispatch_topic(plan.scope))
+        return CreatedRequest(
+            id=record.id,
+            status=final_status,
+            operation=record.operation,
+            approvers=approvers,
+            idempotent=False,
+            expires_at=expires_at if final_status is RequestStatus.PENDING else None,
+        )
+
+    def _find_idempotent(self, principal: Principal, key: str) -> RequestRecord | None:
+        with self._store.read() as session:
+            return session.work.find_idempotent(principal.subject_id, key)
+
+    def _dry_run_jobs(
+        self, record: RequestRecord, plan: _Plan, workflow: Workflow | None, now: datetime
+    ) -> list[DryRunJobRecord]:
+        """One EXPLAIN job per statement, unless the workflow turns EXPLAIN off or the
+        request keeps nothing (`no_store`); a safe session `SET` has no plan to show."""
+        explain = workflow.explain if workflow is not None else True
+        if not explain or record.no_store or plan.classification is None:
+            return []
+        statements = [s for s in plan.classification.statements if not s.is_safe_set]
+        # One microsecond apart: the jobs keep the statements' order (the table has no
+        # position column, and rows are read back ordered by creation).
+        return [
+            DryRunJobRecord(
+                id=self._new_id(),
+                request_id=record.id,
+                database=record.database,
+                environment=record.environment,
+                sql=statement.text,
+                created_at=now + timedelta(microseconds=position),
+            )
+            for position, statement in enumerate(statements)
+        ]
+
+    def _audit_detail(
+        self, detail: str, operation: Operation, dialect: str
+    ) -> tuple[str, str | None]:
+        return audit_detail(
+            detail,
+            operation,
+            dialect,
+            classifier=self._classifier,
+            redaction=self._settings.audit.redaction,
+        )
+
+    def _audit_blocked(
+        self, principal: Principal, body: CreateRequestInput, operation: Operation, dialect: str
+    ) -> None:
+        """`request.blocked_by_review`, committed on its own: the 400 must leave a trace."""
+        fingerprint, _ = self._audit_detail(body.detail, operation, dialect)
+        now = self._clock.now()
+        with self._store.write() as session:
+            session.audit.append(
+                audit_event(
+                    new_id=self._new_id,
+                    now=now,
+                    event_type="request.blocked_by_review",
+                    category="request",
+                    actor=principal,
+                    operation=operation.value,
+                    database=body.database,
+                    environment=body.environment,
+                    detail_fingerprint=fingerprint,
+                    reason=PARSE_FAILED,
+                    metadata={"blocked_rules": ["parse_failure"]},
+                    client_ip=body.client_ip,
+                )
+            )
+
+
+def _parse_request_operation(name: str) -> Operation:
+    """The operation the client asked for; none means a query."""
+    if not name:
+        return Operation.EXECUTE_SELECT
+    try:
+        return parse_operation(name)
+    except UnsupportedOperationError as exc:
+        raise Validation(str(exc)) from None
+
+
+def _create_permissions(
+    operation: Operation, classification: Classification | None, body: CreateRequestInput
+) -> list[Permission]:
+    """Step 9: what the requester needs for this operation (§1.3)."""
+    if body.emergency:
+        wanted = [
+            Permission.REQUEST_BREAK_GLASS_QUERY
+            if operation is Operation.EXECUTE_SELECT
+            else Permission.REQUEST_BREAK_GLASS_DML
+        ]
+        if body.allow_ddl:
+            wanted.append(Permission.REQUEST_BREAK_GLASS_DDL)
+        return wanted
+    if operation is Operation.EXECUTE_SELECT:
+        return [Permission.REQUEST_QUERY]
+    if classification is not None and classification.is_ddl_only:
+        return [Permission.REQUEST_DDL]
+    wanted = [Permission.REQUEST_DML]
+    if classification is not None and classification.contains_ddl:
+        wanted.append(Permission.REQUEST_DDL)
+    return wanted
+
+
+def _risk(operation: Operation, workflow: Workflow | None) -> RiskLevel | None:
+    """§5.6 as far as it goes without SQL review and schema snapshots.
+
+    A read-only query scores low when the workflow allows read-only auto-approval; anything
+    else is unknown (which never auto-approves under `risk_based`); migrations are not
+    assessed. `always` does not look at risk at all.
+    """
+    if operation.is_migration:
+        return None
+    rule = workflow.auto_approve if workflow is not None else None
+    if operation is Operation.EXECUTE_SELECT and rule is not None and rule.allow_read_only:
+        return RiskLevel.LOW
+    return RiskLevel.UNKNOWN
+
+
+def _replay(existing: RequestRecord, fingerprint: str) -> CreatedRequest:
+    """Step 13: the same key again → the first request (200); another detail → 409."""
+    if existing.idempotency_fingerprint != fingerprint:
+        raise Conflict("idempotency key conflict")
+    pending = existing.status is RequestStatus.PENDING
+    workflow = workflow_from_snapshot(existing.workflow_snapshot_json)
+    return CreatedRequest(
+        id=existing.id,
+        status=existing.status,
+        operation=existing.operation,
+        approvers=first_step_approvers(workflow) if pending else (),
+        idempotent=True,
+        expires_at=existing.expires_at if pending else None,
+    )

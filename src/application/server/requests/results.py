@@ -1,0 +1,247 @@
+"""A request's result: waiting for it (`…/result/stream`) and reading it (`…/result/content`).
+
+spec/server.md §1.8. Results are summarised in the store, so a client that reconnects
+always gets its result; the body is in the result content store, or, for a stream-only
+result, in the result relay for a short while. Who may read a result: the requester,
+whoever the request was shared with, the result policy's `access` selectors, and holders
+of `result.view:any`.
+
+The stream is a long-poll: it arms a notifier waiter *before* reading the store, waits on
+it, and re-reads at least every second (replicas on a shared PostgreSQL do not share
+notifications). One that times out answers 204 with no body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from application.server.ports.result_relay import ResultRelay
+from application.server.ports.services import (
+    DispatchNotifier,
+    ResultContentStore,
+    ServerClock,
+    request_topic,
+)
+from application.server.ports.work import ExecutionStatus, RequestRecord, ResultSummary
+from application.server.requests.common import LONG_POLL_RECHECK_SECS
+from application.server.settings import ServerSettings
+from domain.server.errors import Conflict, Gone, NotFound
+from domain.server.execution_policies import DeliveryMode
+from domain.server.rbac import Permission, Principal, Result, Selector, authorize, parse_selector
+from domain.server.request_lifecycle import RequestStatus
+
+if TYPE_CHECKING:
+    from application.server.ports.store import Store, StoreSession
+
+__all__ = [
+    "MAX_STORED_ERROR_BYTES",
+    "RESULT_STREAM_SECS",
+    "GetResultContent",
+    "ResultEnvelope",
+    "WaitForResult",
+]
+
+#: `GET …/result/stream` holds this long, then answers 204.
+RESULT_STREAM_SECS = 300
+#: How much of a failure's error message the result summary keeps.
+MAX_STORED_ERROR_BYTES = 4096
+
+#: Finished without running: the stream answers a failure naming the status.
+_ENDED_UNRUN = (RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.EXPIRED)
+#: Finished running: the stream answers the result.
+_RAN = (RequestStatus.EXECUTED, RequestStatus.FAILED)
+#: The statuses whose result content may be read (a lost execution may have left one).
+_MAY_HAVE_RESULT = (RequestStatus.EXECUTED, RequestStatus.FAILED, RequestStatus.EXECUTION_LOST)
+
+
+@dataclass(frozen=True)
+class ResultEnvelope:
+    """What result stream and content return (`_dbward_result: true`)."""
+
+    success: bool
+    execution_id: str | None = None
+    rows_affected: int | None = None
+    truncated: bool = False
+    error_message: str | None = None
+    #: The agent's `result_data` text as stored; None when there is none (a failure, or
+    #: stream-only content that is gone). Kept raw: the API layer parses it once.
+    result_data_raw: str | None = None
+
+    @property
+    def result_data(self) -> Any:
+        """`result_data` parsed as JSON, or the text itself when it is not JSON."""
+        if self.result_data_raw is None:
+            return None
+        try:
+            return json.loads(self.result_data_raw)
+        except ValueError:
+            return self.result_data_raw
+
+
+class WaitForResult:
+    """`GET …/result/stream`: the result once the request is done, or nothing in time."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: ServerSettings,
+        notifier: DispatchNotifier,
+        result_store: ResultContentStore,
+        result_relay: ResultRelay,
+        draining: Callable[[], bool] = lambda: False,
+        wait_secs: float = RESULT_STREAM_SECS,
+        recheck_secs: float = LONG_POLL_RECHECK_SECS,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._notifier = notifier
+        self._result_store = result_store
+        self._relay = result_relay
+        self._draining = draining
+        self._wait_secs = wait_secs
+        self._recheck_secs = recheck_secs
+
+    async def wait(self, principal: Principal, request_id: str) -> ResultEnvelope | None:
+        """The result once the request is done; None (→ 204) after `wait_secs`.
+
+        A draining server lets its held streams go at once (204): clients come back to
+        another replica.
+        """
+        with self._notifier.arm([request_topic(request_id)]) as waiter:
+            outcome = await asyncio.to_thread(self._final_result, principal, request_id)
+            if outcome is not None:
+                return outcome
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._wait_secs
+            while (remaining := deadline - loop.time()) > 0 and not self._draining():
+                await waiter.wait(min(self._recheck_secs, remaining))
+                outcome = await asyncio.to_thread(self._final_result, principal, request_id)
+                if outcome is not None:
+                    return outcome
+        return None
+
+    def _final_result(self, principal: Principal, request_id: str) -> ResultEnvelope | None:
+        """The result if the request is done, else None (keep waiting)."""
+        with self._store.read() as session:
+            record = _visible_result(session, self._settings, principal, request_id)
+            if record.status in _ENDED_UNRUN:
+                return ResultEnvelope(success=False, error_message=f"request {record.status}")
+            if record.status not in _RAN:
+                return None
+            summary = session.work.latest_result(record.id)
+        if summary is None:
+            executed = record.status is RequestStatus.EXECUTED
+            return ResultEnvelope(
+                success=executed, error_message=None if executed else "no result was recorded"
+            )
+        return _envelope(summary, self._result_store, self._relay)
+
+
+class GetResultContent:
+    """`GET …/result/content`: a finished request's result, the latest or one execution's.
+
+    Gone (410) says why a result that existed cannot be read: the request kept nothing
+    (`no_store`), it was delivered by stream only and the relay let it go, it expired,
+    or its stored body is missing.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: ServerSettings,
+        clock: ServerClock,
+        result_store: ResultContentStore,
+        result_relay: ResultRelay,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._result_store = result_store
+        self._relay = result_relay
+
+    def get(
+        self, principal: Principal, request_id: str, execution_id: str | None = None
+    ) -> ResultEnvelope:
+        now = self._clock.now()
+        with self._store.read() as session:
+            record = _visible_result(session, self._settings, principal, request_id)
+            if record.status not in _MAY_HAVE_RESULT:
+                raise NotFound(f"no result: the request is {record.status}")
+            if execution_id is not None:
+                execution = session.work.get_execution(execution_id)
+                if execution is None or execution.request_id != record.id:
+                    raise NotFound("execution not found")
+                if execution.status is ExecutionStatus.CLAIMED:
+                    raise Conflict("the execution is still running")
+                summary = session.work.result_for_execution(execution_id)
+            else:
+                summary = session.work.latest_result(record.id)
+        if summary is None:
+            raise NotFound("no result was recorded for this request")
+        if not summary.has_stored_content and summary.success:
+            if record.no_store:
+                raise Gone("the results of this request are not stored")
+            policy = self._settings.result_policy_for(record.database, record.environment)
+            if (
+                policy.delivery_mode is DeliveryMode.STREAM
+                and self._relay.get(summary.execution_id) is None
+            ):
+                raise Gone("this result was delivered by stream only and is not stored")
+        if summary.expires_at is not None and summary.expires_at < now:
+            raise Gone("the stored result has expired")
+        return _envelope(summary, self._result_store, self._relay, require_content=True)
+
+
+def _envelope(
+    summary: ResultSummary,
+    result_store: ResultContentStore,
+    relay: ResultRelay,
+    *,
+    require_content: bool = False,
+) -> ResultEnvelope:
+    """The envelope of `summary`, its body from the content store or else the relay.
+
+    With `require_content`, a stored body that has gone missing is Gone rather than null.
+    """
+    raw: str | None = None
+    if summary.has_stored_content:
+        content = result_store.get(summary.storage_key)
+        if content is None and require_content:
+            raise Gone("the stored result is no longer available")
+        raw = None if content is None else content.decode("utf-8", "replace")
+    else:
+        raw = relay.get(summary.execution_id)
+    return ResultEnvelope(
+        success=summary.success,
+        execution_id=summary.execution_id,
+        rows_affected=summary.rows_affected,
+        truncated=summary.truncated,
+        error_message=summary.error_message,
+        result_data_raw=raw,
+    )
+
+
+def _visible_result(
+    session: StoreSession, settings: ServerSettings, principal: Principal, request_id: str
+) -> RequestRecord:
+    """The request, if `principal` may read its result: else NotFound or Forbidden."""
+    record = session.work.get_request(request_id)
+    if record is None:
+        raise NotFound("request not found")
+    policy = settings.result_policy_for(record.database, record.environment)
+    selectors: list[Selector] = [parse_selector(text) for text in record.share_with]
+    selectors.extend(policy.access)
+    authorize(
+        principal,
+        Permission.RESULT_VIEW,
+        Result(requester=record.requester, access_selectors=tuple(selectors)),
+        database=record.database,
+        environment=record.environment,
+    )
+    return record

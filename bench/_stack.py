@@ -1,7 +1,8 @@
 """A real dbward server and agent as subprocesses, for the benchmarks.
 
 Starts `dbward server` on a free loopback port with an always-auto-approve workflow for
-`app/bench`, then one `dbward agent` per call of `start_agent`, both from this venv.
+`app/bench`, then one `dbward agent` per call of `start_agent`, both from this venv. The
+agents serve a fresh PostgreSQL database created for the run and dropped by `stop`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+from _databases import fresh_postgres_database
 
 DBWARD = str(Path(sys.executable).with_name("dbward"))
-POSTGRES_URL = os.environ.get(
-    "DBWARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 
 
 def free_port() -> int:
@@ -47,8 +47,11 @@ class Stack:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.admin_token = ""
         self.agent_token = ""
+        self.database_url = ""
+        self._cleanup = ExitStack()
 
     def start_server(self) -> None:
+        self.database_url = self._cleanup.enter_context(fresh_postgres_database())
         config = self.dir / "server.toml"
         config.write_text(
             f'state_dir = "{self.dir / "state"}"\n'
@@ -91,7 +94,7 @@ class Stack:
             f'url = "{self.url}"',
             f'agent_token = "{self.agent_token}"',
             "[databases.app.bench]",
-            f'url = "{POSTGRES_URL}"',
+            f'url = "{self.database_url}"',
         ]
         config = self.dir / f"{name}.toml"
         config.write_text("\n".join(lines) + "\n")
@@ -113,8 +116,12 @@ class Stack:
             process.kill()
 
     def stop(self) -> None:
-        while self.processes:
-            self.stop_last()
+        """Stop every process, newest first, then drop the run's database."""
+        try:
+            while self.processes:
+                self.stop_last()
+        finally:
+            self._cleanup.close()
 
     def client(self) -> httpx.Client:
         return httpx.Client(

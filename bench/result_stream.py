@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/result_stream.py
 
-Uses DBWARD_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test). Creates,
-once, a table of 1,000,000 rows x 6 columns (int, text, numeric, timestamptz, bool, text),
-then times, each in a fresh subprocess so that peak RSS belongs to one run:
+Uses the PostgreSQL server of DBWARD_TEST_POSTGRES_URL (default
+postgresql://postgres@127.0.0.1:5432/test). Creates a fresh database holding a table of
+1,000,000 rows x 6 columns (int, text, numeric, timestamptz, bool, text), drops it at the
+end, and in between times, each in a fresh subprocess so that peak RSS belongs to one run:
 
 * baseline: psycopg `cursor.stream(size=...)` with its default loaders, each row a dict
   encoded by orjson, encoded rows joined per chunk and then into the whole JSON text, decoded
@@ -23,7 +24,6 @@ Best of 3 runs each. Targets: time ratio (agent/baseline) <= 1.3, peak RSS <= 1.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -32,13 +32,13 @@ from typing import Any
 
 import orjson
 import psycopg
+from _databases import fresh_postgres_database
 
 from adapters.postgres.database import PostgresDatabase
 from adapters.postgres.values import select_adapters
 from application.agent.cancellation import CancelToken
 from domain.agent.result_limits import ResultLimits
 
-URL = os.environ.get("DBWARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TABLE = "dbward_bench_rows"
 ROWS = 1_000_000
 QUERY = f"SELECT * FROM {TABLE}"
@@ -48,12 +48,9 @@ TIME_TARGET = 1.3
 RSS_TARGET = 1.2
 
 
-def ensure_table() -> None:
-    """Create and fill the table in one transaction, so a table that exists is complete."""
-    with psycopg.connect(URL, autocommit=True) as conn:
-        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()
-        if found and found[0]:
-            return
+def create_table(url: str) -> None:
+    """Create and fill the table in the benchmark's own database."""
+    with psycopg.connect(url, autocommit=True) as conn:
         print(f"creating {TABLE} ({ROWS:,} rows)...", flush=True)
         with conn.transaction():
             conn.execute(
@@ -66,17 +63,17 @@ def ensure_table() -> None:
                 f"""INSERT INTO {TABLE}
                     SELECT g, 'row ' || g, (g * 1.37)::numeric(12,2),
                            timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
-                           g % 2 = 0, md5(g::text)
+                           mod(g, 2) = 0, md5(g::text)
                     FROM generate_series(1, %s) g""",
                 (ROWS,),
             )
         conn.execute(f"VACUUM ANALYZE {TABLE}")
 
 
-def run_baseline(text_loaders: bool = False) -> int:
+def run_baseline(url: str, text_loaders: bool = False) -> int:
     dumps = orjson.dumps
     context = select_adapters() if text_loaders else None
-    with psycopg.connect(URL, autocommit=True, context=context) as conn:
+    with psycopg.connect(url, autocommit=True, context=context) as conn:
         cursor = conn.cursor()
         names: list[str] | None = None
         chunks: list[bytes] = []
@@ -97,8 +94,8 @@ def run_baseline(text_loaders: bool = False) -> int:
         return len(text)
 
 
-def run_agent() -> int:
-    database = PostgresDatabase(URL)
+def run_agent(url: str) -> int:
+    database = PostgresDatabase(url)
     database.connect(10)
     limits = ResultLimits(max_rows=2_000_000, max_bytes=1 << 40)
     output = database.execute_select([QUERY], 0, limits, CancelToken())
@@ -107,17 +104,20 @@ def run_agent() -> int:
     return len(output.result_data)
 
 
-def child(kind: str) -> None:
+def child(kind: str, url: str) -> None:
     started = time.perf_counter()
-    size = run_agent() if kind == "agent" else run_baseline(text_loaders=kind == "text-floor")
+    if kind == "agent":
+        size = run_agent(url)
+    else:
+        size = run_baseline(url, text_loaders=kind == "text-floor")
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "chars": size}))
 
 
-def measure(kind: str) -> dict[str, Any]:
+def measure(kind: str, url: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", kind],
+        [sys.executable, __file__, "--child", kind, url],
         check=True,
         capture_output=True,
         text=True,
@@ -127,18 +127,19 @@ def measure(kind: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    ensure_table()
     kinds = ("baseline", "agent", "text-floor")
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    for attempt in range(RUNS):
-        for kind in kinds if attempt % 2 == 0 else tuple(reversed(kinds)):
-            result = measure(kind)
-            runs[kind].append(result)
-            print(
-                f"  {kind:10} run {attempt + 1}: {result['seconds']:.2f} s,"
-                f" peak RSS {result['peak_mb']:.0f} MB, {result['chars']:,} chars",
-                flush=True,
-            )
+    with fresh_postgres_database() as url:
+        create_table(url)
+        for attempt in range(RUNS):
+            for kind in kinds if attempt % 2 == 0 else tuple(reversed(kinds)):
+                result = measure(kind, url)
+                runs[kind].append(result)
+                print(
+                    f"  {kind:10} run {attempt + 1}: {result['seconds']:.2f} s,"
+                    f" peak RSS {result['peak_mb']:.0f} MB, {result['chars']:,} chars",
+                    flush=True,
+                )
     best = {kind: min(r["seconds"] for r in results) for kind, results in runs.items()}
     peak = {kind: min(r["peak_mb"] for r in results) for kind, results in runs.items()}
     time_ratio = best["agent"] / best["baseline"]
@@ -161,7 +162,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        child(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
     else:
         main()

@@ -1,13 +1,14 @@
 """Real databases for the integration suite.
 
-URLs come from DBWARD_TEST_POSTGRES_URL and DBWARD_TEST_MYSQL_URL (`make test` sets them to
-the local services). Without a reachable database a test is skipped on a developer
-machine, and fails under CI=true: CI never passes by skipping.
+`postgres_url` and `mysql_url` come from DBWARD_TEST_POSTGRES_URL and DBWARD_TEST_MYSQL_URL
+(`make test` sets them to the local services); without them, where Docker runs, from
+containers started with testcontainers for the session (see `tests/integration/databases.py`).
+Without a database a test is skipped on a developer machine, and fails under CI=true: CI
+never passes by skipping.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -16,47 +17,19 @@ import psycopg
 import pymysql
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _unavailable(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} (CI=true: a missing database fails the run)")
-    pytest.skip(what)
+from tests.integration.databases import MYSQL, POSTGRES, database_url
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    url = os.environ.get("DBWARD_TEST_POSTGRES_URL")
-    if not url:
-        _unavailable("DBWARD_TEST_POSTGRES_URL is not set")
-        raise AssertionError("unreachable")
-    try:
-        psycopg.connect(url, connect_timeout=5).close()
-    except psycopg.Error as exc:
-        _unavailable(f"PostgreSQL at {url} is not reachable: {exc}")
-    return url
+def postgres_url() -> Iterator[str]:
+    with database_url(POSTGRES) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def mysql_url() -> str:
-    url = os.environ.get("DBWARD_TEST_MYSQL_URL")
-    if not url:
-        _unavailable("DBWARD_TEST_MYSQL_URL is not set")
-        raise AssertionError("unreachable")
-    parts = urlsplit(url)
-    try:
-        pymysql.connect(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 3306,
-            user=parts.username or "root",
-            password=parts.password or "",
-            database=parts.path.lstrip("/") or None,
-            connect_timeout=5,
-        ).close()
-    except pymysql.Error as exc:
-        _unavailable(f"MySQL at {url} is not reachable: {exc}")
-    return url
+def mysql_url() -> Iterator[str]:
+    with database_url(MYSQL) as url:
+        yield url
 
 
 def _with_path(url: str, database: str) -> str:

@@ -25,7 +25,6 @@ What this adds over the reference agent (§16 items 7, 8, 9, 12, 17):
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import threading
@@ -358,11 +357,9 @@ class MySqlDatabase:
         self, operation: Operation, detail: str, timeout_secs: int, cancel: CancelToken
     ) -> ExecutionOutput:
         """Migrations live in their own module; imported on use, so SELECT/DML never need it."""
-        module = importlib.import_module("adapters.mysql.migrations")
-        output: ExecutionOutput = module.run_mysql_migration(
-            self._url, operation, detail, timeout_secs, cancel
-        )
-        return output
+        from adapters.mysql.migrations import run_mysql_migration  # noqa: PLC0415
+
+        return run_mysql_migration(self._url, operation, detail, timeout_secs, cancel)
 
     def close(self) -> None:
         self._pool.close()

@@ -66,6 +66,7 @@ from adapters.mysql.connection import (
     set_multi_statements,
     shutdown_socket,
 )
+from adapters.mysql.lexer import has_multiple_statements
 from adapters.mysql.values import (
     Encoder,
     encode_row,
@@ -823,54 +824,3 @@ def _interrupted(reason: str, timeout_secs: int) -> DatabaseError:
 def _is_statement_error(error: DatabaseError) -> bool:
     """A plain SQL error: the connection still works, so an explicit ROLLBACK is worth it."""
     return not (error.connectivity or isinstance(error, QueryTimeout | QueryCancelled))
-
-
-def has_multiple_statements(sql: str) -> bool:
-    """True when `sql` holds more than one statement (something after a top-level `;`).
-
-    Quotes, backtick identifiers and comments are skipped the way MySQL lexes them; an
-    executable comment (`/*! … */`, `/*M! … */`) counts as code. Used to refuse EXPLAIN of
-    several statements by name; the single-statement connection is the backstop.
-    """
-    i = 0
-    n = len(sql)
-    ended = False
-    while i < n:
-        ch = sql[i]
-        if ch.isspace():
-            i += 1
-        elif ch == ";":
-            ended = True
-            i += 1
-        elif ch == "#" or (sql.startswith("--", i) and (i + 2 == n or sql[i + 2].isspace())):
-            newline = sql.find("\n", i)
-            i = n if newline < 0 else newline + 1
-        elif sql.startswith("/*", i) and not sql.startswith(("/*!", "/*M!"), i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        else:
-            if ended:
-                return True
-            if ch in "'\"`":
-                i = _skip_quoted(sql, i)
-            else:
-                i += 1
-    return False
-
-
-def _skip_quoted(sql: str, start: int) -> int:
-    quote = sql[start]
-    i = start + 1
-    n = len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch == "\\" and quote != "`":
-            i += 2
-        elif ch == quote:
-            if i + 1 < n and sql[i + 1] == quote:
-                i += 2
-            else:
-                return i + 1
-        else:
-            i += 1
-    return n

@@ -71,9 +71,13 @@ from adapters.mysql.values import (
     Encoder,
     encode_row,
     encoder_for,
-    envelope_overhead,
-    result_envelope,
     type_name,
+)
+from adapters.sql_common.envelope import (
+    dml_output,
+    encode_columns,
+    reserved_bytes,
+    select_output,
 )
 from adapters.sql_common.errors import TransactionControlRefused
 from adapters.sql_common.pool import ConnectionPool
@@ -257,8 +261,7 @@ class MySqlDatabase:
             run.finish()
             run.commit()
             run.release_clean()
-        data = orjson.dumps({"rows_affected": total}).decode()
-        return ExecutionOutput(result_data=data, rows_affected=total)
+        return dml_output(total)
 
     # --- EXPLAIN ---------------------------------------------------------------------
 
@@ -772,9 +775,7 @@ class _ResultBuilder:
         if shape not in self._shapes:
             self._shapes.append(shape)
             self.columns.extend(shape)
-            reserved = envelope_overhead(
-                self.columns, self._limits.max_rows, self._limits.max_bytes
-            )
+            reserved = reserved_bytes(self._limits, encode_columns(self.columns))
             previous = self._collector
             self._collector = RowCollector(self._limits, reserved_bytes=reserved)
             if previous is not None:
@@ -786,15 +787,8 @@ class _ResultBuilder:
         return names, encoders
 
     def output(self) -> ExecutionOutput:
-        collector = self._collector
-        truncated = collector.truncated if collector is not None else False
-        data = result_envelope(
-            collector.rows_json() if collector is not None else b"[]",
-            truncated=truncated,
-            reason=collector.truncation_reason if collector is not None else None,
-            columns=self.columns,
-        )
-        return ExecutionOutput(result_data=data.decode(), truncated=truncated)
+        """The result of the plan; the collected rows are consumed."""
+        return select_output(self._collector, encode_columns(self.columns))
 
 
 def _run_setup(conn: Connection[Any], sql: str, args: tuple[int | float, ...] | None) -> int:

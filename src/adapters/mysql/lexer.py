@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import Enum, auto
+from typing import NamedTuple
 
 #: The only characters MySQL's lexer reads as whitespace.
 ASCII_WHITESPACE = " \t\n\r\v\f"
@@ -40,8 +40,7 @@ class TokenKind(Enum):
     SEMICOLON = auto()
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     kind: TokenKind
     text: str
 
@@ -50,15 +49,19 @@ _TOKEN = re.compile(
     r"""
       (?P<SPACE>[ \t\n\r\v\f]+)
     | (?P<SEMICOLON>;)
+      # `#`, or `--` before whitespace, a control character or the end; up to the newline.
     | (?P<LINE_COMMENT>(?:\#|--(?=[\x00-\x20\x7f]|\Z))[^\n]*)
+      # `/*!`, `/*!50001`, `/*M!100101`: the content that follows is code.
     | (?P<EXECUTABLE_OPEN>/\*M?![0-9]*)
     | (?P<BLOCK_COMMENT>/\*.*?(?:\*/|\Z))
     | (?P<EXECUTABLE_CLOSE>\*/)
+      # A backslash escapes one character (or ends the text); a doubled quote is one quote.
     | (?P<QUOTED>
-          '(?:[^'\\]|\\.?|'')*(?:'|\Z)
-        | "(?:[^"\\]|\\.?|"")*(?:"|\Z)
-        | `(?:[^`]|``)*(?:`|\Z)
+          '(?:[^'\\]+|\\.?|'')*(?:'|\Z)
+        | "(?:[^"\\]+|\\.?|"")*(?:"|\Z)
+        | `(?:[^`]+|``)*(?:`|\Z)
       )
+      # A run of characters that cannot start anything above, or one that did not.
     | (?P<CODE>[^ \t\n\r\v\f;\#'"`/*-]+|.)
     """,
     re.VERBOSE | re.DOTALL,
@@ -106,14 +109,14 @@ def statements(sql: str) -> list[str]:
     """
     pieces: list[str] = []
     current: list[str] = []
-    for token in tokens(sql):
-        if token.kind is TokenKind.SEMICOLON:
+    for kind, text in tokens(sql):
+        if kind is TokenKind.SEMICOLON:
             pieces.append("".join(current).strip(ASCII_WHITESPACE))
             current = []
-        elif token.kind in (TokenKind.COMMENT, TokenKind.EXECUTABLE_MARK):
+        elif kind is TokenKind.COMMENT or kind is TokenKind.EXECUTABLE_MARK:
             current.append(" ")
         else:
-            current.append(token.text)
+            current.append(text)
     pieces.append("".join(current).strip(ASCII_WHITESPACE))
     while pieces and not pieces[-1]:
         pieces.pop()

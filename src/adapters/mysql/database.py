@@ -65,13 +65,18 @@ from adapters.mysql.connection import (
     set_multi_statements,
     shutdown_socket,
 )
+from adapters.mysql.lexer import has_multiple_statements
 from adapters.mysql.values import (
     Encoder,
     encode_row,
     encoder_for,
-    envelope_overhead,
-    result_envelope,
     type_name,
+)
+from adapters.sql_common.envelope import (
+    dml_output,
+    encode_columns,
+    reserved_bytes,
+    select_output,
 )
 from adapters.sql_common.errors import TransactionControlRefused
 from adapters.sql_common.pool import ConnectionPool
@@ -255,8 +260,7 @@ class MySqlDatabase:
             run.finish()
             run.commit()
             run.release_clean()
-        data = orjson.dumps({"rows_affected": total}).decode()
-        return ExecutionOutput(result_data=data, rows_affected=total)
+        return dml_output(total)
 
     # --- EXPLAIN ---------------------------------------------------------------------
 
@@ -768,9 +772,7 @@ class _ResultBuilder:
         if shape not in self._shapes:
             self._shapes.append(shape)
             self.columns.extend(shape)
-            reserved = envelope_overhead(
-                self.columns, self._limits.max_rows, self._limits.max_bytes
-            )
+            reserved = reserved_bytes(self._limits, encode_columns(self.columns))
             previous = self._collector
             self._collector = RowCollector(self._limits, reserved_bytes=reserved)
             if previous is not None:
@@ -782,15 +784,8 @@ class _ResultBuilder:
         return names, encoders
 
     def output(self) -> ExecutionOutput:
-        collector = self._collector
-        truncated = collector.truncated if collector is not None else False
-        data = result_envelope(
-            collector.rows_json() if collector is not None else b"[]",
-            truncated=truncated,
-            reason=collector.truncation_reason if collector is not None else None,
-            columns=self.columns,
-        )
-        return ExecutionOutput(result_data=data.decode(), truncated=truncated)
+        """The result of the plan; the collected rows are consumed."""
+        return select_output(self._collector, encode_columns(self.columns))
 
 
 def _run_setup(conn: Connection[Any], sql: str, args: tuple[int | float, ...] | None) -> int:
@@ -820,54 +815,3 @@ def _interrupted(reason: str, timeout_secs: int) -> DatabaseError:
 def _is_statement_error(error: DatabaseError) -> bool:
     """A plain SQL error: the connection still works, so an explicit ROLLBACK is worth it."""
     return not (error.connectivity or isinstance(error, QueryTimeout | QueryCancelled))
-
-
-def has_multiple_statements(sql: str) -> bool:
-    """True when `sql` holds more than one statement (something after a top-level `;`).
-
-    Quotes, backtick identifiers and comments are skipped the way MySQL lexes them; an
-    executable comment (`/*! … */`, `/*M! … */`) counts as code. Used to refuse EXPLAIN of
-    several statements by name; the single-statement connection is the backstop.
-    """
-    i = 0
-    n = len(sql)
-    ended = False
-    while i < n:
-        ch = sql[i]
-        if ch.isspace():
-            i += 1
-        elif ch == ";":
-            ended = True
-            i += 1
-        elif ch == "#" or (sql.startswith("--", i) and (i + 2 == n or sql[i + 2].isspace())):
-            newline = sql.find("\n", i)
-            i = n if newline < 0 else newline + 1
-        elif sql.startswith("/*", i) and not sql.startswith(("/*!", "/*M!"), i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        else:
-            if ended:
-                return True
-            if ch in "'\"`":
-                i = _skip_quoted(sql, i)
-            else:
-                i += 1
-    return False
-
-
-def _skip_quoted(sql: str, start: int) -> int:
-    quote = sql[start]
-    i = start + 1
-    n = len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch == "\\" and quote != "`":
-            i += 2
-        elif ch == quote:
-            if i + 1 < n and sql[i + 1] == quote:
-                i += 2
-            else:
-                return i + 1
-        else:
-            i += 1
-    return n

@@ -41,6 +41,7 @@ from adapters.mysql.connection import (
     kill_query,
     open_mysql_connection,
 )
+from adapters.mysql.lexer import implicit_commit_keywords, statements
 from application.agent.cancellation import CancelToken
 from domain.agent.errors import (
     DatabaseUnavailable,
@@ -53,8 +54,6 @@ from domain.agent.migrations import (
     RepairAction,
     RepairDetail,
     done_result,
-    implicit_commit_keywords,
-    leading_keywords,
     parse_migration_detail,
     parse_repair_detail,
     plan_for,
@@ -405,7 +404,7 @@ def _execute_verbatim(cur: Cursor, sql: str) -> None:
         while cur.nextset():  # an error in statement k is raised here
             pass
     except pymysql.Error as exc:
-        if error_code(exc) == ER_EMPTY_QUERY and not leading_keywords(sql):
+        if error_code(exc) == ER_EMPTY_QUERY and not statements(sql):
             return  # only comments: some servers call that an empty query
         raise
 

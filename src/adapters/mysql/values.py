@@ -1,4 +1,4 @@
-"""MySQL/MariaDB values as JSON (agent-protocol.md §5.5), and the `result_data` envelope.
+"""MySQL/MariaDB values as JSON (agent-protocol.md §5.5).
 
 Rows are read in the text protocol with PyMySQL's conversions switched off, so every value
 arrives as the exact bytes the server sent. Encoding from those bytes (rather than from
@@ -15,8 +15,6 @@ from typing import Any
 
 import orjson
 from pymysql.constants import FIELD_TYPE
-
-from domain.agent.result_limits import row_limit_reason, size_limit_reason
 
 #: Turns the raw text of one non-NULL value into its JSON value.
 Encoder = Callable[[bytes], Any]
@@ -177,47 +175,3 @@ def encode_row(names: Sequence[str], encoders: Sequence[Encoder], row: Sequence[
     for name, encode, value in zip(names, encoders, row, strict=True):
         obj[name] = None if value is None else encode(value)
     return orjson.dumps(obj)
-
-
-# --- the result_data envelope ----------------------------------------------------------
-
-
-def envelope_overhead(columns: Sequence[dict[str, str]], max_rows: int, max_bytes: int) -> int:
-    """Bytes `result_data` takes besides the row array, at its longest.
-
-    This is RowCollector's `reserved_bytes`: reserved up front so the rows plus this never
-    exceed the byte cap, whatever the final flags turn out to be ("false" is longer than
-    "true"; a reason is longer than null). The array's brackets are the collector's own.
-    """
-    longest_reason = max(
-        len(orjson.dumps(row_limit_reason(max_rows))),
-        len(orjson.dumps(size_limit_reason(max_bytes))),
-    )
-    without_rows = result_envelope(b"", truncated=False, reason=None, columns=columns)
-    return len(without_rows) + longest_reason - len(b"null")
-
-
-def result_envelope(
-    rows_json: bytes,
-    *,
-    truncated: bool,
-    reason: str | None,
-    columns: Sequence[dict[str, str]],
-) -> bytes:
-    """`{"rows":[…],"truncated":…,"truncation_reason":…,"columns":[…]}`, keys in this order.
-
-    Rows arrive already encoded, so the (possibly 10 MiB) row array is joined, not re-parsed.
-    """
-    return b"".join(
-        (
-            b'{"rows":',
-            rows_json,
-            b',"truncated":',
-            b"true" if truncated else b"false",
-            b',"truncation_reason":',
-            orjson.dumps(reason),
-            b',"columns":',
-            orjson.dumps(list(columns)),
-            b"}",
-        )
-    )

@@ -61,6 +61,12 @@ from adapters.postgres.values import (
     select_adapters,
     unknown_type,
 )
+from adapters.sql_common.envelope import (
+    dml_output,
+    encode_columns,
+    reserved_bytes,
+    select_output,
+)
 from adapters.sql_common.errors import TransactionControlRefused, only_database_errors_logged_to
 from adapters.sql_common.pool import DEFAULT_MAX_IDLE, ConnectionPool
 from application.agent.cancellation import CancelToken
@@ -72,7 +78,7 @@ from domain.agent.errors import (
     QueryTimeout,
 )
 from domain.agent.explain import ExplainRefused, check_explainable
-from domain.agent.result_limits import ResultLimits, RowCollector, longest_reason
+from domain.agent.result_limits import ResultLimits, RowCollector
 from domain.shared.errors import ConfigError
 from domain.shared.jobs import ExecutionOutput
 from domain.shared.operations import Operation
@@ -310,47 +316,6 @@ class _StatementGuard:
                 return
 
 
-# --- result assembly ---------------------------------------------------------------------
-
-_ROWS_PREFIX = b'{"rows":['
-
-
-def _envelope_suffix(truncated: bool, reason: str | None, columns_json: bytes) -> bytes:
-    return (
-        b'],"truncated":'
-        + (b"true" if truncated else b"false")
-        + b',"truncation_reason":'
-        + orjson.dumps(reason)
-        + b',"columns":'
-        + columns_json
-        + b"}"
-    )
-
-
-def envelope_size(limits: ResultLimits, columns_json: bytes) -> int:
-    """Bytes of `result_data` around the rows, at their largest (the longer reason)."""
-    return len(_ROWS_PREFIX) + len(_envelope_suffix(False, longest_reason(limits), columns_json))
-
-
-def build_result_data(
-    rows: list[bytes], truncated: bool, reason: str | None, columns_json: bytes
-) -> str:
-    """`{"rows":[…],"truncated":…,"truncation_reason":…,"columns":[…]}` as compact JSON.
-
-    Built with a single join over the row list (which is consumed), so the peak is the rows
-    plus one copy of the text, not two.
-    """
-    suffix = _envelope_suffix(truncated, reason, columns_json)
-    if rows:
-        rows[0] = _ROWS_PREFIX + rows[0]
-        rows[-1] = rows[-1] + suffix
-        data = b",".join(rows)
-        rows.clear()
-    else:
-        data = _ROWS_PREFIX + suffix
-    return data.decode("utf-8")
-
-
 @dataclass
 class _Streamed:
     output: ExecutionOutput
@@ -545,7 +510,7 @@ class PostgresDatabase:
         raw_text = connection.info.encoding == "ascii"  # SQL_ASCII: text arrives as bytes
         transformer = Transformer(_SelectContext(connection))
         collector: RowCollector | None = None
-        columns_json = b"[]"
+        columns_json = encode_columns([])
         for sql in statements:
             _require_read_only_transaction(pgconn)
             guard.check()
@@ -581,9 +546,9 @@ class PostgresDatabase:
                         )
                         transformer.set_pgresult(result, set_loaders=True)
                         if collector is None:
-                            columns_json = orjson.dumps(encoder.columns)
+                            columns_json = encode_columns(encoder.columns)
                             collector = RowCollector(
-                                limits, reserved_bytes=envelope_size(limits, columns_json)
+                                limits, reserved_bytes=reserved_bytes(limits, columns_json)
                             )
                     else:
                         transformer.set_pgresult(result, set_loaders=False)
@@ -613,14 +578,7 @@ class PostgresDatabase:
     def _streamed(
         collector: RowCollector | None, columns_json: bytes, *, complete: bool
     ) -> _Streamed:
-        if collector is None:
-            data = build_result_data([], False, None, columns_json)
-            return _Streamed(ExecutionOutput(result_data=data, truncated=False), complete)
-        truncated = collector.truncated
-        data = build_result_data(
-            collector.rows, truncated, collector.truncation_reason, columns_json
-        )
-        return _Streamed(ExecutionOutput(result_data=data, truncated=truncated), complete)
+        return _Streamed(select_output(collector, columns_json), complete)
 
     def _column_types(self, result: pq.abc.PGresult) -> list[PgType]:
         oids = [result.ftype(index) for index in range(result.nfields)]
@@ -691,10 +649,7 @@ class PostgresDatabase:
             guard.disarm()
             self._release(connection, reusable=reusable)
         # The batch committed: even a cancel that came too late does not undo that.
-        return ExecutionOutput(
-            result_data=orjson.dumps({"rows_affected": rows_affected}).decode(),
-            rows_affected=rows_affected,
-        )
+        return dml_output(rows_affected)
 
     def _run_batch(self, connection: Connection, sql: bytes, guard: _StatementGuard) -> int:
         """Send the batch in one simple-protocol message; the sum of the command tags'

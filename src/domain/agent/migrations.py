@@ -12,7 +12,6 @@ the applied versions and a callback that applies one version.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -31,9 +30,6 @@ MAX_VERSION_LENGTH = 255
 #: reference agent interpolated them, and a version like `1'; DROP …` can only be an attack
 #: or a bug: rejecting it before any SQL runs keeps both agents' behaviour the same.
 _FORBIDDEN_VERSION_CHARS = frozenset("'\";\\\n\r\x00`")
-
-#: Statements that make MySQL commit implicitly, so a migration holding one is not atomic.
-IMPLICIT_COMMIT_KEYWORDS = ("CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME")
 
 
 class Direction(StrEnum):
@@ -363,68 +359,3 @@ def repair_hint(direction: Direction, version: str) -> str:
         f"Run 'dbward migrate repair --emergency --action {action} --version {version} "
         "--reason <reason>'"
     )
-
-
-# --- MySQL implicit commits ---------------------------------------------------------------
-
-
-def _blank_out_comments_and_literals(sql: str) -> str:
-    """The SQL with comments and quoted text replaced by spaces (same statement breaks)."""
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if sql.startswith("--", i) or c == "#":
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-            out.append(" ")
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            out.append(" ")
-        elif c in "'\"`":
-            i = _skip_quoted(sql, i, c)
-            out.append(" x ")
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def _skip_quoted(sql: str, start: int, quote: str) -> int:
-    """Index just past the literal opening at `start` (doubled quotes and backslashes)."""
-    i = start + 1
-    while i < len(sql):
-        c = sql[i]
-        if c == "\\" and quote != "`":
-            i += 2
-            continue
-        if c == quote:
-            if sql.startswith(quote * 2, i):
-                i += 2
-                continue
-            return i + 1
-        i += 1
-    return i
-
-
-_FIRST_WORD = re.compile(r"[\s(]*([A-Za-z_]+)")
-
-
-def leading_keywords(sql: str) -> list[str]:
-    """The first word of each statement, upper-cased, skipping comments and literals.
-
-    Only a heuristic for warnings (MySQL commits implicitly around DDL); the SQL that runs
-    is always the exact approved text, never this split.
-    """
-    keywords: list[str] = []
-    for statement in _blank_out_comments_and_literals(sql).split(";"):
-        match = _FIRST_WORD.match(statement)
-        if match:
-            keywords.append(match.group(1).upper())
-    return keywords
-
-
-def implicit_commit_keywords(sql: str) -> list[str]:
-    """Leading keywords of statements that commit implicitly on MySQL (for a warning)."""
-    return [k for k in leading_keywords(sql) if k in IMPLICIT_COMMIT_KEYWORDS]

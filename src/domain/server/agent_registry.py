@@ -15,7 +15,6 @@ Our changes to the reference, both additive on the wire:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,7 @@ from enum import StrEnum
 
 from domain.server.errors import Validation
 from domain.shared.jobs import ActiveJobStatus, AgentStatus
-from domain.shared.scopes import Scope
+from domain.shared.scopes import Scope, is_valid_scope_name
 
 #: An agent not heard from for longer than this is offline.
 OFFLINE_AFTER_SECS = 60
@@ -31,8 +30,6 @@ OFFLINE_AFTER_SECS = 60
 DEFAULT_MAX_CONCURRENT = 4
 #: `last_poll_ago_secs` shown for an agent that never polled.
 NEVER_POLLED_SECS = 9999
-
-_SCOPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 
 class AgentState(StrEnum):
@@ -100,9 +97,9 @@ def validate_poll_scopes(scopes: Iterable[Scope | tuple[str, str]]) -> tuple[Sco
         raise Validation("wildcard '*' is not allowed in scopes")
     unique: dict[Scope, None] = {}
     for database, environment in pairs:
-        if not _SCOPE_NAME.fullmatch(database):
+        if not is_valid_scope_name(database):
             raise Validation(f"invalid database in scope: {database}")
-        if not _SCOPE_NAME.fullmatch(environment):
+        if not is_valid_scope_name(environment):
             raise Validation(f"invalid environment in scope: {environment}")
         unique.setdefault(Scope(database, environment), None)
     return tuple(unique)

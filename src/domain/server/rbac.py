@@ -16,7 +16,6 @@ API without also being an operator. Everything else about the built-in roles is 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,6 +24,7 @@ from typing import Protocol, TypeVar
 
 from domain.server.api_tokens import SubjectType
 from domain.server.errors import Forbidden, Validation
+from domain.shared.scopes import is_valid_scope_name
 
 # --- permissions ------------------------------------------------------------------
 
@@ -167,8 +167,6 @@ APPROVER = "approver"
 OPERATOR = "operator"
 AGENT_DEFAULT = "agent-default"
 
-_SCOPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-
 
 def _covers(allowed: tuple[str, ...], name: str) -> bool:
     return not allowed or "*" in allowed or name in allowed
@@ -295,7 +293,7 @@ def define_role(
     envs = tuple(environments)
     for kind, values in (("database", dbs), ("environment", envs)):
         for value in values:
-            if value != "*" and not _SCOPE_NAME.fullmatch(value):
+            if value != "*" and not is_valid_scope_name(value):
                 raise Validation(f"invalid {kind} in role {name!r}: {value}")
     return Role(name=name, grants=grants, databases=dbs, environments=envs)
 

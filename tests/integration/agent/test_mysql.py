@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import orjson
 import pymysql
 import pytest
+from pymysql.constants import CLIENT
 from pymysql.cursors import SSCursor
 
 from adapters.mysql.connection import (
@@ -26,10 +27,8 @@ from adapters.mysql.connection import (
     parse_mysql_url,
     server_status,
 )
-from adapters.mysql.database import (
-    MySqlDatabase,
-    has_multiple_statements,
-)
+from adapters.mysql.database import MySqlDatabase
+from adapters.mysql.lexer import has_multiple_statements, statements
 from adapters.sql_common.errors import TRANSACTION_CONTROL_REFUSED
 from application.agent.cancellation import CancelReason, CancelToken
 from domain.agent.errors import (
@@ -1131,22 +1130,51 @@ def test_explain_refuses_analyze_and_several_statements(
 
 
 @pytest.mark.parametrize(
-    ("sql", "several"),
+    ("sql", "values"),
     [
-        ("SELECT 1", False),
-        ("SELECT 1;", False),
-        ("SELECT 1; -- trailing comment", False),
-        ("SELECT 1; # trailing comment\n", False),
-        ("SELECT 'a;b', \"c;d\", `e;f` FROM t", False),
-        ("SELECT 'it''s; fine'", False),
-        ("SELECT 'esc\\'; still string'", False),
-        ("SELECT 1; SELECT 2", True),
-        ("SELECT 1 /* ; */; SELECT 2", True),
-        ("SELECT 1;/*! SELECT 2 */", True),
+        ("SELECT 1 --1", [2]),  # `--` before a digit is two minus signs
+        ("SELECT 1 --x FROM (SELECT 1 AS x) AS t", [2]),
+        ("SELECT 1 -- 1; SELECT 2", [1]),
+        ("SELECT 1 --\t1; SELECT 2", [1]),
+        ("SELECT 1 --\x01; SELECT 2", [1]),
+        ("SELECT 1 #; SELECT 2\n+1", [2]),
+        ("SELECT 1 /* ; SELECT 2 */ + 1", [2]),
+        ("SELECT 1 /*! + 1 */; SELECT 3", [2, 3]),
+        ("SELECT 1 /*M! + 1 */", [2]),
+        ("SELECT 1; /*!40101 SELECT 2 */", [1, 2]),
+        ("SELECT 1; -- trailing comment", [1]),
+        ("SELECT 1; # trailing comment\n", [1]),
+        ("SELECT 'a;--b' = 'a;--b' AS `e;--f`; SELECT 2", [1, 2]),
+        ("SELECT 'it\\'s; x' = \"it's; x\"", [1]),
+        ("SELECT 'y''z;' = \"y'z;\"; SELECT 2", [1, 2]),
+        ("SELECT `a``;b` FROM (SELECT 7 AS `a``;b`) AS t", [7]),
     ],
 )
-def test_statement_counting_skips_quotes_and_comments(sql: str, several: bool) -> None:
-    assert has_multiple_statements(sql) is several
+def test_the_lexer_finds_the_statements_the_server_runs(
+    mysql_database: str, sql: str, values: list[int]
+) -> None:
+    """The server's own reading of the tricky inputs: as many row sets as `statements`."""
+    parts = urlsplit(mysql_database)
+    conn = pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=parts.path.lstrip("/"),
+        client_flag=CLIENT.MULTI_STATEMENTS,
+    )
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+            seen = [cursor.fetchone()[0]] if cursor.description else []
+            while cursor.nextset():
+                if cursor.description:
+                    seen.append(cursor.fetchone()[0])
+    finally:
+        conn.close()
+    assert seen == values
+    assert len(statements(sql)) == len(values)
+    assert has_multiple_statements(sql) is (len(values) > 1)
 
 
 def test_close_closes_idle_connections(mysql_database: str, admin: Admin) -> None:

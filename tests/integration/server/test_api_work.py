@@ -1084,6 +1084,21 @@ def test_oversized_polls_are_400(client: TestClient) -> None:
     assert poll(client, agent_version="0." + "9" * 200)["upgrade_required"] is False
 
 
+@pytest.mark.parametrize(
+    ("field_name", "name"),
+    [("database", "app\n"), ("environment", "production\n"), ("database", "App")],
+)
+def test_a_scope_name_outside_the_rule_is_400(
+    client: TestClient, field_name: str, name: str
+) -> None:
+    """A name ending in a newline is refused like any other bad name, before any workflow."""
+    body = {"database": "app", "environment": "production", "detail": "SELECT 1"}
+    body[field_name] = name
+    response = client.post("/api/requests", json=body, headers=ALICE_H)
+    _assert_validation(response, f"invalid {field_name} name {name!r}")
+    assert client.get("/api/requests", headers=ALICE_H).json()["requests"] == []
+
+
 def test_lone_surrogates_in_a_new_request_are_400(client: TestClient) -> None:
     for field_name in ("detail", "reason", "idempotency_key"):
         fields = {"database": "app", "environment": "production", "detail": "SELECT 1"}

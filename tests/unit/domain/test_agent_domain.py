@@ -30,8 +30,7 @@ from domain.shared.operations import (
     parse_canonical_operation,
     parse_operation,
 )
-from domain.shared.scopes import InvalidScopeNameError, Scope, validate_scope_name
-from domain.shared.versions import version_lt
+from domain.shared.scopes import Scope
 
 # --- operations -----------------------------------------------------------------------
 
@@ -80,44 +79,6 @@ def test_every_migrate_operation_is_a_migration_but_only_up_and_down_change_the_
         Operation.MIGRATE_UP,
         Operation.MIGRATE_DOWN,
     }
-
-
-# --- scopes ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["app", "a", "app_2-prod", "a" * 63])
-def test_valid_scope_names_are_accepted(name: str) -> None:
-    assert validate_scope_name("database", name) == name
-
-
-@pytest.mark.parametrize("name", ["", "App", "1app", "_app", "app.prod", "*", "a" * 64])
-def test_invalid_scope_names_are_refused_with_the_kind_named(name: str) -> None:
-    with pytest.raises(InvalidScopeNameError, match="invalid environment name"):
-        validate_scope_name("environment", name)
-
-
-def test_scope_prints_as_database_slash_environment() -> None:
-    assert str(Scope("app", "production")) == "app/production"
-
-
-# --- versions -------------------------------------------------------------------------
-
-
-def test_version_lt_compares_numerically_not_as_text() -> None:
-    assert version_lt("0.9.0", "0.10.0")
-    assert not version_lt("0.10.0", "0.9.0")
-
-
-def test_version_lt_is_false_for_equal_and_newer_versions() -> None:
-    assert not version_lt("0.2.0", "0.2.0")
-    assert not version_lt("0.3.0", "0.2.0")
-    assert version_lt("0.1.9", "0.2.0")
-
-
-def test_version_lt_a_release_candidate_is_older_than_its_release() -> None:
-    # agent-protocol §3.2 step 5: the unparsable component is dropped, "0.2.0-rc1" -> [0, 2],
-    # which is less than [0, 2, 0]; semver agrees.
-    assert version_lt("0.2.0-rc1", "0.2.0")
 
 
 # --- backoff --------------------------------------------------------------------------

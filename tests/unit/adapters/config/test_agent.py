@@ -754,6 +754,11 @@ class TestDatabases:
                 "databases.app.\"*\": invalid environment name '*': use 1-63 characters of "
                 "a-z, 0-9, '_' or '-', starting with a letter",
             ),
+            (
+                database(db='"app\\n"'),
+                "databases.\"app\\n\": invalid database name 'app\\n': use 1-63 characters "
+                "of a-z, 0-9, '_' or '-', starting with a letter",
+            ),
         ],
     )
     def test_scope_names_validated(self, tmp_path: Path, dbs: str, expected: str) -> None:

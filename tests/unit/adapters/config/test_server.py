@@ -831,6 +831,15 @@ class TestDatabases:
             "of a-z, 0-9, '_' or '-', starting with a letter",
         ]
 
+    def test_a_trailing_newline_is_not_part_of_a_valid_name(self, tmp_path: Path) -> None:
+        base = 'state_dir = "s"\n[[databases]]\nname = "app\\n"\nenvironments = ["prod\\n"]'
+        assert error_lines(tmp_path, config(base=base)) == [
+            "databases[0].name: invalid database name 'app\\n': use 1-63 characters of a-z, "
+            "0-9, '_' or '-', starting with a letter",
+            "databases[0].environments[0]: invalid environment name 'prod\\n': use 1-63 "
+            "characters of a-z, 0-9, '_' or '-', starting with a letter",
+        ]
+
     def test_duplicates(self, tmp_path: Path) -> None:
         text = config(
             WORKFLOW,

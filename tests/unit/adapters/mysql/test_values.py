@@ -1,4 +1,4 @@
-"""MySQL value encoding (agent-protocol.md §5.5) and the result_data envelope, without a server."""
+"""MySQL value encoding (agent-protocol.md §5.5), without a server."""
 
 from __future__ import annotations
 
@@ -16,13 +16,9 @@ from adapters.mysql.values import (
     encode_row,
     encode_text,
     encoder_for,
-    envelope_overhead,
-    result_envelope,
     type_name,
 )
 from domain.agent.result_limits import (
-    ResultLimits,
-    RowCollector,
     row_limit_reason,
     size_limit_reason,
 )
@@ -156,18 +152,6 @@ def test_row_is_a_json_object_in_column_order_and_duplicates_keep_the_last_value
     assert encode_row(names, encoders, (b"1", b"x", b"2", None)) == b'{"b":2,"a":"x","n":null}'
 
 
-def test_envelope_key_order_and_compact_json() -> None:
-    columns = [{"name": "a", "type": "LONG"}, {"name": "a", "type": "LONG"}]
-    data = result_envelope(
-        b'[{"a":1}]', truncated=True, reason="row limit reached (1)", columns=columns
-    )
-    assert data == (
-        b'{"rows":[{"a":1}],"truncated":true,"truncation_reason":"row limit reached (1)",'
-        b'"columns":[{"name":"a","type":"LONG"},{"name":"a","type":"LONG"}]}'
-    )
-    assert list(orjson.loads(data)) == ["rows", "truncated", "truncation_reason", "columns"]
-
-
 @pytest.mark.parametrize(
     ("max_bytes", "text"),
     [
@@ -185,37 +169,3 @@ def test_size_limit_reason_reads_in_mb_for_whole_mebibytes(max_bytes: int, text:
 
 def test_row_limit_reason_keeps_its_wording() -> None:
     assert row_limit_reason(10000) == "row limit reached (10000)"
-
-
-@pytest.mark.parametrize("max_bytes", [4096, 10 * 1024 * 1024])
-@pytest.mark.parametrize("max_rows", [10, 10**15])
-@pytest.mark.parametrize("reason", [None, "row", "size"])
-@pytest.mark.parametrize("truncated", [False, True])
-def test_overhead_bounds_every_envelope(
-    reason: str | None, truncated: bool, max_rows: int, max_bytes: int
-) -> None:
-    columns = [{"name": "id", "type": "LONG"}, {"name": "name", "type": "VAR_STRING"}]
-    reasons = {None: None, "row": row_limit_reason(max_rows), "size": size_limit_reason(max_bytes)}
-    envelope = result_envelope(b"[]", truncated=truncated, reason=reasons[reason], columns=columns)
-    # The collector keeps two bytes for the array's brackets on top of the overhead.
-    assert len(envelope) <= envelope_overhead(columns, max_rows, max_bytes) + len(b"[]")
-
-
-def test_rows_collected_with_the_overhead_reserved_never_exceed_the_byte_cap() -> None:
-    columns = [{"name": "v", "type": "VAR_STRING"}]
-    limits = ResultLimits(max_rows=1000, max_bytes=300)
-    collector = RowCollector(limits, reserved_bytes=envelope_overhead(columns, 1000, 300))
-    row = encode_row(["v"], [encode_text], (b"x" * 20,))
-    while collector.offer(row):
-        pass
-    data = result_envelope(
-        collector.rows_json(),
-        truncated=collector.truncated,
-        reason=collector.truncation_reason,
-        columns=columns,
-    )
-    assert collector.truncation_reason == "size limit reached (300 bytes)"
-    assert len(data) <= 300
-    # One more row would not have fitted: the cap is used, not just respected (the reserve
-    # assumes "false", one byte longer than the "true" written here).
-    assert len(data) + 1 + len(row) > 300 - 1

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import orjson
 import pytest
 from psycopg.pq import Format
 
-from adapters.postgres.database import build_result_data, envelope_size
 from adapters.postgres.values import (
     BUILTIN_TYPES,
     CatalogType,
@@ -29,7 +27,6 @@ from adapters.postgres.values import (
     select_adapters,
     text_converter,
 )
-from domain.agent.result_limits import ResultLimits, RowCollector
 
 INT4 = BUILTIN_TYPES[23]
 TEXT = BUILTIN_TYPES[25]
@@ -299,61 +296,3 @@ def test_encode_text_row_converts_from_server_text() -> None:
 def test_one_type_per_column() -> None:
     with pytest.raises(ValueError, match="one type per column"):
         RowEncoder(["a"], [])
-
-
-# --- result envelope -------------------------------------------------------------------
-
-
-def test_result_data_shape_and_key_order() -> None:
-    data = build_result_data([b'{"a":1}', b'{"a":2}'], True, "row limit reached (2)", b"[]")
-    assert data == (
-        '{"rows":[{"a":1},{"a":2}],"truncated":true,'
-        '"truncation_reason":"row limit reached (2)","columns":[]}'
-    )
-    assert json.loads(build_result_data([], False, None, b"[]")) == {
-        "rows": [],
-        "truncated": False,
-        "truncation_reason": None,
-        "columns": [],
-    }
-
-
-@pytest.mark.parametrize("max_bytes", [300, 301, 333, 400, 1000])
-def test_the_reserved_envelope_keeps_result_data_within_max_bytes(max_bytes: int) -> None:
-    limits = ResultLimits(max_rows=1000, max_bytes=max_bytes)
-    columns_json = orjson.dumps([{"name": "n", "type": "int4"}])
-    collector = RowCollector(limits, reserved_bytes=envelope_size(limits, columns_json))
-    for n in range(1000):
-        if not collector.offer(orjson.dumps({"n": n})):
-            break
-    data = build_result_data(
-        collector.rows, collector.truncated, collector.truncation_reason, columns_json
-    )
-    assert len(data.encode()) <= max_bytes
-    assert json.loads(data)["truncation_reason"] == f"size limit reached ({max_bytes} bytes)"
-
-
-@pytest.mark.parametrize(
-    ("max_bytes", "reason"),
-    [
-        (1024 * 1024, "size limit reached (1 MB)"),
-        (3 * 1024 * 1024, "size limit reached (3 MB)"),
-        (1024 * 1024 + 1, "size limit reached (1048577 bytes)"),
-        (1_000_000, "size limit reached (1000000 bytes)"),
-    ],
-)
-def test_a_whole_mib_cap_is_reported_in_mb_and_the_envelope_still_fits(
-    max_bytes: int, reason: str
-) -> None:
-    # A row limit whose reason is the longer one: the reserve covers whichever is written.
-    limits = ResultLimits(max_rows=10**15, max_bytes=max_bytes)
-    columns_json = orjson.dumps([{"name": "pad", "type": "text"}])
-    collector = RowCollector(limits, reserved_bytes=envelope_size(limits, columns_json))
-    row = orjson.dumps({"pad": "x" * 2000})
-    while collector.offer(row):
-        pass
-    data = build_result_data(
-        collector.rows, collector.truncated, collector.truncation_reason, columns_json
-    )
-    assert len(data.encode()) <= max_bytes
-    assert json.loads(data)["truncation_reason"] == reason

@@ -248,6 +248,27 @@ def test_version_gate_blocks_jobs_and_readiness_until_lowered(harnesses: list[Ha
     assert wait_until(lambda: h.probes.ready)
 
 
+@pytest.mark.parametrize(
+    ("minimum", "gated"),
+    [
+        ("0.2.0-rc1", False),  # a release candidate is older than its release
+        ("0.2", False),  # a missing component counts as 0
+        ("0.1.10", False),
+        ("0.2.1-rc1", True),  # but newer than the release before it
+        ("0.10.0", True),  # numbers, not text
+    ],
+)
+def test_version_gate_orders_release_candidates_between_releases(minimum: str, gated: bool) -> None:
+    """The agent (`AGENT_PROTOCOL_VERSION` 0.2.0) against minimums around its own version."""
+    clock = FakeClock()
+    s = stepper(server=FakeServer(clock, min_agent_version=minimum), clock=clock)
+    s.loop.step()
+    s.loop.step()
+    assert s.loop.upgrade_required is gated
+    assert (s.server.polls[-1].limit == 0) is gated
+    assert (True not in s.probes.ready_history[-1:]) is gated
+
+
 # --- per-database degraded mode (improvement 2) ------------------------------------------
 
 

@@ -14,8 +14,6 @@ from domain.agent.migrations import (
     MigrationDetail,
     RepairAction,
     down_result,
-    implicit_commit_keywords,
-    leading_keywords,
     parse_migration_detail,
     parse_repair_detail,
     partial_result,
@@ -350,22 +348,3 @@ def test_result_shapes_are_compact_json() -> None:
         == '{"applied_before_failure":["1"],"error":"boom"}'
     )
     assert partial_result(Direction.DOWN, [], "é") == '{"reverted_before_failure":[],"error":"é"}'
-
-
-# --- MySQL implicit-commit heuristic --------------------------------------------------------
-
-
-def test_leading_keywords_skip_comments_and_literals() -> None:
-    sql = (
-        "-- DROP nothing\ncreate table t (a int);\n"
-        "INSERT INTO t VALUES ('x; drop table t');  # alter\n"
-        "/* rename */ (SELECT 1); update t set a = 2;"
-    )
-    assert leading_keywords(sql) == ["CREATE", "INSERT", "SELECT", "UPDATE"]
-    assert implicit_commit_keywords(sql) == ["CREATE"]
-    assert implicit_commit_keywords("truncate t; RENAME TABLE a TO b; alter table x") == [
-        "TRUNCATE",
-        "RENAME",
-        "ALTER",
-    ]
-    assert implicit_commit_keywords("INSERT INTO t VALUES ('it''s; DROP')") == []

@@ -467,7 +467,11 @@ def test_session_state_left_by_a_plan_does_not_reach_the_next_job(
 ) -> None:
     select(db, "SELECT pg_advisory_lock(4242)")
     db.execute_dml(["SET statement_timeout = '7s'", "SET work_mem = '777kB'"], 10, CancelToken())
-    locks = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+    # Only this test's database: other suites may hold advisory locks on the same server.
+    locks = admin.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+    ).fetchone()
     assert locks == (0,)
     data = select(
         db, "SELECT current_setting('work_mem') AS w, current_setting('bytea_output') AS b"

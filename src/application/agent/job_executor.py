@@ -31,12 +31,12 @@ from domain.agent.errors import (
 )
 from domain.agent.lease import lease_seconds, submit_budget_secs
 from domain.agent.result_limits import ResultLimits
-from domain.shared.errors import DbwardError
-from domain.shared.execution_token import (
+from domain.agent.token_verification import (
     parse_rfc3339,
     statements_to_execute,
     verify_execution_token,
 )
+from domain.shared.errors import DbwardError
 from domain.shared.jobs import ClaimedJob, DispatchedJob, ExecutionOutput, JobResult
 from domain.shared.operations import Operation, UnsupportedOperationError, parse_operation
 from domain.shared.scopes import Scope

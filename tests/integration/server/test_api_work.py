@@ -36,10 +36,10 @@ from adapters.server_client.client import HttpServerClient
 from adapters.wire import agent_protocol as wire
 from application.server.settings import StoreSettings
 from domain.agent.errors import ServerConflict as AgentConflict
+from domain.agent.token_verification import verify_execution_token
 from domain.server.errors import Unauthenticated
 from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
-from domain.shared.execution_token import verify_execution_token
 from domain.shared.jobs import AgentStatus, JobResult, PollRequest
 from domain.shared.operations import DEFAULT_OPERATIONS
 from domain.shared.scopes import Capabilities, Scope

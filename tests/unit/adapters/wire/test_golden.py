@@ -15,13 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.crypto.ed25519_verifier import Ed25519Verifier
 from adapters.wire import agent_protocol as wire
 from domain.agent.errors import MalformedServerResponse, TokenVerificationError
-from domain.shared.execution_token import (
-    canonical_json,
-    detail_hash,
-    parse_rfc3339,
-    signed_message,
-    verify_execution_token,
-)
+from domain.agent.token_verification import parse_rfc3339, verify_execution_token
+from domain.shared.execution_token import canonical_json, detail_hash, signed_message
 from domain.shared.jobs import (
     ActiveJobStatus,
     AgentStatus,

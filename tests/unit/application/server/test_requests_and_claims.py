@@ -60,6 +60,7 @@ from application.server.settings import (
     ServerSettings,
 )
 from application.server.sweeps import ServerSweeps
+from domain.agent.token_verification import verify_execution_token
 from domain.server.api_tokens import SubjectType
 from domain.server.errors import (
     Conflict,
@@ -87,7 +88,6 @@ from domain.server.workflows import (
     AutoApproveMode,
     Workflow,
 )
-from domain.shared.execution_token import verify_execution_token
 from domain.shared.jobs import AgentStatus, ClaimedJob, JobResult
 from domain.shared.operations import Operation
 from domain.shared.scopes import Scope

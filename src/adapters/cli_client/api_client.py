@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
-from adapters.server_client.client import path_segment
+from adapters.wire.urls import path_segment
 
 DEFAULT_TIMEOUT_SECS = 30.0
 CONNECT_TIMEOUT_SECS = 10.0

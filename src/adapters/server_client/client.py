@@ -13,12 +13,12 @@ decide hard versus transient without knowing anything about HTTP:
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
 
 from adapters.wire import agent_protocol as wire
+from adapters.wire.urls import path_segment
 from domain.agent.errors import MalformedServerResponse, ServerUnreachable, server_error_for
 from domain.shared.errors import ConfigError
 from domain.shared.jobs import (
@@ -38,19 +38,6 @@ READ_TIMEOUT_SECS = 30.0
 POLL_READ_MARGIN_SECS = 10.0
 #: How much of a non-JSON error body is worth carrying in an exception message.
 _ERROR_BODY_PREVIEW = 200
-
-
-def path_segment(value: str) -> str:
-    """Quote an id for use as one path segment.
-
-    Everything outside the unreserved set is escaped, so `/`, `?` or `#` in an id cannot
-    leave the segment, and `.`/`..` are escaped too, because URL normalisation would
-    otherwise turn them into "this directory" / "parent directory".
-    """
-    quoted = quote(value, safe="")
-    if quoted in {".", ".."}:
-        return quoted.replace(".", "%2E")
-    return quoted
 
 
 def _error_details(response: httpx.Response) -> tuple[str, str | None]:

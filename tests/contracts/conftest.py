@@ -3,8 +3,8 @@
 Each SQL backend is one migrated database for the whole run, and every test works inside
 one transaction that is rolled back when it ends: each test starts from empty tables, and
 a database is created once instead of once per test. PostgreSQL comes from the
-integration suite's `postgres_url` (DBWARD_TEST_POSTGRES_URL; skipped when missing, a
-failure under CI=true).
+integration suite's `postgres_url` fixture, under its rules: without a database the
+PostgreSQL cases are skipped, and under CI=true they fail.
 """
 
 from __future__ import annotations

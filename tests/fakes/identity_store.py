@@ -2,7 +2,8 @@
 
 A write session works on the live state and restores a snapshot when the block raises, so
 a failed use case leaves nothing behind, like a rolled-back transaction. `work` is absent:
-the identity use cases never touch it.
+the identity use cases never touch it. `tests/contracts/test_identity_store.py` runs the
+same behaviour tests on this fake and on the SQL store, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class FakeIdentityRepository:
         return found
 
     def add_member(self, group: str, user_id: str, now: datetime) -> bool:
-        if (group, user_id) in self.state.members:
+        if user_id not in self.state.users or (group, user_id) in self.state.members:
             return False
         self.state.members.add((group, user_id))
         return True
@@ -154,8 +155,8 @@ class FakeIdentityRepository:
             and (filters.status is None or t.status is filters.status)
             and (filters.include_bootstrap or not t.is_bootstrap)
         ]
-        found.sort(key=lambda t: (t.created_at, t.id))
-        found.reverse()
+        found.sort(key=lambda t: t.id)
+        found.sort(key=lambda t: t.created_at, reverse=True)  # newest first, ties by id
         return found[: filters.limit] if filters.limit is not None else found
 
     def revoke_token(self, token_id: str, now: datetime) -> bool:
@@ -197,7 +198,8 @@ class FakeIdentityRepository:
         )
 
     def active_bootstrap_tokens(self) -> list[TokenRecord]:
-        return [t for t in self.state.tokens.values() if t.is_bootstrap and t.is_active]
+        found = [t for t in self.state.tokens.values() if t.is_bootstrap and t.is_active]
+        return sorted(found, key=lambda t: (t.created_at, t.id))
 
     def count_bootstrap_tokens(self) -> int:
         return sum(1 for t in self.state.tokens.values() if t.is_bootstrap)
@@ -210,11 +212,16 @@ class FakeIdentityRepository:
 
 
 class FakeAuditRepository:
-    def __init__(self, state: IdentityState, *, fail: bool = False) -> None:
+    def __init__(
+        self, state: IdentityState, *, fail: bool = False, read_only: bool = False
+    ) -> None:
         self.state = state
         self.fail = fail
+        self.read_only = read_only
 
     def append(self, event: AuditEvent) -> AuditEvent:
+        if self.read_only:
+            raise RuntimeError("append needs a write session, not a read one")
         if self.fail:
             raise RuntimeError("audit store is down")
         head = self.state.events[-1].event_hash if self.state.events else None
@@ -223,6 +230,9 @@ class FakeAuditRepository:
         return linked
 
     def list(self, filters: AuditFilters, *, limit: int, offset: int) -> list[AuditEvent]:
+        if limit < 1 or offset < 0:
+            raise ValueError(f"limit must be >= 1 and offset >= 0 (got {limit}, {offset})")
+
         def keep(e: AuditEvent) -> bool:
             pairs = (
                 (filters.actor_id, e.actor_id),
@@ -248,9 +258,9 @@ class FakeAuditRepository:
 
 
 class FakeSession:
-    def __init__(self, state: IdentityState, *, audit_fails: bool) -> None:
+    def __init__(self, state: IdentityState, *, audit_fails: bool, read_only: bool = False) -> None:
         self.identity = FakeIdentityRepository(state)
-        self.audit = FakeAuditRepository(state, fail=audit_fails)
+        self.audit = FakeAuditRepository(state, fail=audit_fails, read_only=read_only)
         self.work = None
 
 
@@ -279,7 +289,7 @@ class FakeStore:
 
     @contextmanager
     def read(self) -> Iterator[FakeSession]:
-        yield FakeSession(self.state, audit_fails=self.audit_fails)
+        yield FakeSession(self.state, audit_fails=self.audit_fails, read_only=True)
 
     # test helpers
     def events(self, event_type: str | None = None) -> list[AuditEvent]:

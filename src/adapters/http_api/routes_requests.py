@@ -24,7 +24,8 @@ from adapters.http_api.input_checks import (
     MAX_OFFSET,
     refuse_lone_surrogates,
 )
-from application.server.ports.work import DryRunJobRecord, DryRunStatus, RequestRecord
+from application.server.ports.work.explain_jobs import DryRunJobRecord, DryRunStatus
+from application.server.ports.work.requests import RequestRecord
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import ServerDraining
 from application.server.requests.create import CreateRequest, CreateRequestInput

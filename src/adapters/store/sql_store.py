@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine
 from adapters.store import audit_log
 from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
-from adapters.store.work_repo import SqlWorkRepository
+from adapters.store.work import SqlWorkRepository
 from application.server.ports.store import AuditFilters
 from domain.server.audit import AuditEvent, ChainVerdict
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypedDict
 
-from application.server.ports.work import RequestRecord
+from application.server.ports.work.requests import RequestRecord
 from domain.server.audit import AuditEvent
 from domain.server.rbac import Principal
 from domain.shared.timestamps import format_timestamp

@@ -30,7 +30,7 @@ from application.server.ports.services import (
     dispatch_topic,
     request_topic,
 )
-from application.server.ports.work import RequestRecord, RequestUpdate
+from application.server.ports.work.requests import RequestRecord, RequestUpdate
 from application.server.requests.common import new_uuid
 from application.server.settings import ServerSettings
 from domain.server.request_lifecycle import (

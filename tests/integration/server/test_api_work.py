@@ -981,7 +981,7 @@ def test_two_replicas_never_run_two_migrations_of_one_database(
 ) -> None:
     """Two replicas (two stores on one PostgreSQL) claim two migrate_up requests of one
     database at once: the per-database advisory lock lets exactly one through."""
-    from adapters.store.work_repo import SqlWorkRepository
+    from adapters.store.work import SqlWorkRepository
 
     settings = replace(default_settings(tmp_path), store=StoreSettings(pg_database))
     clock = MutableClock(datetime.now(UTC), follow_real_time=True)

@@ -43,24 +43,24 @@ from application.server.ports.services import (
     preflight_topic,
     request_topic,
 )
-from application.server.ports.work import (
-    AgentRow,
-    AgentUpsert,
-    DryRunJobRecord,
-    DryRunOutcome,
-    DryRunStatus,
+from application.server.ports.work.agents import AgentRow, AgentUpsert
+from application.server.ports.work.databases import SchemaSnapshot
+from application.server.ports.work.executions import (
     ExecutionAlreadyClaimed,
     ExecutionCompletion,
     ExecutionRecord,
     ExecutionStatus,
+    ResultSummary,
+)
+from application.server.ports.work.explain_jobs import (
+    DryRunJobRecord,
+    DryRunOutcome,
+    DryRunStatus,
     PreflightJobRecord,
     PreflightOutcome,
     PreflightStatus,
-    RequestRecord,
-    RequestUpdate,
-    ResultSummary,
-    SchemaSnapshot,
 )
+from application.server.ports.work.requests import RequestRecord, RequestUpdate
 from application.server.requests.common import LONG_POLL_RECHECK_SECS, ServerDraining, new_uuid
 from application.server.requests.decision_trace import requester_role
 from application.server.requests.results import MAX_STORED_ERROR_BYTES

@@ -5,8 +5,9 @@ commit together or not at all (DESIGN.md §4). Repositories decide races with co
 updates and report whether they won (a `bool` or a row count), never by reading first.
 
 The identity repository (users, tokens, group members) and the work repository (requests,
-executions, results, agents, schema snapshots, EXPLAIN jobs) are declared beside the use
-cases that need them: `application.server.ports.identity` and `application.server.ports.work`.
+executions, results, agents, databases, EXPLAIN jobs; one port per aggregate) are declared
+beside the use cases that need them: `application.server.ports.identity` and the package
+`application.server.ports.work`.
 """
 
 from __future__ import annotations

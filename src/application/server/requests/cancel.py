@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from application.server.audit_events import about_request, audit_event
 from application.server.ports.services import DispatchNotifier, ServerClock, request_topic
-from application.server.ports.work import RequestUpdate
+from application.server.ports.work.requests import RequestUpdate
 from application.server.requests.common import MAX_REASON_BYTES, new_uuid
 from domain.server.errors import Conflict, NotFound, Validation
 from domain.server.rbac import Permission, Principal, RequestMutate, authorize

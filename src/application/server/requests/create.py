@@ -34,8 +34,8 @@ from application.server.ports.services import (
     dispatch_topic,
     request_topic,
 )
-from application.server.ports.work import (
-    DryRunJobRecord,
+from application.server.ports.work.explain_jobs import DryRunJobRecord
+from application.server.ports.work.requests import (
     DuplicateIdempotencyKey,
     RequestRecord,
     RequestUpdate,

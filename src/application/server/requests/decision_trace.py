@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from application.server.ports.work import RequestRecord
+from application.server.ports.work.requests import RequestRecord
 from domain.server.rbac import Principal
 from domain.server.workflows import AutoApproved, Decision, RiskLevel, Workflow
 from domain.shared.operations import Operation

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from application.server.ports.services import DispatchNotifier, ServerClock, request_topic
-from application.server.ports.work import (
-    DryRunJobRecord,
-    ExecutionRecord,
-    RequestFilters,
-    RequestRecord,
-)
+from application.server.ports.work.executions import ExecutionRecord
+from application.server.ports.work.explain_jobs import DryRunJobRecord
+from application.server.ports.work.requests import RequestFilters, RequestRecord
 from application.server.requests.common import (
     LONG_POLL_RECHECK_SECS,
     first_step_approvers,

@@ -26,7 +26,8 @@ from application.server.ports.services import (
     ServerClock,
     request_topic,
 )
-from application.server.ports.work import ExecutionStatus, RequestRecord, ResultSummary
+from application.server.ports.work.executions import ExecutionStatus, ResultSummary
+from application.server.ports.work.requests import RequestRecord
 from application.server.requests.common import LONG_POLL_RECHECK_SECS
 from application.server.settings import ServerSettings
 from domain.server.errors import Conflict, Gone, NotFound

@@ -42,9 +42,9 @@ from application.server.agent_protocol.service import (
     rfc3339_nanos,
     version_lt,
 )
-from application.server.ports.work import (
+from application.server.ports.work.executions import ExecutionStatus
+from application.server.ports.work.explain_jobs import (
     DryRunStatus,
-    ExecutionStatus,
     PreflightJobRecord,
     PreflightStatus,
 )

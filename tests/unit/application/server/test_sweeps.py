@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from application.server.ports.work import (
-    LEASE_EXPIRED_MESSAGE,
+from application.server.ports.work.executions import LEASE_EXPIRED_MESSAGE, ExecutionStatus
+from application.server.ports.work.explain_jobs import (
     DryRunStatus,
-    ExecutionStatus,
     PreflightJobRecord,
     PreflightStatus,
 )
@@ -183,7 +182,7 @@ def test_approved_requests_expire_after_the_approved_ttl(server: ServerHarness) 
     request_id = server.create(environment="staging")
     # Approval is a later use case: approve by hand the way it will (expiry reset).
     with server.store.write() as session:
-        from application.server.ports.work import RequestUpdate
+        from application.server.ports.work.requests import RequestUpdate
 
         assert session.work.update_request_status(
             request_id,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from application.server.ports.work import RequestFilters
+from application.server.ports.work.requests import RequestFilters
 from application.server.requests.common import ServerDraining
 from application.server.requests.create import CreateRequestInput
 from application.server.requests.snapshots import workflow_from_snapshot

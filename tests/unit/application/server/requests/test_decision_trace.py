@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from application.server.ports.work import RequestRecord
+from application.server.ports.work.requests import RequestRecord
 from application.server.requests.decision_trace import decision_trace, requester_role
 from domain.server.request_lifecycle import RequestStatus
 from domain.server.workflows import (

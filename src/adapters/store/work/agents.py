@@ -1,0 +1,107 @@
+"""`AgentRepository` over SQLAlchemy Core: the `agents` registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+
+from adapters.store.schema import agents
+from adapters.store.work.base import SqlRepository, optional_timestamp, parse_optional_timestamp
+from application.server.ports.work.agents import AgentRow, AgentUpsert
+from domain.server.agent_registry import AgentRecord, AgentState
+from domain.shared.jobs import ActiveJobStatus
+from domain.shared.operations import Operation
+from domain.shared.scopes import Scope
+from domain.shared.timestamps import format_timestamp
+
+
+def _scopes_json(scopes: Iterable[Scope]) -> str:
+    return json.dumps([{"database": s.database, "environment": s.environment} for s in scopes])
+
+
+def _parse_scopes(raw: str | None) -> tuple[Scope, ...]:
+    return tuple(Scope(item["database"], item["environment"]) for item in json.loads(raw or "[]"))
+
+
+def _agent(row: Row[Any]) -> AgentRow:
+    m = row._mapping
+    agent_ids = tuple(json.loads(m["agent_ids_json"] or "[]"))
+    record = AgentRecord(
+        id=m["id"],
+        agent_id=agent_ids[-1] if agent_ids else None,
+        scopes=_parse_scopes(m["databases_json"]),
+        status=AgentState(m["status"]),
+        max_concurrent=m["max_concurrent"],
+        in_flight=m["in_flight"],
+        uptime_secs=m["uptime_secs"],
+        active_jobs=tuple(
+            ActiveJobStatus(
+                request_id=job["request_id"],
+                operation=job["operation"],
+                elapsed_secs=job["elapsed_secs"],
+            )
+            for job in json.loads(m["active_jobs_json"] or "[]")
+        ),
+        last_seen_at=parse_optional_timestamp(m["last_seen_at"]),
+        degraded_scopes=_parse_scopes(m["degraded_scopes_json"]),
+        agent_version=m["agent_version"],
+        agent_build=m["agent_build"],
+    )
+    return AgentRow(
+        record=record,
+        operations=tuple(Operation(op) for op in json.loads(m["operations_json"] or "[]")),
+        token_id=m["token_id"],
+        agent_ids=agent_ids,
+        created_at=parse_optional_timestamp(m["created_at"]),
+    )
+
+
+class SqlAgentRepository(SqlRepository):
+    def get_agent(self, agent_id: str) -> AgentRow | None:
+        return self._first(select(agents).where(agents.c.id == agent_id), _agent)
+
+    def upsert_agent(self, upsert: AgentUpsert, now: datetime) -> bool:
+        record = upsert.record
+        existing = self.get_agent(record.id)
+        agent_ids = list(existing.agent_ids) if existing is not None else []
+        if record.agent_id is not None and record.agent_id not in agent_ids:
+            agent_ids.append(record.agent_id)
+        values: dict[str, Any] = {
+            "token_id": upsert.token_id,
+            "databases_json": _scopes_json(record.scopes),
+            "operations_json": json.dumps([op.value for op in upsert.operations]),
+            "status": record.status.value,
+            "max_concurrent": record.max_concurrent,
+            "in_flight": record.in_flight,
+            "uptime_secs": record.uptime_secs,
+            "active_jobs_json": json.dumps(
+                [
+                    {
+                        "request_id": job.request_id,
+                        "operation": job.operation,
+                        "elapsed_secs": job.elapsed_secs,
+                    }
+                    for job in record.active_jobs
+                ]
+            ),
+            "agent_version": record.agent_version,
+            "agent_build": record.agent_build,
+            "agent_ids_json": json.dumps(agent_ids),
+            "degraded_scopes_json": _scopes_json(record.degraded_scopes),
+            "last_seen_at": optional_timestamp(record.last_seen_at),
+        }
+        if existing is None:
+            created = self._insert_or_conflict(
+                insert(agents).values(id=record.id, created_at=format_timestamp(now), **values)
+            )
+            if created:
+                return True
+        self._conn.execute(update(agents).where(agents.c.id == record.id).values(**values))
+        return False
+
+    def list_agents(self) -> list[AgentRow]:
+        return self._all(select(agents).order_by(agents.c.id), _agent)

@@ -1,0 +1,224 @@
+"""`ExecutionRepository` over SQLAlchemy Core: `executions` and their `results`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, exists, insert, select, update
+
+from adapters.store.schema import executions, results
+from adapters.store.work.base import SqlRepository, optional_timestamp, parse_optional_timestamp
+from application.server.ports.work.executions import (
+    LEASE_EXPIRED_MESSAGE,
+    LIVE_EXECUTION_STATUSES,
+    ExecutionAlreadyClaimed,
+    ExecutionCompletion,
+    ExecutionRecord,
+    ExecutionStatus,
+    ResultSummary,
+)
+from domain.shared.timestamps import format_timestamp, parse_timestamp
+
+_LIVE = tuple(status.value for status in LIVE_EXECUTION_STATUSES)
+
+
+def _execution(row: Row[Any]) -> ExecutionRecord:
+    m = row._mapping
+    return ExecutionRecord(
+        id=m["id"],
+        request_id=m["request_id"],
+        agent_id=m["agent_id"],
+        status=ExecutionStatus(m["status"]),
+        token=m["token"],
+        lease_secs=m["lease_secs"],
+        lease_expires_at=parse_timestamp(m["lease_expires_at"]),
+        started_at=parse_timestamp(m["started_at"]),
+        finished_at=parse_optional_timestamp(m["finished_at"]),
+        error_message=m["error_message"],
+        created_at=parse_timestamp(m["created_at"]),
+    )
+
+
+def _result(row: Row[Any]) -> ResultSummary:
+    m = row._mapping
+    return ResultSummary(
+        id=m["id"],
+        request_id=m["request_id"],
+        execution_id=m["execution_id"],
+        success=bool(m["success"]),
+        rows_affected=m["rows_affected"],
+        duration_ms=m["duration_ms"],
+        truncated=bool(m["truncated"]),
+        truncation_reason=m["truncation_reason"],
+        error_message=m["error_message"],
+        storage_backend=m["storage_backend"],
+        storage_key=m["storage_key"],
+        content_length=m["content_length"],
+        checksum_sha256=m["checksum_sha256"],
+        retention_days=m["retention_days"],
+        status=m["status"],
+        stored_at=parse_timestamp(m["stored_at"]),
+        expires_at=parse_optional_timestamp(m["expires_at"]),
+    )
+
+
+class SqlExecutionRepository(SqlRepository):
+    # --- executions ---------------------------------------------------------------------
+
+    def insert_execution(self, record: ExecutionRecord) -> None:
+        statement = insert(executions).values(
+            id=record.id,
+            request_id=record.request_id,
+            agent_id=record.agent_id,
+            status=record.status.value,
+            token=record.token,
+            lease_secs=record.lease_secs,
+            lease_expires_at=format_timestamp(record.lease_expires_at),
+            started_at=format_timestamp(record.started_at),
+            finished_at=optional_timestamp(record.finished_at),
+            error_message=record.error_message,
+            created_at=format_timestamp(record.created_at),
+        )
+        if not self._insert_or_conflict(statement):
+            raise ExecutionAlreadyClaimed(record.request_id)
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        return self._first(select(executions).where(executions.c.id == execution_id), _execution)
+
+    def list_executions(self, request_id: str, limit: int) -> list[ExecutionRecord]:
+        return self._all(
+            select(executions)
+            .where(executions.c.request_id == request_id)
+            .order_by(executions.c.created_at.desc(), executions.c.id.desc())
+            .limit(limit),
+            _execution,
+        )
+
+    def _newer_than(self, execution_id: str, request_id: str, created_at: str) -> Any:
+        """Another execution of the request created at or after this one (a tie counts)."""
+        other = executions.alias("other")
+        return exists().where(
+            other.c.request_id == request_id,
+            other.c.id != execution_id,
+            other.c.created_at >= created_at,
+        )
+
+    def newer_execution_exists(self, execution: ExecutionRecord) -> bool:
+        query = select(
+            self._newer_than(
+                execution.id, execution.request_id, format_timestamp(execution.created_at)
+            )
+        )
+        return bool(self._conn.scalar(query))
+
+    def extend_lease(self, execution_id: str, lease_expires_at: datetime) -> bool:
+        result = self._conn.execute(
+            update(executions)
+            .where(
+                executions.c.id == execution_id,
+                executions.c.status == ExecutionStatus.CLAIMED.value,
+            )
+            .values(lease_expires_at=format_timestamp(lease_expires_at))
+        )
+        return result.rowcount == 1
+
+    def complete_execution(self, execution_id: str, completion: ExecutionCompletion) -> bool:
+        values = {
+            "status": completion.status.value,
+            "finished_at": format_timestamp(completion.finished_at),
+            "error_message": completion.error_message,
+        }
+        statement = update(executions).where(executions.c.id == execution_id)
+        if completion.late:
+            current = self.get_execution(execution_id)
+            if current is None:
+                return False
+            statement = statement.where(
+                executions.c.status == ExecutionStatus.FAILED.value,
+                executions.c.error_message == LEASE_EXPIRED_MESSAGE,
+                ~self._newer_than(
+                    execution_id, current.request_id, format_timestamp(current.created_at)
+                ),
+            )
+        else:
+            statement = statement.where(executions.c.status.in_(_LIVE))
+        return self._conn.execute(statement.values(**values)).rowcount == 1
+
+    def expired_leases(self, now: datetime, limit: int) -> list[ExecutionRecord]:
+        return self._all(
+            select(executions)
+            .where(
+                executions.c.status.in_(_LIVE),
+                executions.c.lease_expires_at < format_timestamp(now),
+            )
+            .order_by(executions.c.lease_expires_at)
+            .limit(limit),
+            _execution,
+        )
+
+    def fail_expired_lease(self, execution_id: str, now: datetime) -> bool:
+        stamp = format_timestamp(now)
+        result = self._conn.execute(
+            update(executions)
+            .where(
+                executions.c.id == execution_id,
+                executions.c.status.in_(_LIVE),
+                executions.c.lease_expires_at < stamp,
+            )
+            .values(
+                status=ExecutionStatus.FAILED.value,
+                finished_at=stamp,
+                error_message=LEASE_EXPIRED_MESSAGE,
+            )
+        )
+        return result.rowcount == 1
+
+    # --- results ------------------------------------------------------------------------
+
+    def insert_result(self, summary: ResultSummary) -> None:
+        self._conn.execute(
+            insert(results).values(
+                id=summary.id,
+                request_id=summary.request_id,
+                execution_id=summary.execution_id,
+                success=summary.success,
+                rows_affected=summary.rows_affected,
+                duration_ms=summary.duration_ms,
+                truncated=summary.truncated,
+                truncation_reason=summary.truncation_reason,
+                error_message=summary.error_message,
+                storage_backend=summary.storage_backend,
+                storage_key=summary.storage_key,
+                content_length=summary.content_length,
+                checksum_sha256=summary.checksum_sha256,
+                retention_days=summary.retention_days,
+                status=summary.status,
+                stored_at=format_timestamp(summary.stored_at),
+                expires_at=optional_timestamp(summary.expires_at),
+            )
+        )
+
+    def latest_result(self, request_id: str) -> ResultSummary | None:
+        return self._first(
+            select(results)
+            .where(results.c.request_id == request_id)
+            .order_by(results.c.stored_at.desc(), results.c.id.desc())
+            .limit(1),
+            _result,
+        )
+
+    def result_for_execution(self, execution_id: str) -> ResultSummary | None:
+        return self._first(select(results).where(results.c.execution_id == execution_id), _result)
+
+    def executions_with_results(self, execution_ids: Collection[str]) -> set[str]:
+        if not execution_ids:
+            return set()
+        rows = self._conn.execute(
+            select(results.c.execution_id).where(
+                results.c.execution_id.in_(sorted(execution_ids)),
+                results.c.storage_key != "",
+            )
+        )
+        return {row[0] for row in rows}

@@ -24,7 +24,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy --strict src/domain src/application
+	$(BIN)/mypy --strict src
 	$(BIN)/lint-imports
 
 unit: setup

@@ -25,15 +25,20 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.http_api.app import DEFAULT_BODY_LIMIT
 from adapters.http_api.auth import PublicForbidden, current_agent, current_principal
-from application.server.agent_protocol.service import (
-    AgentListing,
-    AgentProtocolService,
+from application.server.agent_protocol.agents import AgentListing, ListAgents
+from application.server.agent_protocol.claim import ClaimJob
+from application.server.agent_protocol.explain import (
+    ClaimDryRunJob,
     DryRunResultInput,
-    PollInput,
-    PollReply,
     PreflightResultInput,
-    SchemaSyncInput,
+    SubmitDryRunResult,
+    SubmitPreflightResult,
 )
+from application.server.agent_protocol.heartbeat import RecordHeartbeat
+from application.server.agent_protocol.poll import PollForWork, PollInput, PollReply
+from application.server.agent_protocol.public_key import GetPublicKey
+from application.server.agent_protocol.results import SubmitResult
+from application.server.agent_protocol.schema_sync import SchemaSyncInput, SyncSchema
 from application.server.requests.common import ServerDraining
 from application.server.settings import ServerSettings
 from domain.server.errors import ServerDomainError, Validation
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PREFLIGHT_RESULT_BODY_LIMIT",
     "SCHEMA_SYNC_BODY_LIMIT",
+    "AgentUseCases",
     "agent_body_limit",
     "build_agent_router",
     "result_body_limit",
@@ -310,25 +316,41 @@ def _agent_entry(listing: AgentListing) -> dict[str, Any]:
 # --- the router -------------------------------------------------------------------------------
 
 
-def build_agent_router(service: AgentProtocolService) -> APIRouter:
+@dataclasses.dataclass(frozen=True)
+class AgentUseCases:
+    """The use cases behind the agent routes, one for each thing a route does."""
+
+    get_public_key: GetPublicKey
+    poll_for_work: PollForWork
+    claim_job: ClaimJob
+    record_heartbeat: RecordHeartbeat
+    submit_result: SubmitResult
+    sync_schema: SyncSchema
+    claim_dry_run_job: ClaimDryRunJob
+    submit_dry_run_result: SubmitDryRunResult
+    submit_preflight_result: SubmitPreflightResult
+    list_agents: ListAgents
+
+
+def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bool]) -> APIRouter:
     router = APIRouter()
 
     @router.get("/api/public-key")
     async def public_key(principal: Annotated[Principal, Depends(current_agent)]) -> Response:
-        return _json({"public_key": service.public_key(principal)})
+        return _json({"public_key": use_cases.get_public_key.get(principal)})
 
     @router.post("/api/agent/poll")
     async def poll(
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Response:
         # §3.2 step 1: a draining server answers before looking at the token's kind.
-        if service.is_draining():
+        if is_draining():
             return _json({"jobs": []})
         if not principal.is_agent:
             raise PublicForbidden("agent token required")
         body = await _required(request, _PollBody)
         status = body.status
-        reply = await service.poll(
+        reply = await use_cases.poll_for_work.poll(
             principal,
             PollInput(
                 scopes=tuple((s.database, s.environment) for s in body.capabilities.scopes),
@@ -363,7 +385,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
         body = await _parse(request, _ClaimBody, optional=True)
         lease = None if body is None else body.lease_duration_secs
         try:
-            reply = await run_in_threadpool(service.claim, principal, request_id, lease)
+            reply = await run_in_threadpool(use_cases.claim_job.claim, principal, request_id, lease)
         except ServerDraining:
             return _draining()
         return _json(_claim_reply(reply))
@@ -372,7 +394,9 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
     async def heartbeat(
         execution_id: str, principal: Annotated[Principal, Depends(current_agent)]
     ) -> Response:
-        cancelled = await run_in_threadpool(service.heartbeat, principal, execution_id)
+        cancelled = await run_in_threadpool(
+            use_cases.record_heartbeat.record, principal, execution_id
+        )
         return _json({"cancelled": cancelled})
 
     @router.post("/api/agent/jobs/{execution_id}/result")
@@ -383,7 +407,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
     ) -> Response:
         body = await _required(request, _ResultBody)
         request_id, status = await run_in_threadpool(
-            service.submit_result,
+            use_cases.submit_result.submit,
             principal,
             execution_id,
             _input(JobResult, body),
@@ -396,7 +420,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
     ) -> Response:
         body = await _required(request, _SchemaSyncBody)
         await run_in_threadpool(
-            service.schema_sync,
+            use_cases.sync_schema.sync,
             principal,
             _input(SchemaSyncInput, body),
         )
@@ -406,7 +430,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
     async def claim_dry_run(
         job_id: str, principal: Annotated[Principal, Depends(current_agent)]
     ) -> Response:
-        token = await run_in_threadpool(service.claim_dry_run, principal, job_id)
+        token = await run_in_threadpool(use_cases.claim_dry_run_job.claim, principal, job_id)
         return _json({"claim_token": token})
 
     @router.post("/api/agent/dry-run/{job_id}/result")
@@ -415,7 +439,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
     ) -> Response:
         body = await _required(request, _DryRunResultBody)
         await run_in_threadpool(
-            service.submit_dry_run_result,
+            use_cases.submit_dry_run_result.submit,
             principal,
             job_id,
             _input(DryRunResultInput, body),
@@ -428,7 +452,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
     ) -> Response:
         body = await _required(request, _PreflightResultBody)
         await run_in_threadpool(
-            service.submit_preflight_result,
+            use_cases.submit_preflight_result.submit,
             principal,
             _input(PreflightResultInput, body),
         )
@@ -436,7 +460,7 @@ def build_agent_router(service: AgentProtocolService) -> APIRouter:
 
     @router.get("/api/agents")
     async def agents(principal: Annotated[Principal, Depends(current_principal)]) -> Response:
-        listings = await run_in_threadpool(service.list_agents, principal)
+        listings = await run_in_threadpool(use_cases.list_agents.list, principal)
         return _json({"agents": [_agent_entry(listing) for listing in listings]})
 
     return router

@@ -18,7 +18,7 @@ from adapters.files.result_store import LocalResultStore
 from adapters.files.secrets import LocalSecretFiles
 from adapters.http_api.app import create_app
 from adapters.http_api.notifier import AsyncioNotifier
-from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
+from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, build_agent_router
 from adapters.http_api.routes_identity import build_identity_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.memory.result_relay import InMemoryResultRelay
@@ -26,7 +26,18 @@ from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
 from adapters.store.sql_store import SqlStore
 from adapters.system_clock import SystemClock
-from application.server.agent_protocol.service import AgentProtocolService
+from application.server.agent_protocol.agents import ListAgents
+from application.server.agent_protocol.claim import ClaimJob
+from application.server.agent_protocol.explain import (
+    ClaimDryRunJob,
+    SubmitDryRunResult,
+    SubmitPreflightResult,
+)
+from application.server.agent_protocol.heartbeat import RecordHeartbeat
+from application.server.agent_protocol.poll import PollForWork
+from application.server.agent_protocol.public_key import GetPublicKey
+from application.server.agent_protocol.results import SubmitResult
+from application.server.agent_protocol.schema_sync import SyncSchema
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import Bootstrapper
@@ -158,18 +169,53 @@ class ServerContainer(containers.DeclarativeContainer):
         ),
         list_executions=providers.Singleton(ListExecutions, store=store),
     )
-    agent_protocol = providers.Singleton(
-        AgentProtocolService,
-        store=store,
-        settings=settings,
-        clock=clock,
-        signer=signer,
-        notifier=notifier,
-        result_store=result_store,
-        server_version=version,
-        result_slots=result_relay,
-        draining=draining.provided.is_set,
-        new_id=providers.Object(new_id),
+    agents = providers.Singleton(
+        AgentUseCases,
+        get_public_key=providers.Singleton(GetPublicKey, signer=signer),
+        poll_for_work=providers.Singleton(
+            PollForWork,
+            store=store,
+            settings=settings,
+            clock=clock,
+            notifier=notifier,
+            server_version=version,
+            draining=draining.provided.is_set,
+            new_id=providers.Object(new_id),
+        ),
+        claim_job=providers.Singleton(
+            ClaimJob,
+            store=store,
+            settings=settings,
+            clock=clock,
+            signer=signer,
+            notifier=notifier,
+            draining=draining.provided.is_set,
+            new_id=providers.Object(new_id),
+        ),
+        record_heartbeat=providers.Singleton(RecordHeartbeat, store=store, clock=clock),
+        submit_result=providers.Singleton(
+            SubmitResult,
+            store=store,
+            settings=settings,
+            clock=clock,
+            notifier=notifier,
+            result_store=result_store,
+            result_relay=result_relay,
+            new_id=providers.Object(new_id),
+        ),
+        sync_schema=providers.Singleton(
+            SyncSchema, store=store, settings=settings, clock=clock, new_id=providers.Object(new_id)
+        ),
+        claim_dry_run_job=providers.Singleton(
+            ClaimDryRunJob, store=store, clock=clock, new_id=providers.Object(new_id)
+        ),
+        submit_dry_run_result=providers.Singleton(
+            SubmitDryRunResult, store=store, clock=clock, notifier=notifier
+        ),
+        submit_preflight_result=providers.Singleton(
+            SubmitPreflightResult, store=store, clock=clock, notifier=notifier
+        ),
+        list_agents=providers.Singleton(ListAgents, store=store, clock=clock),
     )
     sweeps = providers.Singleton(
         ServerSweeps,
@@ -210,7 +256,7 @@ def build_app(container: ServerContainer) -> FastAPI:
                 is_draining=draining.is_set,
             ),
             build_request_router(container.requests()),
-            build_agent_router(container.agent_protocol()),
+            build_agent_router(container.agents(), is_draining=draining.is_set),
         ],
         authenticate=container.authenticator().authenticate,
         version=version,

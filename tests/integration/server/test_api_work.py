@@ -117,7 +117,10 @@ ADMIN_H = bearer(TOKEN_OF["root"])
 
 def make_app(harness: ServerHarness) -> FastAPI:
     return create_app(
-        routers=[build_request_router(harness.requests), build_agent_router(harness.agents)],
+        routers=[
+            build_request_router(harness.requests),
+            build_agent_router(harness.agents, is_draining=harness.draining.is_set),
+        ],
         authenticate=authenticate,
         version=SERVER_VERSION,
         body_limit_for=agent_body_limit(harness.settings),
@@ -844,7 +847,7 @@ def test_our_agents_http_client_round_trip(harness: ServerHarness) -> None:
         finally:
             server.close()
     assert harness.status(request_id) is RequestStatus.EXECUTED
-    listing = harness.agents.list_agents(ADMIN)
+    listing = harness.agents.list_agents.list(ADMIN)
     assert listing[0].agent_build == "test-build"
 
 

@@ -5,7 +5,8 @@ agent-protocol.md §3 decisions; and our improvements: exact-source plans signed
 atomic auto-dispatch, late completion, redacted audit SQL, persisted result summaries.
 
 The `ServerHarness` here is shared with `test_sweeps.py`, the request use-case tests in
-`requests/` and the API integration tests.
+`requests/`, the agent-protocol use-case tests in `agent_protocol/` and the API
+integration tests.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from adapters.crypto.ed25519_signer import Ed25519Signer, SigningKeyError
 from adapters.crypto.ed25519_verifier import Ed25519Verifier
 from adapters.files.result_store import LocalResultStore
 from adapters.http_api.notifier import AsyncioNotifier
+from adapters.http_api.routes_agent import AgentUseCases
 from adapters.http_api.routes_requests import RequestUseCases
 from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
@@ -33,45 +35,27 @@ from adapters.store.engine import create_store_engine
 from adapters.store.migrations import migrate
 from adapters.store.schema import audit_events
 from adapters.store.sql_store import SqlStore
-from application.server.agent_protocol.service import (
-    AgentProtocolService,
-    PollInput,
-    PollReply,
-    PreflightResultInput,
-    SchemaSyncInput,
-    rfc3339_nanos,
-    version_lt,
+from application.server.agent_protocol.agents import ListAgents
+from application.server.agent_protocol.claim import ClaimJob
+from application.server.agent_protocol.explain import (
+    ClaimDryRunJob,
+    SubmitDryRunResult,
+    SubmitPreflightResult,
 )
-from application.server.ports.work.executions import ExecutionStatus
-from application.server.ports.work.explain_jobs import (
-    DryRunStatus,
-    PreflightJobRecord,
-    PreflightStatus,
-)
+from application.server.agent_protocol.heartbeat import RecordHeartbeat
+from application.server.agent_protocol.poll import PollForWork, PollInput, PollReply
+from application.server.agent_protocol.public_key import GetPublicKey
+from application.server.agent_protocol.results import SubmitResult
+from application.server.agent_protocol.schema_sync import SyncSchema
 from application.server.requests.cancel import CancelRequest
-from application.server.requests.common import ServerDraining, new_uuid
+from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest, CreateRequestInput
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
 from application.server.requests.results import GetResultContent, WaitForResult
-from application.server.settings import (
-    AuditRedaction,
-    AuditSettings,
-    DatabaseRegistration,
-    ServerSettings,
-)
+from application.server.settings import DatabaseRegistration, ServerSettings
 from application.server.sweeps import ServerSweeps
-from domain.agent.token_verification import verify_execution_token
 from domain.server.api_tokens import SubjectType
-from domain.server.errors import (
-    Conflict,
-    Forbidden,
-    Gone,
-    NotFound,
-    PayloadTooLarge,
-    ServerDomainError,
-    Validation,
-)
-from domain.server.execution_policies import DeliveryMode, ExecutionPolicy, ResultPolicy
+from domain.server.errors import PayloadTooLarge
 from domain.server.rbac import (
     AGENT_DEFAULT,
     BUILT_IN_ROLES,
@@ -89,7 +73,6 @@ from domain.server.workflows import (
     Workflow,
 )
 from domain.shared.jobs import AgentStatus, ClaimedJob, JobResult
-from domain.shared.operations import Operation
 from domain.shared.scopes import Scope
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -174,7 +157,7 @@ class ServerHarness:
     signer: Ed25519Signer
     results: LocalResultStore
     requests: RequestUseCases
-    agents: AgentProtocolService
+    agents: AgentUseCases
     sweeps: ServerSweeps
     draining: threading.Event = field(default_factory=threading.Event)
 
@@ -203,12 +186,14 @@ class ServerHarness:
                 uptime_secs=5,
             ),
         )
-        return asyncio.run(self.agents.poll(principal, PollInput(scopes=scopes, **fields)))
+        return asyncio.run(
+            self.agents.poll_for_work.poll(principal, PollInput(scopes=scopes, **fields))
+        )
 
     def claim(
         self, request_id: str, principal: Principal = AGENT, lease: int | None = None
     ) -> ClaimedJob:
-        return self.agents.claim(principal, request_id, lease)
+        return self.agents.claim_job.claim(principal, request_id, lease)
 
     def status(self, request_id: str) -> RequestStatus:
         with self.store.read() as session:
@@ -307,18 +292,44 @@ def build_harness(
             ),
             list_executions=ListExecutions(store=store),
         ),
-        agents=AgentProtocolService(
-            store=store,
-            settings=settings,
-            clock=clock,
-            signer=signer,
-            notifier=notifier,
-            result_store=results,
-            server_version=SERVER_VERSION,
-            result_slots=relay,
-            draining=draining.is_set,
-            new_id=new_id,
-            recheck_secs=0.05,
+        agents=AgentUseCases(
+            get_public_key=GetPublicKey(signer=signer),
+            poll_for_work=PollForWork(
+                store=store,
+                settings=settings,
+                clock=clock,
+                notifier=notifier,
+                server_version=SERVER_VERSION,
+                draining=draining.is_set,
+                new_id=new_id,
+                recheck_secs=0.05,
+            ),
+            claim_job=ClaimJob(
+                store=store,
+                settings=settings,
+                clock=clock,
+                signer=signer,
+                notifier=notifier,
+                draining=draining.is_set,
+                new_id=new_id,
+            ),
+            record_heartbeat=RecordHeartbeat(store=store, clock=clock),
+            submit_result=SubmitResult(
+                store=store,
+                settings=settings,
+                clock=clock,
+                notifier=notifier,
+                result_store=results,
+                result_relay=relay,
+                new_id=new_id,
+            ),
+            sync_schema=SyncSchema(store=store, settings=settings, clock=clock, new_id=new_id),
+            claim_dry_run_job=ClaimDryRunJob(store=store, clock=clock, new_id=new_id),
+            submit_dry_run_result=SubmitDryRunResult(store=store, clock=clock, notifier=notifier),
+            submit_preflight_result=SubmitPreflightResult(
+                store=store, clock=clock, notifier=notifier
+            ),
+            list_agents=ListAgents(store=store, clock=clock),
         ),
         sweeps=ServerSweeps(store=store, settings=settings, notifier=notifier, new_id=new_id),
         draining=draining,
@@ -356,472 +367,14 @@ def test_cancelling_a_running_request_reaches_the_agent_by_heartbeat(
     request_id = server.create()
     server.poll()
     claim = server.claim(request_id)
-    assert server.agents.heartbeat(AGENT, claim.execution_id) is False
+    assert server.agents.record_heartbeat.record(AGENT, claim.execution_id) is False
     server.requests.cancel_request.cancel(ALICE, request_id)
-    assert server.agents.heartbeat(AGENT, claim.execution_id) is True
-    final = server.agents.submit_result(
+    assert server.agents.record_heartbeat.record(AGENT, claim.execution_id) is True
+    final = server.agents.submit_result.submit(
         AGENT, claim.execution_id, JobResult(success=False, error_message="query cancelled")
     )
     assert final == (request_id, RequestStatus.CANCELLED)
     assert server.status(request_id) is RequestStatus.CANCELLED
-
-
-# --- poll ---------------------------------------------------------------------------------------
-
-
-def test_first_poll_registers_the_agent_once(server: ServerHarness) -> None:
-    server.poll(agent_build="1.2.3")
-    server.poll()
-    assert server.audit_types().count("agent.registered") == 1
-    with server.store.read() as session:
-        row = session.work.get_agent("agent")
-    assert row is not None
-    assert row.record.scopes == (PROD,)
-    assert row.token_id == "tok-agent"
-
-
-@pytest.mark.parametrize(
-    ("scopes", "message"),
-    [
-        ((("*", "production"),), "wildcard '*' is not allowed in scopes"),
-        ((("App", "production"),), "invalid database in scope: App"),
-        ((("app", "9x"),), "invalid environment in scope: 9x"),
-    ],
-)
-def test_poll_scope_validation(
-    server: ServerHarness, scopes: tuple[tuple[str, str], ...], message: str
-) -> None:
-    with pytest.raises(Validation) as caught:
-        server.poll(scopes=scopes)
-    assert caught.value.message == message
-
-
-def test_poll_returns_dispatched_jobs_by_scope_operation_and_limit(
-    server: ServerHarness,
-) -> None:
-    ids = []
-    for n in range(3):
-        ids.append(server.create(detail=f"SELECT {n}"))
-        server.clock.advance(1)  # oldest first
-    dml = server.create(detail="UPDATE t SET a = 1 WHERE id = 1")
-    server.create(environment="staging")  # pending: never offered
-    reply = server.poll()
-    assert [job.id for job in reply.jobs] == [*ids, dml]
-    assert reply.server_version == SERVER_VERSION
-    assert reply.min_agent_version == "0.2.0"
-    assert reply.upgrade_required is False and reply.wait_ms is None
-    only_selects = server.poll(operations=(Operation.EXECUTE_SELECT,), limit=2)
-    assert [job.id for job in only_selects.jobs] == ids[:2]
-    assert len(server.poll(limit=50).jobs) == 4  # capped at 20, not refused
-    assert server.poll(scopes=(("app", "staging"),)).jobs == ()
-
-
-def test_version_gate_uses_the_configured_minimum(tmp_path: Path) -> None:
-    harness = build_harness(tmp_path, default_settings(tmp_path, min_agent_version="0.3.0"))
-    try:
-        harness.create()
-        old = harness.poll(agent_version="0.2.9")
-        assert old.upgrade_required is True and old.jobs == ()
-        assert len(harness.poll(agent_version="0.3.0").jobs) == 1
-        assert len(harness.poll(agent_version="").jobs) == 1  # no version: no gate
-    finally:
-        harness.close()
-    assert version_lt("0.2.0", "0.2.1")
-    assert not version_lt("0.10.0", "0.9.9")
-    assert not version_lt("0.2.0-rc1", "0.2.0")
-    assert version_lt("0.1", "0.1.0")
-
-
-def test_draining_server_poll_answers_empty(server: ServerHarness) -> None:
-    server.create()
-    server.draining.set()
-    reply = server.poll()
-    assert reply.draining is True
-
-
-def test_preflight_jobs_are_claimed_within_the_budget(server: ServerHarness) -> None:
-    with server.store.write() as session:
-        for n in range(3):
-            session.work.insert_preflight_job(
-                PreflightJobRecord(
-                    id=f"pf-{n}",
-                    requester="alice",
-                    database="app",
-                    environment="production",
-                    sql=f"SELECT {n}",
-                    expires_at=T0 + timedelta(seconds=10),
-                    created_at=T0 + timedelta(microseconds=n),
-                )
-            )
-    server.create()  # one dispatched job takes one of the two slots
-    reply = server.poll()
-    assert len(reply.jobs) == 1
-    assert [job.id for job in reply.preflight_jobs] == ["pf-0"]
-    token = reply.preflight_jobs[0].claim_token
-    assert token
-    server.agents.submit_preflight_result(
-        AGENT, PreflightResultInput(job_id="pf-0", claim_token=token, result=[{"Plan": {}}])
-    )
-    with server.store.read() as session:
-        job = session.work.get_preflight_job("pf-0")
-    assert job is not None and job.status is PreflightStatus.COMPLETED
-    with pytest.raises(Gone):
-        server.agents.submit_preflight_result(
-            AGENT, PreflightResultInput(job_id="pf-0", claim_token=token, error="again")
-        )
-    with pytest.raises(Validation, match="exactly one"):
-        server.agents.submit_preflight_result(
-            AGENT, PreflightResultInput(job_id="pf-1", claim_token=token)
-        )
-    with pytest.raises(PayloadTooLarge):
-        server.agents.submit_preflight_result(
-            AGENT, PreflightResultInput(job_id="pf-1", claim_token=token, error="e" * 4097)
-        )
-
-
-def test_long_poll_wakes_on_dispatch(server: ServerHarness) -> None:
-    async def scenario() -> tuple[PollReply, float]:
-        loop = asyncio.get_running_loop()
-        poll = asyncio.create_task(
-            server.agents.poll(
-                AGENT, PollInput(scopes=(("app", "production"),), wait_ms=20_000, limit=1)
-            )
-        )
-        await until(lambda: server.notifier.waiting > 0)
-        started = loop.time()
-        await asyncio.to_thread(server.create)
-        reply = await poll
-        return reply, loop.time() - started
-
-    reply, latency = asyncio.run(scenario())
-    assert len(reply.jobs) == 1
-    assert reply.wait_ms is not None and reply.wait_ms < 20_000
-    assert latency < 1.0
-
-
-def test_empty_long_poll_echoes_the_hold(server: ServerHarness) -> None:
-    reply = server.poll(wait_ms=150)
-    assert reply.jobs == ()
-    assert reply.wait_ms is not None and 150 <= reply.wait_ms < 2000
-
-
-# --- claim ------------------------------------------------------------------------------------
-
-
-def test_claim_signs_a_token_the_agent_verifies(server: ServerHarness) -> None:
-    request_id = server.create(detail="SELECT a FROM t WHERE b = 'x';")
-    server.poll()
-    reply = server.claim(request_id)
-    assert reply.execution_plan == ("SELECT a FROM t WHERE b = 'x'",)
-    assert reply.execution_plan_json == json.dumps(reply.execution_plan, separators=(",", ":"))
-    assert reply.statement_timeout_secs is None  # no [[execution_policies]] entry
-    assert reply.max_rows is None
-    assert reply.lease_expires_at == rfc3339_nanos(T0 + timedelta(seconds=60))
-    token = json.loads(reply.execution_token)
-    assert list(token) == [
-        "request_id",
-        "operation",
-        "environment",
-        "database",
-        "detail_hash",
-        "issued_at",
-        "expires_at",
-        "signature",
-        "requester_role",
-        "requester_subject_id",
-    ]
-    assert token["expires_at"] == "2030-01-01T12:05:00.000000000+00:00"
-    assert (token["requester_role"], token["requester_subject_id"]) == ("requester", "alice")
-    verifier = Ed25519Verifier()
-    verifier.load_public_key(server.agents.public_key(AGENT))
-    verified = verify_execution_token(
-        reply, now=T0 + timedelta(seconds=1), check_signature=verifier.verify
-    )
-    assert verified.request_id == request_id
-    assert server.status(request_id) is RequestStatus.RUNNING
-    assert server.audit_types(request_id)[-1] == "execution.started"
-
-
-def test_claim_timeout_and_lease_follow_policy_workflow_and_request(tmp_path: Path) -> None:
-    settings = default_settings(
-        tmp_path,
-        workflows=(replace(ALWAYS, statement_timeout_secs=45), NEEDS_DBA),
-        execution_policies=(
-            ExecutionPolicy(environment="production", statement_timeout_secs=20, max_rows=500),
-        ),
-    )
-    harness = build_harness(tmp_path, settings)
-    try:
-        harness.poll()
-        first = harness.claim(harness.create(), lease=300)
-        assert first.statement_timeout_secs == 45  # the workflow's override, policy matched
-        assert first.max_rows == 500
-        assert first.lease_expires_at == rfc3339_nanos(T0 + timedelta(seconds=300))
-        second = harness.claim(harness.create(), lease=5000)
-        assert second.lease_expires_at == rfc3339_nanos(T0 + timedelta(seconds=630))
-        third = harness.claim(harness.create())  # a bodiless dbward 0.2 claim
-        assert third.lease_expires_at == rfc3339_nanos(T0 + timedelta(seconds=75))
-    finally:
-        harness.close()
-
-
-def test_claim_refusals_in_order(server: ServerHarness) -> None:
-    request_id = server.create()
-    with pytest.raises(NotFound, match="agent not registered"):
-        server.claim(request_id)
-    server.poll(scopes=(("app", "staging"),))
-    with pytest.raises(NotFound, match="request not found"):
-        server.claim("missing")
-    with pytest.raises(Forbidden):
-        server.claim(request_id)  # the agent serves app/staging only
-    server.poll()
-    server.claim(request_id)
-    with pytest.raises(Conflict, match="running \\+ Claim"):
-        server.claim(request_id)
-    server.draining.set()
-    with pytest.raises(ServerDraining):
-        server.claim(request_id)
-
-
-def test_one_migration_at_a_time_per_database(server: ServerHarness) -> None:
-    detail = json.dumps({"format": "v2", "direction": "up", "versions": [], "migrations": []})
-    first = server.create(detail=detail, operation="migrate_up")
-    second = server.create(detail=detail, operation="migrate_up", idempotency_key="b")
-    server.poll()
-    server.claim(first)  # two dispatched migrations do not block each other
-    with pytest.raises(Conflict, match="migration already running"):
-        server.claim(second)
-
-
-# --- heartbeat and result -------------------------------------------------------------------------
-
-
-def test_heartbeat_extends_the_lease_and_guards_ownership(server: ServerHarness) -> None:
-    request_id = server.create()
-    server.poll()
-    server.poll(agent("other"))
-    claim = server.claim(request_id, lease=120)
-    server.clock.advance(100)
-    assert server.agents.heartbeat(AGENT, claim.execution_id) is False
-    with server.store.read() as session:
-        execution = session.work.get_execution(claim.execution_id)
-    assert execution is not None
-    assert execution.lease_expires_at == T0 + timedelta(seconds=220)
-    with pytest.raises(Forbidden):
-        server.agents.heartbeat(agent("other"), claim.execution_id)
-    with pytest.raises(NotFound):
-        server.agents.heartbeat(AGENT, "missing")
-    server.agents.submit_result(AGENT, claim.execution_id, ok())
-    with pytest.raises(Conflict, match="execution is completed, cannot heartbeat"):
-        server.agents.heartbeat(AGENT, claim.execution_id)
-
-
-def test_result_completes_the_request_and_persists_a_summary(server: ServerHarness) -> None:
-    request_id = server.create()
-    server.poll()
-    claim = server.claim(request_id)
-    final = server.agents.submit_result(AGENT, claim.execution_id, ok(rows_affected=None))
-    assert final == (request_id, RequestStatus.EXECUTED)
-    envelope = server.requests.get_result_content.get(ALICE, request_id)
-    assert envelope.success and envelope.execution_id == claim.execution_id
-    assert envelope.result_data == {
-        "rows": [{"x": 1}],
-        "truncated": False,
-        "truncation_reason": None,
-    }
-    assert asyncio.run(server.requests.wait_for_result.wait(ALICE, request_id)) == envelope
-    event = server.audit_rows("execution.completed")[0]
-    assert json.loads(event["metadata_json"])["duration_ms"] == 7
-    with pytest.raises(Conflict, match="execution is completed, cannot submit result"):
-        server.agents.submit_result(AGENT, claim.execution_id, ok())
-    history = server.requests.list_executions.list(ALICE, request_id)
-    assert [(e.execution.status, e.has_stored_result) for e in history] == [
-        (ExecutionStatus.COMPLETED, True)
-    ]
-
-
-def test_dml_result_carries_rows_affected_into_the_audit(server: ServerHarness) -> None:
-    request_id = server.create(detail="UPDATE t SET a = 1 WHERE id = 1")
-    server.poll()
-    claim = server.claim(request_id)
-    server.agents.submit_result(
-        AGENT,
-        claim.execution_id,
-        JobResult(success=True, result_data='{"rows_affected":3}', rows_affected=3),
-    )
-    metadata = json.loads(server.audit_rows("execution.completed")[0]["metadata_json"])
-    assert metadata["rows_affected"] == 3
-    assert server.requests.get_result_content.get(ALICE, request_id).rows_affected == 3
-
-
-def test_failed_result_keeps_the_error(server: ServerHarness) -> None:
-    request_id = server.create()
-    server.poll()
-    claim = server.claim(request_id)
-    final = server.agents.submit_result(
-        AGENT,
-        claim.execution_id,
-        JobResult(success=False, error_message="driver error: boom", duration_ms=3),
-    )
-    assert final[1] is RequestStatus.FAILED
-    envelope = server.requests.get_result_content.get(ALICE, request_id)
-    assert (envelope.success, envelope.error_message, envelope.result_data) == (
-        False,
-        "driver error: boom",
-        None,
-    )
-    assert server.audit_rows("execution.failed")[0]["outcome"] == "failure"
-
-
-def test_result_above_the_persist_limit_is_413(tmp_path: Path) -> None:
-    base = default_settings(tmp_path)
-    settings = replace(base, result_storage=replace(base.result_storage, max_persist_bytes=1000))
-    harness = build_harness(tmp_path, settings)
-    try:
-        request_id = harness.create()
-        harness.poll()
-        claim = harness.claim(request_id)
-        with pytest.raises(PayloadTooLarge, match="result size 1001 exceeds limit 1000"):
-            harness.agents.submit_result(
-                AGENT, claim.execution_id, JobResult(success=True, result_data="x" * 1001)
-            )
-        assert harness.status(request_id) is RequestStatus.RUNNING
-        assert not [p for p in harness.results.root_dir.rglob("*") if p.is_file()]
-    finally:
-        harness.close()
-
-
-def test_late_result_is_accepted_while_no_newer_execution_exists(
-    server: ServerHarness,
-) -> None:
-    request_id = server.create()
-    server.poll()
-    claim = server.claim(request_id)
-    server.clock.advance(61)
-    assert server.sweeps.reclaim_leases(server.clock.now()) == 1
-    assert server.status(request_id) is RequestStatus.EXECUTION_LOST
-    final = server.agents.submit_result(AGENT, claim.execution_id, ok())
-    assert final == (request_id, RequestStatus.EXECUTED)
-    assert server.audit_types(request_id)[-2:] == ["execution.lost", "execution.completed"]
-    assert json.loads(server.audit_rows("execution.completed")[0]["metadata_json"])["late"]
-    with pytest.raises(Conflict):
-        server.agents.submit_result(AGENT, claim.execution_id, ok())
-
-
-def test_late_result_is_refused_once_a_newer_execution_exists(server: ServerHarness) -> None:
-    request_id = server.create()
-    server.poll()
-    old = server.claim(request_id)
-    server.clock.advance(61)
-    server.sweeps.reclaim_leases(server.clock.now())
-    # Resume is a later use case: re-dispatch by hand, as it will.
-    with server.store.write() as session:
-        assert session.work.update_request_status(
-            request_id,
-            allowed_from={RequestStatus.EXECUTION_LOST},
-            to=RequestStatus.DISPATCHED,
-            now=server.clock.now(),
-        )
-    server.clock.advance(1)
-    server.poll()
-    server.claim(request_id)
-    with pytest.raises(Conflict, match="execution is failed, cannot submit result"):
-        server.agents.submit_result(AGENT, old.execution_id, ok())
-
-
-def test_stream_only_results_are_relayed_not_stored(tmp_path: Path) -> None:
-    settings = default_settings(
-        tmp_path, result_policies=(ResultPolicy(delivery_mode=DeliveryMode.STREAM),)
-    )
-    harness = build_harness(tmp_path, settings)
-    try:
-        request_id = harness.create()
-        harness.poll()
-        claim = harness.claim(request_id)
-        harness.agents.submit_result(AGENT, claim.execution_id, ok())
-        envelope = asyncio.run(harness.requests.wait_for_result.wait(ALICE, request_id))
-        assert envelope is not None and envelope.result_data["rows"] == [{"x": 1}]
-        assert not [p for p in harness.results.root_dir.rglob("*") if p.is_file()]
-        with harness.store.read() as session:
-            summary = session.work.latest_result(request_id)
-        assert summary is not None and summary.storage_key == ""
-    finally:
-        harness.close()
-
-
-# --- schema sync and dry runs ------------------------------------------------------------------
-
-
-def test_schema_sync_validates_and_stores(server: ServerHarness) -> None:
-    body = SchemaSyncInput(
-        database="app",
-        environment="production",
-        dialect="mysql",
-        status="ready",
-        snapshot={"tables": []},
-    )
-    with pytest.raises(Forbidden):
-        server.agents.schema_sync(AGENT, body)  # not registered yet
-    server.poll()
-    for bad, message in (
-        (replace(body, dialect="oracle"), "invalid dialect"),
-        (replace(body, status="done"), "invalid status"),
-        (replace(body, snapshot=None), "snapshot is required"),
-    ):
-        with pytest.raises(Validation, match=message):
-            server.agents.schema_sync(AGENT, bad)
-    with pytest.raises(Forbidden):
-        server.agents.schema_sync(AGENT, replace(body, environment="staging"))
-    server.agents.schema_sync(AGENT, body)
-    with server.store.read() as session:
-        snapshot = session.work.get_schema_snapshot(PROD)
-    assert snapshot is not None and snapshot.dialect == "mysql"
-    assert "schema.snapshot_updated" in server.audit_types()
-    # The snapshot's dialect now drives classification: MySQL backticks parse.
-    assert server.create(detail="SELECT `a` FROM `t`")
-
-
-def test_dry_run_claim_and_result(server: ServerHarness) -> None:
-    request_id = server.create(environment="staging")
-    reply = server.poll(scopes=(("app", "staging"),))
-    (job,) = reply.dry_run_jobs
-    with pytest.raises(Validation, match="dry-run job not found"):
-        server.agents.claim_dry_run(AGENT, "missing")
-    token = server.agents.claim_dry_run(AGENT, job.id)
-    with pytest.raises(Conflict, match="already_claimed"):
-        server.agents.claim_dry_run(AGENT, job.id)
-    from application.server.agent_protocol.service import DryRunResultInput
-
-    with pytest.raises(Conflict):
-        server.agents.submit_dry_run_result(
-            AGENT, job.id, DryRunResultInput(claim_token="wrong", result={})
-        )
-    server.agents.submit_dry_run_result(
-        AGENT, job.id, DryRunResultInput(claim_token=token, result=[{"Plan": {"Node": "x"}}])
-    )
-    details = server.requests.get_request.get(ALICE, request_id)
-    assert [j.status for j in details.dry_runs] == [DryRunStatus.COMPLETED]
-
-
-def test_agents_listing(server: ServerHarness) -> None:
-    server.poll(agent_build="9.9.9")
-    (listing,) = server.agents.list_agents(ADMIN)
-    assert listing.view.status.value == "healthy"
-    assert listing.agent_build == "9.9.9"
-    assert listing.view.scopes == (PROD,)
-    with pytest.raises(Forbidden):
-        server.agents.list_agents(ALICE)
-    server.clock.advance(61)
-    assert server.agents.list_agents(ADMIN)[0].view.status.value == "offline"
-
-
-def test_non_agents_cannot_use_agent_operations(server: ServerHarness) -> None:
-    with pytest.raises(Forbidden):
-        server.poll(ADMIN)
-    with pytest.raises(Forbidden):
-        server.agents.public_key(ADMIN)
-    with pytest.raises(ServerDomainError):
-        server.agents.heartbeat(ALICE, "x")
 
 
 # --- the adapters these use cases stand on -----------------------------------------------------
@@ -898,7 +451,9 @@ def test_draining_releases_held_long_polls(server: ServerHarness) -> None:
         started = loop.time()
         stream = asyncio.create_task(server.requests.wait_for_result.wait(ALICE, request_id))
         held = asyncio.create_task(
-            server.agents.poll(AGENT, PollInput(scopes=(("app", "staging"),), wait_ms=30_000))
+            server.agents.poll_for_work.poll(
+                AGENT, PollInput(scopes=(("app", "staging"),), wait_ms=30_000)
+            )
         )
         await until(lambda: server.notifier.waiting == 2)
         server.draining.set()
@@ -910,66 +465,3 @@ def test_draining_releases_held_long_polls(server: ServerHarness) -> None:
     assert envelope is None  # → 204: the client reconnects to another replica
     assert reply.draining
     assert elapsed < 5
-
-
-def test_lease_sweep_racing_a_result_still_allows_late_completion(
-    server: ServerHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Whether a result is late is decided in the write transaction: a sweep committing
-    after the submission's first read must not turn an acceptable result into a 409."""
-    request_id = server.create()
-    server.poll()
-    claim = server.claim(request_id)
-    server.clock.advance(61)
-    real_put = server.results.put
-
-    def put_after_the_sweep(key: str, content: bytes) -> None:
-        # Runs between the ownership read (execution still claimed) and the write.
-        assert server.sweeps.reclaim_leases(server.clock.now()) == 1
-        real_put(key, content)
-
-    monkeypatch.setattr(server.results, "put", put_after_the_sweep)
-    final = server.agents.submit_result(AGENT, claim.execution_id, ok())
-    assert final == (request_id, RequestStatus.EXECUTED)
-    assert server.audit_types(request_id)[-2:] == ["execution.lost", "execution.completed"]
-    assert json.loads(server.audit_rows("execution.completed")[0]["metadata_json"])["late"]
-
-
-@pytest.mark.parametrize(
-    ("mode", "error", "reason"),
-    [
-        (
-            AuditRedaction.NONE,
-            "driver error: duplicate key (email)=(a@b.c)",
-            "driver error: duplicate key (email)=(a@b.c)",
-        ),
-        (AuditRedaction.LITERALS, "driver error: duplicate key (email)=(a@b.c)", "driver error"),
-        (AuditRedaction.FULL, "token verification failed: expired", "token verification failed"),
-        (AuditRedaction.LITERALS, "no class here, just 'secret' text", "execution failed"),
-    ],
-)
-def test_failed_execution_audit_keeps_only_the_error_class_unless_redaction_is_none(
-    tmp_path: Path, mode: AuditRedaction, error: str, reason: str
-) -> None:
-    harness = build_harness(tmp_path, default_settings(tmp_path, audit=AuditSettings(mode)))
-    try:
-        request_id = harness.create()
-        harness.poll()
-        claim = harness.claim(request_id)
-        failed = JobResult(success=False, error_message=error, duration_ms=3)
-        assert harness.agents.submit_result(AGENT, claim.execution_id, failed)[1] is (
-            RequestStatus.FAILED
-        )
-        [event] = harness.audit_rows("execution.failed")
-        assert event["reason"] == reason
-        metadata = json.loads(event["metadata_json"])
-        if mode is AuditRedaction.NONE:
-            assert "error_length" not in metadata
-        else:
-            assert metadata["error_length"] == len(error)
-        # The full text stays with the execution, behind result access.
-        with harness.store.read() as session:
-            execution = session.work.get_execution(claim.execution_id)
-        assert execution is not None and execution.error_message == error
-    finally:
-        harness.close()

@@ -78,7 +78,7 @@ def test_heartbeats_keep_the_lease(server: ServerHarness) -> None:
     request_id, execution_id = running(server)
     for _ in range(5):
         server.clock.advance(50)
-        assert server.agents.heartbeat(AGENT, execution_id) is False
+        assert server.agents.record_heartbeat.record(AGENT, execution_id) is False
         server.sweeps.run_once(server.clock.now())
     assert server.status(request_id) is RequestStatus.RUNNING
 
@@ -110,7 +110,7 @@ def test_a_cancelled_requests_lost_execution_only_fails_the_execution(
 def test_a_result_that_beats_the_sweep_wins(server: ServerHarness) -> None:
     request_id, execution_id = running(server)
     server.clock.advance(61)
-    server.agents.submit_result(AGENT, execution_id, ok())
+    server.agents.submit_result.submit(AGENT, execution_id, ok())
     assert server.sweeps.reclaim_leases(server.clock.now()) == 0
     assert server.status(request_id) is RequestStatus.EXECUTED
 
@@ -202,7 +202,7 @@ def test_approved_requests_expire_after_the_approved_ttl(server: ServerHarness) 
 def test_dispatched_and_finished_requests_never_expire(server: ServerHarness) -> None:
     dispatched = server.create()
     done, execution_id = running(server)
-    server.agents.submit_result(AGENT, execution_id, ok())
+    server.agents.submit_result.submit(AGENT, execution_id, ok())
     server.clock.advance(10 * 86_400)
     assert server.sweeps.expire_requests(server.clock.now()) == 0
     assert server.status(done) is RequestStatus.EXECUTED
@@ -216,7 +216,7 @@ def test_stale_dry_run_claims_are_released(server: ServerHarness) -> None:
     server.create(environment="staging")
     reply = server.poll(scopes=(("app", "staging"),))
     job_id = reply.dry_run_jobs[0].id
-    server.agents.claim_dry_run(AGENT, job_id)
+    server.agents.claim_dry_run_job.claim(AGENT, job_id)
     server.clock.advance(59)
     assert server.sweeps.release_dry_runs(server.clock.now()) == 0
     server.clock.advance(2)

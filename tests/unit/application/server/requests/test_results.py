@@ -31,7 +31,7 @@ def test_result_views_follow_rbac(server: ServerHarness) -> None:
     other = server.create()
     server.poll()
     for rid in (request_id, other):
-        server.agents.submit_result(AGENT, server.claim(rid).execution_id, ok())
+        server.agents.submit_result.submit(AGENT, server.claim(rid).execution_id, ok())
     assert server.requests.get_result_content.get(BOB, request_id).success
     with pytest.raises(Forbidden):
         server.requests.get_result_content.get(BOB, other)
@@ -65,7 +65,7 @@ def finished(server: ServerHarness, **fields: Any) -> tuple[str, str]:
     request_id = server.create(**fields)
     server.poll()
     execution_id = server.claim(request_id).execution_id
-    server.agents.submit_result(AGENT, execution_id, ok())
+    server.agents.submit_result.submit(AGENT, execution_id, ok())
     return request_id, execution_id
 
 

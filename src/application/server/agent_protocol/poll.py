@@ -1,0 +1,298 @@
+"""`POST /api/agent/poll`: register the agent, gate its version, hand it work.
+
+Wire-compatible with dbward 0.2; our additions are each optional for an old peer:
+
+* **Long-poll** (DESIGN.md §3 improvement 1): a poll carrying `wait_ms` (capped at 60 s)
+  with nothing to return is held until matching work appears or the wait ends. The waiter
+  is armed before the store is read, so a dispatch committed in between still wakes it;
+  the store is re-read every second anyway (replicas on one PostgreSQL do not share
+  notifications). A held poll answers with `"wait_ms": <ms held>`, which tells our agent
+  the server long-polls.
+* **Version gate**: `min_agent_version` is a setting, not the server's own version, and
+  versions compare by the one rule of `domain.shared.versions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from application.server.audit_events import audit_event
+from application.server.ports.services import DispatchNotifier, ServerClock, dispatch_topic
+from application.server.ports.work.agents import AgentUpsert
+from application.server.ports.work.explain_jobs import DryRunJobRecord, PreflightJobRecord
+from application.server.ports.work.requests import RequestRecord
+from application.server.requests.common import LONG_POLL_RECHECK_SECS, new_uuid
+from application.server.settings import ServerSettings
+from domain.server.agent_registry import record_from_poll, validate_poll_scopes
+from domain.server.errors import Forbidden, Validation
+from domain.server.rbac import Permission, Principal, authorize
+from domain.shared.jobs import AgentStatus
+from domain.shared.operations import Operation
+from domain.shared.scopes import Scope
+from domain.shared.versions import version_lt
+
+if TYPE_CHECKING:
+    from application.server.ports.store import Store, StoreSession
+
+__all__ = [
+    "DEFAULT_POLL_LIMIT",
+    "MAX_DRY_RUN_JOBS",
+    "MAX_POLL_LIMIT",
+    "MAX_POLL_SCOPES",
+    "MAX_POLL_TEXT_CHARS",
+    "MAX_POLL_WAIT_MS",
+    "PollForWork",
+    "PollInput",
+    "PollReply",
+]
+
+DEFAULT_POLL_LIMIT = 10
+MAX_POLL_LIMIT = 20
+MAX_DRY_RUN_JOBS = 10
+#: The longest hold a poll may ask for.
+MAX_POLL_WAIT_MS = 60_000
+#: At most this many scopes (and as many degraded scopes) in one poll: each is a term of
+#: the store's `(database = ? AND environment = ?) OR …` filter.
+MAX_POLL_SCOPES = 256
+#: Longest `agent_version` / `agent_build`, and `active_jobs[]` request id / operation.
+MAX_POLL_TEXT_CHARS = 256
+#: `max_concurrent` / `in_flight` for the preflight budget when a poll has no status.
+_PREFLIGHT_DEFAULT_MAX_CONCURRENT = 1
+
+
+@dataclass(frozen=True)
+class PollInput:
+    """A parsed `POST /api/agent/poll` body. Operations are already canonical."""
+
+    scopes: tuple[tuple[str, str], ...]
+    operations: tuple[Operation, ...] = ()
+    status: AgentStatus | None = None
+    limit: int | None = None
+    agent_version: str | None = None
+    agent_build: str | None = None
+    agent_id: str | None = None
+    wait_ms: int | None = None
+    degraded_scopes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PollReply:
+    jobs: tuple[RequestRecord, ...] = ()
+    dry_run_jobs: tuple[DryRunJobRecord, ...] = ()
+    preflight_jobs: tuple[PreflightJobRecord, ...] = ()
+    server_version: str = ""
+    min_agent_version: str = ""
+    upgrade_required: bool = False
+    #: Our additive echo: how long the poll was held; None when no hold was honoured.
+    wait_ms: int | None = None
+    #: The server is draining: the answer is the bare `{"jobs": []}`.
+    draining: bool = False
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.jobs or self.dry_run_jobs or self.preflight_jobs)
+
+
+class PollForWork:
+    """One agent poll: the registry update, then the jobs it may take, perhaps after a hold.
+
+    Async because a held poll waits on the event loop, not in a thread; every store
+    access goes to a worker thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: ServerSettings,
+        clock: ServerClock,
+        notifier: DispatchNotifier,
+        server_version: str,
+        draining: Callable[[], bool] = lambda: False,
+        new_id: Callable[[], str] = new_uuid,
+        recheck_secs: float = LONG_POLL_RECHECK_SECS,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._notifier = notifier
+        self._server_version = server_version
+        self._draining = draining
+        self._new_id = new_id
+        self._recheck_secs = recheck_secs
+
+    async def poll(self, principal: Principal, body: PollInput) -> PollReply:
+        """§3.2, in order; then, with `wait_ms` and nothing to return, the hold."""
+        if self._draining():
+            return PollReply(draining=True)
+        if not principal.is_agent:
+            raise Forbidden("agent token required")
+        _check_poll_sizes(body)
+        scopes = validate_poll_scopes(body.scopes)
+        degraded = validate_poll_scopes(body.degraded_scopes) if body.degraded_scopes else ()
+        authorize(principal, Permission.AGENT_OPERATE)
+        upgrade = bool(body.agent_version) and version_lt(
+            body.agent_version or "", self._settings.min_agent_version
+        )
+        wait_ms = min(max(body.wait_ms or 0, 0), MAX_POLL_WAIT_MS)
+        limit = min(DEFAULT_POLL_LIMIT if body.limit is None else body.limit, MAX_POLL_LIMIT)
+        if wait_ms == 0 or upgrade:
+            return await asyncio.to_thread(
+                self._poll_once, principal, body, scopes, degraded, limit, upgrade
+            )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with self._notifier.arm([dispatch_topic(scope) for scope in scopes]) as waiter:
+            reply = await asyncio.to_thread(
+                self._poll_once, principal, body, scopes, degraded, limit, upgrade
+            )
+            if reply.jobs or reply.preflight_jobs:
+                return replace(reply, wait_ms=0)
+            if reply.has_work:
+                # Only dry-run jobs: answer now, without the echo, so an agent that cannot
+                # take them paces itself instead of re-polling into the same answer.
+                return reply
+            deadline = started + wait_ms / 1000
+            while (remaining := deadline - loop.time()) > 0:
+                await waiter.wait(min(self._recheck_secs, remaining))
+                if self._draining():
+                    return PollReply(draining=True)
+                if await asyncio.to_thread(self._has_work, body, scopes, limit):
+                    reply = await asyncio.to_thread(
+                        self._poll_once, principal, body, scopes, degraded, limit, upgrade
+                    )
+                    if reply.has_work:
+                        break
+        held = max(int((loop.time() - started) * 1000), 0)
+        if not reply.has_work:
+            await asyncio.to_thread(self._touch, principal, body, scopes, degraded)
+        return replace(reply, wait_ms=held)
+
+    def _poll_once(
+        self,
+        principal: Principal,
+        body: PollInput,
+        scopes: tuple[Scope, ...],
+        degraded: tuple[Scope, ...],
+        limit: int,
+        upgrade: bool,
+    ) -> PollReply:
+        now = self._clock.now()
+        with self._store.write() as session:
+            self._register(session, principal, body, scopes, degraded, now)
+            jobs: list[RequestRecord] = []
+            dry_runs: list[DryRunJobRecord] = []
+            preflights: list[PreflightJobRecord] = []
+            if not upgrade:
+                jobs = session.work.dispatched_requests(scopes, body.operations, limit)
+                dry_runs = session.work.pending_dry_run_jobs(scopes, MAX_DRY_RUN_JOBS)
+                budget = _preflight_budget(body.status, len(jobs))
+                if budget > 0:
+                    preflights = session.work.claim_preflight_jobs(
+                        scopes, principal.subject_id, self._new_id(), now, budget
+                    )
+        return PollReply(
+            jobs=tuple(jobs),
+            dry_run_jobs=tuple(dry_runs),
+            preflight_jobs=tuple(preflights),
+            server_version=self._server_version,
+            min_agent_version=self._settings.min_agent_version,
+            upgrade_required=upgrade,
+        )
+
+    def _has_work(self, body: PollInput, scopes: tuple[Scope, ...], limit: int) -> bool:
+        """A read-only look while holding: is there anything `_poll_once` would return?"""
+        now = self._clock.now()
+        with self._store.read() as session:
+            if limit > 0 and session.work.dispatched_requests(scopes, body.operations, 1):
+                return True
+            if session.work.pending_dry_run_jobs(scopes, 1):
+                return True
+            return _preflight_budget(body.status, 0) > 0 and (
+                session.work.has_pending_preflight(scopes, now)
+            )
+
+    def _touch(
+        self,
+        principal: Principal,
+        body: PollInput,
+        scopes: tuple[Scope, ...],
+        degraded: tuple[Scope, ...],
+    ) -> None:
+        """After an empty hold: the agent was here all along, so it is not offline."""
+        now = self._clock.now()
+        with self._store.write() as session:
+            self._register(session, principal, body, scopes, degraded, now)
+
+    def _register(
+        self,
+        session: StoreSession,
+        principal: Principal,
+        body: PollInput,
+        scopes: tuple[Scope, ...],
+        degraded: tuple[Scope, ...],
+        now: datetime,
+    ) -> None:
+        record = record_from_poll(
+            principal.subject_id,
+            scopes,
+            body.status,
+            now,
+            agent_id=body.agent_id,
+            degraded_scopes=degraded,
+            agent_version=body.agent_version,
+            agent_build=body.agent_build,
+        )
+        upsert = AgentUpsert(record=record, operations=body.operations, token_id=principal.token_id)
+        if session.work.upsert_agent(upsert, now):
+            session.audit.append(
+                audit_event(
+                    new_id=self._new_id,
+                    now=now,
+                    event_type="agent.registered",
+                    category="agent",
+                    actor=principal,
+                    resource_type="agent",
+                    resource_id=principal.subject_id,
+                    metadata={
+                        "scopes": [str(scope) for scope in scopes],
+                        "agent_version": body.agent_version,
+                        "agent_build": body.agent_build,
+                    },
+                )
+            )
+
+
+def _preflight_budget(status: AgentStatus | None, jobs: int) -> int:
+    """§3.2 step 7: `max_concurrent - in_flight - in_flight_preflight - jobs`, at least 0."""
+    if status is None:
+        return max(_PREFLIGHT_DEFAULT_MAX_CONCURRENT - jobs, 0)
+    return max(status.max_concurrent - status.in_flight - status.in_flight_preflight - jobs, 0)
+
+
+def _check_poll_sizes(body: PollInput) -> None:
+    """400 for a poll too big to handle: scope lists and free-text fields are capped."""
+    for name, scopes in (
+        ("capabilities.scopes", body.scopes),
+        ("degraded_scopes", body.degraded_scopes),
+    ):
+        if len(scopes) > MAX_POLL_SCOPES:
+            raise Validation(f"{name}: at most {MAX_POLL_SCOPES} scopes per poll")
+    texts: list[tuple[str, str | None]] = [
+        ("agent_version", body.agent_version),
+        ("agent_build", body.agent_build),
+        ("agent_id", body.agent_id),
+    ]
+    if body.status is not None:
+        for job in body.status.active_jobs:
+            texts += [
+                ("active_jobs.request_id", job.request_id),
+                ("active_jobs.operation", job.operation),
+            ]
+    for name, text in texts:
+        if text is not None and len(text) > MAX_POLL_TEXT_CHARS:
+            raise Validation(f"{name}: at most {MAX_POLL_TEXT_CHARS} characters")

@@ -15,10 +15,20 @@ import time
 from pathlib import Path
 
 import httpx
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_before_delay,
+    wait_fixed,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_DIR = ROOT / ".dbward-dev"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+#: How long the server gets to answer `GET /health`, and how often it is asked.
+HEALTH_WAIT_SECS = 30.0
+HEALTH_POLL_SECS = 0.1
 
 
 def _write_configs(port: int, database_url: str) -> tuple[Path, Path]:
@@ -51,18 +61,28 @@ def _write_configs(port: int, database_url: str) -> tuple[Path, Path]:
     return server, agent
 
 
+class _ServerExited(Exception):
+    """The server process ended before it became healthy: no point asking again."""
+
+
 def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    """True once the server answers `GET /health` with 200, within `HEALTH_WAIT_SECS`."""
+
+    def healthy() -> bool:
         if server.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    return False
+            raise _ServerExited
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(httpx.HTTPError) | retry_if_result(lambda ok: not ok),
+        wait=wait_fixed(HEALTH_POLL_SECS),
+        stop=stop_before_delay(HEALTH_WAIT_SECS),
+        retry_error_callback=lambda _state: False,
+    )
+    try:
+        return retrying(healthy)
+    except _ServerExited:
+        return False
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pymysql
@@ -42,6 +42,11 @@ from adapters.mysql.connection import (
     open_mysql_connection,
 )
 from adapters.mysql.lexer import implicit_commit_keywords, statements
+from adapters.sql_common.migration_runner import (
+    MigrationLock,
+    rollback_quietly,
+    run_migration,
+)
 from application.agent.cancellation import CancelToken
 from domain.agent.errors import (
     DatabaseUnavailable,
@@ -50,16 +55,8 @@ from domain.agent.errors import (
 from domain.agent.migrations import (
     Direction,
     Migration,
-    MigrationDetail,
     RepairAction,
     RepairDetail,
-    done_result,
-    parse_migration_detail,
-    parse_repair_detail,
-    plan_for,
-    repair_result,
-    run_plan,
-    status_result,
 )
 from domain.shared.jobs import ExecutionOutput
 from domain.shared.operations import Operation
@@ -106,31 +103,12 @@ def run_mysql_migration(
     `timeout_secs` bounds each version (0 = unlimited); status and repair run without a
     timeout, as in the reference.
     """
-    # Parse before connecting: a malformed detail never touches the database.
-    if operation is Operation.MIGRATE_STATUS:
-        return _with_connection(url, _status)
-    if operation is Operation.MIGRATE_REPAIR:
-        repair = parse_repair_detail(detail)
-        return _with_connection(url, lambda conn: _repair(conn, repair, cancel))
-    if operation in (Operation.MIGRATE_UP, Operation.MIGRATE_DOWN):
-        direction = Direction.UP if operation is Operation.MIGRATE_UP else Direction.DOWN
-        parsed = parse_migration_detail(detail, direction)
-        return _with_connection(url, lambda conn: _migrate(conn, url, parsed, timeout_secs, cancel))
-    raise MigrationError(f"not a migration operation: {operation.value}")
+    return run_migration(
+        operation, detail, cancel, lambda: _MySQLSession(_open(url), url, timeout_secs)
+    )
 
 
 # --- connection handling --------------------------------------------------------------------
-
-
-def _with_connection(url: str, body: Callable[[Connection[Any]], str]) -> ExecutionOutput:
-    conn = _open(url)
-    try:
-        return ExecutionOutput(result_data=body(conn))
-    except pymysql.Error as exc:
-        # Errors outside a version (lock, tracking table, reads): nothing was applied.
-        raise MigrationError(_describe(exc), connectivity=_lost(conn, exc)) from exc
-    finally:
-        close_quietly(conn)
 
 
 def _open(url: str) -> Connection[Any]:
@@ -149,12 +127,12 @@ def _open(url: str) -> Connection[Any]:
     return conn
 
 
-def _lost(conn: Connection[Any], exc: pymysql.Error) -> bool:
+def _lost(conn: Connection[Any], exc: Exception) -> bool:
     """True when the session itself is gone (feeds degraded mode)."""
     return not conn.open or is_connectivity_error(exc)
 
 
-def _describe(exc: pymysql.Error) -> str:
+def _describe(exc: Exception) -> str:
     return error_text(exc)
 
 
@@ -176,62 +154,31 @@ def lock_name(database: str) -> str:
     return LOCK_PREFIX + hashlib.sha256(database.encode()).hexdigest()[:40]
 
 
-class _MigrationLock:
+class _GetLock:
     """GET_LOCK held for the whole run, re-tried each second so a cancel can end the wait."""
 
-    def __init__(self, conn: Connection[Any], cancel: CancelToken) -> None:
+    # Each attempt waits LOCK_WAIT_SECS on the server, so none is needed between them.
+    poll_secs = 0.0
+
+    def __init__(self, conn: Connection[Any], name: str) -> None:
         self._conn = conn
-        self._cancel = cancel
-        self._name = ""
+        self._name = name
 
-    def __enter__(self) -> None:
-        database = _scalar(self._conn, "SELECT DATABASE()")
-        if not database:
-            raise MigrationError("the database URL selects no database; migrations need one")
-        self._name = lock_name(str(database))
-        waited = False
-        while True:
-            got = _scalar(self._conn, "SELECT GET_LOCK(%s, %s)", (self._name, LOCK_WAIT_SECS))
-            if got == 1:
-                if waited:
-                    log.info("migration lock acquired")
-                return
-            if got is None:
-                raise MigrationError(f"GET_LOCK('{self._name}') failed")
-            if not waited:
-                log.info(
-                    "waiting for the migration lock GET_LOCK('%s'): another migration is "
-                    "running on this database",
-                    self._name,
-                )
-                waited = True
-            if self._cancel.cancelled:
-                raise MigrationError(
-                    "cancelled while waiting for the migration lock; nothing was applied"
-                )
+    @property
+    def description(self) -> str:
+        return f"GET_LOCK('{self._name}')"
 
-    def __exit__(self, *exc_info: object) -> None:
-        if not self._conn.open:
-            return  # the server released it with the session
-        try:
-            _scalar(self._conn, "SELECT RELEASE_LOCK(%s)", (self._name,))
-        except pymysql.Error as exc:
-            # Closing the connection (always done next) releases the lock anyway.
-            log.warning("could not release the migration lock explicitly: %s", exc)
+    def try_acquire(self) -> bool:
+        got = _scalar(self._conn, "SELECT GET_LOCK(%s, %s)", (self._name, LOCK_WAIT_SECS))
+        if got is None:
+            raise MigrationError(f"GET_LOCK('{self._name}') failed")
+        return bool(got == 1)
+
+    def release(self) -> None:
+        _scalar(self._conn, "SELECT RELEASE_LOCK(%s)", (self._name,))
 
 
 # --- the tracking table ----------------------------------------------------------------------
-
-
-def _ensure_table(conn: Connection[Any]) -> None:
-    with conn.cursor() as cur:
-        cur.execute(CREATE_TABLE_SQL)
-
-
-def _applied_versions(conn: Connection[Any]) -> list[str]:
-    with conn.cursor() as cur:
-        cur.execute(SELECT_VERSIONS_SQL)
-        return [str(row[0]) for row in cur.fetchall()]
 
 
 def _check_width(conn: Connection[Any], versions: list[str]) -> None:
@@ -251,59 +198,110 @@ def _check_width(conn: Connection[Any], versions: list[str]) -> None:
         )
 
 
-# --- operations -------------------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------
 
 
-def _status(conn: Connection[Any]) -> str:
-    _ensure_table(conn)
-    return status_result(_applied_versions(conn))
+class _MySQLSession:
+    """The run's one connection: how MySQL does each step of a run."""
 
+    driver_error = pymysql.Error
 
-def _repair(conn: Connection[Any], repair: RepairDetail, cancel: CancelToken) -> str:
-    with _MigrationLock(conn, cancel):
-        _ensure_table(conn)
-        with conn.cursor() as cur:
+    def __init__(self, conn: Connection[Any], url: str, timeout_secs: int) -> None:
+        self._conn = conn
+        self._url = url
+        self._timeout_secs = timeout_secs
+
+    def describe(self, error: Exception) -> str:
+        return _describe(error)
+
+    def lost(self, error: Exception | None = None) -> bool:
+        if error is None:
+            return not self._conn.open
+        return _lost(self._conn, error)
+
+    def close(self) -> None:
+        close_quietly(self._conn)
+
+    def lock(self) -> MigrationLock:
+        database = _scalar(self._conn, "SELECT DATABASE()")
+        if not database:
+            raise MigrationError("the database URL selects no database; migrations need one")
+        return _GetLock(self._conn, lock_name(str(database)))
+
+    def rollback(self) -> None:
+        with self._conn.cursor() as cur:
+            cur.execute("ROLLBACK")
+
+    def ensure_table(self) -> None:
+        with self._conn.cursor() as cur:
+            cur.execute(CREATE_TABLE_SQL)
+
+    def applied_versions(self) -> list[str]:
+        with self._conn.cursor() as cur:
+            cur.execute(SELECT_VERSIONS_SQL)
+            return [str(row[0]) for row in cur.fetchall()]
+
+    def repair(self, repair: RepairDetail) -> bool:
+        with self._conn.cursor() as cur:
             if repair.action is RepairAction.MARK_APPLIED:
-                _check_width(conn, [repair.version])
+                _check_width(self._conn, [repair.version])
                 changed = cur.execute(INSERT_VERSION_IF_ABSENT_SQL, (repair.version,))
             else:
                 changed = cur.execute(DELETE_VERSION_SQL, (repair.version,))
-        log.info(
-            "migrate repair %s %s: %s",
-            repair.action.value,
-            repair.version,
-            "done" if changed else "nothing to change",
-        )
-    return repair_result(repair)
+        return bool(changed)
 
-
-def _migrate(
-    conn: Connection[Any],
-    url: str,
-    detail: MigrationDetail,
-    timeout_secs: int,
-    cancel: CancelToken,
-) -> str:
-    direction = detail.direction
-    with _MigrationLock(conn, cancel):
-        _ensure_table(conn)
-        plan = plan_for(detail, set(_applied_versions(conn)))
+    def prepare_plan(
+        self, direction: Direction, plan: Sequence[Migration]
+    ) -> Callable[[Migration], None]:
         # Refuse what would fail half way before anything runs.
         for migration in plan:
             if not migration.transactional:
                 raise MigrationError(NON_TRANSACTIONAL_UNSUPPORTED)
         if direction is Direction.UP:
-            _check_width(conn, [m.version for m in plan])
-        if not plan:
-            log.info("migrate %s: nothing to do", direction.value)
-        connection_id = int(_scalar(conn, "SELECT CONNECTION_ID()"))
-        done = run_plan(
-            direction,
-            plan,
-            lambda migration: _apply(conn, url, connection_id, direction, migration, timeout_secs),
-            lambda: cancel.cancelled,
+            _check_width(self._conn, [m.version for m in plan])
+        connection_id = int(_scalar(self._conn, "SELECT CONNECTION_ID()"))
+        return lambda migration: self._apply(connection_id, direction, migration)
+
+    def _apply(self, connection_id: int, direction: Direction, migration: Migration) -> None:
+        """START TRANSACTION; the exact SQL; the version row; COMMIT."""
+        conn, timeout_secs = self._conn, self._timeout_secs
+        version = migration.version
+        sql = migration.sql if migration.has_sql else None
+        ddl = sorted(set(implicit_commit_keywords(sql))) if sql else []
+        log.info("migrate %s: %s %s", direction.value, direction.gerund, version)
+        if ddl:
+            log.warning(
+                "migration %s contains %s statements: MySQL commits implicitly around them, "
+                "so this migration is not atomic (a failure can leave it partly applied)",
+                version,
+                "/".join(ddl),
+            )
+        record = INSERT_VERSION_SQL if direction is Direction.UP else DELETE_VERSION_SQL
+        deadline = (
+            _Deadline(self._url, connection_id, timeout_secs, version) if timeout_secs > 0 else None
         )
-    return done_result(direction, done)
+        committing = False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("START TRANSACTION")
+                if deadline is not None:
+                    deadline.start()
+                if sql is not None:
+                    _execute_verbatim(cur, sql)
+                cur.execute(record, (version,))
+                if deadline is not None and deadline.disarm():
+                    raise _timed_out(version, timeout_secs)
+                committing = True
+                cur.execute("COMMIT")
+        except pymysql.Error as exc:
+            fired = deadline.disarm() if deadline is not None else False
+            rollback_quietly(self)
+            if fired:
+                raise _timed_out(version, timeout_secs) from exc
+            raise _version_error(conn, exc, direction, version, bool(ddl), committing) from exc
+        except MigrationError:
+            rollback_quietly(self)
+            raise
 
 
 class _Deadline:
@@ -351,52 +349,6 @@ class _Deadline:
             return self._fired
 
 
-def _apply(
-    conn: Connection[Any],
-    url: str,
-    connection_id: int,
-    direction: Direction,
-    migration: Migration,
-    timeout_secs: int,
-) -> None:
-    """START TRANSACTION; the exact SQL; the version row; COMMIT."""
-    version = migration.version
-    sql = migration.sql if migration.has_sql else None
-    ddl = sorted(set(implicit_commit_keywords(sql))) if sql else []
-    log.info("migrate %s: %s %s", direction.value, direction.gerund, version)
-    if ddl:
-        log.warning(
-            "migration %s contains %s statements: MySQL commits implicitly around them, so "
-            "this migration is not atomic (a failure can leave it partly applied)",
-            version,
-            "/".join(ddl),
-        )
-    record = INSERT_VERSION_SQL if direction is Direction.UP else DELETE_VERSION_SQL
-    deadline = _Deadline(url, connection_id, timeout_secs, version) if timeout_secs > 0 else None
-    committing = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("START TRANSACTION")
-            if deadline is not None:
-                deadline.start()
-            if sql is not None:
-                _execute_verbatim(cur, sql)
-            cur.execute(record, (version,))
-            if deadline is not None and deadline.disarm():
-                raise _timed_out(version, timeout_secs)
-            committing = True
-            cur.execute("COMMIT")
-    except pymysql.Error as exc:
-        fired = deadline.disarm() if deadline is not None else False
-        _rollback_quietly(conn)
-        if fired:
-            raise _timed_out(version, timeout_secs) from exc
-        raise _version_error(conn, exc, direction, version, bool(ddl), committing) from exc
-    except MigrationError:
-        _rollback_quietly(conn)
-        raise
-
-
 def _execute_verbatim(cur: Cursor, sql: str) -> None:
     """The approved text as one multi-statement query, every result set consumed."""
     try:
@@ -414,16 +366,6 @@ def _timed_out(version: str, timeout_secs: int) -> MigrationError:
         f"migration {version} timed out after {timeout_secs}s; the schema state is unknown, "
         "check it before retrying"
     )
-
-
-def _rollback_quietly(conn: Connection[Any]) -> None:
-    if not conn.open:
-        return
-    try:
-        with conn.cursor() as cur:
-            cur.execute("ROLLBACK")
-    except pymysql.Error as exc:
-        log.warning("rollback after a failed migration failed: %s", exc)
 
 
 def _version_error(

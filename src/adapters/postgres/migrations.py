@@ -24,13 +24,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, LiteralString, cast
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
+from adapters.sql_common.migration_runner import (
+    MigrationLock,
+    rollback_quietly,
+    run_migration,
+)
 from application.agent.cancellation import CancelToken
 from domain.agent.errors import (
     DatabaseAuthError,
@@ -42,17 +47,9 @@ from domain.agent.errors import (
 from domain.agent.migrations import (
     Direction,
     Migration,
-    MigrationDetail,
     RepairAction,
     RepairDetail,
-    done_result,
-    parse_migration_detail,
-    parse_repair_detail,
-    plan_for,
     repair_hint,
-    repair_result,
-    run_plan,
-    status_result,
 )
 from domain.shared.jobs import ExecutionOutput
 from domain.shared.operations import Operation
@@ -99,36 +96,15 @@ def run_postgres_migration(
     `timeout_secs` bounds each statement of a migration (0 = unlimited); status and
     repair run without a timeout, as in the reference.
     """
-    # Parse before connecting: a malformed detail never touches the database.
-    if operation is Operation.MIGRATE_STATUS:
-        return _with_connection(open_connection, _status)
-    if operation is Operation.MIGRATE_REPAIR:
-        repair = parse_repair_detail(detail)
-        return _with_connection(open_connection, lambda conn: _repair(conn, repair, cancel))
-    if operation in (Operation.MIGRATE_UP, Operation.MIGRATE_DOWN):
-        direction = Direction.UP if operation is Operation.MIGRATE_UP else Direction.DOWN
-        parsed = parse_migration_detail(detail, direction)
-        return _with_connection(
-            open_connection,
-            lambda conn: _migrate(conn, parsed, timeout_secs, cancel),
-        )
-    raise MigrationError(f"not a migration operation: {operation.value}")
+    return run_migration(
+        operation,
+        detail,
+        cancel,
+        lambda: _PostgresSession(_open(open_connection), timeout_secs),
+    )
 
 
 # --- connection handling --------------------------------------------------------------------
-
-
-def _with_connection(
-    open_connection: Callable[[], Connection], body: Callable[[Connection], str]
-) -> ExecutionOutput:
-    conn = _open(open_connection)
-    try:
-        return ExecutionOutput(result_data=body(conn))
-    except psycopg.Error as exc:
-        # Errors outside a version (lock, tracking table, reads): nothing was applied.
-        raise MigrationError(_describe(exc), connectivity=_lost(conn)) from exc
-    finally:
-        conn.close()
 
 
 def _open(open_connection: Callable[[], Connection]) -> Connection:
@@ -155,7 +131,7 @@ def _lost(conn: Connection) -> bool:
     return conn.closed or conn.broken
 
 
-def _describe(exc: psycopg.Error) -> str:
+def _describe(exc: Exception) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
@@ -168,189 +144,156 @@ def _verbatim(sql: str) -> Any:
     return cast(Any, sql)
 
 
+def _end_transaction(conn: Connection) -> None:
+    if conn.info.transaction_status is not TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+
+
 # --- the advisory lock -----------------------------------------------------------------------
 
 
 class _AdvisoryLock:
     """`pg_advisory_lock` held for the whole run, polled so a cancel can end the wait."""
 
-    def __init__(self, conn: Connection, cancel: CancelToken) -> None:
+    description = f"(pg_advisory_lock {ADVISORY_LOCK_KEY}, '{LOCK_NAME}')"
+    poll_secs = LOCK_POLL_SECS
+
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._cancel = cancel
 
-    def __enter__(self) -> None:
-        waited = False
-        while True:
-            row = self._conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)
-            ).fetchone()
-            if row is not None and row[0]:
-                if waited:
-                    log.info("migration lock acquired")
-                return
-            if not waited:
-                log.info(
-                    "waiting for the migration lock (pg_advisory_lock %d, '%s'): "
-                    "another migration is running on this database",
-                    ADVISORY_LOCK_KEY,
-                    LOCK_NAME,
-                )
-                waited = True
-            if self._cancel.event.wait(LOCK_POLL_SECS):
-                raise MigrationError(
-                    "cancelled while waiting for the migration lock; nothing was applied"
-                )
+    def try_acquire(self) -> bool:
+        row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+        return row is not None and bool(row[0])
 
-    def __exit__(self, *exc_info: object) -> None:
-        if _lost(self._conn):
-            return  # the server released it with the session
-        try:
-            if self._conn.info.transaction_status is not TransactionStatus.IDLE:
-                self._conn.execute("ROLLBACK")
-            self._conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
-        except psycopg.Error as exc:
-            # Closing the connection (always done next) releases the lock anyway.
-            log.warning("could not release the migration lock explicitly: %s", exc)
+    def release(self) -> None:
+        # An aborted transaction would refuse the unlock.
+        _end_transaction(self._conn)
+        self._conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
 
-# --- the tracking table ----------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------
 
 
-def _ensure_table(conn: Connection) -> None:
-    # Two sessions can race on IF NOT EXISTS (a status run takes no lock): either way
-    # the table exists afterwards.
-    with contextlib.suppress(pg_errors.UniqueViolation, pg_errors.DuplicateTable):
-        conn.execute(CREATE_TABLE_SQL)
+class _PostgresSession:
+    """The run's one autocommit connection: how PostgreSQL does each step of a run."""
 
+    driver_error = psycopg.Error
 
-def _applied_versions(conn: Connection) -> list[str]:
-    return [str(row[0]) for row in conn.execute(SELECT_VERSIONS_SQL).fetchall()]
+    def __init__(self, conn: Connection, timeout_secs: int) -> None:
+        self._conn = conn
+        self._timeout_secs = timeout_secs
 
+    def describe(self, error: Exception) -> str:
+        return _describe(error)
 
-# --- operations -------------------------------------------------------------------------------
+    def lost(self, error: Exception | None = None) -> bool:
+        return _lost(self._conn)
 
+    def close(self) -> None:
+        self._conn.close()
 
-def _status(conn: Connection) -> str:
-    _ensure_table(conn)
-    return status_result(_applied_versions(conn))
+    def lock(self) -> MigrationLock:
+        return _AdvisoryLock(self._conn)
 
+    def rollback(self) -> None:
+        _end_transaction(self._conn)
 
-def _repair(conn: Connection, repair: RepairDetail, cancel: CancelToken) -> str:
-    with _AdvisoryLock(conn, cancel):
-        _ensure_table(conn)
+    def ensure_table(self) -> None:
+        # Two sessions can race on IF NOT EXISTS (a status run takes no lock): either way
+        # the table exists afterwards.
+        with contextlib.suppress(pg_errors.UniqueViolation, pg_errors.DuplicateTable):
+            self._conn.execute(CREATE_TABLE_SQL)
+
+    def applied_versions(self) -> list[str]:
+        return [str(row[0]) for row in self._conn.execute(SELECT_VERSIONS_SQL).fetchall()]
+
+    def repair(self, repair: RepairDetail) -> bool:
         if repair.action is RepairAction.MARK_APPLIED:
-            cur = conn.execute(INSERT_VERSION_IF_ABSENT_SQL, (repair.version,))
+            cur = self._conn.execute(INSERT_VERSION_IF_ABSENT_SQL, (repair.version,))
         else:
-            cur = conn.execute(DELETE_VERSION_SQL, (repair.version,))
+            cur = self._conn.execute(DELETE_VERSION_SQL, (repair.version,))
+        return bool(cur.rowcount)
+
+    def prepare_plan(
+        self, direction: Direction, plan: Sequence[Migration]
+    ) -> Callable[[Migration], None]:
+        # Nothing to refuse up front: PostgreSQL itself refuses what cannot run in a
+        # transaction, before anything of that version is applied.
+        return lambda migration: self._apply(direction, migration)
+
+    def _apply(self, direction: Direction, migration: Migration) -> None:
         log.info(
-            "migrate repair %s %s: %s",
-            repair.action.value,
-            repair.version,
-            "done" if cur.rowcount else "nothing to change",
+            "migrate %s: %s %s%s",
+            direction.value,
+            direction.gerund,
+            migration.version,
+            "" if migration.transactional else " (non-transactional)",
         )
-    return repair_result(repair)
+        if migration.transactional:
+            self._apply_in_transaction(direction, migration)
+        else:
+            self._apply_without_transaction(direction, migration)
 
+    def _apply_in_transaction(self, direction: Direction, migration: Migration) -> None:
+        """The SQL and its version row in one transaction: both commit, or neither."""
+        conn, timeout_secs = self._conn, self._timeout_secs
+        committing = False
+        try:
+            conn.execute("BEGIN")
+            if timeout_secs > 0:
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (f"{timeout_secs}s",)
+                )
+            if migration.sql is not None and migration.has_sql:
+                conn.execute(_verbatim(migration.sql))
+            if conn.info.transaction_status is not TransactionStatus.INTRANS:
+                log.warning(
+                    "migration %s ended the agent's transaction itself (COMMIT/ROLLBACK in its "
+                    "SQL): its version row is written separately, not atomically",
+                    migration.version,
+                )
+            conn.execute(_record_sql(direction), (migration.version,))
+            committing = True
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            rollback_quietly(self)
+            raise _version_error(conn, exc, direction, migration, timeout_secs, committing) from exc
 
-def _migrate(
-    conn: Connection, detail: MigrationDetail, timeout_secs: int, cancel: CancelToken
-) -> str:
-    direction = detail.direction
-    with _AdvisoryLock(conn, cancel):
-        _ensure_table(conn)
-        plan = plan_for(detail, set(_applied_versions(conn)))
-        if not plan:
-            log.info("migrate %s: nothing to do", direction.value)
-        done = run_plan(
-            direction,
-            plan,
-            lambda migration: _apply(conn, direction, migration, timeout_secs),
-            lambda: cancel.cancelled,
-        )
-    return done_result(direction, done)
-
-
-def _apply(conn: Connection, direction: Direction, migration: Migration, timeout_secs: int) -> None:
-    log.info(
-        "migrate %s: %s %s%s",
-        direction.value,
-        direction.gerund,
-        migration.version,
-        "" if migration.transactional else " (non-transactional)",
-    )
-    if migration.transactional:
-        _apply_in_transaction(conn, direction, migration, timeout_secs)
-    else:
-        _apply_without_transaction(conn, direction, migration, timeout_secs)
+    def _apply_without_transaction(self, direction: Direction, migration: Migration) -> None:
+        """Autocommit: the SQL, then the row. A failed row write is a partial result."""
+        conn, timeout_secs = self._conn, self._timeout_secs
+        try:
+            if timeout_secs > 0:
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, false)", (f"{timeout_secs}s",)
+                )
+            try:
+                if migration.sql is not None and migration.has_sql:
+                    conn.execute(_verbatim(migration.sql))
+            except psycopg.Error as exc:
+                raise _version_error(conn, exc, direction, migration, timeout_secs, False) from exc
+            try:
+                conn.execute(_record_sql(direction), (migration.version,))
+            except psycopg.Error as exc:
+                error = PartialMigrationError(
+                    f"migration {migration.version} was {direction.participle} but "
+                    f"{'recording' if direction is Direction.UP else 'removing'} its version "
+                    f"in schema_migrations failed: {_describe(exc)}. "
+                    f"{repair_hint(direction, migration.version)}",
+                    "",
+                )
+                error.connectivity = _lost(conn)
+                raise error from exc
+        finally:
+            if timeout_secs > 0 and not _lost(conn):
+                try:
+                    conn.execute("RESET statement_timeout")
+                except psycopg.Error as exc:
+                    log.warning("could not reset statement_timeout: %s", exc)
 
 
 def _record_sql(direction: Direction) -> LiteralString:
     return INSERT_VERSION_SQL if direction is Direction.UP else DELETE_VERSION_SQL
-
-
-def _apply_in_transaction(
-    conn: Connection, direction: Direction, migration: Migration, timeout_secs: int
-) -> None:
-    """The SQL and its version row in one transaction: both commit, or neither."""
-    committing = False
-    try:
-        conn.execute("BEGIN")
-        if timeout_secs > 0:
-            conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{timeout_secs}s",))
-        if migration.sql is not None and migration.has_sql:
-            conn.execute(_verbatim(migration.sql))
-        if conn.info.transaction_status is not TransactionStatus.INTRANS:
-            log.warning(
-                "migration %s ended the agent's transaction itself (COMMIT/ROLLBACK in its "
-                "SQL): its version row is written separately, not atomically",
-                migration.version,
-            )
-        conn.execute(_record_sql(direction), (migration.version,))
-        committing = True
-        conn.execute("COMMIT")
-    except psycopg.Error as exc:
-        _rollback_quietly(conn)
-        raise _version_error(conn, exc, direction, migration, timeout_secs, committing) from exc
-
-
-def _apply_without_transaction(
-    conn: Connection, direction: Direction, migration: Migration, timeout_secs: int
-) -> None:
-    """Autocommit: the SQL, then the row. A failed row write is a partial result."""
-    try:
-        if timeout_secs > 0:
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout_secs}s",))
-        try:
-            if migration.sql is not None and migration.has_sql:
-                conn.execute(_verbatim(migration.sql))
-        except psycopg.Error as exc:
-            raise _version_error(conn, exc, direction, migration, timeout_secs, False) from exc
-        try:
-            conn.execute(_record_sql(direction), (migration.version,))
-        except psycopg.Error as exc:
-            error = PartialMigrationError(
-                f"migration {migration.version} was {direction.participle} but "
-                f"{'recording' if direction is Direction.UP else 'removing'} its version "
-                f"in schema_migrations failed: {_describe(exc)}. "
-                f"{repair_hint(direction, migration.version)}",
-                "",
-            )
-            error.connectivity = _lost(conn)
-            raise error from exc
-    finally:
-        if timeout_secs > 0 and not _lost(conn):
-            try:
-                conn.execute("RESET statement_timeout")
-            except psycopg.Error as exc:
-                log.warning("could not reset statement_timeout: %s", exc)
-
-
-def _rollback_quietly(conn: Connection) -> None:
-    if _lost(conn) or conn.info.transaction_status is TransactionStatus.IDLE:
-        return
-    try:
-        conn.execute("ROLLBACK")
-    except psycopg.Error as exc:
-        log.warning("rollback after a failed migration failed: %s", exc)
 
 
 def _version_error(

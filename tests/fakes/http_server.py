@@ -2,7 +2,7 @@
 
 Lets tests run the real `dbward agent` process (httpx client, signals, probe files, real
 database drivers) against a scriptable server. JSON field names follow
-agent-protocol.md §3; this is a test double, not the product's server.
+docs/protocol.md §3; this is a test double, not the product's server.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The dbward REST API as the `dbward` CLI uses it: tokens, users and `/api/me` (server.md §8).
+"""The dbward REST API as the `dbward` CLI uses it: tokens, users and `/api/me` (docs/server.md §8).
 
 Every call is JSON with `Authorization: Bearer <token>`. Every failure leaves this module as
 one exception type, `ApiError(status, code, message, hint)`, so a command only has to print
@@ -30,7 +30,7 @@ CONNECT_TIMEOUT_SECS = 10.0
 #: How much of a non-JSON error body is worth carrying in a message.
 _ERROR_BODY_PREVIEW = 200
 
-#: The code an error gets when the server's body does not carry one (server.md §8.1 names).
+#: The code an error gets when the server's body does not carry one (docs/server.md §8.1 names).
 _CODE_BY_STATUS: Mapping[int, str] = {
     400: "validation",
     401: "unauthorized",
@@ -123,7 +123,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
 class ApiClient:
     """A thin, typed wrapper over the dbward REST API; one `httpx.Client` per instance.
 
-    Methods return the decoded JSON objects as the server sends them (server.md §4.5, §8.2);
+    Methods return the decoded JSON objects as the server sends them (docs/server.md §4.5, §8.2);
     rendering them is the CLI's business.
     """
 
@@ -176,7 +176,7 @@ class ApiClient:
         """`GET /api/me` → `{subject_id, subject_type, roles:[…], groups}`."""
         return self._object("GET", "/api/me")
 
-    # --- tokens (server.md §4.5) ----------------------------------------------------------
+    # --- tokens (docs/server.md §4.5) ----------------------------------------------------------
 
     def create_token(
         self,
@@ -234,7 +234,7 @@ class ApiClient:
         """`GET /api/tokens/{id}/inspect` → ceiling, resolved and effective roles, status."""
         return self._object("GET", f"/api/tokens/{path_segment(token_id)}/inspect")
 
-    # --- users (server.md §8.2) -----------------------------------------------------------
+    # --- users (docs/server.md §8.2) -----------------------------------------------------------
 
     def create_user(
         self, user_id: str, roles: Sequence[str] = (), groups: Sequence[str] = ()

@@ -1,6 +1,6 @@
 """The agent's TOML config: read, expand `${VAR}`, validate strictly, build AgentSettings.
 
-DESIGN.md §3 improvement 6. The reference agent ignores unknown keys (so a typo silently
+docs/agent.md §5 improvement 6. The reference agent ignores unknown keys (so a typo silently
 keeps a default) and expands `${...}` over the raw text, comments included. Here:
 
 1. read the file and parse it with tomllib;
@@ -53,7 +53,7 @@ from domain.shared.scopes import InvalidScopeNameError, Scope, validate_scope_na
 
 __all__ = ["is_local_host", "load_agent_settings", "render_effective_config"]
 
-#: Overrides `[server].allow_insecure` when set: true iff "true" or "1" (agent-protocol §11.1).
+#: Overrides `[server].allow_insecure` when set: true iff "true" or "1" (docs/protocol.md §11.1).
 ALLOW_INSECURE_ENV = "DBWARD_ALLOW_INSECURE"
 
 _SERVER_SCHEMES = ("http://", "https://")
@@ -207,7 +207,7 @@ def _parse_operations(
 
 
 def is_local_host(host: str) -> bool:
-    """Hosts an http:// server URL may reach without allow_insecure (agent-protocol §11.1).
+    """Hosts an http:// server URL may reach without allow_insecure (docs/protocol.md §11.1).
 
     Loopback, private and link-local addresses, cluster-internal names and bare hostnames:
     places where the cleartext token does not cross the internet. The agent runner may use

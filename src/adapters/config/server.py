@@ -1,7 +1,7 @@
 """The server's TOML config: read, expand `${VAR}`, validate strictly, build ServerSettings.
 
-The same four steps as the agent's loader (adapters.config.agent, DESIGN.md §3
-improvement 6), applied to server.toml (spec/server.md §2.1, §3, §4.2-§4.3, §6.5):
+The same four steps as the agent's loader (adapters.config.agent, docs/agent.md §5
+improvement 6), applied to server.toml (docs/server.md §2.1, §3, §4.2-§4.3, §6.5):
 
 1. read the file and parse it with tomllib;
 2. expand `${VAR}` / `${VAR:-default}` in string values only (adapters.config.env_expansion);

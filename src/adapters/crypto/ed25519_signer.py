@@ -1,4 +1,4 @@
-"""The server's Ed25519 signing key, with `cryptography` (agent-protocol.md §3.1, §4.1).
+"""The server's Ed25519 signing key, with `cryptography` (docs/protocol.md §3.1, §4.1).
 
 The key is `<state_dir>/signing.key`: the 32-byte Ed25519 seed, raw, as the reference
 stores it, so a state dir moves between dbward implementations. It is created on first

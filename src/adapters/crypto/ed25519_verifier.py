@@ -1,6 +1,6 @@
 """Ed25519 signature checks for execution tokens, with `cryptography`.
 
-The server publishes its raw 32-byte public key as hex (agent-protocol.md §3.1); the
+The server publishes its raw 32-byte public key as hex (docs/protocol.md §3.1); the
 agent loads it once at startup. An operator may pin the key in `[server].public_key`, so
 a rogue or compromised server URL cannot hand out a key of its own and sign arbitrary
 jobs (the reference trusts whatever key it is first given, §16.10).

@@ -1,7 +1,7 @@
 """Liveness and readiness as files, for `test -f` exec probes and file watchers.
 
 Liveness is refreshed (mtime) on every loop turn rather than created once, so a probe
-that checks the file's age can tell a hung agent from a live one (agent-protocol.md
+that checks the file's age can tell a hung agent from a live one (docs/protocol.md
 §16.14). Missing parent directories are not created: that is a configuration mistake,
 reported by the caller as the OSError it is.
 """

@@ -1,7 +1,7 @@
-"""The error envelope of every API response: `{"error", "code", "hint"}` (server.md §8.1).
+"""The error envelope of every API response: `{"error", "code", "hint"}` (docs/server.md §8.1).
 
 Domain errors that carry their family's default code take the reference's shape
-(agent-protocol.md §2, `map_error`): 409 `request.conflict` "conflict: <msg>" with the hint
+(docs/protocol.md §2, `map_error`): 409 `request.conflict` "conflict: <msg>" with the hint
 "request may have been modified concurrently", 404 `request.not_found` "not found: <msg>",
 410 `request.gone` "gone: <msg>", 413 `payload.too_large`, 400 `validation.failed`
 "validation: <msg>" with the message as hint. An error raised with a specific code
@@ -45,7 +45,7 @@ def envelope(status: int, message: str, code: str, hint: str | None = None) -> J
 
 
 def validation_envelope(message: str) -> JSONResponse:
-    """400 `validation.failed`, "validation: <msg>", hint = msg (agent-protocol.md §2)."""
+    """400 `validation.failed`, "validation: <msg>", hint = msg (docs/protocol.md §2)."""
     return envelope(400, f"validation: {message}", "validation.failed", message)
 
 

@@ -1,4 +1,4 @@
-"""The agent API (agent-protocol.md §3): paths, bodies and answers of dbward 0.2.
+"""The agent API (docs/protocol.md §3): paths, bodies and answers of dbward 0.2.
 
 Bodies are read by hand rather than through FastAPI's body parameters, for three wire
 details: claim and heartbeat are bodiless POSTs (a claim may carry our optional

@@ -1,6 +1,6 @@
 """Identity routes: health, readiness, `/api/me`, tokens, users and the audit API.
 
-spec/server.md §4.5, §6, §8.2. Route functions are sync on purpose: they call the store,
+docs/server.md §4.5, §6, §8.2. Route functions are sync on purpose: they call the store,
 and FastAPI runs sync routes (and the `current_principal` dependency) in its thread pool.
 Request bodies are pydantic models with `extra="forbid"` (the reference's
 `deny_unknown_fields`); a malformed body becomes a 400 envelope (`errors.py`).

@@ -1,4 +1,4 @@
-"""The request API (spec/server.md §8.2): create, read, list, cancel, results, executions.
+"""The request API (docs/server.md §8.2): create, read, list, cancel, results, executions.
 
 Long-polls (`GET /api/requests/{id}?wait=`, `…/result/stream`) are `async` and wait on the
 notifier without holding a thread; the other routes are plain functions FastAPI runs in

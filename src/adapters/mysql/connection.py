@@ -1,7 +1,7 @@
 """Connecting to MySQL/MariaDB with PyMySQL: URL parsing, error classification, KILL QUERY.
 
 Shared by the database adapter and the migrations module. Failures are classified by the
-driver's error numbers, never by message text (agent-protocol.md §16 item 17): a wrong
+driver's error numbers, never by message text (docs/protocol.md §16 item 17): a wrong
 password is hard, a refused connection or a lost server is transient.
 
 A few PyMySQL internals are touched here, and only here, because the public API has no

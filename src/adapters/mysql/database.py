@@ -1,4 +1,4 @@
-"""MySQL and MariaDB behind `DatabasePort`, with PyMySQL (agent-protocol.md §5.3-§5.6, §9.3).
+"""MySQL and MariaDB behind `DatabasePort`, with PyMySQL (docs/protocol.md §5.3-§5.6, §9.3).
 
 What this adds over the reference agent (§16 items 7, 8, 9, 12, 17):
 

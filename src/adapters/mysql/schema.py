@@ -1,4 +1,4 @@
-"""Schema snapshot of the connection's current database (agent-protocol.md §8.2).
+"""Schema snapshot of the connection's current database (docs/protocol.md §8.2).
 
 Set-based: six queries on information_schema for the whole database, however many tables
 it holds (the reference ran three more queries per table, §16 item 12). Unlike the

@@ -1,4 +1,4 @@
-"""MySQL/MariaDB values as JSON (agent-protocol.md §5.5).
+"""MySQL/MariaDB values as JSON (docs/protocol.md §5.5).
 
 Rows are read in the text protocol with PyMySQL's conversions switched off, so every value
 arrives as the exact bytes the server sent. Encoding from those bytes (rather than from

@@ -1,6 +1,6 @@
 """PostgreSQL through psycopg 3: the agent's `DatabasePort` for `postgres://` URLs.
 
-What it guarantees, and why (agent-protocol.md §5, §6.3, §8, §9.3, §10; DESIGN.md §3):
+What it guarantees, and why (docs/protocol.md §5, §6.3, §8, §9.3, §10; docs/agent.md §5):
 
 * SELECT plans run in a `BEGIN READ ONLY` transaction that has already taken a snapshot, so
   a `SET TRANSACTION READ WRITE` smuggled into the plan fails, and the database itself

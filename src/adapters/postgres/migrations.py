@@ -1,4 +1,4 @@
-"""dbmate-compatible migrations on PostgreSQL (agent-protocol.md §12, DESIGN.md §3 item 11).
+"""dbmate-compatible migrations on PostgreSQL (docs/protocol.md §12, docs/agent.md §5 item 11).
 
 Differences from the reference agent, all deliberate:
 

@@ -1,4 +1,4 @@
-"""PostgreSQL schema snapshot for schema sync (agent-protocol.md §8.2, DESIGN.md §3).
+"""PostgreSQL schema snapshot for schema sync (docs/protocol.md §8.2, docs/agent.md §5).
 
 The reference ran three queries per table (§8.3), missed CHECK constraints, index columns
 and types, views and partitioned tables. Here four set-based catalog queries cover every

@@ -1,4 +1,4 @@
-"""PostgreSQL value encoding for `execute_select` results (agent-protocol.md §5.5).
+"""PostgreSQL value encoding for `execute_select` results (docs/protocol.md §5.5).
 
 Values are read in the server's text form and converted only where the protocol says so:
 integers become JSON integers, floats JSON numbers (NaN and the infinities as strings),

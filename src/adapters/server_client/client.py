@@ -1,4 +1,4 @@
-"""`ServerPort` over HTTP with httpx: the dbward agent API (agent-protocol.md §2, §3).
+"""`ServerPort` over HTTP with httpx: the dbward agent API (docs/protocol.md §2, §3).
 
 One `httpx.Client` is shared by the poll loop, the heartbeat thread and the job workers,
 so connections are kept alive instead of paying a TLS handshake per heartbeat. Every

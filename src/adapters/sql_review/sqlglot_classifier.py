@@ -1,6 +1,6 @@
 """`SqlClassifier` on sqlglot: classify submitted SQL and redact it for the audit log.
 
-spec/server.md §5.1-§5.3 and §6.5; the sharp edges are spec/peers-and-lessons.md §C.6.
+docs/server.md §5.1-§5.3 and §6.5; the sharp edges are docs/server.md §5.4.
 Everything here fails closed: what sqlglot cannot parse is a parse failure (400 on create),
 what it parses but we do not recognise (`exp.Command`, a bare expression) is UNKNOWN and
 needs approval, and nothing is SELECT unless we know it is.

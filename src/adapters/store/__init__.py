@@ -2,5 +2,5 @@
 
 `engine.create_store_engine` builds the engine, `migrations.migrate` brings the schema to
 the version this code knows, `schema` holds the tables, and `audit_log` appends to and
-verifies the audit hash chain inside the caller's transaction (DESIGN.md §4).
+verifies the audit hash chain inside the caller's transaction (docs/server.md §7.1).
 """

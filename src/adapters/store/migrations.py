@@ -1,4 +1,4 @@
-"""Versioned schema migrations for the store (spec/server.md §7.1 recommendation).
+"""Versioned schema migrations for the store (docs/server.md §7.1).
 
 `schema_version` holds one row per applied step (version, description, applied_at); the
 database's version is the highest one. `STEPS` is the ordered list of steps, numbered from

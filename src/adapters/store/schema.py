@@ -1,7 +1,7 @@
-"""The control-plane tables (spec/server.md §7.1), portable between SQLite and PostgreSQL.
+"""The control-plane tables (docs/server.md §7.1), portable between SQLite and PostgreSQL.
 
 Portability rules, because several server replicas may share one PostgreSQL database while
-the embedded default is one SQLite file (DESIGN.md §4):
+the embedded default is one SQLite file (docs/server.md §7.1):
 
 * Only types both engines have: `Text`, `Integer`, `BigInteger`, `Boolean`. No JSON, UUID,
   ARRAY, ENUM or TIMESTAMPTZ columns. Strings are `Text` everywhere (no `VARCHAR(n)`: SQLite
@@ -73,7 +73,7 @@ NAMING_CONVENTION: dict[str, str] = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-# Frozen value lists for CHECK constraints (spec/server.md §1.1, §7.1, agent-protocol.md).
+# Frozen value lists for CHECK constraints (docs/server.md §1.1, §7.1, docs/protocol.md).
 OPERATIONS = (
     "execute_select",
     "execute_dml",
@@ -221,7 +221,7 @@ requests = Table(
     Column("database_id", Text, ForeignKey("databases.id"), nullable=False),
     Column("detail", Text, nullable=False),
     Column("status", Text, nullable=False),
-    # The status a dispatch came from, so a dispatch timeout can return to it (§11(c)4).
+    # The status a dispatch came from, so a dispatch timeout can return to it (§11.4).
     Column("pre_dispatch_status", Text),
     _flag("emergency"),
     Column("reason", Text),
@@ -313,7 +313,7 @@ executions = Table(
 )
 
 #: One row per finished execution: the persisted result summary, so a client that
-#: reconnects (or talks to another replica) always gets its result (§11(c)14).
+#: reconnects (or talks to another replica) always gets its result (§11.14).
 results = Table(
     "results",
     metadata,
@@ -433,7 +433,7 @@ schema_snapshots = Table(
     _one_of("dialect", ("postgresql", "mysql")),
 )
 
-#: EXPLAIN on request creation, one row per statement (agent-protocol.md §3.7, §9).
+#: EXPLAIN on request creation, one row per statement (docs/protocol.md §3.7, §9).
 dry_run_jobs = Table(
     "dry_run_jobs",
     metadata,
@@ -455,7 +455,7 @@ dry_run_jobs = Table(
     Index("ix_dry_run_jobs_request_id", "request_id"),
 )
 
-#: EXPLAIN for `POST /api/preflight`, short-lived (agent-protocol.md §3.9, §9).
+#: EXPLAIN for `POST /api/preflight`, short-lived (docs/protocol.md §3.9, §9).
 preflight_jobs = Table(
     "preflight_jobs",
     metadata,

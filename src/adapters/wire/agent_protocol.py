@@ -1,4 +1,4 @@
-"""The dbward 0.2 agent wire format (agent-protocol.md §3), in one place.
+"""The dbward 0.2 agent wire format (docs/protocol.md §3), in one place.
 
 Request bodies are built as plain dicts whose insertion order is the reference agent's
 struct field order, so `orjson.dumps` gives the same bytes a dbward 0.2 agent sends and

@@ -1,7 +1,7 @@
 """The poll loop: advertise healthy scopes, take jobs, pace the next poll.
 
 `step()` is one iteration and returns how long to wait before the next, so tests drive the
-loop step by step with a fake clock. Long-poll (DESIGN.md §3 improvement 1): the poll asks
+loop step by step with a fake clock. Long-poll (docs/agent.md §5 improvement 1): the poll asks
 the server to hold it for `poll_wait_ms`; a server that honours it says so by echoing
 `wait_ms`, and the agent re-polls at once; a server that ignores it answers at once, and
 the agent falls back to `poll_interval_ms`. After an error the agent backs off with full

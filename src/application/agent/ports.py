@@ -27,7 +27,7 @@ from domain.shared.operations import Operation
 
 
 class ServerPort(Protocol):
-    """The dbward server's agent API (agent-protocol.md §3).
+    """The dbward server's agent API (docs/protocol.md §3).
 
     Errors are raised as `domain.agent.errors` types: `ServerError` subclasses for HTTP error
     statuses, `ServerUnreachable` when no answer came, `MalformedServerResponse` for a

@@ -1,6 +1,6 @@
 """Hands results to the server and keeps trying until the lease end plus a grace period.
 
-Results are never silently lost (DESIGN.md §3 improvement 4): a server restart or a network
+Results are never silently lost (docs/agent.md §5 improvement 4): a server restart or a network
 blip while a long job finishes must not turn a finished job into `execution_lost`. The
 retries run through `application.agent.retrying`, so every wait is an interruptible wait on
 the injected clock (a forced shutdown abandons it; tests run on fake time).

@@ -5,7 +5,7 @@ under one shared `startup_max_wait_secs` deadline, so Kubernetes pods that start
 do not crash-loop. Hard errors (a rejected token, wrong database credentials, a 4xx, a bad
 public key) exit at once. Databases connect in parallel; when the deadline passes with the
 server reachable and at least one database up, the agent starts with those and keeps
-retrying the rest in degraded mode (DESIGN.md §3 improvement 7). A signal in any stage
+retrying the rest in degraded mode (docs/agent.md §5 improvement 7). A signal in any stage
 ends startup cleanly. The retries are built by `application.agent.retrying`.
 """
 

@@ -1,4 +1,4 @@
-"""Builds audit events the same way for every use case (spec/server.md §6.1-§6.2).
+"""Builds audit events the same way for every use case (docs/server.md §6.1-§6.2).
 
 A use case appends the event in the same store session as the state change it records,
 so both commit or neither does. SQL in events is literal-redacted by the caller (the raw

@@ -1,4 +1,4 @@
-"""Background sweeps: leases, dispatch timeouts, expiries (spec/server.md §1.6, §7.2).
+"""Background sweeps: leases, dispatch timeouts, expiries (docs/server.md §1.6, §7.2).
 
 Each sweep is one method taking `now`, so tests run it with a fake clock; `run_once(now)`
 runs all of them. Every change is a guarded update in its own short transaction with its
@@ -9,7 +9,7 @@ intervals (`[sweeps]`, 5 s by default, the reference's 60 s being up to a minute
 
 Ours over the reference: a dispatch timeout returns the request to where it was
 dispatched from (`pre_dispatch_status`: an auto-approved request goes back to
-`auto_approved`, §11(c)4), and auto-approved/break-glass requests resting after such a
+`auto_approved`, §11.4), and auto-approved/break-glass requests resting after such a
 timeout expire like approved ones (their `expires_at` was set when they were resolved).
 """
 

@@ -1,4 +1,4 @@
-"""Per-database health, the heart of degraded mode (DESIGN.md §3 improvement 2).
+"""Per-database health, the heart of degraded mode (docs/agent.md §5 improvement 2).
 
 A lost database leaves the advertised scopes until it reconnects; the others keep
 working. Reconnects are attempted once per poll interval. Pure: time is passed in.

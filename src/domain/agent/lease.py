@@ -1,6 +1,6 @@
 """Leases: how long the agent may keep trying to hand in a result.
 
-DESIGN.md §3 improvement 4: submission retries until the lease end plus a grace period, and
+docs/agent.md §5 improvement 4: submission retries until the lease end plus a grace period, and
 never for less than the reference's 300 s budget, because our server accepts a late
 result as long as no newer execution of the request exists.
 """

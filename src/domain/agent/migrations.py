@@ -1,6 +1,6 @@
 """dbmate-compatible migrations as the agent sees them: signed job details, plans, results.
 
-The CLI builds the job detail from local migration files (agent-protocol.md §12.1), so the
+The CLI builds the job detail from local migration files (docs/protocol.md §12.1), so the
 agent needs no filesystem: the detail carries every version with the SQL for the requested
 direction. This module turns that signed JSON into plain values, decides which versions to
 run against the versions already recorded in `schema_migrations`, drives the per-version
@@ -83,7 +83,7 @@ class Migration:
 
 @dataclass(frozen=True)
 class MigrationDetail:
-    """The v2 detail of a migrate_up / migrate_down job (agent-protocol.md §12.1)."""
+    """The v2 detail of a migrate_up / migrate_down job (docs/protocol.md §12.1)."""
 
     direction: Direction
     migrations: tuple[Migration, ...]

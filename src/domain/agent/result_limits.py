@@ -1,4 +1,4 @@
-"""Exact result limits (DESIGN.md §3 improvement 5).
+"""Exact result limits (docs/agent.md §5 improvement 5).
 
 The reference reports `truncated` when a result has exactly `max_rows` rows and lets the row
 that crosses the byte cap in. Here a driver offers each encoded row in turn; the collector
@@ -14,7 +14,7 @@ MIB = 1024 * 1024
 
 
 def row_limit_reason(max_rows: int) -> str:
-    """`truncation_reason` when the row limit stopped the result (agent-protocol.md §5.6)."""
+    """`truncation_reason` when the row limit stopped the result (docs/protocol.md §5.6)."""
     return f"row limit reached ({max_rows})"
 
 

@@ -1,5 +1,5 @@
 """The agent's checks of an execution token, in order, with their messages
-(agent-protocol.md §4.2).
+(docs/protocol.md §4.2).
 
 The bytes that are signed come from `domain.shared.execution_token`; the cryptography lives
 behind the `SignatureCheck` callable the caller passes in.
@@ -79,7 +79,7 @@ def parse_rfc3339(value: str) -> datetime:
 def verify_execution_token(
     claim: ClaimedJob, *, now: datetime, check_signature: SignatureCheck
 ) -> ExecutionToken:
-    """Run every check of agent-protocol.md §4.2, in its order, with its messages.
+    """Run every check of docs/protocol.md §4.2, in its order, with its messages.
 
     Raises TokenVerificationError; the caller reports the job as failed (never exits).
     """

@@ -1,4 +1,4 @@
-"""The server's view of its agents (spec/server.md §7.3, agent-protocol.md §3.2, §3.10).
+"""The server's view of its agents (docs/server.md §7.3, docs/protocol.md §3.2, §3.10).
 
 Every poll rewrites the agent's row; nothing else does. Health is therefore never stored:
 it is derived on read from `last_seen_at` and the load the agent last reported, so a
@@ -7,9 +7,9 @@ crashed agent turns `offline` without any job having to notice.
 Our changes to the reference, both additive on the wire:
 
 * Agents are keyed by (token subject, configured `agent_id`) rather than by subject only
-  (spec/server.md §11(c) item 15), so two agents sharing a token keep separate rows.
+  (docs/server.md §11.15), so two agents sharing a token keep separate rows.
 * `degraded_scopes`: the scopes an agent has dropped because their database is down
-  (DESIGN.md §3 improvement 2). They are shown, never matched: a degraded scope is not
+  (docs/agent.md §5 improvement 2). They are shown, never matched: a degraded scope is not
   eligible for work.
 """
 
@@ -84,7 +84,7 @@ class AgentRecord:
 
 
 def validate_poll_scopes(scopes: Iterable[Scope | tuple[str, str]]) -> tuple[Scope, ...]:
-    """Check and deduplicate the scopes of a poll (agent-protocol.md §3.2 step 2).
+    """Check and deduplicate the scopes of a poll (docs/protocol.md §3.2 step 2).
 
     A wildcard anywhere is refused before any name is checked, as the reference does, so
     an agent configured with `*` gets the message that explains its mistake.

@@ -1,4 +1,4 @@
-"""API tokens: format, lookup prefix, hashing and the usability check (spec/server.md §4.5).
+"""API tokens: format, lookup prefix, hashing and the usability check (docs/server.md §4.5).
 
 A token is `dbw_` + 32 lowercase hex characters. The server keeps only the SHA-256 of the
 whole token and an 8-character lookup prefix: the prefix narrows the search to a few rows

@@ -1,4 +1,4 @@
-"""The audit log's hash chain (spec/server.md §6.3, chain_version 2).
+"""The audit log's hash chain (docs/server.md §6.3, chain_version 2).
 
 Each event's hash covers its fields and the previous event's hash, so changing, inserting
 or deleting a row breaks the chain at that row. The field encoding is length-prefixed

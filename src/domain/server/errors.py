@@ -2,7 +2,7 @@
 
 The status is plain data, not an HTTP library type: the domain stays free of frameworks,
 and the API layer maps every error with one generic handler into the reference's body
-`{"error": <message>, "code": <code>}` (spec/server.md §8.1). Subclasses fix the status and
+`{"error": <message>, "code": <code>}` (docs/server.md §8.1). Subclasses fix the status and
 a default code; callers pass a more specific code where the protocol names one
 (`token_expired`, `no_roles_resolved`, `insufficient_scope`, ...).
 """

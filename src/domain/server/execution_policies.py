@@ -1,11 +1,11 @@
 """Execution and result policies: how a dispatched request may run, and what its result keeps.
 
-spec/server.md §3.1-§3.2. Policies are matched by specificity: environment exact = 2,
+docs/server.md §3.1-§3.2. Policies are matched by specificity: environment exact = 2,
 database exact = 1, the highest wins and ties go to the first. Two different scopes never
 tie for one request ((db, env) 3, (*, env) 2, (db, *) 1, (*, *) 0), so a tie means the
 same scope twice, which validation rejects: the later entry would never apply.
 
-The defaults are the *effective* ones (§11(c)9): unset or no policy at all means a request
+The defaults are the *effective* ones (§11.9): unset or no policy at all means a request
 runs at most once within 24 h, queries time out after 30 s (capped at 600 s), migrations
 have no timeout, and results are kept 30 days.
 """
@@ -46,7 +46,7 @@ __all__ = [
     "validate_result_policies",
 ]
 
-#: The shortest lease the server grants (agent-protocol.md §6.2).
+#: The shortest lease the server grants (docs/protocol.md §6.2).
 MIN_LEASE_SECS = 60
 #: Added to a statement timeout to get a lease: time to report after the timeout fires.
 LEASE_MARGIN_SECS = 30
@@ -146,14 +146,14 @@ def effective_statement_timeout(
 
 
 def _formula(timeout: int, cap: int) -> int:
-    """agent-protocol.md §6.2: `max(60, min(t + 30, max + 30))`."""
+    """docs/protocol.md §6.2: `max(60, min(t + 30, max + 30))`."""
     return max(MIN_LEASE_SECS, min(timeout + LEASE_MARGIN_SECS, cap + LEASE_MARGIN_SECS))
 
 
 def policy_lease_seconds(
     policy: ExecutionPolicy, operation: Operation, workflow_override: int | None = None
 ) -> int:
-    """The reference lease (agent-protocol.md §6.2), before any request from the agent.
+    """The reference lease (docs/protocol.md §6.2), before any request from the agent.
 
     Queries: `max(60, min(t + 30, max_statement_timeout_secs + 30))` with t the effective
     statement timeout (60 s with the defaults). Migrations: `migration_lease_duration_secs`
@@ -178,7 +178,7 @@ def lease_seconds(
 ) -> int:
     """The lease granted at claim and renewed by each heartbeat, in seconds.
 
-    DESIGN.md §3 improvement 12: our agent sends `lease_duration_secs` (default 300) in
+    docs/agent.md §5 improvement 12: our agent sends `lease_duration_secs` (default 300) in
     the claim body. The rule is
 
         lease = max(policy_lease, min(requested, cap))
@@ -237,7 +237,7 @@ def resolve_result_policy(
     """The policy for (database, environment); with none, `both` and the default retention.
 
     `default_retention_days` is `[retention].result_ttl_days`, which the reference parsed
-    but never used (§11(c)1); here it is the retention when no policy says otherwise.
+    but never used (§11.1); here it is the retention when no policy says otherwise.
     """
     found = _resolve(policies, database, environment)
     return found or ResultPolicy(retention_days=default_retention_days)

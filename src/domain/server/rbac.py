@@ -1,4 +1,4 @@
-"""Roles, permissions and the two-layer authorization model (spec/server.md §2.5, §4).
+"""Roles, permissions and the two-layer authorization model (docs/server.md §2.5, §4).
 
 Layer 1 asks "may this principal do X at all, here?": some effective role must grant the
 permission, and for scoped permissions the role's databases and environments must cover
@@ -9,7 +9,7 @@ lifts the layer-2 ownership checks.
 Approval rights are different on purpose: they come only from the workflow's approver
 selectors (`is_approvable_by`), never from a permission, so no role can approve everything.
 
-Our change to the reference (spec/server.md §11(c) item 8): the built-in `admin` also holds
+Our change to the reference (docs/server.md §11.8): the built-in `admin` also holds
 `request.view:any` and `result.view:any`, so an administrator can audit requests through the
 API without also being an operator. Everything else about the built-in roles is unchanged.
 """
@@ -205,7 +205,7 @@ def _built_in(name: str, *permissions: str) -> Role:
     return Role(name=name, grants=parse_permissions(permissions), built_in=True)
 
 
-#: The built-in roles of spec/server.md §4.2 (scoped to every database and environment),
+#: The built-in roles of docs/server.md §4.2 (scoped to every database and environment),
 #: with `request.view:any` and `result.view:any` added to admin.
 BUILT_IN_ROLES: Mapping[str, Role] = MappingProxyType(
     {
@@ -333,7 +333,7 @@ def resolve_roles(
     default_role: str | None,
     role_definitions: Mapping[str, Role],
 ) -> tuple[Role, ...]:
-    """The roles a subject holds before the token's ceiling (spec/server.md §4.3).
+    """The roles a subject holds before the token's ceiling (docs/server.md §4.3).
 
     An agent always holds exactly `agent-default`. A user holds their direct roles (the
     caller passes none for a user who is not active) and their groups' roles; names that

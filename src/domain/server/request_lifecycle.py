@@ -1,11 +1,11 @@
-"""The request state machine (spec/server.md §1.1, §1.2), as one pure function.
+"""The request state machine (docs/server.md §1.1, §1.2), as one pure function.
 
 Every status change in the server goes through `transition`, and the store turns
 `allowed_from(trigger)` into its conditional `UPDATE ... WHERE status IN (...)`, so the
 table below is the single place that says which moves exist. Anything the table does not
 list raises `InvalidTransition`, which the API returns as 409.
 
-Where we differ from the reference (DESIGN.md §4, spec/server.md §11(c)):
+Where we differ from the reference (docs/server.md §7.1, docs/server.md §11):
 
 * Late completion is real: `execution_lost + Complete` moves to `executed` / `failed`
   (the reference's table allowed it but its repository refused the update).
@@ -13,7 +13,7 @@ Where we differ from the reference (DESIGN.md §4, spec/server.md §11(c)):
   it was dispatched (`dispatch_timeout_target`), not always to `approved`. Because an
   auto-approved or break-glass request can therefore rest in those statuses, the approved
   TTL applies to them too (`Expire` is accepted from them), so a reverted request still
-  expires (§11(c) item 3).
+  expires (§11.3).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""What a submitted SQL text is, before anyone approves it (spec/server.md §5.1-§5.3).
+"""What a submitted SQL text is, before anyone approves it (docs/server.md §5.1-§5.3).
 
 A parser adapter (`adapters.sql_review.sqlglot_classifier`) cuts the text into statements and gives
 each one a `StatementClass`; this module owns the rules that do not need a parser: the
 pre-parse limits, the escalation order of a batch, the multi-statement rules, and the
 execution plan.
 
-The execution plan is our improvement over the reference (§11(c)12): it holds the *exact
+The execution plan is our improvement over the reference (§11.12): it holds the *exact
 source text* of each statement, not a parser's re-serialisation, so what the agent runs
 (the statements joined with `";\\n"`) is byte for byte what the approver read.
 """

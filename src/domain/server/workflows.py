@@ -1,18 +1,18 @@
 """Approval workflows: which workflow governs a request, and whether it is auto-approved.
 
-spec/server.md §2.1-§2.3. A workflow covers a (database, environment) scope, `*` meaning
+docs/server.md §2.1-§2.3. A workflow covers a (database, environment) scope, `*` meaning
 any, and a list of operations, empty meaning all. For a request the most specific
 workflow wins: score 4 when its environment is exact, 2 when its database is exact, 1 when
 it lists the operation.
 
-Matching is deterministic (§11(c)10). Two workflows of *different* scopes can never score
+Matching is deterministic (§11.10). Two workflows of *different* scopes can never score
 the same for one request (the scope part of the score is 0, 2, 4 or 6 and the operation
 bit is 1), so a tie can only come from the same (database, environment): two catch-alls,
 or the same operation listed twice. `validate_workflows` rejects both, plus, as the
 reference does, a catch-all next to workflows that list operations. On a list that passed
 validation every match is unique; on one that did not, the first of equal scores wins.
 
-Our additions over the reference: `approved_ttl_secs` (§11(c)3, the approved-state TTL,
+Our additions over the reference: `approved_ttl_secs` (§11.3, the approved-state TTL,
 separate from `pending_ttl_secs`) and a *wired* `statement_timeout_secs`: it replaces the
 execution policy's `statement_timeout_secs` for the queries this workflow matches
 (execute_select, execute_dml, migrate_status), capped by the policy's
@@ -180,7 +180,7 @@ class Workflow:
     explain: bool = True
     #: None = `[retention].pending_ttl_secs`.
     pending_ttl_secs: int | None = None
-    #: Ours (§11(c)3). None = `[retention].approved_ttl_secs`.
+    #: Ours (§11.3). None = `[retention].approved_ttl_secs`.
     approved_ttl_secs: int | None = None
     #: Ours, wired: replaces the execution policy's statement_timeout_secs for queries
     #: (execute_select, execute_dml, migrate_status) this workflow matches, still capped

@@ -1,5 +1,5 @@
 """The execution token's bytes, shared by the server that signs and the agent that checks
-(agent-protocol.md §4).
+(docs/protocol.md §4).
 
 The server signs `request_id|operation|environment|database|detail_hash|expires_at|
 requester_role|requester_subject_id` with Ed25519. The agent recomputes `detail_hash` from
@@ -23,7 +23,7 @@ def canonical_json(value: Any) -> str:
 
 
 def detail_hash_input(operation: str, detail: str, execution_plan_json: str | None) -> bytes:
-    """The bytes whose SHA-256 is `detail_hash` (agent-protocol.md §4.1)."""
+    """The bytes whose SHA-256 is `detail_hash` (docs/protocol.md §4.1)."""
     if execution_plan_json is not None:
         return execution_plan_json.encode()
     if operation in _CANONICAL_DETAIL_OPERATIONS:

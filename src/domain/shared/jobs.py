@@ -1,6 +1,6 @@
 """Work as the agent sees it: dispatched jobs, claims, EXPLAIN jobs, results and status.
 
-Field names follow the dbward 0.2 wire protocol (agent-protocol.md §3), so the HTTP adapter
+Field names follow the dbward 0.2 wire protocol (docs/protocol.md §3), so the HTTP adapter
 maps them one to one. Raw strings are kept where the protocol signs them byte for byte.
 """
 

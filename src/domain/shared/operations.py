@@ -29,7 +29,7 @@ class Operation(StrEnum):
 
     @property
     def signs_canonical_detail(self) -> bool:
-        """Operations whose detail is JSON hashed in canonical form (agent-protocol §4.1)."""
+        """Operations whose detail is JSON hashed in canonical form (docs/protocol.md §4.1)."""
         return self in (Operation.MIGRATE_UP, Operation.MIGRATE_DOWN, Operation.MIGRATE_REPAIR)
 
 

@@ -1,5 +1,5 @@
 """What the client commands (`dbward token …`, `dbward user …`) share: where the server is,
-which token to send, and how results and errors are printed (server.md §8.3).
+which token to send, and how results and errors are printed (docs/server.md §8.3).
 
 Server URL and token, strongest first:
 

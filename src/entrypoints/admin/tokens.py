@@ -1,4 +1,4 @@
-"""`dbward token create|list|revoke|inspect` (server.md §4.5, §8.4).
+"""`dbward token create|list|revoke|inspect` (docs/server.md §4.5, §8.4).
 
 `token create` prints the plaintext token once, alone on stdout in human mode (details go
 to stderr), so `TOKEN=$(dbward token create …)` captures exactly the token.

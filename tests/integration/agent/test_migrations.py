@@ -1,4 +1,4 @@
-"""Migrations against real PostgreSQL and MySQL/MariaDB (agent-protocol.md §12).
+"""Migrations against real PostgreSQL and MySQL/MariaDB (docs/protocol.md §12).
 
 Every test gets a fresh empty database. The PostgreSQL runner gets a connection factory
 as the PostgreSQL adapter passes one; the MySQL runner opens its own connection.

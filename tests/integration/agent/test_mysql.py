@@ -1,4 +1,4 @@
-"""MySqlDatabase against a real MySQL/MariaDB (agent-protocol.md §5.3-§5.6, §8, §9.3, §16).
+"""MySqlDatabase against a real MySQL/MariaDB (docs/protocol.md §5.3-§5.6, §8, §9.3, §16).
 
 Each test gets a fresh database (the `mysql_database` fixture). Tests wait for states by
 polling with a deadline, never by sleeping a fixed time.
@@ -1068,7 +1068,7 @@ def test_no_other_exception_type_leaves_the_adapter(
 
 
 def test_a_full_mib_byte_cap_reads_like_the_reference(db: MySqlDatabase) -> None:
-    """agent-protocol.md §5.6: `size limit reached (10 MB)` for the 10 MiB cap."""
+    """docs/protocol.md §5.6: `size limit reached (10 MB)` for the 10 MiB cap."""
     data = select(
         db,
         "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)"

@@ -112,7 +112,7 @@ class Worker(threading.Thread):
             self.error = exc
 
 
-# --- value encoding (agent-protocol §5.5) ---------------------------------------------------
+# --- value encoding (docs/protocol.md §5.5) ---------------------------------------------------
 
 
 def test_every_documented_type_round_trips_to_its_json(
@@ -793,7 +793,7 @@ def test_no_other_exception_type_leaves_the_adapter(
 
 
 def test_a_full_mib_byte_cap_reads_like_the_reference(db: PostgresDatabase) -> None:
-    """agent-protocol.md §5.6: `size limit reached (10 MB)` for the 10 MiB cap."""
+    """docs/protocol.md §5.6: `size limit reached (10 MB)` for the 10 MiB cap."""
     data = select(db, "SELECT repeat('x', 1048576) AS v FROM generate_series(1, 12)")
     assert data["truncated"] is True
     assert data["truncation_reason"] == "size limit reached (10 MB)"

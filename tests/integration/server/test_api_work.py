@@ -1153,7 +1153,7 @@ def test_idempotency_keys_are_capped(client: TestClient) -> None:
 
 
 def test_domain_errors_use_the_protocol_codes(client: TestClient, harness: ServerHarness) -> None:
-    """agent-protocol.md §2: the reference's codes, prefixes and hints."""
+    """docs/protocol.md §2: the reference's codes, prefixes and hints."""
     poll(client)
     missing = client.post("/api/agent/jobs/nope/claim", headers=AGENT_H)
     assert missing.status_code == 404

@@ -186,7 +186,7 @@ class ClaimJob:
         return self._settings.execution_policy_for(scope.database, scope.environment), matched
 
     def _sign(self, record: RequestRecord, now: datetime) -> str:
-        """The execution token string of agent-protocol.md §4.1, signed with Ed25519."""
+        """The execution token string of docs/protocol.md §4.1, signed with Ed25519."""
         operation = record.operation.value
         hashed = detail_hash(operation, record.detail, record.execution_plan_json)
         expires_at = rfc3339_nanos(now + timedelta(seconds=TOKEN_TTL_SECS))

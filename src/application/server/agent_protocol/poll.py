@@ -2,7 +2,7 @@
 
 Wire-compatible with dbward 0.2; our additions are each optional for an old peer:
 
-* **Long-poll** (DESIGN.md §3 improvement 1): a poll carrying `wait_ms` (capped at 60 s)
+* **Long-poll** (docs/agent.md §5 improvement 1): a poll carrying `wait_ms` (capped at 60 s)
   with nothing to return is held until matching work appears or the wait ends. The waiter
   is armed before the store is read, so a dispatch committed in between still wakes it;
   the store is re-read every second anyway (replicas on one PostgreSQL do not share

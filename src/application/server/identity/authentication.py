@@ -57,7 +57,7 @@ class _FailureBudget:
 
 
 class Authenticator:
-    """`Authorization` header → `Principal` (spec/server.md §4.6); usable as `Authenticate`.
+    """`Authorization` header → `Principal` (docs/server.md §4.6); usable as `Authenticate`.
 
     Every refusal (401, or 403 from role resolution) is recorded as an `auth.failure`
     event in its own short transaction; recording never changes the answer: a failing

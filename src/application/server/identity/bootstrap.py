@@ -82,7 +82,7 @@ class _BootstrapRaced(Exception):
 
 
 class Bootstrapper:
-    """First-start users, tokens and token files (spec/server.md §4.5, §11(c) item 17).
+    """First-start users, tokens and token files (docs/server.md §4.5, §11.17).
 
     The store is written first and the files after: a crash in between leaves active
     tokens without files, which the next start reports (fatal, with the `--force-bootstrap`

@@ -101,7 +101,7 @@ class InitialToken:
 
 
 class UserService:
-    """`/api/users…` (spec/server.md §4.5, §8.2)."""
+    """`/api/users…` (docs/server.md §4.5, §8.2)."""
 
     def __init__(
         self,

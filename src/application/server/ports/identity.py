@@ -1,5 +1,5 @@
 """The identity ports: the repository of users, group memberships and API tokens
-(spec/server.md §4), and the secret files the bootstrap tokens are written to.
+(docs/server.md §4), and the secret files the bootstrap tokens are written to.
 
 The repository is part of a `StoreSession` (`application.server.ports.store`): every
 method runs inside the session's transaction, and writes commit together with the audit
@@ -80,7 +80,7 @@ class TokenFilters:
     subject_id: str | None = None
     subject_type: SubjectType | None = None
     status: TokenStatus | None = None
-    #: Bootstrap tokens are hidden from listings (spec/server.md §4.5).
+    #: Bootstrap tokens are hidden from listings (docs/server.md §4.5).
     include_bootstrap: bool = False
     limit: int | None = None
 

@@ -15,7 +15,7 @@ from domain.shared.scopes import Scope
 
 
 class SqlClassifier(Protocol):
-    """Classifies and redacts submitted SQL (spec/server.md §5.1-§5.3, §6.5).
+    """Classifies and redacts submitted SQL (docs/server.md §5.1-§5.3, §6.5).
 
     `dialect` is the wire name of the target database: `"postgresql"` or `"mysql"`
     (anything else is a `ValueError`). Neither method raises for bad SQL: `classify`
@@ -35,7 +35,7 @@ class ServerClock(Protocol):
 
 
 class ExecutionTokenSigner(Protocol):
-    """Signs execution tokens with the server's Ed25519 key (agent-protocol.md §3.1, §4.1).
+    """Signs execution tokens with the server's Ed25519 key (docs/protocol.md §3.1, §4.1).
 
     `sign` returns the 64-byte Ed25519 signature of `message` (pure EdDSA, no prehash);
     `public_key_hex` is the raw 32-byte public key as 64 lowercase hex characters, the

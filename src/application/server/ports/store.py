@@ -1,7 +1,7 @@
 """The server's store port: one transaction at a time, with a repository per concern.
 
 Every state change and its audit event go through one `Store.write()` session, so they
-commit together or not at all (DESIGN.md §4). Repositories decide races with conditional
+commit together or not at all (docs/server.md §7.1). Repositories decide races with conditional
 updates and report whether they won (a `bool` or a row count), never by reading first.
 
 The identity repository (users, tokens, group members) and the work repository (requests,

@@ -1,6 +1,6 @@
 """Cancelling a request (`POST /api/requests/{id}/cancel`).
 
-spec/server.md §2.6. Cancelling takes `request.cancel` on the request's scope, for one's
+docs/server.md §2.6. Cancelling takes `request.cancel` on the request's scope, for one's
 own request, or `request.cancel:any`, and then a reason: whoever cancels someone else's
 request must say why. A running request is cancelled too: the agent learns it from its
 next heartbeat and stops the statement.

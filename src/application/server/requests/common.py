@@ -28,7 +28,7 @@ LONG_POLL_RECHECK_SECS = 1.0
 
 
 def new_uuid() -> str:
-    """A UUID v4 string: request, execution, token and claim ids (agent-protocol.md §14)."""
+    """A UUID v4 string: request, execution, token and claim ids (docs/protocol.md §14)."""
     return str(uuid.uuid4())
 
 

@@ -1,9 +1,9 @@
 """Creating a request (`POST /api/requests`): checks, classification, workflow, dispatch.
 
-spec/server.md §1.3. The create path is the reference's, in its order (the step numbers
+docs/server.md §1.3. The create path is the reference's, in its order (the step numbers
 below are its steps), minus what needs approvals (those endpoints come later; a request
 that needs approval is stored `pending` with its expiry and first-step approvers, ready
-for them). What we do differently (DESIGN.md §4, spec/server.md §11(c)):
+for them). What we do differently (docs/server.md §7.1, docs/server.md §11):
 
 * the execution plan is the classifier's *exact source* statements (signed at claim);
 * an auto-approved request is dispatched in the same transaction that creates it, and

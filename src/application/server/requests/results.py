@@ -1,6 +1,6 @@
 """A request's result: waiting for it (`…/result/stream`) and reading it (`…/result/content`).
 
-spec/server.md §1.8. Results are summarised in the store, so a client that reconnects
+docs/server.md §1.8. Results are summarised in the store, so a client that reconnects
 always gets its result; the body is in the result content store, or, for a stream-only
 result, in the result relay for a short while. Who may read a result: the requester,
 whoever the request was shared with, the result policy's `access` selectors, and holders

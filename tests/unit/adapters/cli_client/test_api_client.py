@@ -1,7 +1,7 @@
 """ApiClient against httpx.MockTransport: paths, methods, bodies, headers, error mapping.
 
 No network: a recording transport answers from a route table, so each test sees exactly
-what would go on the wire (server.md §4.5, §8.1, §8.2).
+what would go on the wire (docs/server.md §4.5, §8.1, §8.2).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The agent config loader: defaults, strictness, `${VAR}` expansion, and one clear line per
-problem naming the file and the key (DESIGN.md §3 improvement 6)."""
+problem naming the file and the key (docs/agent.md §5 improvement 6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The server config loader: defaults, strictness, `${VAR}` expansion, every validation rule,
-and one clear line per problem naming the file and the key (DESIGN.md §3 improvement 6,
+and one clear line per problem naming the file and the key (docs/agent.md §5 improvement 6,
 applied to server.toml)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MySQL value encoding (agent-protocol.md §5.5), without a server."""
+"""MySQL value encoding (docs/protocol.md §5.5), without a server."""
 
 from __future__ import annotations
 

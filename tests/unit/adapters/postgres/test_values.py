@@ -1,4 +1,4 @@
-"""PostgreSQL value encoding (agent-protocol.md §5.5), without a database."""
+"""PostgreSQL value encoding (docs/protocol.md §5.5), without a database."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""SQL classification and redaction: spec/server.md §5.1-§5.3 and §6.5, with the sqlglot
-sharp edges of spec/peers-and-lessons.md §C.6, the exact-source execution plan of
-§11(c)12, and the lexer differentials the classifier refuses to guess at."""
+"""SQL classification and redaction: docs/server.md §5.1-§5.3 and §6.5, with the sqlglot
+sharp edges of docs/server.md §5.4, the exact-source execution plan of
+§11.12, and the lexer differentials the classifier refuses to guess at."""
 
 from __future__ import annotations
 
@@ -546,7 +546,7 @@ def test_parse_failure_reasons_do_not_quote_the_sql() -> None:
     assert "secret" not in unterminated.statements[0].reason
 
 
-# --- peers-and-lessons §C.6: sqlglot's sharp edges ------------------------------------
+# --- sqlglot's sharp edges (docs/server.md §5.4) ------------------------------------
 
 
 @pytest.mark.parametrize(

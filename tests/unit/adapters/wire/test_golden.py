@@ -1,4 +1,4 @@
-"""Golden vectors for the dbward 0.2 wire format (agent-protocol.md §3, §4.1).
+"""Golden vectors for the dbward 0.2 wire format (docs/protocol.md §3, §4.1).
 
 Every expected value here is a literal: a change to a field name, its order, or the bytes
 that get signed must show up as a failing test, never slip through a round trip.

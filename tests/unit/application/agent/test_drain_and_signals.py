@@ -1,5 +1,5 @@
-"""Graceful shutdown and escalating signals (agent-setup.md "Graceful shutdown",
-DESIGN.md §3 improvement 10), on the whole agent running on a thread over fakes."""
+"""Graceful shutdown and escalating signals (docs/agent.md §2.10,
+docs/agent.md §5 improvement 10), on the whole agent running on a thread over fakes."""
 
 from __future__ import annotations
 

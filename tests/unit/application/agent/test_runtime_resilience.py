@@ -1,4 +1,4 @@
-"""Runtime resilience (agent-setup.md "Runtime resilience"; DESIGN.md §3 improvements 1,
+"""Runtime resilience (docs/agent.md §2.9; docs/agent.md §5 improvements 1,
 2, 8 and 9): server outages, revoked tokens, the version gate, per-database degraded mode,
 liveness, and what a poll advertises.
 

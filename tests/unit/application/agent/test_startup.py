@@ -1,4 +1,4 @@
-"""Startup (agent-setup.md "Startup and resilience", DESIGN.md §3 improvement 7).
+"""Startup (docs/agent.md §2.1, docs/agent.md §5 improvement 7).
 
 Most tests drive `application.agent.startup.Startup` through an Agent wired to fakes with a
 `FakeClock`, so backoff sequences are asserted exactly and no test waits in real time.
@@ -320,7 +320,7 @@ def test_hard_error_makes_run_exit_1_without_readiness() -> None:
 
 
 def test_invalid_public_key_fails_at_once() -> None:
-    """A key that is not hex is a hard error (agent-protocol §11.3 TokenVerification)."""
+    """A key that is not hex is a hard error (docs/protocol.md §11.3 TokenVerification)."""
     r = rig()
     r.server.public_key_override = "zz"
     outcome = r.startup()

@@ -1,7 +1,7 @@
 """Request and agent-protocol use cases on a real store (SQLite in tmp_path).
 
-spec/server.md §1.3 (create), §1.5 (claim, heartbeat, result), §1.8 (results); the
-agent-protocol.md §3 decisions; and our improvements: exact-source plans signed at claim,
+docs/server.md §1.3 (create), §1.5 (claim, heartbeat, result), §1.8 (results); the
+docs/protocol.md §3 decisions; and our improvements: exact-source plans signed at claim,
 atomic auto-dispatch, late completion, redacted audit SQL, persisted result summaries.
 
 The `ServerHarness` here is shared with `test_sweeps.py`, the request use-case tests in

@@ -1,4 +1,4 @@
-"""Background sweeps with a fake clock (spec/server.md §1.6, §7.2; §11(c) items 3 and 4).
+"""Background sweeps with a fake clock (docs/server.md §1.6, §7.2; §11 items 3 and 4).
 
 Each sweep is a guarded update: it changes only what is still due when it runs, and
 writes one audit event per change in the same transaction.

@@ -1,4 +1,4 @@
-"""Migration details, plans, the per-version loop and result shapes (agent-protocol.md §12, §5)."""
+"""Migration details, plans, the per-version loop and result shapes (docs/protocol.md §12, §5)."""
 
 from __future__ import annotations
 

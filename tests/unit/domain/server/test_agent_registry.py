@@ -1,4 +1,4 @@
-"""The agent registry: poll scopes, derived status, queue hints (server.md §7.3)."""
+"""The agent registry: poll scopes, derived status, queue hints (docs/server.md §7.3)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def agent(
     )
 
 
-# --- poll scope validation (agent-protocol.md §3.2 step 2) ---------------------------------
+# --- poll scope validation (docs/protocol.md §3.2 step 2) ---------------------------------
 
 
 def test_valid_scopes_are_deduplicated_in_order() -> None:

@@ -1,4 +1,4 @@
-"""API tokens: format, lookup, hashing, usability (spec/server.md §4.5)."""
+"""API tokens: format, lookup, hashing, usability (docs/server.md §4.5)."""
 
 from __future__ import annotations
 

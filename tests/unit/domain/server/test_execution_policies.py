@@ -112,7 +112,7 @@ class TestStatementTimeout:
 
 
 class TestLease:
-    """agent-protocol.md §6.2, then the agent's requested lease (DESIGN.md §3 item 12)."""
+    """docs/protocol.md §6.2, then the agent's requested lease (docs/agent.md §5 item 12)."""
 
     def test_default_query_lease_is_60(self) -> None:
         assert policy_lease_seconds(ExecutionPolicy(), SELECT) == 60

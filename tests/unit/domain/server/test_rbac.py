@@ -157,7 +157,7 @@ def test_built_in_roles_exactly() -> None:
         "token.reissue",
         "audit.read",
         "metrics.view",
-        "request.view:any",  # ours (§11(c) item 8)
+        "request.view:any",  # ours (§11.8)
         "result.view:any",  # ours
     }
     assert set(BUILT_IN_ROLES[REQUESTER].permissions) == {

@@ -1,4 +1,4 @@
-"""The request state machine against spec/server.md §1.1 and §1.2, row by row.
+"""The request state machine against docs/server.md §1.1 and §1.2, row by row.
 
 The expected table is written out here by hand (not derived from the module), so a change
 to the module's table has to be a deliberate change to this file too.
@@ -32,7 +32,7 @@ from domain.server.request_lifecycle import (
 S = RequestStatus
 T = Trigger
 
-#: spec/server.md §1.2, plus our two documented changes (marked "ours").
+#: docs/server.md §1.2, plus our two documented changes (marked "ours").
 EXPECTED: dict[tuple[RequestStatus, Trigger], RequestStatus] = {
     (S.PENDING, T.APPROVE_STEP): S.PENDING,
     (S.PENDING, T.APPROVE_FINAL): S.APPROVED,
@@ -169,7 +169,7 @@ def test_invalid_transition_is_a_409_conflict() -> None:
     assert caught.value.code == "invalid_transition"
 
 
-# --- late completion (§11(c) item 6) -----------------------------------------------
+# --- late completion (§11.6) -----------------------------------------------
 
 
 def test_late_completion_after_lease_loss() -> None:
@@ -187,7 +187,7 @@ def test_result_for_a_cancelled_request_is_kept_quiet() -> None:
     assert not publishes_completion(S.DISPATCHED)
 
 
-# --- dispatch timeout provenance (§11(c) item 4) --------------------------------------
+# --- dispatch timeout provenance (§11.4) --------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Workflows: stable ids, deterministic matching, auto-approve evaluation and every
-validation rule of spec/server.md §2.1 (errors and warnings)."""
+validation rule of docs/server.md §2.1 (errors and warnings)."""
 
 from __future__ import annotations
 
@@ -365,7 +365,7 @@ class TestValidateOneWorkflow:
         assert [format_key(p.key) for p in result.errors] == ["custom[3]"]
 
 
-# --- validation: overlaps (deterministic matching, §11(c)10) -----------------------------------
+# --- validation: overlaps (deterministic matching, §11.10) -----------------------------------
 
 
 class TestOverlaps:

@@ -2,7 +2,7 @@
 
 The seam is `entrypoints.admin.output.api_client_factory`: the tests replace it with one
 that builds the real ApiClient on a fake API server, so every command runs its real config
-resolution, request building and output contract (server.md §8.3).
+resolution, request building and output contract (docs/server.md §8.3).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class ExecutionCompletion:
 
 @dataclass(frozen=True)
 class ResultSummary:
-    """One row of `results`: a finished execution's outcome, persisted (§11(c)14).
+    """One row of `results`: a finished execution's outcome, persisted (§11.14).
 
     The summary outlives the in-memory relay, so a client that reconnects (or asks another
     replica) still learns how its request ended. `storage_key` is "" when the content was

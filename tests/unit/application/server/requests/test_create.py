@@ -1,6 +1,6 @@
 """Creating a request: checks, classification, workflow, idempotent replay, auto-dispatch.
 
-spec/server.md §1.3, and our improvements: exact-source plans, atomic auto-dispatch,
+docs/server.md §1.3, and our improvements: exact-source plans, atomic auto-dispatch,
 redacted audit SQL, EXPLAIN dry-run jobs queued with the request.
 """
 

@@ -1,4 +1,5 @@
-"""`dbward user add|list|show|update|suspend|activate|rm|reissue-initial-token` (docs/server.md §8.4).
+"""`dbward user add|list|show|update|suspend|activate|rm|reissue-initial-token`
+(docs/server.md §8.4).
 
 `user add` and `user reissue-initial-token` print the user's initial token once, alone on
 stdout in human mode, like `token create`.

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import secrets
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -46,15 +45,12 @@ from application.server.identity.tokens import TokenService
 from application.server.identity.users import UserService
 from application.server.readiness import StoreReadiness
 from application.server.requests.cancel import CancelRequest
+from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
 from application.server.requests.results import GetResultContent, WaitForResult
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepRunner
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 @dataclass
@@ -95,13 +91,13 @@ class ServerContainer(containers.DeclarativeContainer):
     readiness = providers.Singleton(StoreReadiness, store)
     roles = providers.Singleton(RoleDirectory, settings.provided.auth)
     authenticator = providers.Singleton(
-        Authenticator, store=store, clock=clock, new_id=providers.Object(new_id), roles=roles
+        Authenticator, store=store, clock=clock, new_id=providers.Object(new_uuid), roles=roles
     )
     tokens = providers.Singleton(
         TokenService,
         store=store,
         clock=clock,
-        new_id=providers.Object(new_id),
+        new_id=providers.Object(new_uuid),
         random_bytes=providers.Object(secrets.token_bytes),
         settings=settings,
         roles=roles,
@@ -110,7 +106,7 @@ class ServerContainer(containers.DeclarativeContainer):
         UserService,
         store=store,
         clock=clock,
-        new_id=providers.Object(new_id),
+        new_id=providers.Object(new_uuid),
         random_bytes=providers.Object(secrets.token_bytes),
         roles=roles,
     )
@@ -119,7 +115,7 @@ class ServerContainer(containers.DeclarativeContainer):
         Bootstrapper,
         store=store,
         clock=clock,
-        new_id=providers.Object(new_id),
+        new_id=providers.Object(new_uuid),
         random_bytes=providers.Object(secrets.token_bytes),
         files=providers.Singleton(LocalSecretFiles),
     )
@@ -133,7 +129,7 @@ class ServerContainer(containers.DeclarativeContainer):
             classifier=classifier,
             notifier=notifier,
             draining=draining.provided.is_set,
-            new_id=providers.Object(new_id),
+            new_id=providers.Object(new_uuid),
         ),
         get_request=providers.Singleton(
             GetRequest,
@@ -148,7 +144,7 @@ class ServerContainer(containers.DeclarativeContainer):
             store=store,
             clock=clock,
             notifier=notifier,
-            new_id=providers.Object(new_id),
+            new_id=providers.Object(new_uuid),
         ),
         wait_for_result=providers.Singleton(
             WaitForResult,
@@ -180,7 +176,7 @@ class ServerContainer(containers.DeclarativeContainer):
             notifier=notifier,
             server_version=version,
             draining=draining.provided.is_set,
-            new_id=providers.Object(new_id),
+            new_id=providers.Object(new_uuid),
         ),
         claim_job=providers.Singleton(
             ClaimJob,
@@ -190,7 +186,7 @@ class ServerContainer(containers.DeclarativeContainer):
             signer=signer,
             notifier=notifier,
             draining=draining.provided.is_set,
-            new_id=providers.Object(new_id),
+            new_id=providers.Object(new_uuid),
         ),
         record_heartbeat=providers.Singleton(RecordHeartbeat, store=store, clock=clock),
         submit_result=providers.Singleton(
@@ -201,13 +197,17 @@ class ServerContainer(containers.DeclarativeContainer):
             notifier=notifier,
             result_store=result_store,
             result_relay=result_relay,
-            new_id=providers.Object(new_id),
+            new_id=providers.Object(new_uuid),
         ),
         sync_schema=providers.Singleton(
-            SyncSchema, store=store, settings=settings, clock=clock, new_id=providers.Object(new_id)
+            SyncSchema,
+            store=store,
+            settings=settings,
+            clock=clock,
+            new_id=providers.Object(new_uuid),
         ),
         claim_dry_run_job=providers.Singleton(
-            ClaimDryRunJob, store=store, clock=clock, new_id=providers.Object(new_id)
+            ClaimDryRunJob, store=store, clock=clock, new_id=providers.Object(new_uuid)
         ),
         submit_dry_run_result=providers.Singleton(
             SubmitDryRunResult, store=store, clock=clock, notifier=notifier
@@ -222,7 +222,7 @@ class ServerContainer(containers.DeclarativeContainer):
         store=store,
         settings=settings,
         notifier=notifier,
-        new_id=providers.Object(new_id),
+        new_id=providers.Object(new_uuid),
     )
     sweep_runner = providers.Singleton(SweepRunner, sweeps, settings, clock)
 

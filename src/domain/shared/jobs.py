@@ -110,9 +110,10 @@ class AgentStatus:
 class PollRequest:
     """`POST /api/agent/poll` (docs/protocol.md §3.2).
 
-    Our agent fills every field. `None` is a key another peer left out, which the server
-    reads as dbward 0.2's behaviour (§15 rule 3): no `status` counts as idle, no `limit`
-    as 10. Operations are canonical names only (an alias is refused when the body is read).
+    Our agent fills every field but `agent_id`. `None` is a key a peer left out (or sent
+    as null), which the server reads as dbward 0.2's behaviour (§15 rule 3): no `status`
+    counts as idle, no `limit` as 10. Operations are canonical names only (an alias is
+    refused when the body is read).
     """
 
     capabilities: Capabilities

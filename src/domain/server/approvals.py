@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from domain.server.errors import Conflict, Validation
+from domain.server.errors import Conflict, Forbidden, Validation
 from domain.server.rbac import Principal, Selector, check_approvable, matched_selectors
 from domain.server.workflows import ApprovalStep, StepMode, Workflow
 
@@ -36,6 +36,7 @@ __all__ = [
     "StepProgress",
     "approval_progress",
     "approved_steps_of",
+    "awaits_approval_from",
     "choose_selector",
     "current_step",
     "current_step_selectors",
@@ -175,15 +176,13 @@ def decide_approval(
     requester: str,
     workflow: Workflow,
     approvals: Sequence[Approval],
-    new_approval: Approval,
     requested_selector: str | None,
 ) -> ApprovalOutcome:
     """Check that `principal` may approve the current step now and say what follows.
 
     Raises Conflict when no step remains or the principal already approved this step,
     Forbidden when it is not eligible (§2.5), Validation/Conflict for the selector rule.
-    `new_approval` is the row to be inserted; its `matched_selector` and `step_index` are
-    ignored (they are decided here).
+    The caller records the approval with the outcome's `step_index` and `matched_selector`.
     """
     total = len(workflow.steps)
     index = current_step(workflow, approvals)
@@ -202,17 +201,17 @@ def decide_approval(
     if index in approved_steps_of(approvals, principal.subject_id):
         raise Conflict("already approved this step")
     selector = choose_selector(matched, open_selectors(workflow, approvals), requested_selector)
-    recorded = Approval(
-        id=new_approval.id,
-        request_id=new_approval.request_id,
+    counted = Approval(
+        id="",
+        request_id="",
         action=ApprovalAction.APPROVE,
         actor_id=principal.subject_id,
         step_index=index,
         matched_selector=selector,
-        comment=new_approval.comment,
-        created_at=new_approval.created_at,
+        comment=None,
+        created_at=datetime.min,
     )
-    after = (*approvals, recorded)
+    after = (*approvals, counted)
     following = current_step(workflow, after)
     return ApprovalOutcome(
         step_index=index,
@@ -326,3 +325,26 @@ def is_pending_approver(
     return bool(
         matched_selectors(principal, current_step_selectors(workflow, approvals), requester)
     )
+
+
+def awaits_approval_from(
+    principal: Principal, requester: str, workflow: Workflow, approvals: Sequence[Approval]
+) -> bool:
+    """Whether an approval by `principal` would be accepted now (`pending_for_me`).
+
+    The same rules as `decide_approval`, selector choice included: an approver whose every
+    matching selector is already satisfied has nothing left to approve.
+    """
+    try:
+        decide_approval(
+            principal,
+            requester=requester,
+            workflow=workflow,
+            approvals=approvals,
+            requested_selector=None,
+        )
+    except Validation:
+        return True  # several open selectors: eligible, it only has to name one
+    except (Conflict, Forbidden):
+        return False
+    return True

@@ -13,6 +13,7 @@ from domain.server.approvals import (
     ApprovalAction,
     ApprovalOutcome,
     approval_progress,
+    awaits_approval_from,
     choose_selector,
     current_step,
     decide_approval,
@@ -81,10 +82,6 @@ def approval(
     )
 
 
-def blank(actor: str = "x") -> Approval:
-    return approval(actor, "", step=-1)
-
-
 def decide(
     principal: Principal,
     workflow: Workflow = TWO_STEPS,
@@ -97,7 +94,6 @@ def decide(
         requester=requester,
         workflow=workflow,
         approvals=approvals,
-        new_approval=blank(principal.subject_id),
         requested_selector=selector,
     )
 
@@ -262,3 +258,13 @@ def test_progress_lists_steps_approvals_and_who_may_still_approve() -> None:
 
 def test_selectors_round_trip_as_recorded() -> None:
     assert parse_selector(decide(DANA).matched_selector) == DBA
+
+
+def test_awaits_approval_from_follows_every_rule() -> None:
+    assert awaits_approval_from(DANA, "alice", TWO_STEPS, [])
+    assert awaits_approval_from(OMAR, "alice", BOTH, [])  # ambiguous, yet eligible
+    assert not awaits_approval_from(DANA, "dana", TWO_STEPS, [])
+    assert not awaits_approval_from(AGENT, "alice", TWO_STEPS, [])
+    assert not awaits_approval_from(ERIN_P, "alice", TWO_STEPS, [])
+    assert not awaits_approval_from(DANA, "alice", TWO_STEPS, [approval("dana", DBA)])
+    assert not awaits_approval_from(DANA, "alice", BOTH, [approval("dana", DBA)])

@@ -32,7 +32,13 @@ from domain.server.workflows import Workflow
 if TYPE_CHECKING:
     from application.server.ports.store import StoreSession
 
-__all__ = ["MAX_COMMENT_BYTES", "PendingDecision", "RequestExpired", "check_comment", "take_pending"]
+__all__ = [
+    "MAX_COMMENT_BYTES",
+    "PendingDecision",
+    "RequestExpired",
+    "check_comment",
+    "take_pending",
+]
 
 #: An approval comment or a rejection reason is limited to this many UTF-8 bytes.
 MAX_COMMENT_BYTES = 1024

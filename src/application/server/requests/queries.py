@@ -214,8 +214,10 @@ class ListRequests:
                 found = _awaiting_me(session, principal, selectors, user)
                 rows, total = found[offset : offset + limit], len(found)
             else:
-                viewer = None if ownership is Ownership.ANY else RequestViewer(
-                    principal.subject_id, selectors
+                viewer = (
+                    None
+                    if ownership is Ownership.ANY
+                    else RequestViewer(principal.subject_id, selectors)
                 )
                 rows, total = session.work.list_requests(
                     RequestFilters(requester=user, status=wanted_status, visible_to=viewer),

@@ -1,4 +1,4 @@
-"""The approval API (docs/server.md §2.4, §2.6, §8.2): approve and reject a pending request.
+"""The approval API (docs/server.md §2.4, §2.5, §8.2): approve and reject a pending request.
 
 No permission gate: approval rights come from the request's workflow only, so the use
 cases decide who may; agent tokens never reach these routes (the middleware keeps them to

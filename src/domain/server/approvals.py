@@ -232,7 +232,7 @@ def rejection_selector(
     approvals: Sequence[Approval],
 ) -> tuple[int, str]:
     """(current step, the first selector it matches): a rejection needs the same
-    eligibility as an approval of the current step (§2.6). Raises like `decide_approval`."""
+    eligibility as an approval of the current step (§2.4). Raises like `decide_approval`."""
     index = current_step(workflow, approvals)
     if index >= len(workflow.steps):
         raise Conflict("no approval step remains")

@@ -1,11 +1,11 @@
 """Rejecting a pending request (`POST /api/requests/{id}/reject`).
 
-docs/server.md §2.6. Whoever may approve the current step may reject the request instead,
+docs/server.md §2.4. Whoever may approve the current step may reject the request instead,
 with an optional reason (`reason`, or `comment` as dbward 0.2 clients send it). The
 request becomes `rejected`, final: it can be neither approved, resumed nor cancelled
 afterwards. The rejection is an approval row with action `reject` (for the record and
 `approval_progress`) and the audit event `request.rejected`, in one transaction. A
-requester who wants to withdraw their own request cancels it instead (§2.6).
+requester who wants to withdraw their own request cancels it instead (§2.6, §11.7).
 """
 
 from __future__ import annotations

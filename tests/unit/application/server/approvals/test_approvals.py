@@ -1,4 +1,4 @@
-"""Approve and reject over the in-memory store (docs/server.md §2.4-§2.6), and what
+"""Approve and reject over the in-memory store (docs/server.md §2.4, §2.5), and what
 approvers then see: `approval_progress`, visibility and `pending_for_me`."""
 
 from __future__ import annotations

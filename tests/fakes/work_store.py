@@ -38,7 +38,9 @@ from application.server.ports.work.requests import (
     RequestFilters,
     RequestRecord,
     RequestUpdate,
+    RequestViewer,
 )
+from domain.server.approvals import Approval, ApprovalAction
 from domain.server.execution_policies import MIGRATION_MUTATIONS
 from domain.server.request_lifecycle import TERMINAL_STATUSES, RequestStatus
 from domain.shared.operations import Operation
@@ -53,6 +55,7 @@ class WorkState:
     requests: dict[str, RequestRecord] = field(default_factory=dict)
     #: request id → (step_index, selector) rows
     pending_approvers: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    approvals: list[Approval] = field(default_factory=list)
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     results: dict[str, ResultSummary] = field(default_factory=dict)
     agents: dict[str, AgentRow] = field(default_factory=dict)
@@ -100,10 +103,30 @@ class FakeRequestRepository(_FakeRepository):
         found = [
             r
             for r in self.state.requests.values()
-            if filters.requester in (None, r.requester) and filters.status in (None, r.status)
+            if filters.requester in (None, r.requester)
+            and filters.status in (None, r.status)
+            and (filters.visible_to is None or self._visible(r, filters.visible_to))
+            and (
+                filters.awaiting_selectors is None or self._awaiting(r, filters.awaiting_selectors)
+            )
         ]
         found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return found[offset : offset + limit], len(found)
+
+    def _awaiting(self, record: RequestRecord, selectors: Sequence[str]) -> bool:
+        return record.status is RequestStatus.PENDING and any(
+            selector in selectors for _, selector in self.state.pending_approvers.get(record.id, [])
+        )
+
+    def _visible(self, record: RequestRecord, viewer: RequestViewer) -> bool:
+        return (
+            record.requester == viewer.subject_id
+            or self._awaiting(record, viewer.selectors)
+            or any(
+                a.request_id == record.id and a.actor_id == viewer.subject_id
+                for a in self.state.approvals
+            )
+        )
 
     def update_request_status(
         self,
@@ -183,6 +206,23 @@ class FakeRequestRepository(_FakeRepository):
             if r.status in statuses and r.expires_at is not None and r.expires_at < now
         ]
         return sorted(found, key=lambda r: r.expires_at or now)[:limit]
+
+
+class FakeApprovalRepository(_FakeRepository):
+    def insert_approval(self, approval: Approval) -> bool:
+        if approval.action is ApprovalAction.APPROVE and any(
+            a.action is ApprovalAction.APPROVE
+            and (a.request_id, a.actor_id, a.step_index)
+            == (approval.request_id, approval.actor_id, approval.step_index)
+            for a in self.state.approvals
+        ):
+            return False
+        self.state.approvals.append(approval)
+        return True
+
+    def approvals_for_request(self, request_id: str) -> list[Approval]:
+        found = [a for a in self.state.approvals if a.request_id == request_id]
+        return sorted(found, key=lambda a: (a.created_at, a.id))
 
 
 class FakeExecutionRepository(_FakeRepository):
@@ -466,6 +506,7 @@ class FakeExplainJobRepository(_FakeRepository):
 
 class FakeWorkRepository(
     FakeRequestRepository,
+    FakeApprovalRepository,
     FakeExecutionRepository,
     FakeAgentRepository,
     FakeDatabaseRepository,

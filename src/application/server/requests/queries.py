@@ -3,8 +3,9 @@
 Who may read a request: its requester, holders of `request.view:any`, and while it is
 pending, the approvers of its first step (as the workflow snapshot names them).
 `GET /api/requests/{id}?wait=N` is a long-poll: it arms a notifier waiter *before*
-reading the store, answers as soon as the status changes, and re-reads at least every
-second (replicas on a shared PostgreSQL do not share notifications).
+reading the store, answers at once for a request in a final status and otherwise as soon
+as the status changes, and re-reads at least every second (replicas on a shared
+PostgreSQL do not share notifications).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from domain.server.rbac import (
     authorize_global,
     matched_selectors,
 )
-from domain.server.request_lifecycle import RequestStatus, parse_status
+from domain.server.request_lifecycle import RequestStatus, is_terminal, parse_status
 
 if TYPE_CHECKING:
     from application.server.ports.store import Store, StoreSession
@@ -128,7 +129,9 @@ class GetRequest:
     ) -> RequestDetails:
         """`?wait=N`: answer when the status changes, or after N seconds (≤ 120).
 
-        A draining server stops waiting and answers what it has.
+        A request already in a final status answers at once: nothing but an explicit
+        resume will change it, so waiting would only hold the client. A draining server
+        stops waiting and answers what it has.
         """
         wait = min(max(wait_secs, 0.0), MAX_WAIT_SECS)
         if wait <= 0:
@@ -136,6 +139,8 @@ class GetRequest:
         with self._notifier.arm([request_topic(request_id)]) as waiter:
             details = await asyncio.to_thread(self.get, principal, request_id)
             initial = details.record.status
+            if is_terminal(initial):
+                return details
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
             while (remaining := deadline - loop.time()) > 0 and not self._draining():

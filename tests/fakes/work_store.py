@@ -241,6 +241,9 @@ class FakeExecutionRepository(_FakeRepository):
         found = [e for e in self.state.executions.values() if e.request_id == request_id]
         return sorted(found, key=lambda e: (e.created_at, e.id), reverse=True)[:limit]
 
+    def count_executions(self, request_id: str) -> int:
+        return sum(1 for e in self.state.executions.values() if e.request_id == request_id)
+
     def newer_execution_exists(self, execution: ExecutionRecord) -> bool:
         return any(
             other.request_id == execution.request_id

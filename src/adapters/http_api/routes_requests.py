@@ -1,4 +1,5 @@
-"""The request API (docs/server.md §8.2): create, read, list, cancel, results, executions.
+"""The request API (docs/server.md §8.2): create, read, list, cancel, resume, results,
+executions.
 
 Long-polls (`GET /api/requests/{id}?wait=`, `…/result/stream`) are `async` and wait on the
 notifier without holding a thread; the other routes are plain functions FastAPI runs in
@@ -39,6 +40,7 @@ from application.server.requests.queries import (
     RequestDetails,
 )
 from application.server.requests.results import GetResultContent, ResultEnvelope, WaitForResult
+from application.server.requests.resume import ResumeRequest
 from domain.server.approvals import Approval, ApprovalProgress
 from domain.server.rbac import Principal
 from domain.shared.timestamps import format_timestamp
@@ -66,6 +68,14 @@ class _CreateBody(BaseModel):
     # The spec's name for `no_store`; either one sets it.
     no_result_store: bool = False
     share_with: list[str] = []
+
+    check_text = field_validator("*")(refuse_lone_surrogates)
+
+
+class _ResumeBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    reason: str | None = None
 
     check_text = field_validator("*")(refuse_lone_surrogates)
 
@@ -279,6 +289,7 @@ class RequestUseCases:
     wait_for_result: WaitForResult
     get_result_content: GetResultContent
     list_executions: ListExecutions
+    resume_request: ResumeRequest
 
 
 def build_request_router(use_cases: RequestUseCases) -> APIRouter:
@@ -399,5 +410,25 @@ def build_request_router(use_cases: RequestUseCases) -> APIRouter:
     ) -> Response:
         entries = use_cases.list_executions.list(principal, request_id, limit)
         return _json({"executions": [_execution(entry) for entry in entries]})
+
+    # --- resume (docs/server.md §1.4) ------------------------------------------------------
+
+    @router.post("/api/requests/{request_id}/resume")
+    def resume(
+        request_id: str,
+        principal: Annotated[Principal, Depends(current_principal)],
+        body: _ResumeBody | None = None,
+    ) -> Response:
+        resumed = use_cases.resume_request.resume(
+            principal, request_id, None if body is None else body.reason
+        )
+        return _json(
+            {
+                "id": resumed.id,
+                "status": resumed.status.value,
+                "resumed_from": resumed.resumed_from.value,
+                "warning": resumed.warning,
+            }
+        )
 
     return router

@@ -9,8 +9,9 @@ intervals (`[sweeps]`, 5 s by default, the reference's 60 s being up to a minute
 
 Ours over the reference: a dispatch timeout returns the request to where it was
 dispatched from (`pre_dispatch_status`: an auto-approved request goes back to
-`auto_approved`, §11.4), and auto-approved/break-glass requests resting after such a
-timeout expire like approved ones (their `expires_at` was set when they were resolved).
+`auto_approved`, §11.4), auto-approved/break-glass requests resting after such a
+timeout expire like approved ones (their `expires_at` was set when they were resolved),
+and an `execution_lost` request expires too, the approved TTL after its loss.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from application.server.ports.services import (
 )
 from application.server.ports.work.requests import RequestRecord, RequestUpdate
 from application.server.requests.common import new_uuid
+from application.server.requests.snapshots import workflow_from_snapshot
 from application.server.settings import ServerSettings
 from domain.server.request_lifecycle import (
     EXPIRABLE_STATUSES,
@@ -106,7 +108,11 @@ class ServerSweeps:
                     continue
                 target = transition(RequestStatus.RUNNING, Trigger.LEASE_EXPIRED)
                 if not session.work.update_request_status(
-                    record.id, allowed_from={RequestStatus.RUNNING}, to=target, now=now
+                    record.id,
+                    allowed_from={RequestStatus.RUNNING},
+                    to=target,
+                    now=now,
+                    changes=RequestUpdate(expires_at=self._lost_request_expiry(record, now)),
                 ):
                     continue  # cancelled meanwhile: only the execution fails
                 lost += 1
@@ -127,6 +133,12 @@ class ServerSweeps:
                 )
             self._notifier.notify(request_topic(execution.request_id))
         return lost
+
+    def _lost_request_expiry(self, record: RequestRecord, now: datetime) -> datetime:
+        """An `execution_lost` request waits for a resume as an approved one does, so it
+        gets the approved TTL, counted from the loss (docs/server.md §1.6)."""
+        workflow = workflow_from_snapshot(record.workflow_snapshot_json)
+        return now + timedelta(seconds=self._settings.approved_ttl_secs(workflow))
 
     # --- dispatch_timeout -------------------------------------------------------------------
 
@@ -168,7 +180,8 @@ class ServerSweeps:
     # --- ttl_expiry -------------------------------------------------------------------------
 
     def expire_requests(self, now: datetime) -> int:
-        """Pending past its pending TTL, approved (or auto-approved) past its approved TTL."""
+        """Pending past its pending TTL; approved, auto-approved, break-glass and
+        execution_lost past their approved TTL."""
         with self._store.read() as session:
             due = session.work.expirable_requests(EXPIRABLE_STATUSES, now, SWEEP_BATCH)
         count = 0

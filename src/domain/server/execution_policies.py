@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
+from domain.server.errors import Conflict, Gone
 from domain.server.rbac import Selector, SelectorKind
+from domain.server.request_lifecycle import REDISPATCH_STATUSES, RequestStatus
 from domain.server.workflows import (
     WILDCARD,
     KeyPath,
@@ -37,6 +40,7 @@ __all__ = [
     "DeliveryMode",
     "ExecutionPolicy",
     "ResultPolicy",
+    "check_dispatch_allowed",
     "effective_statement_timeout",
     "lease_seconds",
     "policy_lease_seconds",
@@ -70,10 +74,12 @@ class ExecutionPolicy:
 
     database: str = WILDCARD
     environment: str = WILDCARD
-    #: How many executions one request may have (re-dispatch after failure or loss).
+    #: How many executions one request may have, a lost one included (it may have run).
     max_executions: int = 1
-    #: Re-dispatch is allowed this long after the request was resolved (approved).
+    #: Re-dispatch of a request that ran is allowed this long after it was last resolved
+    #: (its last result; for a lost one, its approval).
     execution_window_secs: int = 86400
+    #: Whether a `failed` request may be resumed.
     retry_on_failure: bool = False
     #: Sent to the agent for queries (execute_select, execute_dml, migrate_status).
     statement_timeout_secs: int = 30
@@ -195,6 +201,38 @@ def lease_seconds(
         return base
     cap = max(base, policy.max_statement_timeout_secs + LEASE_MARGIN_SECS)
     return max(base, min(requested_secs, cap))
+
+
+def check_dispatch_allowed(
+    policy: ExecutionPolicy,
+    *,
+    status: RequestStatus,
+    executions: int,
+    resolved_at: datetime | None,
+    now: datetime,
+) -> None:
+    """The execution policy's say on dispatching a request again (docs/server.md §1.4).
+
+    `executions` counts every execution the request has had, a lost one included: the
+    statement may have run, and `max_executions` bounds how often it may have run (the
+    reference counted stored results, which a `no_result_store` run never leaves, §11.5).
+    The window and `retry_on_failure` apply to a re-dispatch, from `executed`, `failed` or
+    `execution_lost`; the first dispatch of an approved request is bounded by its approved
+    TTL instead. Raises Conflict (409) or Gone (410, the window is over).
+    """
+    if executions >= policy.max_executions:
+        raise Conflict(
+            f"max executions reached ({executions} of {policy.max_executions}; "
+            "a lost execution counts, it may have run)"
+        )
+    if status not in REDISPATCH_STATUSES:
+        return
+    if resolved_at is not None and now - resolved_at > timedelta(
+        seconds=policy.execution_window_secs
+    ):
+        raise Gone("execution window expired")
+    if status is RequestStatus.FAILED and not policy.retry_on_failure:
+        raise Conflict("retry on failure disabled")
 
 
 # --- result policies ----------------------------------------------------------------------

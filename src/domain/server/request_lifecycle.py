@@ -14,6 +14,7 @@ Where we differ from the reference (docs/server.md §7.1, docs/server.md §11):
   auto-approved or break-glass request can therefore rest in those statuses, the approved
   TTL applies to them too (`Expire` is accepted from them), so a reverted request still
   expires (§11.3).
+* `execution_lost` expires too: nothing else would ever end a lost request nobody resumes.
 """
 
 from __future__ import annotations
@@ -148,10 +149,18 @@ DISPATCHABLE_STATUSES: frozenset[RequestStatus] = frozenset(
     {_S.APPROVED, _S.AUTO_APPROVED, _S.BREAK_GLASS, _S.EXECUTED, _S.FAILED, _S.EXECUTION_LOST}
 )
 
-#: Statuses the ttl_expiry job may expire. The reference expires only pending and approved;
-#: we add auto_approved and break_glass, where a timed-out dispatch now returns.
+#: Statuses the ttl_expiry job may expire (docs/server.md §1.6). The reference expires only
+#: pending and approved; we add auto_approved and break_glass, where a timed-out dispatch
+#: now returns, and execution_lost, which waits for a resume like an approved request and
+#: gets the approved TTL from the moment its lease was lost.
 EXPIRABLE_STATUSES: frozenset[RequestStatus] = frozenset(
-    {_S.PENDING, _S.APPROVED, _S.AUTO_APPROVED, _S.BREAK_GLASS}
+    {_S.PENDING, _S.APPROVED, _S.AUTO_APPROVED, _S.BREAK_GLASS, _S.EXECUTION_LOST}
+)
+
+#: Dispatching from these re-runs a request that ran before: the execution policy's
+#: `execution_window_secs` bounds it (docs/server.md §1.4).
+REDISPATCH_STATUSES: frozenset[RequestStatus] = frozenset(
+    {_S.EXECUTED, _S.FAILED, _S.EXECUTION_LOST}
 )
 
 #: Statuses whose execution the lease_reclaim job may declare lost.

@@ -52,6 +52,7 @@ from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
 from application.server.requests.results import GetResultContent, WaitForResult
+from application.server.requests.resume import ResumeRequest
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepRunner
 
@@ -167,6 +168,14 @@ class ServerContainer(containers.DeclarativeContainer):
             result_relay=result_relay,
         ),
         list_executions=providers.Singleton(ListExecutions, store=store),
+        resume_request=providers.Singleton(
+            ResumeRequest,
+            store=store,
+            settings=settings,
+            clock=clock,
+            notifier=notifier,
+            new_id=providers.Object(new_uuid),
+        ),
     )
     approvals = providers.Singleton(
         ApprovalUseCases,

@@ -96,6 +96,21 @@ def test_executions_of_a_request_newest_first(work: WorkRepository, request_id: 
     assert work.list_executions("missing", limit=10) == []
 
 
+def test_executions_are_counted_per_request_whatever_their_status(
+    work: WorkRepository, request_id: str
+) -> None:
+    add_request(work, "r2")
+    assert work.count_executions(request_id) == 0
+    work.insert_execution(an_execution("e1", request_id, status=_E.FAILED, created=1))
+    work.insert_execution(an_execution("e2", request_id, status=_E.COMPLETED, created=2))
+    work.insert_execution(an_execution("e3", request_id, created=3))
+    work.insert_execution(an_execution("other", "r2", created=4))
+
+    assert work.count_executions(request_id) == 3
+    assert work.count_executions("r2") == 1
+    assert work.count_executions("missing") == 0
+
+
 def test_a_newer_execution_is_one_of_the_same_request_created_at_or_after(
     work: WorkRepository, request_id: str
 ) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, exists, insert, select, update
+from sqlalchemy import Row, exists, func, insert, select, update
 
 from adapters.store.schema import executions, results
 from adapters.store.work.base import SqlRepository, optional_timestamp, parse_optional_timestamp
@@ -95,6 +95,14 @@ class SqlExecutionRepository(SqlRepository):
             .limit(limit),
             _execution,
         )
+
+    def count_executions(self, request_id: str) -> int:
+        count = self._conn.scalar(
+            select(func.count())
+            .select_from(executions)
+            .where(executions.c.request_id == request_id)
+        )
+        return int(count or 0)
 
     def _newer_than(self, execution_id: str, request_id: str, created_at: str) -> Any:
         """Another execution of the request created at or after this one (a tie counts)."""

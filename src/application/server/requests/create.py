@@ -14,7 +14,9 @@ for them). What we do differently (docs/server.md §7.1, docs/server.md §11):
   plans as soon as an agent has run them.
 
 An idempotency key makes a retried create safe: the same key and detail answer the
-first request again (200), the same key with another detail is a conflict (409).
+first request again (200), the same key with another detail is a conflict (409). A replay
+of an auto-approved request stranded by a dispatch timeout dispatches it again rather than
+answering a status that looks live (`CreateRequest._replay`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from application.server.requests.common import (
     new_uuid,
 )
 from application.server.requests.decision_trace import decision_trace
+from application.server.requests.dispatch import dispatch_resting, notify_dispatched
 from application.server.requests.snapshots import workflow_from_snapshot, workflow_snapshot
 from application.server.settings import ServerSettings
 from domain.server.errors import Conflict, Validation
@@ -72,6 +75,11 @@ __all__ = ["MAX_DETAIL_BYTES", "CreateRequest", "CreateRequestInput", "CreatedRe
 MAX_DETAIL_BYTES = 100_000
 #: The dialect SQL is classified in before an agent reported a schema snapshot.
 DEFAULT_DIALECT = "postgresql"
+
+#: Where an auto-dispatched request rests after its dispatch timed out (docs/server.md §1.4).
+_STRANDED_AFTER_DISPATCH_TIMEOUT = frozenset(
+    {RequestStatus.AUTO_APPROVED, RequestStatus.BREAK_GLASS}
+)
 
 #: The audit event that records each way a request can be created.
 _CREATE_EVENTS = {
@@ -236,7 +244,7 @@ class CreateRequest:
         if body.idempotency_key is not None:
             existing = self._find_idempotent(principal, body.idempotency_key)
             if existing is not None:
-                return _replay(existing, fingerprint)
+                return self._replay(principal, existing, fingerprint)
         # Step 14: fail closed without a workflow (break-glass aside).
         workflow = plan.workflow
         if workflow is None and not body.emergency:
@@ -372,6 +380,44 @@ class CreateRequest:
             idempotent=False,
             expires_at=expires_at if final_status is RequestStatus.PENDING else None,
         )
+
+    def _replay(
+        self, principal: Principal, existing: RequestRecord, fingerprint: str
+    ) -> CreatedRequest:
+        """Step 13, ours: a replay never passes a stranded request off as live.
+
+        An auto-approved or emergency request rests in `auto_approved` / `break_glass` only
+        after its dispatch timed out (no agent claimed it). Its create promised "dispatched
+        at once", and the retry asks for the same thing again, so the replay dispatches it
+        again (as its owner's resume would, under the same TTL and execution policy; audit
+        `request.dispatched` with `"via": "idempotent_replay"`) and answers `dispatched`.
+        Every other status is answered as it is: a replay never re-runs a request that
+        ran, never resumes an approved or lost one, and never skips an approval.
+        """
+        if existing.idempotency_fingerprint != fingerprint:
+            raise Conflict("idempotency key conflict")
+        if existing.status in _STRANDED_AFTER_DISPATCH_TIMEOUT:
+            existing = self._redispatch_stranded(principal, existing)
+        return _replay(existing, fingerprint)
+
+    def _redispatch_stranded(self, principal: Principal, stranded: RequestRecord) -> RequestRecord:
+        now = self._clock.now()
+        with self._store.write() as session:
+            record = session.work.get_request(stranded.id)
+            if record is None or record.status not in _STRANDED_AFTER_DISPATCH_TIMEOUT:
+                return record or stranded  # moved meanwhile (resumed, cancelled): say so
+            dispatch_resting(
+                session,
+                record,
+                settings=self._settings,
+                actor=principal,
+                now=now,
+                new_id=self._new_id,
+                via="idempotent_replay",
+            )
+            fresh = session.work.get_request(record.id)
+        notify_dispatched(self._notifier, record)
+        return fresh or record
 
     def _find_idempotent(self, principal: Principal, key: str) -> RequestRecord | None:
         with self._store.read() as session:

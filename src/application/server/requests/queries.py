@@ -6,8 +6,9 @@ workflow snapshot names them), and whoever approved or rejected it. The list sho
 same requests, and `pending_for_me` those an approval by the caller would be accepted
 for right now (docs/server.md §2.5).
 `GET /api/requests/{id}?wait=N` is a long-poll: it arms a notifier waiter *before*
-reading the store, answers as soon as the status changes, and re-reads at least every
-second (replicas on a shared PostgreSQL do not share notifications).
+reading the store, answers at once for a request in a final status and otherwise as soon
+as the status changes, and re-reads at least every second (replicas on a shared
+PostgreSQL do not share notifications).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from domain.server.rbac import (
     authorize,
     authorize_global,
 )
-from domain.server.request_lifecycle import RequestStatus, parse_status
+from domain.server.request_lifecycle import RequestStatus, is_terminal, parse_status
 
 if TYPE_CHECKING:
     from application.server.ports.store import Store, StoreSession
@@ -157,7 +158,9 @@ class GetRequest:
     ) -> RequestDetails:
         """`?wait=N`: answer when the status changes, or after N seconds (≤ 120).
 
-        A draining server stops waiting and answers what it has.
+        A request already in a final status answers at once: nothing but an explicit
+        resume will change it, so waiting would only hold the client. A draining server
+        stops waiting and answers what it has.
         """
         wait = min(max(wait_secs, 0.0), MAX_WAIT_SECS)
         if wait <= 0:
@@ -165,6 +168,8 @@ class GetRequest:
         with self._notifier.arm([request_topic(request_id)]) as waiter:
             details = await asyncio.to_thread(self.get, principal, request_id)
             initial = details.record.status
+            if is_terminal(initial):
+                return details
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
             while (remaining := deadline - loop.time()) > 0 and not self._draining():

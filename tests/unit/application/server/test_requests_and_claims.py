@@ -52,6 +52,7 @@ from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest, CreateRequestInput
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
 from application.server.requests.results import GetResultContent, WaitForResult
+from application.server.requests.resume import ResumeRequest
 from application.server.settings import DatabaseRegistration, ServerSettings
 from application.server.sweeps import ServerSweeps
 from domain.server.api_tokens import SubjectType
@@ -298,6 +299,9 @@ def build_harness(
                 result_relay=relay,
             ),
             list_executions=ListExecutions(store=store),
+            resume_request=ResumeRequest(
+                store=store, settings=settings, clock=clock, notifier=notifier, new_id=new_id
+            ),
         ),
         agents=AgentUseCases(
             get_public_key=GetPublicKey(signer=signer),

@@ -199,6 +199,43 @@ def test_approved_requests_expire_after_the_approved_ttl(server: ServerHarness) 
     assert server.status(request_id) is RequestStatus.EXPIRED
 
 
+def test_a_lost_request_nobody_resumes_expires_the_approved_ttl_after_its_loss(
+    server: ServerHarness,
+) -> None:
+    request_id, _ = running(server)  # auto-approved: its first expiry is creation + 24 h
+    server.clock.advance(3600)  # the agent died; the sweep ran late
+    assert server.sweeps.reclaim_leases(server.clock.now()) == 1
+    lost_at = server.clock.now()
+    with server.store.read() as session:
+        record = session.work.get_request(request_id)
+    assert record is not None
+    assert record.status is RequestStatus.EXECUTION_LOST
+    assert record.expires_at == lost_at + timedelta(seconds=86_400)
+    server.clock.advance(86_400)
+    assert server.sweeps.expire_requests(server.clock.now()) == 0
+    server.clock.advance(1)
+    assert server.sweeps.run_once(server.clock.now()).requests_expired == 1
+    assert server.status(request_id) is RequestStatus.EXPIRED
+    event = server.audit_rows("request.expired")[0]
+    assert json.loads(event["metadata_json"]) == {"from": "execution_lost"}
+    assert event["reason"] == "execution_lost TTL passed"
+
+
+def test_a_lost_request_takes_its_workflows_approved_ttl(tmp_path: Path) -> None:
+    settings = default_settings(tmp_path)
+    short = replace(settings.workflows[0], approved_ttl_secs=600)
+    harness = build_harness(tmp_path, replace(settings, workflows=(short, *settings.workflows[1:])))
+    try:
+        request_id, _ = running(harness)
+        harness.clock.advance(61)
+        harness.sweeps.reclaim_leases(harness.clock.now())
+        harness.clock.advance(601)
+        harness.sweeps.expire_requests(harness.clock.now())
+        assert harness.status(request_id) is RequestStatus.EXPIRED
+    finally:
+        harness.close()
+
+
 def test_dispatched_and_finished_requests_never_expire(server: ServerHarness) -> None:
     dispatched = server.create()
     done, execution_id = running(server)

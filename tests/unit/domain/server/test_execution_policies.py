@@ -3,13 +3,17 @@ statement timeout (with the workflow override), the lease rule, and validation."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from domain.server.errors import Conflict, Gone
 from domain.server.execution_policies import (
     DEFAULT_EXECUTION_POLICY,
     DeliveryMode,
     ExecutionPolicy,
     ResultPolicy,
+    check_dispatch_allowed,
     effective_statement_timeout,
     lease_seconds,
     policy_lease_seconds,
@@ -19,6 +23,7 @@ from domain.server.execution_policies import (
     validate_result_policies,
 )
 from domain.server.rbac import Selector, SelectorKind
+from domain.server.request_lifecycle import RequestStatus
 from domain.shared.operations import Operation
 
 SELECT = Operation.EXECUTE_SELECT
@@ -245,3 +250,53 @@ class TestValidateResultPolicies:
             "result_policies[0].access[2]: role:dba is listed twice; remove the duplicate",
             "result_policies[0].access[3]: group: needs a name",
         ]
+
+
+class TestDispatchAllowed:
+    """docs/server.md §1.4: max executions, then the window, then retry_on_failure."""
+
+    NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def check(
+        self,
+        policy: ExecutionPolicy,
+        status: RequestStatus,
+        executions: int = 1,
+        resolved_secs_ago: int | None = 60,
+    ) -> None:
+        resolved_at = (
+            None if resolved_secs_ago is None else self.NOW - timedelta(seconds=resolved_secs_ago)
+        )
+        check_dispatch_allowed(
+            policy, status=status, executions=executions, resolved_at=resolved_at, now=self.NOW
+        )
+
+    def test_first_dispatch_needs_only_room_for_an_execution(self) -> None:
+        for status in (RequestStatus.APPROVED, RequestStatus.AUTO_APPROVED):
+            self.check(DEFAULT_EXECUTION_POLICY, status, executions=0, resolved_secs_ago=10**7)
+            with pytest.raises(Conflict, match=r"max executions reached \(1 of 1"):
+                self.check(DEFAULT_EXECUTION_POLICY, status, executions=1)
+
+    def test_max_executions_comes_first(self) -> None:
+        policy = ExecutionPolicy(max_executions=2, execution_window_secs=10)
+        with pytest.raises(Conflict, match="max executions"):
+            self.check(policy, RequestStatus.FAILED, executions=2, resolved_secs_ago=99)
+        self.check(policy, RequestStatus.EXECUTED, executions=1, resolved_secs_ago=10)
+
+    @pytest.mark.parametrize(
+        "status", [RequestStatus.EXECUTED, RequestStatus.FAILED, RequestStatus.EXECUTION_LOST]
+    )
+    def test_the_window_bounds_every_rerun(self, status: RequestStatus) -> None:
+        policy = ExecutionPolicy(max_executions=5, execution_window_secs=100, retry_on_failure=True)
+        self.check(policy, status, resolved_secs_ago=100)
+        self.check(policy, status, resolved_secs_ago=None)
+        with pytest.raises(Gone, match="execution window expired"):
+            self.check(policy, status, resolved_secs_ago=101)
+
+    def test_retry_on_failure_gates_only_failed(self) -> None:
+        policy = ExecutionPolicy(max_executions=5)
+        with pytest.raises(Conflict, match="retry on failure disabled"):
+            self.check(policy, RequestStatus.FAILED)
+        self.check(policy, RequestStatus.EXECUTION_LOST)
+        self.check(policy, RequestStatus.EXECUTED)
+        self.check(ExecutionPolicy(max_executions=5, retry_on_failure=True), RequestStatus.FAILED)

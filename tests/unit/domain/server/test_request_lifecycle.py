@@ -13,6 +13,7 @@ import pytest
 from domain.server.errors import Conflict
 from domain.server.request_lifecycle import (
     CANCELLABLE_STATUSES,
+    REDISPATCH_STATUSES,
     TERMINAL_STATUSES,
     InvalidTransition,
     RequestStatus,
@@ -41,6 +42,7 @@ EXPECTED: dict[tuple[RequestStatus, Trigger], RequestStatus] = {
     (S.APPROVED, T.EXPIRE): S.EXPIRED,
     (S.AUTO_APPROVED, T.EXPIRE): S.EXPIRED,  # ours: a reverted auto-approval still expires
     (S.BREAK_GLASS, T.EXPIRE): S.EXPIRED,  # ours: same for break-glass
+    (S.EXECUTION_LOST, T.EXPIRE): S.EXPIRED,  # ours: a lost request nobody resumes ends
     (S.PENDING, T.CANCEL): S.CANCELLED,
     (S.APPROVED, T.CANCEL): S.CANCELLED,
     (S.AUTO_APPROVED, T.CANCEL): S.CANCELLED,
@@ -263,7 +265,13 @@ def test_expirable_statuses() -> None:
         S.APPROVED,
         S.AUTO_APPROVED,
         S.BREAK_GLASS,
+        S.EXECUTION_LOST,
     }
+
+
+def test_redispatch_statuses_are_those_that_ran_before() -> None:
+    assert {S.EXECUTED, S.FAILED, S.EXECUTION_LOST} == REDISPATCH_STATUSES
+    assert all(is_dispatchable(s) for s in REDISPATCH_STATUSES)
 
 
 def test_allowed_from_gives_the_conditional_update_sets() -> None:

@@ -124,6 +124,11 @@ class ExecutionRepository(Protocol):
         """Newest first."""
         ...
 
+    def count_executions(self, request_id: str) -> int:
+        """Every execution the request ever had, live, finished or lost: what
+        `max_executions` bounds (docs/server.md §1.4)."""
+        ...
+
     def newer_execution_exists(self, execution: ExecutionRecord) -> bool: ...
 
     def extend_lease(self, execution_id: str, lease_expires_at: datetime) -> bool:

@@ -10,10 +10,12 @@ from domain.server.errors import Forbidden, NotFound, Validation
 from domain.server.request_lifecycle import RequestStatus
 from tests.unit.application.server.test_requests_and_claims import (
     ADMIN,
+    AGENT,
     ALICE,
     BOB,
     OPERATOR,
     ServerHarness,
+    ok,
     until,
 )
 
@@ -61,4 +63,42 @@ def test_get_waiting_returns_on_change_not_on_timeout(server: ServerHarness) -> 
 
     status, elapsed = asyncio.run(scenario())
     assert status is RequestStatus.CANCELLED
+    assert elapsed < 5
+
+
+def test_get_waiting_on_a_finished_request_answers_at_once(server: ServerHarness) -> None:
+    """`?wait=30` on a request in a final status: nothing will change it, so no wait."""
+    request_id = server.create()
+    server.requests.cancel_request.cancel(ALICE, request_id)
+    get_request = server.requests.get_request
+
+    async def scenario() -> tuple[RequestStatus, float, int]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        details = await get_request.get_waiting(ALICE, request_id, 30)
+        return details.record.status, loop.time() - started, server.notifier.waiting
+
+    status, elapsed, still_waiting = asyncio.run(scenario())
+    assert status is RequestStatus.CANCELLED
+    assert elapsed < 2
+    assert still_waiting == 0
+
+
+def test_get_waiting_answers_as_soon_as_the_request_finishes(server: ServerHarness) -> None:
+    request_id = server.create()
+    server.poll()
+    job = server.claim(request_id)
+    get_request = server.requests.get_request
+
+    async def scenario() -> tuple[RequestStatus, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting = asyncio.create_task(get_request.get_waiting(ALICE, request_id, 30))
+        await until(lambda: server.notifier.waiting > 0)
+        await asyncio.to_thread(server.agents.submit_result.submit, AGENT, job.execution_id, ok())
+        details = await waiting
+        return details.record.status, loop.time() - started
+
+    status, elapsed = asyncio.run(scenario())
+    assert status is RequestStatus.EXECUTED
     assert elapsed < 5

@@ -14,14 +14,19 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from application.server.ports.work.agents import AgentRow, AgentUpsert
+from application.server.ports.work.approvals import ApprovalAction, ApprovalRecord
 from application.server.ports.work.databases import SchemaSnapshot
 from application.server.ports.work.executions import (
     LEASE_EXPIRED_MESSAGE,
     LIVE_EXECUTION_STATUSES,
+    RESULT_PURGED,
+    RESULT_STORED,
     ExecutionAlreadyClaimed,
     ExecutionCompletion,
     ExecutionRecord,
     ExecutionStatus,
+    ListedResult,
+    ResultQuery,
     ResultSummary,
 )
 from application.server.ports.work.explain_jobs import (
@@ -53,6 +58,7 @@ class WorkState:
     requests: dict[str, RequestRecord] = field(default_factory=dict)
     #: request id → (step_index, selector) rows
     pending_approvers: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    approvals: dict[str, ApprovalRecord] = field(default_factory=dict)
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     results: dict[str, ResultSummary] = field(default_factory=dict)
     agents: dict[str, AgentRow] = field(default_factory=dict)
@@ -184,6 +190,58 @@ class FakeRequestRepository(_FakeRepository):
         ]
         return sorted(found, key=lambda r: r.expires_at or now)[:limit]
 
+    def purgeable_requests(
+        self, statuses: Collection[RequestStatus], updated_before: datetime, limit: int
+    ) -> list[RequestRecord]:
+        found = [
+            r
+            for r in self.state.requests.values()
+            if r.status in statuses and r.updated_at < updated_before
+        ]
+        return sorted(found, key=lambda r: (r.updated_at, r.id))[:limit]
+
+    def delete_request(
+        self,
+        request_id: str,
+        *,
+        allowed_from: Collection[RequestStatus],
+        updated_before: datetime,
+    ) -> bool:
+        record = self.state.requests.get(request_id)
+        if record is None or record.status not in allowed_from:
+            return False
+        if not record.updated_at < updated_before:
+            return False
+        del self.state.requests[request_id]
+        # ON DELETE CASCADE: every row that refers to the request goes with it.
+        state = self.state
+        state.pending_approvers.pop(request_id, None)
+        for table in (state.approvals, state.executions, state.results, state.dry_runs):
+            for key in [k for k, row in table.items() if row.request_id == request_id]:
+                del table[key]
+        return True
+
+
+class FakeApprovalRepository(_FakeRepository):
+    def insert_approval(self, record: ApprovalRecord) -> None:
+        if record.request_id not in self.state.requests:
+            raise ValueError(f"no request {record.request_id}")
+        if record.action is ApprovalAction.APPROVE and any(
+            (a.request_id, a.actor_id, a.step_index, a.action)
+            == (record.request_id, record.actor_id, record.step_index, ApprovalAction.APPROVE)
+            for a in self.state.approvals.values()
+        ):
+            raise ValueError("one approval per approver per step")
+        self.state.approvals[record.id] = record
+
+    def approvers_of(self, request_id: str) -> list[str]:
+        found = sorted(
+            (a.created_at, a.actor_id)
+            for a in self.state.approvals.values()
+            if a.request_id == request_id and a.action is ApprovalAction.APPROVE
+        )
+        return list(dict.fromkeys(actor for _, actor in found))
+
 
 class FakeExecutionRepository(_FakeRepository):
     def insert_execution(self, record: ExecutionRecord) -> None:
@@ -267,6 +325,55 @@ class FakeExecutionRepository(_FakeRepository):
             for r in self.state.results.values()
             if r.execution_id in execution_ids and r.has_stored_content
         }
+
+    def results_of_request(self, request_id: str) -> list[ResultSummary]:
+        found = [r for r in self.state.results.values() if r.request_id == request_id]
+        return sorted(found, key=lambda r: (r.stored_at, r.id))
+
+    def list_results(self, query: ResultQuery, *, limit: int, offset: int) -> list[ListedResult]:
+        def visible(request: RequestRecord) -> bool:
+            if request.scope not in query.scopes:
+                return False
+            if query.database not in (None, request.database):
+                return False
+            if query.environment not in (None, request.environment):
+                return False
+            approved = any(
+                a.request_id == request.id
+                and a.actor_id == query.subject
+                and a.action is ApprovalAction.APPROVE
+                for a in self.state.approvals.values()
+            )
+            return (
+                request.scope in query.every_result_in
+                or request.requester == query.subject
+                or approved
+                or any(s in request.share_with for s in query.share_selectors)
+            )
+
+        found = [
+            ListedResult(summary=r, request=self.state.requests[r.request_id])
+            for r in self.state.results.values()
+            if visible(self.state.requests[r.request_id])
+        ]
+        found.sort(key=lambda item: (item.summary.stored_at, item.summary.id), reverse=True)
+        return found[offset : offset + limit]
+
+    def expired_results(self, now: datetime, limit: int) -> list[ResultSummary]:
+        found = [
+            r
+            for r in self.state.results.values()
+            if r.status == RESULT_STORED
+            and r.storage_key
+            and r.expires_at is not None
+            and r.expires_at < now
+        ]
+        return sorted(found, key=lambda r: (r.expires_at or now, r.id))[:limit]
+
+    def mark_result_purged(self, result_id: str) -> bool:
+        return _update_if(
+            self.state.results, result_id, lambda r: r.status == RESULT_STORED, status=RESULT_PURGED
+        )
 
 
 class FakeAgentRepository(_FakeRepository):
@@ -466,6 +573,7 @@ class FakeExplainJobRepository(_FakeRepository):
 
 class FakeWorkRepository(
     FakeRequestRepository,
+    FakeApprovalRepository,
     FakeExecutionRepository,
     FakeAgentRepository,
     FakeDatabaseRepository,

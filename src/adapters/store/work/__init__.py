@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from adapters.store.work.agents import SqlAgentRepository
+from adapters.store.work.approvals import SqlApprovalRepository
 from adapters.store.work.databases import SqlDatabaseRepository
 from adapters.store.work.executions import SqlExecutionRepository
 from adapters.store.work.explain_jobs import SqlExplainJobRepository
@@ -14,6 +15,7 @@ __all__ = ["SqlWorkRepository"]
 
 class SqlWorkRepository(
     SqlRequestRepository,
+    SqlApprovalRepository,
     SqlExecutionRepository,
     SqlAgentRepository,
     SqlDatabaseRepository,

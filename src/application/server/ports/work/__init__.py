@@ -1,5 +1,5 @@
-"""The work store's ports, one per aggregate: requests, executions (with their results),
-agents, databases (with their schema snapshots) and EXPLAIN jobs.
+"""The work store's ports, one per aggregate: requests, approvals, executions (with their
+results), agents, databases (with their schema snapshots) and EXPLAIN jobs.
 
 Part of a `StoreSession` (`application.server.ports.store`): every method runs inside the
 session's transaction, so a state change and the audit event the use case appends in the
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from application.server.ports.work.agents import AgentRepository
+from application.server.ports.work.approvals import ApprovalRepository
 from application.server.ports.work.databases import DatabaseRepository
 from application.server.ports.work.executions import ExecutionRepository
 from application.server.ports.work.explain_jobs import ExplainJobRepository
@@ -23,6 +24,7 @@ __all__ = ["WorkRepository"]
 
 class WorkRepository(
     RequestRepository,
+    ApprovalRepository,
     ExecutionRepository,
     AgentRepository,
     DatabaseRepository,

@@ -40,6 +40,7 @@ from domain.shared.versions import version_lt
 TOKEN_TTL = timedelta(minutes=5)
 FIXED_SEED = bytes(range(32))
 DEFAULT_SCOPE = Scope("app", "production")
+DEFAULT_POLL_LIMIT = 10
 
 
 def rfc3339(moment: datetime) -> str:
@@ -63,7 +64,14 @@ class FakeRequest:
     claim_tamper: Callable[[ClaimedJob], ClaimedJob] | None = None
 
     def job(self) -> DispatchedJob:
-        return DispatchedJob(self.id, self.operation, self.scope.database, self.scope.environment)
+        return DispatchedJob(
+            self.id,
+            self.operation,
+            self.scope.database,
+            self.scope.environment,
+            created_by="alice",
+            detail=self.detail,
+        )
 
 
 class FakeServer:
@@ -208,15 +216,17 @@ class FakeServer:
             self.polls.append(request)
             self._cond.notify_all()
             upgrade = bool(request.agent_version) and version_lt(
-                request.agent_version, self.min_agent_version
+                request.agent_version or "", self.min_agent_version
             )
             if upgrade:
                 return self._response(upgrade_required=True)
-            if self.honour_wait and request.wait_ms > 0 and request.limit > 0:
+            # A poll without `limit` asks for up to 10 jobs, as on the real server (§3.2).
+            limit = DEFAULT_POLL_LIMIT if request.limit is None else request.limit
+            if self.honour_wait and request.wait_ms > 0 and limit > 0:
                 self._cond.wait_for(
                     lambda: bool(self._jobs_for(request)), timeout=request.wait_ms / 1000
                 )
-            jobs = self._jobs_for(request)[: request.limit]
+            jobs = self._jobs_for(request)[:limit]
             scopes = set(request.capabilities.scopes)
             dry_runs = tuple(
                 job

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from application.server.ports.work.agents import AgentRow, AgentUpsert
-from application.server.ports.work.approvals import ApprovalAction, ApprovalRecord
 from application.server.ports.work.databases import SchemaSnapshot
 from application.server.ports.work.executions import (
     LEASE_EXPIRED_MESSAGE,
@@ -43,7 +42,9 @@ from application.server.ports.work.requests import (
     RequestFilters,
     RequestRecord,
     RequestUpdate,
+    RequestViewer,
 )
+from domain.server.approvals import Approval, ApprovalAction
 from domain.server.execution_policies import MIGRATION_MUTATIONS
 from domain.server.request_lifecycle import TERMINAL_STATUSES, RequestStatus
 from domain.shared.operations import Operation
@@ -58,7 +59,7 @@ class WorkState:
     requests: dict[str, RequestRecord] = field(default_factory=dict)
     #: request id → (step_index, selector) rows
     pending_approvers: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    approvals: dict[str, ApprovalRecord] = field(default_factory=dict)
+    approvals: list[Approval] = field(default_factory=list)
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     results: dict[str, ResultSummary] = field(default_factory=dict)
     agents: dict[str, AgentRow] = field(default_factory=dict)
@@ -106,10 +107,30 @@ class FakeRequestRepository(_FakeRepository):
         found = [
             r
             for r in self.state.requests.values()
-            if filters.requester in (None, r.requester) and filters.status in (None, r.status)
+            if filters.requester in (None, r.requester)
+            and filters.status in (None, r.status)
+            and (filters.visible_to is None or self._visible(r, filters.visible_to))
+            and (
+                filters.awaiting_selectors is None or self._awaiting(r, filters.awaiting_selectors)
+            )
         ]
         found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return found[offset : offset + limit], len(found)
+
+    def _awaiting(self, record: RequestRecord, selectors: Sequence[str]) -> bool:
+        return record.status is RequestStatus.PENDING and any(
+            selector in selectors for _, selector in self.state.pending_approvers.get(record.id, [])
+        )
+
+    def _visible(self, record: RequestRecord, viewer: RequestViewer) -> bool:
+        return (
+            record.requester == viewer.subject_id
+            or self._awaiting(record, viewer.selectors)
+            or any(
+                a.request_id == record.id and a.actor_id == viewer.subject_id
+                for a in self.state.approvals
+            )
+        )
 
     def update_request_status(
         self,
@@ -216,31 +237,28 @@ class FakeRequestRepository(_FakeRepository):
         # ON DELETE CASCADE: every row that refers to the request goes with it.
         state = self.state
         state.pending_approvers.pop(request_id, None)
-        for table in (state.approvals, state.executions, state.results, state.dry_runs):
+        state.approvals[:] = [a for a in state.approvals if a.request_id != request_id]
+        for table in (state.executions, state.results, state.dry_runs):
             for key in [k for k, row in table.items() if row.request_id == request_id]:
                 del table[key]
         return True
 
 
 class FakeApprovalRepository(_FakeRepository):
-    def insert_approval(self, record: ApprovalRecord) -> None:
-        if record.request_id not in self.state.requests:
-            raise ValueError(f"no request {record.request_id}")
-        if record.action is ApprovalAction.APPROVE and any(
-            (a.request_id, a.actor_id, a.step_index, a.action)
-            == (record.request_id, record.actor_id, record.step_index, ApprovalAction.APPROVE)
-            for a in self.state.approvals.values()
+    def insert_approval(self, approval: Approval) -> bool:
+        if approval.action is ApprovalAction.APPROVE and any(
+            a.action is ApprovalAction.APPROVE
+            and (a.request_id, a.actor_id, a.step_index)
+            == (approval.request_id, approval.actor_id, approval.step_index)
+            for a in self.state.approvals
         ):
-            raise ValueError("one approval per approver per step")
-        self.state.approvals[record.id] = record
+            return False
+        self.state.approvals.append(approval)
+        return True
 
-    def approvers_of(self, request_id: str) -> list[str]:
-        found = sorted(
-            (a.created_at, a.actor_id)
-            for a in self.state.approvals.values()
-            if a.request_id == request_id and a.action is ApprovalAction.APPROVE
-        )
-        return list(dict.fromkeys(actor for _, actor in found))
+    def approvals_for_request(self, request_id: str) -> list[Approval]:
+        found = [a for a in self.state.approvals if a.request_id == request_id]
+        return sorted(found, key=lambda a: (a.created_at, a.id))
 
 
 class FakeExecutionRepository(_FakeRepository):
@@ -342,7 +360,7 @@ class FakeExecutionRepository(_FakeRepository):
                 a.request_id == request.id
                 and a.actor_id == query.subject
                 and a.action is ApprovalAction.APPROVE
-                for a in self.state.approvals.values()
+                for a in self.state.approvals
             )
             return (
                 request.scope in query.every_result_in

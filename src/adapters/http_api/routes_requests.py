@@ -31,6 +31,7 @@ from application.server.requests.common import ServerDraining
 from application.server.requests.create import CreateRequest, CreateRequestInput
 from application.server.requests.queries import (
     MAX_WAIT_SECS,
+    AwaitingApproval,
     ExecutionHistoryEntry,
     GetRequest,
     ListExecutions,
@@ -38,6 +39,7 @@ from application.server.requests.queries import (
     RequestDetails,
 )
 from application.server.requests.results import GetResultContent, ResultEnvelope, WaitForResult
+from domain.server.approvals import Approval, ApprovalProgress
 from domain.server.rbac import Principal
 from domain.shared.timestamps import format_timestamp
 
@@ -109,6 +111,49 @@ def _summary(record: RequestRecord) -> dict[str, Any]:
     }
 
 
+def _list_entry(record: RequestRecord, awaiting: AwaitingApproval | None) -> dict[str, Any]:
+    body = _summary(record)
+    if awaiting is not None:
+        body["current_step"] = awaiting.current_step
+        body["total_steps"] = awaiting.total_steps
+        body["next_approvers"] = list(awaiting.next_approvers)
+    return body
+
+
+def _approval(approval: Approval) -> dict[str, Any]:
+    return {
+        "user": approval.actor_id,
+        "action": approval.action.value,
+        "selector": approval.matched_selector,
+        "comment": approval.comment,
+        "at": _ts(approval.created_at),
+    }
+
+
+def _approval_progress(progress: ApprovalProgress | None) -> dict[str, Any] | None:
+    """`approval_progress` (docs/server.md §2.4): steps are 0-based like `current_step`."""
+    if progress is None:
+        return None
+    return {
+        "current_step": progress.current_step,
+        "total_steps": progress.total_steps,
+        "awaiting": list(progress.awaiting),
+        "steps": [
+            {
+                "index": step.index,
+                "mode": step.mode.value,
+                "satisfied": step.satisfied,
+                "approvers_required": [
+                    {"selector": a.selector, "min": a.min, "current": a.current}
+                    for a in step.approvers_required
+                ],
+                "approvals": [_approval(a) for a in step.approvals],
+            }
+            for step in progress.steps
+        ],
+    }
+
+
 def _explain_entry(job: DryRunJobRecord) -> dict[str, Any]:
     if job.status is DryRunStatus.COMPLETED:
         return {"sql": job.sql, "plan": json.loads(job.result_json or "null")}
@@ -154,7 +199,7 @@ def _details(details: RequestDetails) -> dict[str, Any]:
             "cancelled_by": record.cancelled_by,
             "cancel_reason": record.cancel_reason,
             "approvers": list(details.approvers),
-            "approval_progress": None,
+            "approval_progress": _approval_progress(details.approval_progress),
             "context": _context(details),
             "decision_trace": None
             if record.decision_trace_json is None
@@ -284,13 +329,22 @@ def build_request_router(use_cases: RequestUseCases) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         status: str | None = None,
         user: str | None = None,
+        pending_for_me: bool = False,
     ) -> Response:
         listing = use_cases.list_requests.list(
-            principal, limit=limit, offset=offset, status=status, user=user
+            principal,
+            limit=limit,
+            offset=offset,
+            status=status,
+            user=user,
+            pending_for_me=pending_for_me,
         )
         return _json(
             {
-                "requests": [_summary(record) for record in listing.requests],
+                "requests": [
+                    _list_entry(record, listing.awaiting.get(record.id))
+                    for record in listing.requests
+                ],
                 "total": listing.total,
                 "limit": listing.limit,
                 "offset": listing.offset,

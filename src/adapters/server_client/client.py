@@ -12,7 +12,8 @@ decide hard versus transient without knowing anything about HTTP:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 import orjson
@@ -23,11 +24,14 @@ from domain.agent.errors import MalformedServerResponse, ServerUnreachable, serv
 from domain.shared.errors import ConfigError
 from domain.shared.jobs import (
     ClaimedJob,
+    ClaimRequest,
+    DryRunResult,
     ExplainOutcome,
     HeartbeatReply,
     JobResult,
     PollRequest,
     PollResponse,
+    PreflightResult,
     SchemaReport,
 )
 
@@ -38,6 +42,10 @@ READ_TIMEOUT_SECS = 30.0
 POLL_READ_MARGIN_SECS = 10.0
 #: How much of a non-JSON error body is worth carrying in an exception message.
 _ERROR_BODY_PREVIEW = 200
+#: How much of a 2xx body that is not JSON is worth carrying in an exception message.
+_MALFORMED_BODY_PREVIEW = 80
+
+_Message = TypeVar("_Message")
 
 
 def _error_details(response: httpx.Response) -> tuple[str, str | None]:
@@ -55,6 +63,20 @@ def _error_details(response: httpx.Response) -> tuple[str, str | None]:
     if len(text) > _ERROR_BODY_PREVIEW:
         text = text[:_ERROR_BODY_PREVIEW] + "…"
     return text, None
+
+
+def _decoded(decode: Callable[[bytes], _Message], response: httpx.Response, what: str) -> _Message:
+    """A 2xx body as its message, or a `MalformedServerResponse` naming `what` was wrong."""
+    try:
+        return decode(response.content)
+    except wire.NotJsonError as exc:
+        preview = response.content[:_MALFORMED_BODY_PREVIEW].decode("utf-8", errors="replace")
+        raise MalformedServerResponse(f"{what}: body is not JSON ({exc}): {preview!r}") from None
+    except wire.WrongShapeError as exc:
+        first = exc.problems[0]
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        location = first.location or "(body)"
+        raise MalformedServerResponse(f"{what}: field {location}: {first.message}{more}") from None
 
 
 class HttpServerClient:
@@ -93,7 +115,7 @@ class HttpServerClient:
 
     def fetch_public_key(self) -> str:
         response = self._call("GET", "/api/public-key")
-        return wire.parse_public_key_response(self._json(response, "public-key response"))
+        return _decoded(wire.decode_public_key, response, "public-key response")
 
     def poll(self, request: PollRequest) -> PollResponse:
         timeout = self._timeout
@@ -102,42 +124,43 @@ class HttpServerClient:
             read = request.wait_ms / 1000 + POLL_READ_MARGIN_SECS
             timeout = httpx.Timeout(READ_TIMEOUT_SECS, connect=CONNECT_TIMEOUT_SECS, read=read)
         response = self._call(
-            "POST", "/api/agent/poll", body=wire.poll_body(request), timeout=timeout
+            "POST", "/api/agent/poll", body=wire.encode_poll_request(request), timeout=timeout
         )
-        return wire.parse_poll_response(self._json(response, "poll response"))
+        return _decoded(wire.decode_poll_response, response, "poll response")
 
     def claim(self, request_id: str, lease_duration_secs: int) -> ClaimedJob:
         response = self._call(
             "POST",
             f"/api/agent/jobs/{path_segment(request_id)}/claim",
-            body=wire.claim_body(lease_duration_secs),
+            body=wire.encode_claim_request(ClaimRequest(lease_duration_secs)),
         )
-        return wire.parse_claim_response(self._json(response, "claim response"))
+        return _decoded(wire.decode_claimed_job, response, "claim response")
 
     def heartbeat(self, execution_id: str) -> HeartbeatReply:
         response = self._call("POST", f"/api/agent/jobs/{path_segment(execution_id)}/heartbeat")
-        return wire.parse_heartbeat_response(self._json(response, "heartbeat response"))
+        return _decoded(wire.decode_heartbeat_reply, response, "heartbeat response")
 
     def submit_result(self, execution_id: str, result: JobResult) -> None:
+        # The answer names the request's new status; a 2xx is all the agent needs.
         self._call(
             "POST",
             f"/api/agent/jobs/{path_segment(execution_id)}/result",
-            body=wire.result_body(result),
+            body=wire.encode_job_result(result),
         )
 
     def submit_schema(self, report: SchemaReport) -> None:
         # The server answers 200 with an empty body; nothing to parse.
-        self._call("POST", "/api/agent/schema-sync", body=wire.schema_sync_body(report))
+        self._call("POST", "/api/agent/schema-sync", body=wire.encode_schema_report(report))
 
     def claim_dry_run(self, job_id: str) -> str:
         response = self._call("POST", f"/api/agent/dry-run/{path_segment(job_id)}/claim")
-        return wire.parse_dry_run_claim_response(self._json(response, "dry-run claim response"))
+        return _decoded(wire.decode_dry_run_claim, response, "dry-run claim response")
 
     def submit_dry_run_result(self, job_id: str, claim_token: str, outcome: ExplainOutcome) -> None:
         self._call(
             "POST",
             f"/api/agent/dry-run/{path_segment(job_id)}/result",
-            body=wire.dry_run_result_body(claim_token, outcome),
+            body=wire.encode_dry_run_result(DryRunResult(claim_token, outcome)),
         )
 
     def submit_preflight_result(
@@ -146,7 +169,7 @@ class HttpServerClient:
         self._call(
             "POST",
             "/api/agent/preflight-result",
-            body=wire.preflight_result_body(job_id, claim_token, outcome),
+            body=wire.encode_preflight_result(PreflightResult(job_id, claim_token, outcome)),
         )
 
     def close(self) -> None:
@@ -159,21 +182,20 @@ class HttpServerClient:
         method: str,
         path: str,
         *,
-        body: dict[str, Any] | None = None,
+        body: bytes | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
-        """Send one request; return a 2xx response or raise a domain error."""
+        """Send one request (`body` is encoded JSON); return a 2xx response or raise a
+        domain error."""
         what = f"{method} {path}"
         headers: dict[str, str] = {}
-        content: bytes | None = None
         if body is not None:
-            content = wire.encode(body)
             headers["Content-Type"] = "application/json"
         try:
             response = self._client.request(
                 method,
                 self._base_url + path,
-                content=content,
+                content=body,
                 headers=headers,
                 timeout=timeout or self._timeout,
             )
@@ -201,7 +223,3 @@ class HttpServerClient:
             location = response.headers.get("location", "")
             raise server_error_for(status, f"unexpected HTTP {status} redirect to {location!r}")
         return response
-
-    @staticmethod
-    def _json(response: httpx.Response, what: str) -> Any:
-        return wire.decode_json(response.content, what)

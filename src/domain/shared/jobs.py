@@ -1,7 +1,10 @@
-"""Work as the agent sees it: dispatched jobs, claims, EXPLAIN jobs, results and status.
+"""The messages of the agent protocol: polls, claims, EXPLAIN jobs, results and status.
 
-Field names follow the dbward 0.2 wire protocol (docs/protocol.md §3), so the HTTP adapter
-maps them one to one. Raw strings are kept where the protocol signs them byte for byte.
+Both programs speak in these types: the agent builds requests and reads replies, the
+server reads requests and builds replies, and `adapters.wire.agent_protocol` maps each
+one to and from its JSON body. Field names follow the dbward 0.2 wire protocol
+(docs/protocol.md §3) one to one. Raw strings are kept where the protocol signs them byte
+for byte.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ class DispatchedJob:
     operation: str
     database: str
     environment: str
+    #: The requester and the request text: informative, the agent runs only what the
+    #: claim signs (docs/protocol.md §3.2).
+    created_by: str = ""
+    detail: str = ""
 
     @property
     def scope(self) -> Scope:
@@ -101,16 +108,26 @@ class AgentStatus:
 
 @dataclass(frozen=True)
 class PollRequest:
+    """`POST /api/agent/poll` (docs/protocol.md §3.2).
+
+    Our agent fills every field but `agent_id`. `None` is a key a peer left out (or sent
+    as null), which the server reads as dbward 0.2's behaviour (§15 rule 3): no `status`
+    counts as idle, no `limit` as 10. Operations are canonical names only (an alias is
+    refused when the body is read).
+    """
+
     capabilities: Capabilities
-    status: AgentStatus
-    limit: int
-    agent_version: str
-    agent_build: str
+    status: AgentStatus | None = None
+    limit: int | None = None
+    agent_version: str | None = None
+    agent_build: str | None = None
     #: How long the server may hold the poll open; 0 asks for an immediate answer.
     wait_ms: int = 0
     #: Configured scopes left out of `capabilities` because their database is down
     #: (additive: shown by our server's `GET /api/agents`, ignored by dbward 0.2).
     degraded_scopes: tuple[Scope, ...] = ()
+    #: The agent's configured name; the dbward agent always sends null (§2.1).
+    agent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,16 @@ class PollResponse:
     #: The hold the server says it honoured (our servers echo `wait_ms`); None when the
     #: server ignores long-polling, in which case the agent paces itself.
     held_wait_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """The optional claim body: the lease the agent asks for (additive, §3.3).
+
+    `None` is a bodiless claim, which gets the policy lease as from a dbward 0.2 agent.
+    """
+
+    lease_duration_secs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +176,15 @@ class JobResult:
 
 
 @dataclass(frozen=True)
+class ResultReceipt:
+    """The server's answer to a result: the request and the status it is in now
+    (`executed`, `failed`, or `cancelled` for a request cancelled while it ran)."""
+
+    request_id: str
+    status: str
+
+
+@dataclass(frozen=True)
 class ExecutionOutput:
     """What a database returns for a successful operation, before timing is added."""
 
@@ -165,13 +201,38 @@ class SchemaReport:
     scope: Scope
     dialect: str
     status: str
-    snapshot: dict[str, Any] | None = None
+    #: A JSON object from our agent (docs/protocol.md §8.2); the server keeps any JSON.
+    snapshot: Any = None
     error_message: str | None = None
 
 
 @dataclass(frozen=True)
 class ExplainOutcome:
-    """An EXPLAIN plan, or the error that prevented it. Exactly one is set."""
+    """An EXPLAIN plan, or the error that prevented it.
+
+    The agent sets exactly one. A body read by the server may carry both or neither: a
+    dry run's error wins over its plan (§3.8), a preflight answer must have exactly one
+    (§3.9).
+    """
 
     plan: Any = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class DryRunResult:
+    """Body of `POST /api/agent/dry-run/{job_id}/result`: the outcome and the claim token
+    the dry-run claim handed out, so a stale or foreign answer cannot land (§3.8)."""
+
+    claim_token: str
+    outcome: ExplainOutcome
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """Body of `POST /api/agent/preflight-result`: the outcome of a preflight job, with
+    the claim token that came with it in the poll (§3.9)."""
+
+    job_id: str
+    claim_token: str
+    outcome: ExplainOutcome

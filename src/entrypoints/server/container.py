@@ -18,6 +18,7 @@ from adapters.files.secrets import LocalSecretFiles
 from adapters.http_api.app import create_app
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, build_agent_router
+from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
 from adapters.http_api.routes_identity import build_identity_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
@@ -38,6 +39,8 @@ from application.server.agent_protocol.poll import PollForWork
 from application.server.agent_protocol.public_key import GetPublicKey
 from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
+from application.server.approvals.approve import ApproveRequest
+from application.server.approvals.reject import RejectRequest
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import Bootstrapper
@@ -168,6 +171,24 @@ class ServerContainer(containers.DeclarativeContainer):
         ),
         list_executions=providers.Singleton(ListExecutions, store=store),
     )
+    approvals = providers.Singleton(
+        ApprovalUseCases,
+        approve_request=providers.Singleton(
+            ApproveRequest,
+            store=store,
+            settings=settings,
+            clock=clock,
+            notifier=notifier,
+            new_id=providers.Object(new_uuid),
+        ),
+        reject_request=providers.Singleton(
+            RejectRequest,
+            store=store,
+            clock=clock,
+            notifier=notifier,
+            new_id=providers.Object(new_uuid),
+        ),
+    )
     agents = providers.Singleton(
         AgentUseCases,
         get_public_key=providers.Singleton(GetPublicKey, signer=signer),
@@ -269,6 +290,7 @@ def build_app(container: ServerContainer) -> FastAPI:
                 is_draining=draining.is_set,
             ),
             build_request_router(container.requests()),
+            build_approval_router(container.approvals()),
             build_result_router(container.list_results()),
             build_agent_router(container.agents(), is_draining=draining.is_set),
         ],

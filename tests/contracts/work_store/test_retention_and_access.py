@@ -1,17 +1,17 @@
-"""Approvals, the results listing, and the retention purge's lookups and deletes: the same
-behaviour from the fake, SQLite and PostgreSQL."""
+"""The results listing and the retention purge's lookups and deletes: the same behaviour
+from the fake, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
 
 from application.server.ports.work import WorkRepository
-from application.server.ports.work.approvals import ApprovalAction, ApprovalRecord
 from application.server.ports.work.executions import (
     RESULT_PURGED,
     ExecutionStatus,
     ResultQuery,
 )
+from domain.server.approvals import Approval, ApprovalAction
 from domain.server.request_lifecycle import RequestStatus
 from tests.contracts.work_store.records import (
     BILLING,
@@ -35,8 +35,8 @@ def approve(
     step: int = 0,
     when: float = 0,
     action: ApprovalAction = ApprovalAction.APPROVE,
-) -> ApprovalRecord:
-    record = ApprovalRecord(
+) -> Approval:
+    record = Approval(
         id=f"ap-{request_id}-{actor}-{step}-{action.value}",
         request_id=request_id,
         action=action,
@@ -46,7 +46,7 @@ def approve(
         matched_selector="role:dba",
         comment="looks fine",
     )
-    work.insert_approval(record)
+    assert work.insert_approval(record)
     return record
 
 
@@ -71,23 +71,6 @@ def finished(
             expires_at=None if expires is None else at(expires),
         )
     )
-
-
-# --- approvals ------------------------------------------------------------------------------
-
-
-def test_approvers_are_those_who_approved_each_once_in_order(work: WorkRepository) -> None:
-    add_request(work, "r1")
-    add_request(work, "r2")
-    approve(work, "r1", "carol", step=0, when=5)
-    approve(work, "r1", "bob", step=0, when=3)
-    approve(work, "r1", "bob", step=1, when=9)
-    approve(work, "r1", "eve", step=1, when=10, action=ApprovalAction.REJECT)
-    approve(work, "r2", "zed", when=1)
-
-    assert work.approvers_of("r1") == ["bob", "carol"]
-    assert work.approvers_of("r2") == ["zed"]
-    assert work.approvers_of("nobody") == []
 
 
 # --- GET /api/results -----------------------------------------------------------------------
@@ -218,7 +201,7 @@ def test_a_deleted_request_takes_every_row_that_refers_to_it(work: WorkRepositor
     assert work.get_request("r1") is None
     assert work.get_execution("e-r1") is None
     assert work.latest_result("r1") is None
-    assert work.approvers_of("r1") == []
+    assert work.approvals_for_request("r1") == []
     assert work.pending_approvers("r1") == []
     assert work.get_dry_run_job("d1") is None
     assert work.get_request("r2") is not None

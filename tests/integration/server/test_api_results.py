@@ -21,9 +21,9 @@ from adapters.http_api.app import create_app
 from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
 from adapters.http_api.routes_requests import build_request_router
 from adapters.http_api.routes_results import build_result_router
-from application.server.ports.work.approvals import ApprovalAction, ApprovalRecord
 from application.server.requests.result_list import ListResults
 from application.server.retention import RetentionSweeps
+from domain.server.approvals import Approval, ApprovalAction
 from domain.server.errors import Unauthenticated
 from domain.server.rbac import Principal
 from tests.integration.server.test_api_work import (
@@ -110,7 +110,7 @@ def executed(client: TestClient, **fields: Any) -> str:
 def approved_by(harness: ServerHarness, request_id: str, actor: str) -> None:
     with harness.store.write() as session:
         session.work.insert_approval(
-            ApprovalRecord(
+            Approval(
                 id=f"ap-{request_id}-{actor}",
                 request_id=request_id,
                 action=ApprovalAction.APPROVE,
@@ -118,6 +118,7 @@ def approved_by(harness: ServerHarness, request_id: str, actor: str) -> None:
                 step_index=0,
                 created_at=harness.clock.now(),
                 matched_selector="role:approver",
+                comment=None,
             )
         )
 

@@ -563,7 +563,7 @@ def test_golden_execution_token_verifies_in_the_agent_byte_for_byte(tmp_path: Pa
     plan = '["SELECT id, name FROM users WHERE id = 7"]'
     assert body["execution_plan_json"] == plan
     assert json.loads(GOLDEN_TOKEN)["detail_hash"] == hashlib.sha256(plan.encode()).hexdigest()
-    job = wire.parse_claim_response(json.loads(raw.content))  # as our agent reads it
+    job = wire.decode_claimed_job(raw.content)  # as our agent reads it
     verifier = Ed25519Verifier(pinned_hex=GOLDEN_PUBLIC_KEY)
     verifier.load_public_key(key)
     token = verify_execution_token(job, now=T0, check_signature=verifier.verify)

@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select
+from typing import Any
+
+from sqlalchemy import Row, insert, select
 
 from adapters.store.schema import approvals
 from adapters.store.work.base import SqlRepository
-from application.server.ports.work.approvals import ApprovalAction, ApprovalRecord
-from domain.shared.timestamps import format_timestamp
+from domain.server.approvals import Approval, ApprovalAction
+from domain.shared.timestamps import format_timestamp, parse_timestamp
+
+
+def _approval(row: Row[Any]) -> Approval:
+    m = row._mapping
+    return Approval(
+        id=m["id"],
+        request_id=m["request_id"],
+        action=ApprovalAction(m["action"]),
+        actor_id=m["actor_id"],
+        step_index=m["step_index"],
+        matched_selector=m["matched_selector"],
+        comment=m["comment"],
+        created_at=parse_timestamp(m["created_at"]),
+    )
 
 
 class SqlApprovalRepository(SqlRepository):
-    def insert_approval(self, record: ApprovalRecord) -> None:
-        self._conn.execute(
+    def insert_approval(self, approval: Approval) -> bool:
+        # The partial unique index (request, actor, step) WHERE action = 'approve' refuses a
+        # second approval; the savepoint keeps the caller's transaction usable.
+        return self._insert_or_conflict(
             insert(approvals).values(
-                id=record.id,
-                request_id=record.request_id,
-                action=record.action.value,
-                actor_id=record.actor_id,
-                matched_selector=record.matched_selector,
-                step_index=record.step_index,
-                comment=record.comment,
-                created_at=format_timestamp(record.created_at),
+                id=approval.id,
+                request_id=approval.request_id,
+                action=approval.action.value,
+                actor_id=approval.actor_id,
+                matched_selector=approval.matched_selector,
+                step_index=approval.step_index,
+                comment=approval.comment,
+                created_at=format_timestamp(approval.created_at),
             )
         )
 
-    def approvers_of(self, request_id: str) -> list[str]:
-        first = func.min(approvals.c.created_at)
-        rows = self._conn.execute(
-            select(approvals.c.actor_id)
-            .where(
-                approvals.c.request_id == request_id,
-                approvals.c.action == ApprovalAction.APPROVE.value,
-            )
-            .group_by(approvals.c.actor_id)
-            .order_by(first, approvals.c.actor_id)
+    def approvals_for_request(self, request_id: str) -> list[Approval]:
+        return self._all(
+            select(approvals)
+            .where(approvals.c.request_id == request_id)
+            .order_by(approvals.c.created_at, approvals.c.id),
+            _approval,
         )
-        return [row[0] for row in rows]

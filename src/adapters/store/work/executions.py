@@ -17,7 +17,6 @@ from adapters.store.work.base import (
     parse_optional_timestamp,
 )
 from adapters.store.work.requests import request_from_row
-from application.server.ports.work.approvals import ApprovalAction
 from application.server.ports.work.executions import (
     LEASE_EXPIRED_MESSAGE,
     LIVE_EXECUTION_STATUSES,
@@ -32,6 +31,7 @@ from application.server.ports.work.executions import (
     ResultSummary,
 )
 from application.server.ports.work.requests import RequestRecord
+from domain.server.approvals import ApprovalAction
 from domain.shared.scopes import Scope
 from domain.shared.timestamps import format_timestamp, parse_timestamp
 

@@ -8,9 +8,21 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
-from adapters.store.schema import request_pending_approvers, requests
+from adapters.store.schema import approvals, request_pending_approvers, requests
 from adapters.store.work.base import (
     SqlRepository,
     database_id,
@@ -24,6 +36,7 @@ from application.server.ports.work.requests import (
     RequestFilters,
     RequestRecord,
     RequestUpdate,
+    RequestViewer,
 )
 from domain.server.execution_policies import MIGRATION_MUTATIONS
 from domain.server.request_lifecycle import RequestStatus, parse_status
@@ -40,6 +53,30 @@ def migration_lock_key(scope: Scope) -> int:
     sha256("dbward.migrate:" + "<database>:<environment>")."""
     name = MIGRATION_LOCK_PREFIX + f"{scope.database}:{scope.environment}"
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _awaiting(selectors: Sequence[str]) -> ColumnElement[bool]:
+    """Pending, with a current-step approver among `selectors`."""
+    if not selectors:
+        return false()
+    return and_(
+        requests.c.status == RequestStatus.PENDING.value,
+        requests.c.id.in_(
+            select(request_pending_approvers.c.request_id).where(
+                request_pending_approvers.c.selector.in_(sorted(set(selectors)))
+            )
+        ),
+    )
+
+
+def _visible_to(viewer: RequestViewer) -> ColumnElement[bool]:
+    return or_(
+        requests.c.requester == viewer.subject_id,
+        _awaiting(viewer.selectors),
+        requests.c.id.in_(
+            select(approvals.c.request_id).where(approvals.c.actor_id == viewer.subject_id)
+        ),
+    )
 
 
 def _request(row: Row[Any]) -> RequestRecord:
@@ -135,6 +172,10 @@ class SqlRequestRepository(SqlRepository):
             conditions.append(requests.c.requester == filters.requester)
         if filters.status is not None:
             conditions.append(requests.c.status == filters.status.value)
+        if filters.visible_to is not None:
+            conditions.append(_visible_to(filters.visible_to))
+        if filters.awaiting_selectors is not None:
+            conditions.append(_awaiting(filters.awaiting_selectors))
         total = self._conn.scalar(select(func.count()).select_from(requests).where(*conditions))
         page = self._all(
             select(requests)

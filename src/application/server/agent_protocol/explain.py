@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from application.server.agent_protocol.ownership import serving_agent
 from application.server.ports.services import (
@@ -31,6 +30,7 @@ from application.server.requests.results import MAX_STORED_ERROR_BYTES
 from domain.server.errors import Conflict, Gone, PayloadTooLarge, Validation
 from domain.server.rbac import Permission, Principal, authorize
 from domain.server.text_limits import truncate_utf8
+from domain.shared.jobs import DryRunResult, PreflightResult
 
 if TYPE_CHECKING:
     from application.server.ports.store import Store
@@ -39,29 +39,12 @@ __all__ = [
     "MAX_PREFLIGHT_ERROR_BYTES",
     "MAX_PREFLIGHT_RESULT_BYTES",
     "ClaimDryRunJob",
-    "DryRunResultInput",
-    "PreflightResultInput",
     "SubmitDryRunResult",
     "SubmitPreflightResult",
 ]
 
 MAX_PREFLIGHT_RESULT_BYTES = 256 * 1024
 MAX_PREFLIGHT_ERROR_BYTES = 4096
-
-
-@dataclass(frozen=True)
-class DryRunResultInput:
-    claim_token: str
-    result: Any = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class PreflightResultInput:
-    job_id: str
-    claim_token: str
-    result: Any = None
-    error: str | None = None
 
 
 class ClaimDryRunJob:
@@ -98,21 +81,22 @@ class SubmitDryRunResult:
         self._clock = clock
         self._notifier = notifier
 
-    def submit(self, principal: Principal, job_id: str, body: DryRunResultInput) -> None:
+    def submit(self, principal: Principal, job_id: str, body: DryRunResult) -> None:
         """§3.8: an error wins over a plan."""
         authorize(principal, Permission.AGENT_OPERATE)
         now = self._clock.now()
-        if body.error is not None:
+        plan, error = body.outcome.plan, body.outcome.error
+        if error is not None:
             outcome = DryRunOutcome(
                 status=DryRunStatus.FAILED,
                 completed_at=now,
-                error_message=truncate_utf8(body.error, MAX_STORED_ERROR_BYTES),
+                error_message=truncate_utf8(error, MAX_STORED_ERROR_BYTES),
             )
         else:
             outcome = DryRunOutcome(
                 status=DryRunStatus.COMPLETED,
                 completed_at=now,
-                result_json="{}" if body.result is None else json.dumps(body.result),
+                result_json="{}" if plan is None else json.dumps(plan),
             )
         with self._store.write() as session:
             job = session.work.get_dry_run_job(job_id)
@@ -132,14 +116,15 @@ class SubmitPreflightResult:
         self._clock = clock
         self._notifier = notifier
 
-    def submit(self, principal: Principal, body: PreflightResultInput) -> None:
+    def submit(self, principal: Principal, body: PreflightResult) -> None:
         """§3.9: exactly one of `result` and `error`; a late or foreign answer is 410."""
         authorize(principal, Permission.AGENT_OPERATE)
-        if (body.result is None) == (body.error is None):
+        plan, error = body.outcome.plan, body.outcome.error
+        if (plan is None) == (error is None):
             raise Validation("exactly one of result and error is required")
         now = self._clock.now()
-        if body.result is not None:
-            serialized = json.dumps(body.result, separators=(",", ":"))
+        if plan is not None:
+            serialized = json.dumps(plan, separators=(",", ":"))
             if len(serialized.encode()) > MAX_PREFLIGHT_RESULT_BYTES:
                 raise PayloadTooLarge(
                     f"preflight result exceeds {MAX_PREFLIGHT_RESULT_BYTES} bytes"
@@ -148,7 +133,7 @@ class SubmitPreflightResult:
                 status=PreflightStatus.COMPLETED, completed_at=now, result_json=serialized
             )
         else:
-            error = body.error or ""
+            error = error or ""
             if len(error.encode()) > MAX_PREFLIGHT_ERROR_BYTES:
                 raise PayloadTooLarge(f"preflight error exceeds {MAX_PREFLIGHT_ERROR_BYTES} bytes")
             outcome = PreflightOutcome(

@@ -30,8 +30,7 @@ from application.server.settings import ServerSettings
 from domain.server.agent_registry import record_from_poll, validate_poll_scopes
 from domain.server.errors import Forbidden, Validation
 from domain.server.rbac import Permission, Principal, authorize
-from domain.shared.jobs import AgentStatus
-from domain.shared.operations import Operation
+from domain.shared.jobs import AgentStatus, PollRequest
 from domain.shared.scopes import Scope
 from domain.shared.versions import version_lt
 
@@ -46,7 +45,6 @@ __all__ = [
     "MAX_POLL_TEXT_CHARS",
     "MAX_POLL_WAIT_MS",
     "PollForWork",
-    "PollInput",
     "PollReply",
 ]
 
@@ -62,21 +60,6 @@ MAX_POLL_SCOPES = 256
 MAX_POLL_TEXT_CHARS = 256
 #: `max_concurrent` / `in_flight` for the preflight budget when a poll has no status.
 _PREFLIGHT_DEFAULT_MAX_CONCURRENT = 1
-
-
-@dataclass(frozen=True)
-class PollInput:
-    """A parsed `POST /api/agent/poll` body. Operations are already canonical."""
-
-    scopes: tuple[tuple[str, str], ...]
-    operations: tuple[Operation, ...] = ()
-    status: AgentStatus | None = None
-    limit: int | None = None
-    agent_version: str | None = None
-    agent_build: str | None = None
-    agent_id: str | None = None
-    wait_ms: int | None = None
-    degraded_scopes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,20 +108,20 @@ class PollForWork:
         self._new_id = new_id
         self._recheck_secs = recheck_secs
 
-    async def poll(self, principal: Principal, body: PollInput) -> PollReply:
+    async def poll(self, principal: Principal, body: PollRequest) -> PollReply:
         """§3.2, in order; then, with `wait_ms` and nothing to return, the hold."""
         if self._draining():
             return PollReply(draining=True)
         if not principal.is_agent:
             raise Forbidden("agent token required")
         _check_poll_sizes(body)
-        scopes = validate_poll_scopes(body.scopes)
+        scopes = validate_poll_scopes(body.capabilities.scopes)
         degraded = validate_poll_scopes(body.degraded_scopes) if body.degraded_scopes else ()
         authorize(principal, Permission.AGENT_OPERATE)
         upgrade = bool(body.agent_version) and version_lt(
             body.agent_version or "", self._settings.min_agent_version
         )
-        wait_ms = min(max(body.wait_ms or 0, 0), MAX_POLL_WAIT_MS)
+        wait_ms = min(max(body.wait_ms, 0), MAX_POLL_WAIT_MS)
         limit = min(DEFAULT_POLL_LIMIT if body.limit is None else body.limit, MAX_POLL_LIMIT)
         if wait_ms == 0 or upgrade:
             return await asyncio.to_thread(
@@ -175,7 +158,7 @@ class PollForWork:
     def _poll_once(
         self,
         principal: Principal,
-        body: PollInput,
+        body: PollRequest,
         scopes: tuple[Scope, ...],
         degraded: tuple[Scope, ...],
         limit: int,
@@ -188,7 +171,7 @@ class PollForWork:
             dry_runs: list[DryRunJobRecord] = []
             preflights: list[PreflightJobRecord] = []
             if not upgrade:
-                jobs = session.work.dispatched_requests(scopes, body.operations, limit)
+                jobs = session.work.dispatched_requests(scopes, body.capabilities.operations, limit)
                 dry_runs = session.work.pending_dry_run_jobs(scopes, MAX_DRY_RUN_JOBS)
                 budget = _preflight_budget(body.status, len(jobs))
                 if budget > 0:
@@ -204,11 +187,13 @@ class PollForWork:
             upgrade_required=upgrade,
         )
 
-    def _has_work(self, body: PollInput, scopes: tuple[Scope, ...], limit: int) -> bool:
+    def _has_work(self, body: PollRequest, scopes: tuple[Scope, ...], limit: int) -> bool:
         """A read-only look while holding: is there anything `_poll_once` would return?"""
         now = self._clock.now()
         with self._store.read() as session:
-            if limit > 0 and session.work.dispatched_requests(scopes, body.operations, 1):
+            if limit > 0 and session.work.dispatched_requests(
+                scopes, body.capabilities.operations, 1
+            ):
                 return True
             if session.work.pending_dry_run_jobs(scopes, 1):
                 return True
@@ -219,7 +204,7 @@ class PollForWork:
     def _touch(
         self,
         principal: Principal,
-        body: PollInput,
+        body: PollRequest,
         scopes: tuple[Scope, ...],
         degraded: tuple[Scope, ...],
     ) -> None:
@@ -232,7 +217,7 @@ class PollForWork:
         self,
         session: StoreSession,
         principal: Principal,
-        body: PollInput,
+        body: PollRequest,
         scopes: tuple[Scope, ...],
         degraded: tuple[Scope, ...],
         now: datetime,
@@ -247,7 +232,9 @@ class PollForWork:
             agent_version=body.agent_version,
             agent_build=body.agent_build,
         )
-        upsert = AgentUpsert(record=record, operations=body.operations, token_id=principal.token_id)
+        upsert = AgentUpsert(
+            record=record, operations=body.capabilities.operations, token_id=principal.token_id
+        )
         if session.work.upsert_agent(upsert, now):
             session.audit.append(
                 audit_event(
@@ -274,10 +261,10 @@ def _preflight_budget(status: AgentStatus | None, jobs: int) -> int:
     return max(status.max_concurrent - status.in_flight - status.in_flight_preflight - jobs, 0)
 
 
-def _check_poll_sizes(body: PollInput) -> None:
+def _check_poll_sizes(body: PollRequest) -> None:
     """400 for a poll too big to handle: scope lists and free-text fields are capped."""
     for name, scopes in (
-        ("capabilities.scopes", body.scopes),
+        ("capabilities.scopes", body.capabilities.scopes),
         ("degraded_scopes", body.degraded_scopes),
     ):
         if len(scopes) > MAX_POLL_SCOPES:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from application.server.agent_protocol.ownership import serving_agent
 from application.server.audit_events import audit_event
@@ -19,25 +18,15 @@ from application.server.requests.common import new_uuid
 from application.server.settings import ServerSettings
 from domain.server.errors import Validation
 from domain.server.rbac import Permission, Principal, authorize
-from domain.shared.scopes import Scope
+from domain.shared.jobs import SchemaReport
 
 if TYPE_CHECKING:
     from application.server.ports.store import Store
 
-__all__ = ["SchemaSyncInput", "SyncSchema"]
+__all__ = ["SyncSchema"]
 
 _SCHEMA_DIALECTS = frozenset({"postgresql", "mysql"})
 _SCHEMA_STATUSES = frozenset({"ready", "failed", "partial"})
-
-
-@dataclass(frozen=True)
-class SchemaSyncInput:
-    database: str
-    environment: str
-    dialect: str
-    status: str
-    snapshot: Any = None
-    error_message: str | None = None
 
 
 class SyncSchema:
@@ -56,7 +45,7 @@ class SyncSchema:
         self._clock = clock
         self._new_id = new_id
 
-    def sync(self, principal: Principal, body: SchemaSyncInput) -> None:
+    def sync(self, principal: Principal, body: SchemaReport) -> None:
         """§3.6: store the snapshot of one scope the agent serves."""
         authorize(principal, Permission.AGENT_OPERATE)
         if body.dialect not in _SCHEMA_DIALECTS:
@@ -65,7 +54,7 @@ class SyncSchema:
             raise Validation("invalid status")
         if body.status == "ready" and body.snapshot is None:
             raise Validation("snapshot is required when status is ready")
-        scope = Scope(body.database, body.environment)
+        scope = body.scope
         now = self._clock.now()
         with self._store.write() as session:
             serving_agent(session, principal, scope)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from application.server.ports.work.executions import ResultQuery
 from application.server.ports.work.requests import RequestRecord
 from application.server.settings import ServerSettings
+from domain.server.approvals import ApprovalAction
 from domain.server.errors import Forbidden, NotFound
 from domain.server.rbac import (
     Ownership,
@@ -49,7 +50,9 @@ def readable_result(
     selectors: list[Selector] = [parse_selector(text) for text in record.share_with]
     selectors.extend(policy.access)
     selectors.extend(
-        Selector(SelectorKind.USER, approver) for approver in session.work.approvers_of(record.id)
+        Selector(SelectorKind.USER, approval.actor_id)
+        for approval in session.work.approvals_for_request(record.id)
+        if approval.action is ApprovalAction.APPROVE  # a rejection opens nothing
     )
     authorize(
         principal,

@@ -7,6 +7,7 @@ that get signed must show up as a failing test, never slip through a round trip.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -14,21 +15,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.crypto.ed25519_verifier import Ed25519Verifier
 from adapters.wire import agent_protocol as wire
-from domain.agent.errors import MalformedServerResponse, TokenVerificationError
+from domain.agent.errors import TokenVerificationError
 from domain.agent.token_verification import parse_rfc3339, verify_execution_token
 from domain.shared.execution_token import canonical_json, detail_hash, signed_message
 from domain.shared.jobs import (
     ActiveJobStatus,
     AgentStatus,
     ClaimedJob,
+    ClaimRequest,
     DispatchedJob,
     DryRunJob,
+    DryRunResult,
     ExplainOutcome,
     HeartbeatReply,
     JobResult,
     PollRequest,
     PollResponse,
     PreflightJob,
+    PreflightResult,
+    ResultReceipt,
     SchemaReport,
 )
 from domain.shared.operations import DEFAULT_OPERATIONS, Operation
@@ -59,7 +64,7 @@ def _poll_request(*, wait_ms: int = 0, limit: int = 1) -> PollRequest:
 
 
 def test_poll_body_is_the_reference_shape_then_our_additive_fields() -> None:
-    body = orjson.dumps(wire.poll_body(_poll_request(wait_ms=20000)))
+    body = wire.encode_poll_request(_poll_request(wait_ms=20000))
 
     assert body == (
         b'{"agent_id":null,'
@@ -84,7 +89,7 @@ def test_poll_body_without_long_poll_omits_wait_ms() -> None:
         agent_build="b",
     )
 
-    assert orjson.dumps(wire.poll_body(request)) == (
+    assert wire.encode_poll_request(request) == (
         b'{"agent_id":null,"capabilities":{"scopes":[],"operations":["migrate_repair"]},'
         b'"status":{"in_flight":0,"in_flight_preflight":0,"max_concurrent":0,"draining":true,'
         b'"uptime_secs":0,"active_jobs":[]},"limit":0,"agent_version":"0.2.0","agent_build":"b"}'
@@ -103,10 +108,19 @@ POLL_RESPONSE_EXAMPLE = b"""
 
 
 def test_poll_response_example_parses() -> None:
-    parsed = wire.parse_poll_response(wire.decode_json(POLL_RESPONSE_EXAMPLE, "poll"))
+    parsed = wire.decode_poll_response(POLL_RESPONSE_EXAMPLE)
 
     assert parsed == PollResponse(
-        jobs=(DispatchedJob("req-1", "execute_select", "app", "production"),),
+        jobs=(
+            DispatchedJob(
+                "req-1",
+                "execute_select",
+                "app",
+                "production",
+                created_by="alice",
+                detail="SELECT 1",
+            ),
+        ),
         dry_run_jobs=(DryRunJob("dr-1", "req-2", "app", "production", "SELECT * FROM t"),),
         preflight_jobs=(PreflightJob("pf-1", "app", "production", "SELECT 2", "ct-1"),),
         server_version="0.2.0",
@@ -116,14 +130,52 @@ def test_poll_response_example_parses() -> None:
     )
 
 
+def test_poll_response_bytes_are_the_reference_shape_then_the_echoed_hold() -> None:
+    response = PollResponse(
+        jobs=(
+            DispatchedJob(
+                "req-1",
+                "execute_select",
+                "app",
+                "production",
+                created_by="alice",
+                detail="SELECT 1",
+            ),
+        ),
+        dry_run_jobs=(DryRunJob("dr-1", "req-2", "app", "production", "SELECT * FROM t"),),
+        preflight_jobs=(PreflightJob("pf-1", "app", "production", "SELECT 2", "ct-1"),),
+        server_version="0.3.0",
+        min_agent_version="0.2.0",
+        upgrade_required=False,
+    )
+
+    assert wire.encode_poll_response(response) == (
+        b'{"jobs":[{"id":"req-1","created_by":"alice","operation":"execute_select",'
+        b'"environment":"production","database":"app","detail":"SELECT 1"}],'
+        b'"dry_run_jobs":[{"id":"dr-1","request_id":"req-2","database":"app",'
+        b'"environment":"production","sql":"SELECT * FROM t"}],'
+        b'"preflight_jobs":[{"id":"pf-1","database":"app","environment":"production",'
+        b'"sql":"SELECT 2","claim_token":"ct-1"}],'
+        b'"server_version":"0.3.0","min_agent_version":"0.2.0","upgrade_required":false}'
+    )
+    assert wire.encode_poll_response(PollResponse(server_version="0.3.0", held_wait_ms=0)) == (
+        b'{"jobs":[],"dry_run_jobs":[],"preflight_jobs":[],"server_version":"0.3.0",'
+        b'"min_agent_version":null,"upgrade_required":false,"wait_ms":0}'
+    )
+
+
+def test_a_draining_server_answers_only_jobs() -> None:
+    assert wire.DRAINING_POLL_RESPONSE == b'{"jobs":[]}'
+
+
 def test_draining_server_answer_defaults_every_missing_key() -> None:
-    assert wire.parse_poll_response({"jobs": []}) == PollResponse()
-    assert wire.parse_poll_response({}) == PollResponse()
+    assert wire.decode_poll_response(b'{"jobs": []}') == PollResponse()
+    assert wire.decode_poll_response(b"{}") == PollResponse()
 
 
 def test_poll_response_ignores_unknown_keys_and_reads_the_echoed_hold() -> None:
-    parsed = wire.parse_poll_response(
-        {"jobs": [], "wait_ms": 20000, "future_field": {"x": 1}, "upgrade_required": True}
+    parsed = wire.decode_poll_response(
+        b'{"jobs": [], "wait_ms": 20000, "future_field": {"x": 1}, "upgrade_required": true}'
     )
 
     assert parsed.held_wait_ms == 20000
@@ -132,12 +184,12 @@ def test_poll_response_ignores_unknown_keys_and_reads_the_echoed_hold() -> None:
 
 @pytest.mark.parametrize("echo", ["20000", True, 1.5, None, [1]])
 def test_a_hold_that_is_not_an_integer_means_no_long_poll(echo: object) -> None:
-    assert wire.parse_poll_response({"wait_ms": echo}).held_wait_ms is None
+    assert wire.decode_poll_response(orjson.dumps({"wait_ms": echo})).held_wait_ms is None
 
 
 def test_preflight_job_without_claim_token_gets_an_empty_one() -> None:
-    parsed = wire.parse_poll_response(
-        {"preflight_jobs": [{"id": "p", "database": "d", "environment": "e", "sql": "s"}]}
+    parsed = wire.decode_poll_response(
+        b'{"preflight_jobs": [{"id": "p", "database": "d", "environment": "e", "sql": "s"}]}'
     )
 
     assert parsed.preflight_jobs[0].claim_token == ""
@@ -150,21 +202,36 @@ def test_preflight_job_without_claim_token_gets_an_empty_one() -> None:
         ({"jobs": [{"id": 1, "operation": "o", "database": "d", "environment": "e"}]}, "jobs.0.id"),
         ({"jobs": [{"operation": "o", "database": "d", "environment": "e"}]}, "jobs.0.id"),
         ({"upgrade_required": "yes"}, "upgrade_required"),
-        ({"dry_run_jobs": [{"id": "x"}]}, "dry_run_jobs.0"),
-        ([], "(body)"),
-        ("jobs", "(body)"),
+        ({"dry_run_jobs": [{"id": "x"}]}, "dry_run_jobs.0.request_id"),
+        (
+            {
+                "jobs": [
+                    {
+                        "id": "1",
+                        "created_by": None,
+                        "operation": "o",
+                        "database": "d",
+                        "environment": "e",
+                    }
+                ]
+            },
+            "jobs.0.created_by",
+        ),
+        ([], ""),
+        ("jobs", ""),
     ],
 )
 def test_poll_response_shape_errors_name_the_field(body: object, field: str) -> None:
-    with pytest.raises(MalformedServerResponse, match="poll response") as caught:
-        wire.parse_poll_response(body)
+    with pytest.raises(wire.WrongShapeError) as caught:
+        wire.decode_poll_response(orjson.dumps(body))
 
-    assert f"field {field}" in str(caught.value)
+    assert caught.value.problems[0].location == field
 
 
-def test_a_body_that_is_not_json_is_malformed() -> None:
-    with pytest.raises(MalformedServerResponse, match="not JSON"):
-        wire.decode_json(b"<html>bad gateway</html>", "poll response")
+@pytest.mark.parametrize("body", [b"<html>bad gateway</html>", b"", b"{not json"])
+def test_a_body_that_is_not_json_is_malformed(body: bytes) -> None:
+    with pytest.raises(wire.NotJsonError, match="Invalid JSON"):
+        wire.decode_poll_response(body)
 
 
 # --- claim ------------------------------------------------------------------------------
@@ -183,7 +250,7 @@ CLAIM_RESPONSE_EXAMPLE = b"""
 
 
 def test_claim_response_example_parses() -> None:
-    claim = wire.parse_claim_response(wire.decode_json(CLAIM_RESPONSE_EXAMPLE, "claim"))
+    claim = wire.decode_claimed_job(CLAIM_RESPONSE_EXAMPLE)
 
     assert claim == ClaimedJob(
         execution_id="6f1c0b9e-1111-4222-8333-944445555666",
@@ -202,18 +269,20 @@ def test_claim_response_example_parses() -> None:
 
 
 def test_claim_for_a_migration_has_null_plans_and_an_old_server_may_omit_them() -> None:
-    claim = wire.parse_claim_response(
-        {
-            "execution_id": "e",
-            "request_id": "r",
-            "execution_token": "t",
-            "operation": "migrate_up",
-            "database": "app",
-            "environment": "production",
-            "detail": '{"format":"v2"}',
-            "lease_expires_at": "2026-05-01T12:01:00+00:00",
-            "max_rows": 100,
-        }
+    claim = wire.decode_claimed_job(
+        orjson.dumps(
+            {
+                "execution_id": "e",
+                "request_id": "r",
+                "execution_token": "t",
+                "operation": "migrate_up",
+                "database": "app",
+                "environment": "production",
+                "detail": '{"format":"v2"}',
+                "lease_expires_at": "2026-05-01T12:01:00+00:00",
+                "max_rows": 100,
+            }
+        )
     )
 
     assert claim.statement_timeout_secs is None
@@ -235,34 +304,68 @@ def test_claim_for_a_migration_has_null_plans_and_an_old_server_may_omit_them() 
 def test_claim_shape_errors_name_the_field(change: dict[str, object], field: str) -> None:
     body = {**orjson.loads(CLAIM_RESPONSE_EXAMPLE), **change}
 
-    with pytest.raises(MalformedServerResponse, match=f"claim response: field {field}"):
-        wire.parse_claim_response(body)
+    with pytest.raises(wire.WrongShapeError) as caught:
+        wire.decode_claimed_job(orjson.dumps(body))
+
+    assert caught.value.problems[0].location == field
+
+
+def test_claim_reply_bytes_carry_every_key() -> None:
+    claim = ClaimedJob(
+        execution_id="exec-1",
+        request_id="req-1",
+        execution_token='{"request_id":"req-1"}',
+        operation="migrate_status",
+        database="app",
+        environment="production",
+        detail="",
+        statement_timeout_secs=None,
+        max_rows=None,
+        lease_expires_at="2026-05-01T12:01:00.123456000+00:00",
+    )
+
+    assert wire.encode_claimed_job(claim) == (
+        b'{"execution_id":"exec-1","request_id":"req-1",'
+        b'"execution_token":"{\\"request_id\\":\\"req-1\\"}","operation":"migrate_status",'
+        b'"database":"app","environment":"production","detail":"","statement_timeout_secs":null,'
+        b'"max_rows":null,"lease_expires_at":"2026-05-01T12:01:00.123456000+00:00",'
+        b'"execution_plan":null,"execution_plan_json":null}'
+    )
 
 
 def test_claim_body_asks_for_the_lease() -> None:
-    assert orjson.dumps(wire.claim_body(300)) == b'{"lease_duration_secs":300}'
+    assert wire.encode_claim_request(ClaimRequest(300)) == b'{"lease_duration_secs":300}'
+
+
+@pytest.mark.parametrize("body", [b"", b"  \r\n"])
+def test_a_bodiless_claim_asks_for_no_lease(body: bytes) -> None:
+    assert wire.decode_claim_request(body) == ClaimRequest()
 
 
 # --- heartbeat, dry-run claim, public key -------------------------------------------------
 
 
 def test_heartbeat_reply() -> None:
-    assert wire.parse_heartbeat_response({"cancelled": True}) == HeartbeatReply(cancelled=True)
-    assert wire.parse_heartbeat_response({"cancelled": False}) == HeartbeatReply(cancelled=False)
-    with pytest.raises(MalformedServerResponse, match="field cancelled"):
-        wire.parse_heartbeat_response({"cancelled": "false"})
-    with pytest.raises(MalformedServerResponse, match="field cancelled"):
-        wire.parse_heartbeat_response({})
+    assert wire.encode_heartbeat_reply(HeartbeatReply(cancelled=False)) == b'{"cancelled":false}'
+    assert wire.decode_heartbeat_reply(b'{"cancelled": true}') == HeartbeatReply(cancelled=True)
+    assert wire.decode_heartbeat_reply(b'{"cancelled":false}') == HeartbeatReply(cancelled=False)
+    for body in (b'{"cancelled": "false"}', b"{}"):
+        with pytest.raises(wire.WrongShapeError) as caught:
+            wire.decode_heartbeat_reply(body)
+        assert caught.value.problems[0].location == "cancelled"
 
 
 def test_dry_run_claim_reply() -> None:
-    assert wire.parse_dry_run_claim_response({"claim_token": "ct"}) == "ct"
-    with pytest.raises(MalformedServerResponse, match="field claim_token"):
-        wire.parse_dry_run_claim_response({"claim_token": None})
+    assert wire.encode_dry_run_claim("ct") == b'{"claim_token":"ct"}'
+    assert wire.decode_dry_run_claim(b'{"claim_token":"ct"}') == "ct"
+    with pytest.raises(wire.WrongShapeError) as caught:
+        wire.decode_dry_run_claim(b'{"claim_token": null}')
+    assert caught.value.problems[0].location == "claim_token"
 
 
 def test_public_key_reply_is_stripped() -> None:
-    assert wire.parse_public_key_response({"public_key": " ab\n"}) == "ab"
+    assert wire.encode_public_key("ab") == b'{"public_key":"ab"}'
+    assert wire.decode_public_key(b'{"public_key": " ab\\n"}') == "ab"
 
 
 # --- result -----------------------------------------------------------------------------
@@ -276,7 +379,7 @@ def test_select_result_body() -> None:
         duration_ms=42,
     )
 
-    assert orjson.dumps(wire.result_body(result)) == (
+    assert wire.encode_job_result(result) == (
         b'{"success":true,"result_data":"{\\"rows\\":[],\\"truncated\\":false,'
         b'\\"truncation_reason\\":null}","truncated":false,"duration_ms":42}'
     )
@@ -287,7 +390,7 @@ def test_dml_result_body() -> None:
         success=True, result_data='{"rows_affected":5}', rows_affected=5, duration_ms=7
     )
 
-    assert orjson.dumps(wire.result_body(result)) == (
+    assert wire.encode_job_result(result) == (
         b'{"success":true,"result_data":"{\\"rows_affected\\":5}","rows_affected":5,'
         b'"duration_ms":7}'
     )
@@ -296,7 +399,7 @@ def test_dml_result_body() -> None:
 def test_failure_result_body() -> None:
     result = JobResult.failure("driver error: query timed out", duration_ms=30001)
 
-    assert orjson.dumps(wire.result_body(result)) == (
+    assert wire.encode_job_result(result) == (
         b'{"success":false,"error_message":"driver error: query timed out","duration_ms":30001}'
     )
 
@@ -312,11 +415,17 @@ def test_result_body_keeps_field_order_and_omits_only_none() -> None:
         duration_ms=0,
     )
 
-    assert orjson.dumps(wire.result_body(every)) == (
+    assert wire.encode_job_result(every) == (
         b'{"success":true,"result_data":"d","error_message":"","rows_affected":0,'
         b'"truncated":true,"total_rows":0,"duration_ms":0}'
     )
-    assert orjson.dumps(wire.result_body(JobResult(success=False))) == b'{"success":false}'
+    assert wire.encode_job_result(JobResult(success=False)) == b'{"success":false}'
+
+
+def test_result_receipt_bytes() -> None:
+    assert wire.encode_result_receipt(ResultReceipt("req-1", "executed")) == (
+        b'{"request_id":"req-1","status":"executed"}'
+    )
 
 
 # --- schema sync, dry-run, preflight ------------------------------------------------------
@@ -333,11 +442,11 @@ def test_schema_sync_bodies() -> None:
         scope=Scope("app", "staging"), dialect="mysql", status="failed", error_message="boom"
     )
 
-    assert orjson.dumps(wire.schema_sync_body(ready)) == (
+    assert wire.encode_schema_report(ready) == (
         b'{"database":"app","environment":"production","dialect":"postgresql",'
         b'"status":"ready","snapshot":{"tables":[]},"error_message":null}'
     )
-    assert orjson.dumps(wire.schema_sync_body(failed)) == (
+    assert wire.encode_schema_report(failed) == (
         b'{"database":"app","environment":"staging","dialect":"mysql",'
         b'"status":"failed","snapshot":null,"error_message":"boom"}'
     )
@@ -346,10 +455,10 @@ def test_schema_sync_bodies() -> None:
 def test_dry_run_result_bodies() -> None:
     plan = [{"Plan": {"Node Type": "Result"}}]
 
-    assert orjson.dumps(wire.dry_run_result_body("ct", ExplainOutcome(plan=plan))) == (
+    assert wire.encode_dry_run_result(DryRunResult("ct", ExplainOutcome(plan=plan))) == (
         b'{"claim_token":"ct","result":[{"Plan":{"Node Type":"Result"}}],"error":null}'
     )
-    assert orjson.dumps(wire.dry_run_result_body("ct", ExplainOutcome(error="denied"))) == (
+    assert wire.encode_dry_run_result(DryRunResult("ct", ExplainOutcome(error="denied"))) == (
         b'{"claim_token":"ct","result":null,"error":"denied"}'
     )
 
@@ -357,16 +466,12 @@ def test_dry_run_result_bodies() -> None:
 def test_preflight_result_bodies_carry_exactly_one_of_result_and_error() -> None:
     plan = {"query_block": {"select_id": 1}}
 
-    assert orjson.dumps(wire.preflight_result_body("pf", "ct", ExplainOutcome(plan=plan))) == (
+    assert wire.encode_preflight_result(PreflightResult("pf", "ct", ExplainOutcome(plan=plan))) == (
         b'{"job_id":"pf","claim_token":"ct","result":{"query_block":{"select_id":1}}}'
     )
-    assert (
-        orjson.dumps(
-            wire.preflight_result_body(
-                "pf", "ct", ExplainOutcome(error="no pool available for scope")
-            )
-        )
-        == b'{"job_id":"pf","claim_token":"ct","error":"no pool available for scope"}'
+    failed = PreflightResult("pf", "ct", ExplainOutcome(error="no pool available for scope"))
+    assert wire.encode_preflight_result(failed) == (
+        b'{"job_id":"pf","claim_token":"ct","error":"no pool available for scope"}'
     )
 
 
@@ -498,11 +603,9 @@ def test_canonical_json_of_a_migrate_up_detail() -> None:
 
 def test_poll_body_lists_degraded_scopes_after_the_reference_fields() -> None:
     """Additive: only present when a configured database is down."""
-    from dataclasses import replace as _replace
+    request = replace(_poll_request(), degraded_scopes=(Scope("reports", "production"),))
 
-    from domain.shared.scopes import Scope
-
-    request = _replace(_poll_request(), degraded_scopes=(Scope("reports", "production"),))
-    body = wire.poll_body(request)
-    assert list(body)[-1] == "degraded_scopes"
-    assert body["degraded_scopes"] == [{"database": "reports", "environment": "production"}]
+    assert wire.encode_poll_request(request).endswith(
+        b'"agent_build":"0.3.0.dev0","degraded_scopes":'
+        b'[{"database":"reports","environment":"production"}]}'
+    )

@@ -43,7 +43,7 @@ from application.server.agent_protocol.explain import (
     SubmitPreflightResult,
 )
 from application.server.agent_protocol.heartbeat import RecordHeartbeat
-from application.server.agent_protocol.poll import PollForWork, PollInput, PollReply
+from application.server.agent_protocol.poll import PollForWork, PollReply
 from application.server.agent_protocol.public_key import GetPublicKey
 from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
@@ -72,8 +72,8 @@ from domain.server.workflows import (
     AutoApproveMode,
     Workflow,
 )
-from domain.shared.jobs import AgentStatus, ClaimedJob, JobResult
-from domain.shared.scopes import Scope
+from domain.shared.jobs import AgentStatus, ClaimedJob, JobResult, PollRequest
+from domain.shared.scopes import Capabilities, Scope
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 PROD = Scope("app", "production")
@@ -146,6 +146,13 @@ def default_settings(state_dir: Path, **overrides: Any) -> ServerSettings:
     return replace(base, **overrides)
 
 
+def poll_request(scopes: tuple[tuple[str, str], ...], **fields: Any) -> PollRequest:
+    """A poll advertising `scopes` (database, environment pairs) and `operations`, if given."""
+    operations = fields.pop("operations", ())
+    capabilities = Capabilities(tuple(Scope(*scope) for scope in scopes), operations)
+    return PollRequest(capabilities=capabilities, **fields)
+
+
 @dataclass
 class ServerHarness:
     """The server's services wired by hand over a real store, as the composition root does."""
@@ -187,7 +194,7 @@ class ServerHarness:
             ),
         )
         return asyncio.run(
-            self.agents.poll_for_work.poll(principal, PollInput(scopes=scopes, **fields))
+            self.agents.poll_for_work.poll(principal, poll_request(scopes, **fields))
         )
 
     def claim(
@@ -452,7 +459,7 @@ def test_draining_releases_held_long_polls(server: ServerHarness) -> None:
         stream = asyncio.create_task(server.requests.wait_for_result.wait(ALICE, request_id))
         held = asyncio.create_task(
             server.agents.poll_for_work.poll(
-                AGENT, PollInput(scopes=(("app", "staging"),), wait_ms=30_000)
+                AGENT, poll_request((("app", "staging"),), wait_ms=30_000)
             )
         )
         await until(lambda: server.notifier.waiting == 2)

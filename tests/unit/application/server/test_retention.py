@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from application.server.ports.work.approvals import ApprovalAction, ApprovalRecord
 from application.server.retention import RetentionSweeps
 from application.server.settings import RetentionSettings, SweepSettings
 from application.server.sweeps import SweepRunner
+from domain.server.approvals import Approval, ApprovalAction
 from domain.server.errors import Gone, NotFound
 from domain.server.execution_policies import ResultPolicy
 from domain.server.request_lifecycle import RequestStatus
@@ -144,12 +144,14 @@ def test_a_final_request_is_purged_after_request_ttl_days(server: ServerHarness)
     key = stored_key(server, request_id)
     with server.store.write() as session:
         session.work.insert_approval(
-            ApprovalRecord(
+            Approval(
                 id="ap-1",
                 request_id=request_id,
                 action=ApprovalAction.APPROVE,
                 actor_id="dana",
                 step_index=0,
+                matched_selector="role:approver",
+                comment=None,
                 created_at=server.clock.now(),
             )
         )
@@ -165,7 +167,7 @@ def test_a_final_request_is_purged_after_request_ttl_days(server: ServerHarness)
     assert server.results.get(key) is None
     assert not (server.results.root_dir / request_id).exists()
     with server.store.read() as session:
-        assert session.work.approvers_of(request_id) == []
+        assert session.work.approvals_for_request(request_id) == []
         assert session.work.results_of_request(request_id) == []
     # Its audit events stay, and the purge is one more.
     assert server.audit_types(request_id) == [*events_before, "request.purged"]

@@ -1,5 +1,5 @@
-"""The work store's ports, one per aggregate: requests, approvals, executions (with their
-results), agents, databases (with their schema snapshots) and EXPLAIN jobs.
+"""The work store's ports, one per aggregate: requests (with their approvals), executions
+(with their results), agents, databases (with their schema snapshots) and EXPLAIN jobs.
 
 Part of a `StoreSession` (`application.server.ports.store`): every method runs inside the
 session's transaction, so a state change and the audit event the use case appends in the

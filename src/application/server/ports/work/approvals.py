@@ -1,46 +1,24 @@
-"""The approvals port: who approved (or rejected) a request, one row per decision.
+"""The approvals port: the approve and reject rows of a request (docs/server.md §2.4).
 
-An approval records the step it approved, the workflow selector the approver matched and
-their comment (docs/server.md §2.4). Result access reads it too: whoever approved a
-request may read its result (§1.8).
+An approval row is never changed after it is written. One approver approves one step at
+most once: the store's unique index on (request, actor, step) for `approve` rows decides
+a race between two identical approvals, and `insert_approval` reports who lost.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
 
-__all__ = ["ApprovalAction", "ApprovalRecord", "ApprovalRepository"]
+from domain.server.approvals import Approval
 
-
-class ApprovalAction(StrEnum):
-    APPROVE = "approve"
-    REJECT = "reject"
-
-
-@dataclass(frozen=True)
-class ApprovalRecord:
-    """One row of `approvals`."""
-
-    id: str
-    request_id: str
-    action: ApprovalAction
-    actor_id: str
-    step_index: int
-    created_at: datetime
-    #: The workflow selector the actor matched (`role:dba`), as the approval used it.
-    matched_selector: str | None = None
-    comment: str | None = None
+__all__ = ["ApprovalRepository"]
 
 
 class ApprovalRepository(Protocol):
-    def insert_approval(self, record: ApprovalRecord) -> None:
-        """The request must exist; an approver approves a step at most once (unique index)."""
+    def insert_approval(self, approval: Approval) -> bool:
+        """False when this actor already approved this step of this request."""
         ...
 
-    def approvers_of(self, request_id: str) -> list[str]:
-        """The subjects that approved any step of the request (not those who rejected it),
-        each once, in the order of their first approval."""
+    def approvals_for_request(self, request_id: str) -> list[Approval]:
+        """Every row of the request, oldest first."""
         ...

@@ -24,6 +24,7 @@ __all__ = [
     "RequestRecord",
     "RequestRepository",
     "RequestUpdate",
+    "RequestViewer",
 ]
 
 
@@ -94,11 +95,25 @@ NO_CHANGES = RequestUpdate()
 
 
 @dataclass(frozen=True)
+class RequestViewer:
+    """Someone without `request.view:any` (docs/server.md §4.4): they see the requests they
+    made, the pending ones whose current step names one of their `selectors`
+    (`request_pending_approvers`), and those they approved or rejected."""
+
+    subject_id: str
+    selectors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RequestFilters:
     """`GET /api/requests`: every given field must match."""
 
     requester: str | None = None
     status: RequestStatus | None = None
+    visible_to: RequestViewer | None = None
+    #: Pending requests whose current step names one of these selectors (`pending_for_me`
+    #: before the finer eligibility rules of docs/server.md §2.5).
+    awaiting_selectors: tuple[str, ...] | None = None
 
 
 class RequestRepository(Protocol):

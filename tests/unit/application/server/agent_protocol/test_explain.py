@@ -6,13 +6,13 @@ from datetime import timedelta
 
 import pytest
 
-from application.server.agent_protocol.explain import DryRunResultInput, PreflightResultInput
 from application.server.ports.work.explain_jobs import (
     DryRunStatus,
     PreflightJobRecord,
     PreflightStatus,
 )
 from domain.server.errors import Conflict, Gone, PayloadTooLarge, Validation
+from domain.shared.jobs import DryRunResult, ExplainOutcome, PreflightResult
 from tests.unit.application.server.test_requests_and_claims import AGENT, ALICE, T0, ServerHarness
 
 
@@ -27,10 +27,10 @@ def test_dry_run_claim_and_result(server: ServerHarness) -> None:
         server.agents.claim_dry_run_job.claim(AGENT, job.id)
     with pytest.raises(Conflict):
         server.agents.submit_dry_run_result.submit(
-            AGENT, job.id, DryRunResultInput(claim_token="wrong", result={})
+            AGENT, job.id, DryRunResult("wrong", ExplainOutcome(plan={}))
         )
     server.agents.submit_dry_run_result.submit(
-        AGENT, job.id, DryRunResultInput(claim_token=token, result=[{"Plan": {"Node": "x"}}])
+        AGENT, job.id, DryRunResult(token, ExplainOutcome(plan=[{"Plan": {"Node": "x"}}]))
     )
     details = server.requests.get_request.get(ALICE, request_id)
     assert [j.status for j in details.dry_runs] == [DryRunStatus.COMPLETED]
@@ -54,20 +54,20 @@ def test_preflight_result_is_taken_once_with_its_claim_token(server: ServerHarne
     reply = server.poll()
     token = reply.preflight_jobs[0].claim_token
     server.agents.submit_preflight_result.submit(
-        AGENT, PreflightResultInput(job_id="pf-0", claim_token=token, result=[{"Plan": {}}])
+        AGENT, PreflightResult("pf-0", token, ExplainOutcome(plan=[{"Plan": {}}]))
     )
     with server.store.read() as session:
         job = session.work.get_preflight_job("pf-0")
     assert job is not None and job.status is PreflightStatus.COMPLETED
     with pytest.raises(Gone):
         server.agents.submit_preflight_result.submit(
-            AGENT, PreflightResultInput(job_id="pf-0", claim_token=token, error="again")
+            AGENT, PreflightResult("pf-0", token, ExplainOutcome(error="again"))
         )
     with pytest.raises(Validation, match="exactly one"):
         server.agents.submit_preflight_result.submit(
-            AGENT, PreflightResultInput(job_id="pf-1", claim_token=token)
+            AGENT, PreflightResult("pf-1", token, ExplainOutcome())
         )
     with pytest.raises(PayloadTooLarge):
         server.agents.submit_preflight_result.submit(
-            AGENT, PreflightResultInput(job_id="pf-1", claim_token=token, error="e" * 4097)
+            AGENT, PreflightResult("pf-1", token, ExplainOutcome(error="e" * 4097))
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from application.server.agent_protocol.poll import PollInput, PollReply
+from application.server.agent_protocol.poll import PollReply
 from application.server.ports.work.explain_jobs import PreflightJobRecord
 from domain.server.errors import Forbidden, Validation
 from domain.shared.operations import Operation
@@ -23,6 +23,7 @@ from tests.unit.application.server.test_requests_and_claims import (
     ServerHarness,
     build_harness,
     default_settings,
+    poll_request,
     until,
 )
 
@@ -128,7 +129,7 @@ def test_long_poll_wakes_on_dispatch(server: ServerHarness) -> None:
         loop = asyncio.get_running_loop()
         poll = asyncio.create_task(
             server.agents.poll_for_work.poll(
-                AGENT, PollInput(scopes=(("app", "production"),), wait_ms=20_000, limit=1)
+                AGENT, poll_request((("app", "production"),), wait_ms=20_000, limit=1)
             )
         )
         await until(lambda: server.notifier.waiting > 0)

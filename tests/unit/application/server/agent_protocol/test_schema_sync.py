@@ -6,15 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from application.server.agent_protocol.schema_sync import SchemaSyncInput
 from domain.server.errors import Forbidden, Validation
+from domain.shared.jobs import SchemaReport
+from domain.shared.scopes import Scope
 from tests.unit.application.server.test_requests_and_claims import AGENT, PROD, ServerHarness
 
 
 def test_schema_sync_validates_and_stores(server: ServerHarness) -> None:
-    body = SchemaSyncInput(
-        database="app",
-        environment="production",
+    body = SchemaReport(
+        scope=Scope("app", "production"),
         dialect="mysql",
         status="ready",
         snapshot={"tables": []},
@@ -30,7 +30,7 @@ def test_schema_sync_validates_and_stores(server: ServerHarness) -> None:
         with pytest.raises(Validation, match=message):
             server.agents.sync_schema.sync(AGENT, bad)
     with pytest.raises(Forbidden):
-        server.agents.sync_schema.sync(AGENT, replace(body, environment="staging"))
+        server.agents.sync_schema.sync(AGENT, replace(body, scope=Scope("app", "staging")))
     server.agents.sync_schema.sync(AGENT, body)
     with server.store.read() as session:
         snapshot = session.work.get_schema_snapshot(PROD)

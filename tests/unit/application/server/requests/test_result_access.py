@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from application.server.ports.work.approvals import ApprovalAction, ApprovalRecord
 from application.server.requests.result_list import ListResults
+from domain.server.approvals import Approval, ApprovalAction
 from domain.server.errors import Forbidden, Validation
 from domain.server.execution_policies import ResultPolicy
 from domain.server.rbac import Principal, Selector, SelectorKind
@@ -46,7 +46,7 @@ def executed(server: ServerHarness, **fields: Any) -> str:
 def record_approval(server: ServerHarness, request_id: str, actor: str, **fields: Any) -> None:
     with server.store.write() as session:
         session.work.insert_approval(
-            ApprovalRecord(
+            Approval(
                 id=f"ap-{request_id}-{actor}",
                 request_id=request_id,
                 action=fields.pop("action", ApprovalAction.APPROVE),
@@ -54,6 +54,7 @@ def record_approval(server: ServerHarness, request_id: str, actor: str, **fields
                 step_index=0,
                 created_at=server.clock.now(),
                 matched_selector="role:approver",
+                comment=None,
                 **fields,
             )
         )

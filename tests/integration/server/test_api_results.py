@@ -19,13 +19,17 @@ from fastapi.testclient import TestClient
 
 from adapters.http_api.app import create_app
 from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
+from adapters.http_api.routes_approvals import build_approval_router
 from adapters.http_api.routes_requests import build_request_router
 from adapters.http_api.routes_results import build_result_router
+from application.server.ports.work.requests import RequestUpdate
 from application.server.requests.result_list import ListResults
 from application.server.retention import RetentionSweeps
 from domain.server.approvals import Approval, ApprovalAction
 from domain.server.errors import Unauthenticated
 from domain.server.rbac import Principal
+from domain.server.request_lifecycle import RequestStatus
+from tests.integration.server import test_api_approvals as approvals_api
 from tests.integration.server.test_api_work import (
     ROLE_TOKEN,
     ROLES,
@@ -303,3 +307,57 @@ def test_a_request_purged_after_request_ttl_days_is_gone_but_its_audit_stays(
         assert response.status_code == 404, path
     assert client.get("/api/results", headers=ALICE_H).json()["results"] == []
     assert harness.audit_types(request_id) == [*before, "request.purged"]
+
+
+# --- approvers through the approve endpoint ---------------------------------------------------
+
+
+def test_approvers_who_approved_through_the_api_read_the_result(tmp_path: Path) -> None:
+    harness = build_harness(
+        tmp_path, approvals_api.settings_for(tmp_path), MutableClock(datetime.now(UTC))
+    )
+    app = create_app(
+        routers=[
+            build_request_router(harness.requests),
+            build_approval_router(approvals_api.approval_use_cases(harness)),
+            build_agent_router(harness.agents, is_draining=harness.draining.is_set),
+        ],
+        authenticate=approvals_api.authenticate,
+        version=SERVER_VERSION,
+        body_limit_for=agent_body_limit(harness.settings),
+    )
+    h = approvals_api.h
+    try:
+        with TestClient(app) as client:
+            request_id = approvals_api.create(client)  # staging: role:dba, then user:erin
+            assert approvals_api.approve(client, request_id, approvals_api.DANA).status_code == 200
+            assert approvals_api.approve(client, request_id, approvals_api.ERIN).status_code == 200
+            # Resume is not served by this router set: dispatch the approved request in the
+            # store, as resume does, and let the agent run it.
+            with harness.store.write() as session:
+                assert session.work.update_request_status(
+                    request_id,
+                    allowed_from={RequestStatus.APPROVED},
+                    to=RequestStatus.DISPATCHED,
+                    now=harness.clock.now(),
+                    changes=RequestUpdate(pre_dispatch_status=RequestStatus.APPROVED),
+                )
+            harness.poll(scopes=(("app", "staging"),))
+            execution_id = harness.claim(request_id).execution_id
+            client.post(
+                f"/api/agent/jobs/{execution_id}/result",
+                json={"success": True, "result_data": ROWS},
+                headers=bearer(ROLE_TOKEN["agent"]),
+            ).raise_for_status()
+
+            for who, status in (
+                (approvals_api.ALICE, 200),
+                (approvals_api.DANA, 200),
+                (approvals_api.ERIN, 200),
+                (approvals_api.FRED, 403),  # a dba too, but he approved nothing
+                (approvals_api.SAM, 403),
+            ):
+                got = client.get(f"/api/requests/{request_id}/result/content", headers=h(who))
+                assert got.status_code == status, (who.subject_id, got.text)
+    finally:
+        harness.close()

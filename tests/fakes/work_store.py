@@ -18,10 +18,14 @@ from application.server.ports.work.databases import SchemaSnapshot
 from application.server.ports.work.executions import (
     LEASE_EXPIRED_MESSAGE,
     LIVE_EXECUTION_STATUSES,
+    RESULT_PURGED,
+    RESULT_STORED,
     ExecutionAlreadyClaimed,
     ExecutionCompletion,
     ExecutionRecord,
     ExecutionStatus,
+    ListedResult,
+    ResultQuery,
     ResultSummary,
 )
 from application.server.ports.work.explain_jobs import (
@@ -207,6 +211,38 @@ class FakeRequestRepository(_FakeRepository):
         ]
         return sorted(found, key=lambda r: r.expires_at or now)[:limit]
 
+    def purgeable_requests(
+        self, statuses: Collection[RequestStatus], updated_before: datetime, limit: int
+    ) -> list[RequestRecord]:
+        found = [
+            r
+            for r in self.state.requests.values()
+            if r.status in statuses and r.updated_at < updated_before
+        ]
+        return sorted(found, key=lambda r: (r.updated_at, r.id))[:limit]
+
+    def delete_request(
+        self,
+        request_id: str,
+        *,
+        allowed_from: Collection[RequestStatus],
+        updated_before: datetime,
+    ) -> bool:
+        record = self.state.requests.get(request_id)
+        if record is None or record.status not in allowed_from:
+            return False
+        if not record.updated_at < updated_before:
+            return False
+        del self.state.requests[request_id]
+        # ON DELETE CASCADE: every row that refers to the request goes with it.
+        state = self.state
+        state.pending_approvers.pop(request_id, None)
+        state.approvals[:] = [a for a in state.approvals if a.request_id != request_id]
+        for table in (state.executions, state.results, state.dry_runs):
+            for key in [k for k, row in table.items() if row.request_id == request_id]:
+                del table[key]
+        return True
+
 
 class FakeApprovalRepository(_FakeRepository):
     def insert_approval(self, approval: Approval) -> bool:
@@ -310,6 +346,55 @@ class FakeExecutionRepository(_FakeRepository):
             for r in self.state.results.values()
             if r.execution_id in execution_ids and r.has_stored_content
         }
+
+    def results_of_request(self, request_id: str) -> list[ResultSummary]:
+        found = [r for r in self.state.results.values() if r.request_id == request_id]
+        return sorted(found, key=lambda r: (r.stored_at, r.id))
+
+    def list_results(self, query: ResultQuery, *, limit: int, offset: int) -> list[ListedResult]:
+        def visible(request: RequestRecord) -> bool:
+            if request.scope not in query.scopes:
+                return False
+            if query.database not in (None, request.database):
+                return False
+            if query.environment not in (None, request.environment):
+                return False
+            approved = any(
+                a.request_id == request.id
+                and a.actor_id == query.subject
+                and a.action is ApprovalAction.APPROVE
+                for a in self.state.approvals
+            )
+            return (
+                request.scope in query.every_result_in
+                or request.requester == query.subject
+                or approved
+                or any(s in request.share_with for s in query.share_selectors)
+            )
+
+        found = [
+            ListedResult(summary=r, request=self.state.requests[r.request_id])
+            for r in self.state.results.values()
+            if visible(self.state.requests[r.request_id])
+        ]
+        found.sort(key=lambda item: (item.summary.stored_at, item.summary.id), reverse=True)
+        return found[offset : offset + limit]
+
+    def expired_results(self, now: datetime, limit: int) -> list[ResultSummary]:
+        found = [
+            r
+            for r in self.state.results.values()
+            if r.status == RESULT_STORED
+            and r.storage_key
+            and r.expires_at is not None
+            and r.expires_at < now
+        ]
+        return sorted(found, key=lambda r: (r.expires_at or now, r.id))[:limit]
+
+    def mark_result_purged(self, result_id: str) -> bool:
+        return _update_if(
+            self.state.results, result_id, lambda r: r.status == RESULT_STORED, status=RESULT_PURGED
+        )
 
 
 class FakeAgentRepository(_FakeRepository):

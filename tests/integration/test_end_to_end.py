@@ -147,6 +147,12 @@ def test_requests_run_through_real_server_and_agent_processes(
             kinds = {event["event_type"] for event in events}
             assert {"request.auto_approved", "request.dispatched", "execution.started",
                     "execution.completed", "agent.registered"} <= kinds  # fmt: skip
+            listed = client.get("/api/results").json()["results"]
+            assert [(r["environment"], r["success"]) for r in listed] == [
+                ("pg", True),
+                ("my", True),
+                ("pg", True),
+            ]
             agents = client.get("/api/agents").json()["agents"]
             assert [a["id"] for a in agents] == ["prod-agent-1"]
             assert json.dumps(agents).count('"app"') == 2  # both scopes advertised

@@ -231,6 +231,7 @@ class _SweepsFile(StrictModel):
     dispatch_timeout_interval_secs: int = _positive(SweepSettings, "dispatch_timeout_interval_secs")
     ttl_expiry_interval_secs: int = _positive(SweepSettings, "ttl_expiry_interval_secs")
     dispatch_timeout_secs: int = _positive(SweepSettings, "dispatch_timeout_secs")
+    record_purge_interval_secs: int = _positive(SweepSettings, "record_purge_interval_secs")
 
 
 class _StoreFile(StrictModel):
@@ -975,6 +976,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
             dispatch_timeout_interval_secs=sweeps.dispatch_timeout_interval_secs,
             ttl_expiry_interval_secs=sweeps.ttl_expiry_interval_secs,
             dispatch_timeout_secs=sweeps.dispatch_timeout_secs,
+            record_purge_interval_secs=sweeps.record_purge_interval_secs,
         ),
         store=store,
         logging=LoggingSettings(

@@ -70,11 +70,18 @@ class LocalResultStore:
             return None
 
     def delete(self, key: str) -> None:
+        """Delete the file, then its directories that are left empty (up to `root_dir`),
+        so a purged request leaves no trace under `root_dir`."""
         path = self._path(key)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()  # only when empty
+        for directory in path.parents:
+            if directory == self._root or self._root not in directory.parents:
+                break
+            try:
+                directory.rmdir()  # only when empty
+            except OSError:
+                break
 
     def _path(self, key: str) -> Path:
         segments = key.split("/")

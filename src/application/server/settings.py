@@ -101,7 +101,7 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    #: Terminal requests are purged this long after they were created.
+    #: Requests in a final status are purged this long after their last change.
     request_ttl_days: int = 90
     audit_ttl_days: int = 365
     #: Stored-result retention where no [[result_policies]] entry sets retention_days.
@@ -155,6 +155,8 @@ class SweepSettings:
     ttl_expiry_interval_secs: int = 5
     #: A dispatched request nobody claimed for this long goes back to its previous status.
     dispatch_timeout_secs: int = 300
+    #: How often expired result content and requests past `request_ttl_days` are purged.
+    record_purge_interval_secs: int = 3600
 
 
 def default_store_url(state_dir: Path) -> str:

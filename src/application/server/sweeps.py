@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -255,7 +255,16 @@ class ServerSweeps:
 class SweepRunner:
     """Runs each sweep on its interval until `stop` is set. Store work runs in threads."""
 
-    def __init__(self, sweeps: ServerSweeps, settings: ServerSettings, clock: ServerClock) -> None:
+    def __init__(
+        self,
+        sweeps: ServerSweeps,
+        settings: ServerSettings,
+        clock: ServerClock,
+        *,
+        extra_jobs: Iterable[tuple[float, Callable[[datetime], int]]] = (),
+    ) -> None:
+        """`extra_jobs`: (interval, sweep) pairs of sweeps that live in their own modules
+        (the retention purge), run on the same loop."""
         self._sweeps = sweeps
         self._clock = clock
         config = settings.sweeps
@@ -266,6 +275,7 @@ class SweepRunner:
             (float(DRY_RUN_CLAIM_SECS) / 4, sweeps.release_dry_runs),
             (float(DRY_RUN_CLAIM_SECS) / 4, sweeps.expire_dry_runs),
             (config.ttl_expiry_interval_secs, sweeps.expire_preflights),
+            *extra_jobs,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

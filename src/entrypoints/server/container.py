@@ -21,6 +21,7 @@ from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, buil
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
 from adapters.http_api.routes_identity import build_identity_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
+from adapters.http_api.routes_results import build_result_router
 from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
@@ -51,8 +52,10 @@ from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
+from application.server.requests.result_list import ListResults
 from application.server.requests.results import GetResultContent, WaitForResult
 from application.server.requests.resume import ResumeRequest
+from application.server.retention import RetentionSweeps
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepRunner
 
@@ -254,7 +257,17 @@ class ServerContainer(containers.DeclarativeContainer):
         notifier=notifier,
         new_id=providers.Object(new_uuid),
     )
-    sweep_runner = providers.Singleton(SweepRunner, sweeps, settings, clock)
+    retention_sweeps = providers.Singleton(
+        RetentionSweeps,
+        store=store,
+        settings=settings,
+        result_store=result_store,
+        new_id=providers.Object(new_uuid),
+    )
+    list_results = providers.Singleton(ListResults, store=store, settings=settings)
+    sweep_runner = providers.Singleton(
+        SweepRunner, sweeps, settings, clock, extra_jobs=retention_sweeps.provided.schedule
+    )
 
 
 def build_app(container: ServerContainer) -> FastAPI:
@@ -287,6 +300,7 @@ def build_app(container: ServerContainer) -> FastAPI:
             ),
             build_request_router(container.requests()),
             build_approval_router(container.approvals()),
+            build_result_router(container.list_results()),
             build_agent_router(container.agents(), is_draining=draining.is_set),
         ],
         authenticate=container.authenticator().authenticate,

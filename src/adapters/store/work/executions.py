@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, exists, false, func, insert, or_, select, update
 
-from adapters.store.schema import executions, results
-from adapters.store.work.base import SqlRepository, optional_timestamp, parse_optional_timestamp
+from adapters.store.schema import approvals, executions, requests, results
+from adapters.store.work.base import (
+    SqlRepository,
+    database_id,
+    optional_timestamp,
+    parse_optional_timestamp,
+)
+from adapters.store.work.requests import request_from_row
 from application.server.ports.work.executions import (
     LEASE_EXPIRED_MESSAGE,
     LIVE_EXECUTION_STATUSES,
+    RESULT_PURGED,
+    RESULT_STORED,
     ExecutionAlreadyClaimed,
     ExecutionCompletion,
     ExecutionRecord,
     ExecutionStatus,
+    ListedResult,
+    ResultQuery,
     ResultSummary,
 )
+from application.server.ports.work.requests import RequestRecord
+from domain.server.approvals import ApprovalAction
+from domain.shared.scopes import Scope
 from domain.shared.timestamps import format_timestamp, parse_timestamp
 
 _LIVE = tuple(status.value for status in LIVE_EXECUTION_STATUSES)
@@ -227,6 +241,92 @@ class SqlExecutionRepository(SqlRepository):
             select(results.c.execution_id).where(
                 results.c.execution_id.in_(sorted(execution_ids)),
                 results.c.storage_key != "",
+                results.c.status == RESULT_STORED,
             )
         )
         return {row[0] for row in rows}
+
+    def results_of_request(self, request_id: str) -> list[ResultSummary]:
+        return self._all(
+            select(results)
+            .where(results.c.request_id == request_id)
+            .order_by(results.c.stored_at, results.c.id),
+            _result,
+        )
+
+    def list_results(self, query: ResultQuery, *, limit: int, offset: int) -> list[ListedResult]:
+        visible = or_(
+            _in_scopes(query.every_result_in),
+            requests.c.requester == query.subject,
+            exists().where(
+                approvals.c.request_id == requests.c.id,
+                approvals.c.action == ApprovalAction.APPROVE.value,
+                approvals.c.actor_id == query.subject,
+            ),
+            *(_json_array_holds(requests.c.share_with_json, s) for s in query.share_selectors),
+        )
+        conditions = [_in_scopes(query.scopes), visible]
+        if query.database is not None:
+            conditions.append(
+                requests.c.database_id.startswith(query.database + ":", autoescape=True)
+            )
+        if query.environment is not None:
+            conditions.append(
+                requests.c.database_id.endswith(":" + query.environment, autoescape=True)
+            )
+        rows = self._conn.execute(
+            select(results, *_REQUEST_COLUMNS)
+            .join(requests, requests.c.id == results.c.request_id)
+            .where(*conditions)
+            .order_by(results.c.stored_at.desc(), results.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [ListedResult(summary=_result(row), request=_listed_request(row)) for row in rows]
+
+    def expired_results(self, now: datetime, limit: int) -> list[ResultSummary]:
+        return self._all(
+            select(results)
+            .where(
+                results.c.status == RESULT_STORED,
+                results.c.storage_key != "",
+                results.c.expires_at.is_not(None),
+                results.c.expires_at < format_timestamp(now),
+            )
+            .order_by(results.c.expires_at, results.c.id)
+            .limit(limit),
+            _result,
+        )
+
+    def mark_result_purged(self, result_id: str) -> bool:
+        result = self._conn.execute(
+            update(results)
+            .where(results.c.id == result_id, results.c.status == RESULT_STORED)
+            .values(status=RESULT_PURGED)
+        )
+        return result.rowcount == 1
+
+
+#: The request's columns in a results listing, labelled apart from the result's own.
+_REQUEST_COLUMNS = tuple(column.label(f"req__{column.name}") for column in requests.c)
+
+
+def _listed_request(row: Row[Any]) -> RequestRecord:
+    m = row._mapping
+    return request_from_row({column.name: m[f"req__{column.name}"] for column in requests.c})
+
+
+def _in_scopes(scopes: Collection[Scope]) -> ColumnElement[bool]:
+    """`requests.database_id IN (…)`; false for no scopes."""
+    if not scopes:
+        return false()
+    return requests.c.database_id.in_(sorted(database_id(scope) for scope in scopes))
+
+
+def _json_array_holds(column: Any, value: str) -> ColumnElement[bool]:
+    """A JSON array held as text contains the string `value` as an element.
+
+    `share_with_json` is written by `json.dumps`, so an element is its JSON encoding
+    between the array's separators; LIKE wildcards in it are escaped (`autoescape`).
+    """
+    return column.contains(json.dumps(value), autoescape=True)  # type: ignore[no-any-return]

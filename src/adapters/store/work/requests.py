@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +80,11 @@ def _visible_to(viewer: RequestViewer) -> ColumnElement[bool]:
 
 
 def _request(row: Row[Any]) -> RequestRecord:
-    m = row._mapping
+    return request_from_row(row._mapping)
+
+
+def request_from_row(m: Mapping[Any, Any]) -> RequestRecord:
+    """A `requests` row, given as a mapping of its column names, as a record."""
     database, _, environment = m["database_id"].partition(":")
     pre = m["pre_dispatch_status"]
     return RequestRecord(
@@ -304,3 +308,38 @@ class SqlRequestRepository(SqlRepository):
             .limit(limit),
             _request,
         )
+
+    def purgeable_requests(
+        self, statuses: Collection[RequestStatus], updated_before: datetime, limit: int
+    ) -> list[RequestRecord]:
+        if not statuses:
+            return []
+        return self._all(
+            select(requests)
+            .where(
+                requests.c.status.in_(status_values(statuses)),
+                requests.c.updated_at < format_timestamp(updated_before),
+            )
+            .order_by(requests.c.updated_at, requests.c.id)
+            .limit(limit),
+            _request,
+        )
+
+    def delete_request(
+        self,
+        request_id: str,
+        *,
+        allowed_from: Collection[RequestStatus],
+        updated_before: datetime,
+    ) -> bool:
+        if not allowed_from:
+            return False
+        # The rows that refer to the request go with it (ON DELETE CASCADE).
+        result = self._conn.execute(
+            delete(requests).where(
+                requests.c.id == request_id,
+                requests.c.status.in_(status_values(allowed_from)),
+                requests.c.updated_at < format_timestamp(updated_before),
+            )
+        )
+        return result.rowcount == 1

@@ -2,9 +2,9 @@
 
 docs/server.md §1.8. Results are summarised in the store, so a client that reconnects
 always gets its result; the body is in the result content store, or, for a stream-only
-result, in the result relay for a short while. Who may read a result: the requester,
-whoever the request was shared with, the result policy's `access` selectors, and holders
-of `result.view:any`.
+result, in the result relay for a short while. Who may read a result is
+`application.server.requests.result_access`. A result whose content the retention purge
+deleted answers 410 on both routes; its summary stays in the store.
 
 The stream is a long-poll: it arms a notifier waiter *before* reading the store, waits on
 it, and re-reads at least every second (replicas on a shared PostgreSQL do not share
@@ -27,16 +27,16 @@ from application.server.ports.services import (
     request_topic,
 )
 from application.server.ports.work.executions import ExecutionStatus, ResultSummary
-from application.server.ports.work.requests import RequestRecord
 from application.server.requests.common import LONG_POLL_RECHECK_SECS
+from application.server.requests.result_access import readable_result
 from application.server.settings import ServerSettings
 from domain.server.errors import Conflict, Gone, NotFound
 from domain.server.execution_policies import DeliveryMode
-from domain.server.rbac import Permission, Principal, Result, Selector, authorize, parse_selector
+from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
 
 if TYPE_CHECKING:
-    from application.server.ports.store import Store, StoreSession
+    from application.server.ports.store import Store
 
 __all__ = [
     "MAX_STORED_ERROR_BYTES",
@@ -129,7 +129,7 @@ class WaitForResult:
     def _final_result(self, principal: Principal, request_id: str) -> ResultEnvelope | None:
         """The result if the request is done, else None (keep waiting)."""
         with self._store.read() as session:
-            record = _visible_result(session, self._settings, principal, request_id)
+            record = readable_result(session, self._settings, principal, request_id)
             if record.status in _ENDED_UNRUN:
                 return ResultEnvelope(success=False, error_message=f"request {record.status}")
             if record.status not in _RAN:
@@ -140,6 +140,7 @@ class WaitForResult:
             return ResultEnvelope(
                 success=executed, error_message=None if executed else "no result was recorded"
             )
+        _refuse_purged(summary)
         return _envelope(summary, self._result_store, self._relay)
 
 
@@ -171,7 +172,7 @@ class GetResultContent:
     ) -> ResultEnvelope:
         now = self._clock.now()
         with self._store.read() as session:
-            record = _visible_result(session, self._settings, principal, request_id)
+            record = readable_result(session, self._settings, principal, request_id)
             if record.status not in _MAY_HAVE_RESULT:
                 raise NotFound(f"no result: the request is {record.status}")
             if execution_id is not None:
@@ -185,6 +186,7 @@ class GetResultContent:
                 summary = session.work.latest_result(record.id)
         if summary is None:
             raise NotFound("no result was recorded for this request")
+        _refuse_purged(summary)
         if not summary.has_stored_content and summary.success:
             if record.no_store:
                 raise Gone("the results of this request are not stored")
@@ -228,21 +230,11 @@ def _envelope(
     )
 
 
-def _visible_result(
-    session: StoreSession, settings: ServerSettings, principal: Principal, request_id: str
-) -> RequestRecord:
-    """The request, if `principal` may read its result: else NotFound or Forbidden."""
-    record = session.work.get_request(request_id)
-    if record is None:
-        raise NotFound("request not found")
-    policy = settings.result_policy_for(record.database, record.environment)
-    selectors: list[Selector] = [parse_selector(text) for text in record.share_with]
-    selectors.extend(policy.access)
-    authorize(
-        principal,
-        Permission.RESULT_VIEW,
-        Result(requester=record.requester, access_selectors=tuple(selectors)),
-        database=record.database,
-        environment=record.environment,
-    )
-    return record
+def _refuse_purged(summary: ResultSummary) -> None:
+    """Gone (410) once the retention purge deleted the result's content."""
+    if summary.purged:
+        kept = "" if summary.retention_days is None else f" ({summary.retention_days} days)"
+        raise Gone(
+            f"the stored result was purged after its retention period{kept}; "
+            "the request and its outcome (success, rows affected) are still readable"
+        )

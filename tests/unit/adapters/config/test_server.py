@@ -143,6 +143,7 @@ class TestDefaults:
             dispatch_timeout_interval_secs=5,
             ttl_expiry_interval_secs=5,
             dispatch_timeout_secs=300,
+            record_purge_interval_secs=3600,
         )
         assert settings.store == StoreSettings(f"sqlite:///{state}/dbward.db")
         assert settings.store.url.startswith("sqlite:////")
@@ -251,6 +252,7 @@ class TestDefaults:
             dispatch_timeout_interval_secs = 2
             ttl_expiry_interval_secs = 3
             dispatch_timeout_secs = 60
+            record_purge_interval_secs = 600
 
             [store]
             url = "postgresql://dbward:pw@db.internal/dbward"
@@ -337,7 +339,7 @@ class TestDefaults:
             Path("/var/lib/dbward/results"), "local", 1024
         )
         assert settings.result_channel == ResultChannelSettings(30, 5)
-        assert settings.sweeps == SweepSettings(1, 2, 3, 60)
+        assert settings.sweeps == SweepSettings(1, 2, 3, 60, 600)
         assert settings.store.url == "postgresql://dbward:pw@db.internal/dbward"
         assert not settings.store.is_sqlite
         assert "pw" not in repr(settings.store)

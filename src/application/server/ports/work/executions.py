@@ -15,20 +15,32 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from application.server.ports.work.requests import RequestRecord
+from domain.shared.scopes import Scope
+
 __all__ = [
     "LEASE_EXPIRED_MESSAGE",
     "LIVE_EXECUTION_STATUSES",
+    "RESULT_PURGED",
+    "RESULT_STORED",
     "ExecutionAlreadyClaimed",
     "ExecutionCompletion",
     "ExecutionRecord",
     "ExecutionRepository",
     "ExecutionStatus",
+    "ListedResult",
+    "ResultQuery",
     "ResultSummary",
 ]
 
 #: `executions.error_message` of an execution the lease sweep declared lost: the marker
 #: that lets exactly that execution still deliver a late result.
 LEASE_EXPIRED_MESSAGE = "lease expired"
+
+#: `results.status` of a summary whose content (if any) is still kept.
+RESULT_STORED = "stored"
+#: `results.status` once the retention purge deleted the content: the summary stays.
+RESULT_PURGED = "expired"
 
 
 class ExecutionAlreadyClaimed(Exception):
@@ -104,12 +116,43 @@ class ResultSummary:
     content_length: int = 0
     checksum_sha256: str | None = None
     retention_days: int | None = None
-    status: str = "stored"
+    status: str = RESULT_STORED
     expires_at: datetime | None = None
 
     @property
+    def purged(self) -> bool:
+        """The retention purge deleted the content (docs/server.md §3.2)."""
+        return self.status == RESULT_PURGED
+
+    @property
     def has_stored_content(self) -> bool:
-        return bool(self.storage_key)
+        return bool(self.storage_key) and not self.purged
+
+
+@dataclass(frozen=True)
+class ResultQuery:
+    """`GET /api/results`: the results one caller may read, as the store can select them.
+
+    The use case turns the result-access rule (docs/server.md §1.8) into sets the store
+    can match: a result is listed when its request is in `scopes` and either its scope is
+    in `every_result_in` (`result.view:any`, a result policy's `access`), or `subject` is
+    its requester or approved it, or its `share_with` names one of `share_selectors`.
+    """
+
+    subject: str
+    scopes: frozenset[Scope]
+    every_result_in: frozenset[Scope] = frozenset()
+    share_selectors: tuple[str, ...] = ()
+    database: str | None = None
+    environment: str | None = None
+
+
+@dataclass(frozen=True)
+class ListedResult:
+    """A result summary with the request it belongs to."""
+
+    summary: ResultSummary
+    request: RequestRecord
 
 
 class ExecutionRepository(Protocol):
@@ -152,4 +195,21 @@ class ExecutionRepository(Protocol):
 
     def executions_with_results(self, execution_ids: Collection[str]) -> set[str]:
         """Those of `execution_ids` that have stored content."""
+        ...
+
+    def results_of_request(self, request_id: str) -> list[ResultSummary]:
+        """Every result summary of the request, oldest first."""
+        ...
+
+    def list_results(self, query: ResultQuery, *, limit: int, offset: int) -> list[ListedResult]:
+        """Newest first (`stored_at`, then id)."""
+        ...
+
+    def expired_results(self, now: datetime, limit: int) -> list[ResultSummary]:
+        """Results still holding stored content whose `expires_at` is before `now`, oldest
+        expiry first."""
+        ...
+
+    def mark_result_purged(self, result_id: str) -> bool:
+        """`stored` → `expired` (the content is gone, the summary stays). True if it won."""
         ...

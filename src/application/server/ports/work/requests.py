@@ -1,4 +1,5 @@
-"""The requests port: the request rows, their pending approvers, and the sweeps' lookups.
+"""The requests port: the request rows, their pending approvers, and the sweeps' lookups
+(expiry, dispatch timeout, and the retention purge).
 
 A request's status changes only through `update_request_status`, a conditional update
 that returns whether it won: two replicas approving, an agent claiming and a sweep
@@ -187,4 +188,22 @@ class RequestRepository(Protocol):
         self, statuses: Collection[RequestStatus], now: datetime, limit: int
     ) -> list[RequestRecord]:
         """Requests in `statuses` whose `expires_at` is before `now`."""
+        ...
+
+    def purgeable_requests(
+        self, statuses: Collection[RequestStatus], updated_before: datetime, limit: int
+    ) -> list[RequestRecord]:
+        """Requests in `statuses` last changed before `updated_before`, oldest change first."""
+        ...
+
+    def delete_request(
+        self,
+        request_id: str,
+        *,
+        allowed_from: Collection[RequestStatus],
+        updated_before: datetime,
+    ) -> bool:
+        """`DELETE … WHERE id = ? AND status IN allowed_from AND updated_at < ?`, with its
+        approvals, pending approvers, executions, results and dry-run jobs (never its audit
+        events, which live apart). True if it won: a request resumed meanwhile stays."""
         ...

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from application.server.agent_protocol.ownership import serving_agent
+from application.server.agent_protocol.results import MAX_STORED_ERROR_BYTES
 from application.server.ports.services import (
     DispatchNotifier,
     ServerClock,
@@ -26,7 +27,6 @@ from application.server.ports.work.explain_jobs import (
     PreflightStatus,
 )
 from application.server.requests.common import new_uuid
-from application.server.requests.results import MAX_STORED_ERROR_BYTES
 from domain.server.errors import Conflict, Gone, PayloadTooLarge, Validation
 from domain.server.rbac import Permission, Principal, authorize
 from domain.server.text_limits import truncate_utf8

@@ -34,7 +34,6 @@ from application.server.ports.work.executions import (
 )
 from application.server.ports.work.requests import RequestUpdate
 from application.server.requests.common import new_uuid
-from application.server.requests.results import MAX_STORED_ERROR_BYTES
 from application.server.settings import AuditRedaction, ServerSettings
 from domain.server.errors import Conflict, PayloadTooLarge, ServerDomainError
 from domain.server.execution_policies import ResultPolicy
@@ -51,6 +50,10 @@ __all__ = ["SubmitResult"]
 
 #: The longest error class (the text before the first ':') the audit log keeps.
 _MAX_ERROR_CLASS_CHARS = 64
+
+
+#: How much of a failure's error message the result summary keeps.
+MAX_STORED_ERROR_BYTES = 4096
 
 
 class SubmitResult:

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from application.server.ports.store import Store
 
 __all__ = [
-    "MAX_STORED_ERROR_BYTES",
     "RESULT_STREAM_SECS",
     "GetResultContent",
     "ResultEnvelope",
@@ -48,8 +47,6 @@ __all__ = [
 
 #: `GET …/result/stream` holds this long, then answers 204.
 RESULT_STREAM_SECS = 300
-#: How much of a failure's error message the result summary keeps.
-MAX_STORED_ERROR_BYTES = 4096
 
 #: Finished without running: the stream answers a failure naming the status.
 _ENDED_UNRUN = (RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.EXPIRED)

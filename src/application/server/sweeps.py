@@ -42,6 +42,7 @@ from domain.server.request_lifecycle import (
 )
 
 if TYPE_CHECKING:
+    from application.server.audit_maintenance import AuditMaintenance
     from application.server.ports.store import Store, StoreSession
 
 __all__ = ["DRY_RUN_CLAIM_SECS", "SWEEP_BATCH", "ServerSweeps", "SweepReport", "SweepRunner"]
@@ -242,7 +243,14 @@ class ServerSweeps:
 class SweepRunner:
     """Runs each sweep on its interval until `stop` is set. Store work runs in threads."""
 
-    def __init__(self, sweeps: ServerSweeps, settings: ServerSettings, clock: ServerClock) -> None:
+    def __init__(
+        self,
+        sweeps: ServerSweeps,
+        settings: ServerSettings,
+        clock: ServerClock,
+        *,
+        audit: AuditMaintenance | None = None,
+    ) -> None:
         self._sweeps = sweeps
         self._clock = clock
         config = settings.sweeps
@@ -254,6 +262,8 @@ class SweepRunner:
             (float(DRY_RUN_CLAIM_SECS) / 4, sweeps.expire_dry_runs),
             (config.ttl_expiry_interval_secs, sweeps.expire_preflights),
         )
+        if audit is not None:
+            self._jobs += audit.jobs()
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -40,6 +40,8 @@ from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
 from application.server.approvals.approve import ApproveRequest
 from application.server.approvals.reject import RejectRequest
+from application.server.audit_maintenance import AuditMaintenance
+from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import Bootstrapper
@@ -114,6 +116,14 @@ class ServerContainer(containers.DeclarativeContainer):
         roles=roles,
     )
     audit_queries = providers.Singleton(AuditQueries, store)
+    audit_integrity = providers.Singleton(AuditIntegrity, store=store, signer=signer)
+    audit_maintenance = providers.Singleton(
+        AuditMaintenance,
+        store=store,
+        settings=settings,
+        signer=signer,
+        new_id=providers.Object(new_uuid),
+    )
     bootstrapper = providers.Singleton(
         Bootstrapper,
         store=store,
@@ -245,7 +255,9 @@ class ServerContainer(containers.DeclarativeContainer):
         notifier=notifier,
         new_id=providers.Object(new_uuid),
     )
-    sweep_runner = providers.Singleton(SweepRunner, sweeps, settings, clock)
+    sweep_runner = providers.Singleton(
+        SweepRunner, sweeps, settings, clock, audit=audit_maintenance
+    )
 
 
 def build_app(container: ServerContainer) -> FastAPI:
@@ -271,6 +283,7 @@ def build_app(container: ServerContainer) -> FastAPI:
                 tokens=container.tokens(),
                 users=container.users(),
                 audit=container.audit_queries(),
+                audit_integrity=container.audit_integrity(),
                 readiness=container.readiness(),
                 min_agent_version=settings.min_agent_version,
                 version=version,

@@ -19,6 +19,7 @@ from adapters.http_api.app import create_app
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, build_agent_router
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
+from adapters.http_api.routes_config import ConfigUseCases, build_config_router
 from adapters.http_api.routes_identity import build_identity_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.memory.result_relay import InMemoryResultRelay
@@ -41,6 +42,11 @@ from application.server.agent_protocol.schema_sync import SyncSchema
 from application.server.approvals.approve import ApproveRequest
 from application.server.approvals.reject import RejectRequest
 from application.server.audit_maintenance import AuditMaintenance
+from application.server.configuration.databases import ListDatabases
+from application.server.configuration.groups import ListGroups
+from application.server.configuration.policies import ListPolicies
+from application.server.configuration.roles import ListRoles
+from application.server.configuration.workflows import ListWorkflows
 from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
@@ -248,6 +254,14 @@ class ServerContainer(containers.DeclarativeContainer):
         ),
         list_agents=providers.Singleton(ListAgents, store=store, clock=clock),
     )
+    configuration = providers.Singleton(
+        ConfigUseCases,
+        workflows=providers.Singleton(ListWorkflows, settings=settings),
+        policies=providers.Singleton(ListPolicies, settings=settings),
+        roles=providers.Singleton(ListRoles, roles=roles),
+        groups=providers.Singleton(ListGroups, store=store, auth=settings.provided.auth),
+        databases=providers.Singleton(ListDatabases, store=store, settings=settings, clock=clock),
+    )
     sweeps = providers.Singleton(
         ServerSweeps,
         store=store,
@@ -292,6 +306,7 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_request_router(container.requests()),
             build_approval_router(container.approvals()),
             build_agent_router(container.agents(), is_draining=draining.is_set),
+            build_config_router(container.configuration()),
         ],
         authenticate=container.authenticator().authenticate,
         version=version,

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, delete
 
-from adapters.store.schema import audit_events, group_members, tokens, users
+from adapters.store.schema import (
+    audit_events,
+    audit_purge_checkpoints,
+    group_members,
+    tokens,
+    users,
+)
 from adapters.store.sql_store import SqlSession, SqlStore
 from application.server.ports.identity import (
     IdentityRepository,
@@ -22,7 +28,15 @@ from application.server.ports.identity import (
 )
 from application.server.ports.store import AuditFilters, AuditRepository, Store, StoreSession
 from domain.server.api_tokens import ProvisioningKind, SubjectType, TokenRecord, TokenStatus
-from domain.server.audit import AuditEvent, ChainVerdict
+from domain.server.audit import AuditEvent
+from domain.server.audit_integrity import (
+    SIGNED_CHECKPOINT_EVENT,
+    ChainHead,
+    ChainVerdict,
+    CheckpointProgress,
+    PurgeCheckpoint,
+    verify_chain,
+)
 from domain.shared.timestamps import format_timestamp
 from tests.fakes.identity_store import FakeSession, FakeStore, IdentityState
 
@@ -402,18 +416,22 @@ def an_event(n: int, **fields: Any) -> AuditEvent:
     return AuditEvent(**values)
 
 
+def _verify(audit: AuditRepository) -> ChainVerdict:
+    return verify_chain(audit.chain(), purge_boundary=audit.purge_checkpoint_for)
+
+
 def test_appended_events_form_one_chain(audit: AuditRepository) -> None:
     first = audit.append(an_event(1, reason="why", metadata_json='{"k":1}'))
     second = audit.append(an_event(2))
 
     assert first.prev_hash is None and len(first.event_hash) == 64
     assert second.prev_hash == first.event_hash
-    assert audit.verify() == ChainVerdict(total_events=2, first_broken_id=None)
+    assert _verify(audit) == ChainVerdict(total_events=2, first_broken_id=None)
     assert audit.list(AuditFilters(), limit=10, offset=0) == [second, first]
 
 
 def test_an_empty_chain_verifies(audit: AuditRepository) -> None:
-    assert audit.verify() == ChainVerdict(total_events=0, first_broken_id=None)
+    assert _verify(audit) == ChainVerdict(total_events=0, first_broken_id=None)
 
 
 def test_events_are_listed_newest_first_a_page_at_a_time(audit: AuditRepository) -> None:
@@ -487,6 +505,86 @@ def test_a_listing_needs_a_positive_limit_and_no_negative_offset(
         audit.list(AuditFilters(), limit=limit, offset=offset)
 
 
+def a_checkpoint(n: int) -> AuditEvent:
+    return an_event(n, event_type=SIGNED_CHECKPOINT_EVENT, event_category="policy")
+
+
+def a_purge(last: AuditEvent, through: int, count: int) -> PurgeCheckpoint:
+    return PurgeCheckpoint(
+        id=f"purge-{through}",
+        last_purged_event_id=last.id,
+        last_purged_hash=last.event_hash,
+        purged_through_position=through,
+        purged_count=count,
+        purged_before=format_timestamp(at(100)),
+        key_id="ed25519:0123456789abcdef",
+        signature=bytes(range(64)),
+        created_at=format_timestamp(at(200)),
+    )
+
+
+def test_the_head_and_positions(audit: AuditRepository) -> None:
+    assert audit.head() is None
+    audit.append(an_event(1))
+    second = audit.append(an_event(2))
+    assert audit.head() == ChainHead(second.id, second.event_hash, 2, second.created_at)
+    assert [e.id for e in audit.chain()] == ["ev-1", "ev-2"]
+
+
+def test_checkpoint_progress_counts_events_since_the_newest_checkpoint(
+    audit: AuditRepository,
+) -> None:
+    assert audit.checkpoint_progress() == CheckpointProgress(0, None)
+    audit.append(an_event(1))
+    assert audit.checkpoint_progress() == CheckpointProgress(1, None)
+    checkpoint = audit.append(a_checkpoint(2))
+    assert audit.checkpoint_progress() == CheckpointProgress(0, checkpoint.created_at)
+    audit.append(an_event(3))
+    audit.append(an_event(4))
+    assert audit.checkpoint_progress() == CheckpointProgress(2, checkpoint.created_at)
+
+
+def test_the_newest_checkpoint_before_a_cutoff(audit: AuditRepository) -> None:
+    audit.append(an_event(1))
+    early = audit.append(a_checkpoint(10))
+    audit.append(an_event(20))
+    audit.append(a_checkpoint(30))
+    assert audit.newest_checkpoint_before(at(5)) is None
+    assert audit.newest_checkpoint_before(at(10)) == ChainHead(
+        early.id, early.event_hash, 2, early.created_at
+    )
+    found = audit.newest_checkpoint_before(at(29))
+    assert found is not None and found.event_id == early.id
+
+
+def test_a_purge_removes_the_prefix_and_positions_keep_counting(audit: AuditRepository) -> None:
+    audit.append(an_event(1))
+    boundary = audit.append(a_checkpoint(2))
+    kept = audit.append(an_event(3))
+    assert audit.purge_through("no-such-event") == 0
+    assert audit.purge_through(boundary.id) == 2
+    purge = a_purge(boundary, through=2, count=2)
+    audit.add_purge_checkpoint(purge)
+
+    assert [e.id for e in audit.chain()] == [kept.id]
+    assert audit.purge_checkpoint_for(boundary.event_hash) == purge
+    assert audit.purge_checkpoint_for(kept.event_hash) is None
+    assert audit.head() == ChainHead(kept.id, kept.event_hash, 3, kept.created_at)
+    assert audit.checkpoint_progress() == CheckpointProgress(1, None)
+    assert _verify(audit).valid
+
+
+def test_an_emptied_chain_continues_after_its_purge_boundary(audit: AuditRepository) -> None:
+    boundary = audit.append(a_checkpoint(1))
+    assert audit.purge_through(boundary.id) == 1
+    audit.add_purge_checkpoint(a_purge(boundary, through=1, count=1))
+    assert audit.head() is None
+    after = audit.append(an_event(2))
+    assert after.prev_hash == boundary.event_hash
+    head = audit.head()
+    assert head is not None and head.position == 2
+
+
 # --- sessions -------------------------------------------------------------------------------
 
 
@@ -498,7 +596,7 @@ def store(store_engine: Engine | None) -> Iterator[Store]:
         return
     yield SqlStore(store_engine)
     with store_engine.begin() as conn:
-        for table in (group_members, tokens, users, audit_events):
+        for table in (group_members, tokens, users, audit_events, audit_purge_checkpoints):
             conn.execute(delete(table))
 
 
@@ -509,7 +607,7 @@ def test_a_write_commits_when_its_block_ends(store: Store) -> None:
 
     with store.read() as session:
         assert session.identity.get_user("alice") == a_user("alice")
-        assert session.audit.verify().total_events == 1
+        assert _verify(session.audit).total_events == 1
 
 
 def test_a_write_that_raises_leaves_nothing_behind(store: Store) -> None:
@@ -531,7 +629,7 @@ def test_a_write_that_raises_leaves_nothing_behind(store: Store) -> None:
         token = session.identity.get_token("t0")
         assert token is not None and token.is_active
         assert session.identity.get_token("t1") is None
-        assert session.audit.verify().total_events == 0
+        assert _verify(session.audit).total_events == 0
 
 
 def test_a_read_session_appends_no_audit_event(store: Store) -> None:
@@ -539,4 +637,4 @@ def test_a_read_session_appends_no_audit_event(store: Store) -> None:
         session.audit.append(an_event(1))
 
     with store.read() as session:
-        assert session.audit.verify().total_events == 0
+        assert _verify(session.audit).total_events == 0

@@ -22,7 +22,13 @@ from application.server.ports.identity import (
 )
 from application.server.ports.store import AuditFilters
 from domain.server.api_tokens import ProvisioningKind, SubjectType, TokenRecord, TokenStatus
-from domain.server.audit import AuditEvent, ChainVerdict, chain, verify_chain
+from domain.server.audit import AuditEvent, chain
+from domain.server.audit_integrity import (
+    SIGNED_CHECKPOINT_EVENT,
+    ChainHead,
+    CheckpointProgress,
+    PurgeCheckpoint,
+)
 from domain.shared.timestamps import format_timestamp
 
 
@@ -32,6 +38,7 @@ class IdentityState:
     members: set[tuple[str, str]] = field(default_factory=set)  # (group, user)
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
     events: list[AuditEvent] = field(default_factory=list)
+    purge_checkpoints: list[PurgeCheckpoint] = field(default_factory=list)
 
 
 class FakeIdentityRepository:
@@ -225,6 +232,8 @@ class FakeAuditRepository:
         if self.fail:
             raise RuntimeError("audit store is down")
         head = self.state.events[-1].event_hash if self.state.events else None
+        if head is None and self.state.purge_checkpoints:
+            head = self._newest_purge().last_purged_hash
         linked = chain(event, head)
         self.state.events.append(linked)
         return linked
@@ -253,8 +262,60 @@ class FakeAuditRepository:
         newest_first = [e for e in reversed(self.state.events) if keep(e)]
         return newest_first[offset : offset + limit]
 
-    def verify(self) -> ChainVerdict:
-        return verify_chain(self.state.events)
+    def chain(self) -> Iterator[AuditEvent]:
+        return iter(list(self.state.events))
+
+    def head(self) -> ChainHead | None:
+        if not self.state.events:
+            return None
+        last = self.state.events[-1]
+        position = self._base() + len(self.state.events)
+        return ChainHead(last.id, last.event_hash, position, last.created_at)
+
+    def checkpoint_progress(self) -> CheckpointProgress:
+        events = self.state.events
+        for index in range(len(events) - 1, -1, -1):
+            if events[index].event_type == SIGNED_CHECKPOINT_EVENT:
+                return CheckpointProgress(len(events) - index - 1, events[index].created_at)
+        return CheckpointProgress(len(events), None)
+
+    def newest_checkpoint_before(self, cutoff: datetime) -> ChainHead | None:
+        events = self.state.events
+        for index in range(len(events) - 1, -1, -1):
+            event = events[index]
+            if event.event_type == SIGNED_CHECKPOINT_EVENT and event.created_at <= (
+                format_timestamp(cutoff)
+            ):
+                position = self._base() + index + 1
+                return ChainHead(event.id, event.event_hash, position, event.created_at)
+        return None
+
+    def purge_through(self, event_id: str) -> int:
+        ids = [e.id for e in self.state.events]
+        if event_id not in ids:
+            return 0
+        count = ids.index(event_id) + 1
+        del self.state.events[:count]
+        return count
+
+    def add_purge_checkpoint(self, checkpoint: PurgeCheckpoint) -> None:
+        if any(
+            c.last_purged_hash == checkpoint.last_purged_hash for c in self.state.purge_checkpoints
+        ):
+            raise ValueError("duplicate purge checkpoint")
+        self.state.purge_checkpoints.append(checkpoint)
+
+    def purge_checkpoint_for(self, last_purged_hash: str) -> PurgeCheckpoint | None:
+        for checkpoint in self.state.purge_checkpoints:
+            if checkpoint.last_purged_hash == last_purged_hash:
+                return checkpoint
+        return None
+
+    def _newest_purge(self) -> PurgeCheckpoint:
+        return max(self.state.purge_checkpoints, key=lambda c: c.purged_through_position)
+
+    def _base(self) -> int:
+        return self._newest_purge().purged_through_position if self.state.purge_checkpoints else 0
 
 
 class FakeSession:
@@ -283,6 +344,7 @@ class FakeStore:
             self.state.members = snapshot.members
             self.state.tokens = snapshot.tokens
             self.state.events = snapshot.events
+            self.state.purge_checkpoints = snapshot.purge_checkpoints
             self.rollbacks += 1
             raise
         self.writes += 1

@@ -284,6 +284,22 @@ class ApiClient:
         """`POST /api/users/{id}/reissue-initial-token`: revokes the old initial token."""
         return self._object("POST", f"{self._user_path(user_id)}/reissue-initial-token")
 
+    # --- audit (docs/server.md §6.4-§6.6) -------------------------------------------------------
+
+    def audit_events(self, filters: Mapping[str, str]) -> list[JsonObject]:
+        """`GET /api/audit/events` with the given query filters, newest first."""
+        listing = self._object("GET", "/api/audit/events", params=filters)
+        return _object_list(listing, "events", "GET /api/audit/events")
+
+    def audit_head(self) -> JsonObject:
+        """`GET /api/audit/head` → the newest event, signed; `anchor` is the value to keep."""
+        return self._object("GET", "/api/audit/head")
+
+    def audit_verify(self, anchor: str | None = None) -> JsonObject:
+        """`GET /api/audit/verify[?anchor=…]` → `{total_events, first_broken_id, valid, …}`."""
+        params = None if anchor is None else {"anchor": anchor}
+        return self._object("GET", "/api/audit/verify", params=params)
+
     # --- plumbing -------------------------------------------------------------------------
 
     @staticmethod

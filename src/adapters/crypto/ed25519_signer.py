@@ -16,6 +16,7 @@ import os
 import stat
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -30,7 +31,7 @@ class SigningKeyError(RuntimeError):
 
 
 class Ed25519Signer:
-    """Implements `application.server.ports.services.ExecutionTokenSigner`."""
+    """Implements `ExecutionTokenSigner` and `AuditSigner` (`application.server.ports.services`)."""
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != _SEED_BYTES:
@@ -50,6 +51,14 @@ class Ed25519Signer:
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """Whether `signature` is this key's signature of `message` (audit anchors)."""
+        try:
+            self._key.public_key().verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
 
     def public_key_hex(self) -> str:
         return self._public_hex

@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import MAX_OFFSET, refuse_lone_surrogates
+from application.server.identity.audit_integrity import AuditIntegrity, SignedHead
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Me
 from application.server.identity.tokens import TokenRequest, TokenService
@@ -35,6 +36,7 @@ from application.server.ports.store import AuditFilters
 from application.server.readiness import StoreReadiness
 from domain.server.api_tokens import SubjectType, TokenRecord, TokenStatus
 from domain.server.audit import AuditEvent
+from domain.server.audit_integrity import ChainVerdict
 from domain.server.errors import Validation
 from domain.server.rbac import Principal, Role
 from domain.shared.timestamps import format_timestamp
@@ -165,6 +167,33 @@ def _event_json(event: AuditEvent) -> dict[str, Any]:
     return body
 
 
+def _head_json(signed: SignedHead) -> dict[str, Any]:
+    head = signed.head
+    return {
+        "event_id": head.event_id,
+        "event_hash": head.event_hash,
+        "position": head.position,
+        "created_at": head.created_at,
+        "signed_message": signed.anchor.message.decode(),
+        "signature": signed.anchor.signature.hex(),
+        "key_id": signed.anchor.key_id,
+        "public_key": signed.public_key_hex,
+        "anchor": signed.anchor.encode(),
+    }
+
+
+def _verdict_json(verdict: ChainVerdict) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "total_events": verdict.total_events,
+        "first_broken_id": verdict.first_broken_id,
+        "valid": verdict.valid,
+        "reason": None if verdict.reason is None else verdict.reason.value,
+    }
+    if verdict.anchor_verified is not None:
+        body["anchor_verified"] = verdict.anchor_verified
+    return body
+
+
 def _parse_time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -185,6 +214,7 @@ def build_identity_router(
     tokens: TokenService,
     users: UserService,
     audit: AuditQueries,
+    audit_integrity: AuditIntegrity,
     readiness: StoreReadiness,
     min_agent_version: str,
     version: str,
@@ -380,13 +410,12 @@ def build_identity_router(
         events = audit.list(caller, filters, limit=limit, offset=offset)
         return {"events": [_event_json(event) for event in events]}
 
+    @router.get("/api/audit/head")
+    def audit_head(caller: CallerDep) -> dict[str, Any]:
+        return _head_json(audit_integrity.head(caller))
+
     @router.get("/api/audit/verify")
-    def audit_verify(caller: CallerDep) -> dict[str, Any]:
-        verdict = audit.verify(caller)
-        return {
-            "total_events": verdict.total_events,
-            "first_broken_id": verdict.first_broken_id,
-            "valid": verdict.valid,
-        }
+    def audit_verify(caller: CallerDep, anchor: str | None = None) -> dict[str, Any]:
+        return _verdict_json(audit_integrity.verify(caller, anchor))
 
     return router

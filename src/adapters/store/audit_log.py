@@ -1,4 +1,4 @@
-"""The audit log's storage: append inside the caller's transaction, list, verify (§6).
+"""The audit log's storage: append inside the caller's transaction, list, walk, purge (§6).
 
 The hash formula is `domain.server.audit` (chain_version 2); this module only decides *which* event
 is the previous one, and makes sure that decision is the same for every writer:
@@ -17,7 +17,14 @@ The lock is held until the caller commits, so audited transactions are serialise
 the event as the last statement of a short transaction.
 
 `seq` (insertion order) is the chain order: the head is the highest `seq`, verification
-walks `seq` ascending, listing shows `seq` descending (newest first).
+walks `seq` ascending, listing shows `seq` descending (newest first). A *position*
+(docs/server.md §6.6) is not `seq` (PostgreSQL sequences skip numbers on rollback): it is
+the number of events purged before the retained chain (`audit_purge_checkpoints`) plus the
+event's rank among the retained ones.
+
+After a purge the retained chain starts right after the purge checkpoint's
+`last_purged_hash`; should a purge ever leave the table empty, the next event is chained
+after that hash too, so the chain never restarts.
 """
 
 from __future__ import annotations
@@ -28,11 +35,17 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, func, insert, select
+from sqlalchemy import Connection, Row, Select, delete, func, insert, select
 
 from adapters.store.engine import READ_ONLY
-from adapters.store.schema import audit_events, format_timestamp
-from domain.server.audit import CHAIN_VERSION, AuditEvent, ChainVerdict, chain, verify_chain
+from adapters.store.schema import audit_events, audit_purge_checkpoints, format_timestamp
+from domain.server.audit import CHAIN_VERSION, AuditEvent, chain
+from domain.server.audit_integrity import (
+    SIGNED_CHECKPOINT_EVENT,
+    ChainHead,
+    CheckpointProgress,
+    PurgeCheckpoint,
+)
 
 #: `pg_advisory_xact_lock` key: the first 8 bytes of sha256("dbward.audit_chain").
 AUDIT_LOCK_NAME = "dbward.audit_chain"
@@ -58,11 +71,16 @@ def append_event(conn: Connection, event: AuditEvent) -> AuditEvent:
         raise RuntimeError("append_event must run inside the caller's transaction (engine.begin())")
     if conn.get_execution_options().get(READ_ONLY):
         raise RuntimeError("append_event needs a write transaction, not a READ_ONLY one")
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+    _lock_chain(conn)
     head = conn.scalar(
         select(audit_events.c.event_hash).order_by(audit_events.c.seq.desc()).limit(1)
     )
+    if head is None:
+        head = conn.scalar(
+            select(audit_purge_checkpoints.c.last_purged_hash)
+            .order_by(audit_purge_checkpoints.c.purged_through_position.desc())
+            .limit(1)
+        )
     linked = chain(event, head)
     values: dict[str, Any] = {name: getattr(linked, name) for name in _FIELDS}
     values["chain_version"] = CHAIN_VERSION
@@ -116,19 +134,126 @@ def list_events(
     return [_event(row) for row in conn.execute(query)]
 
 
-def verify(conn: Connection) -> ChainVerdict:
-    """Walk the whole chain by `seq` ascending; name the first event that does not link.
+def chain_in_order(conn: Connection) -> Iterator[AuditEvent]:
+    """The retained events by `seq` ascending, streamed in batches of `VERIFY_BATCH_ROWS`.
 
-    Rows are streamed in batches of `VERIFY_BATCH_ROWS`, never all loaded at once. The walk
-    is one statement, so it sees one consistent snapshot. On SQLite use a `READ_ONLY`
-    connection (`engine.read_only`) so a long walk does not hold the write lock.
+    One statement, so one consistent snapshot. On SQLite use a `READ_ONLY` connection
+    (`engine.read_only`) so a long walk does not hold the write lock.
     """
     query = (
         select(*_COLUMNS)
         .order_by(audit_events.c.seq.asc())
         .execution_options(yield_per=VERIFY_BATCH_ROWS)
     )
-    return verify_chain(_events(conn.execute(query)))
+    return _events(conn.execute(query))
+
+
+def head(conn: Connection) -> ChainHead | None:
+    """The newest event and its position; in a write transaction, lock the chain first."""
+    if not conn.get_execution_options().get(READ_ONLY):
+        _lock_chain(conn)
+    row = conn.execute(
+        select(audit_events.c.id, audit_events.c.event_hash, audit_events.c.created_at)
+        .order_by(audit_events.c.seq.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    position = _purged_base(conn) + int(
+        conn.scalar(select(func.count()).select_from(audit_events)) or 0
+    )
+    return ChainHead(row.id, row.event_hash, position, row.created_at)
+
+
+def checkpoint_progress(conn: Connection) -> CheckpointProgress:
+    last = conn.execute(
+        select(audit_events.c.seq, audit_events.c.created_at)
+        .where(audit_events.c.event_type == SIGNED_CHECKPOINT_EVENT)
+        .order_by(audit_events.c.seq.desc())
+        .limit(1)
+    ).first()
+    count = select(func.count()).select_from(audit_events)
+    if last is not None:
+        count = count.where(audit_events.c.seq > last.seq)
+    return CheckpointProgress(
+        events_since=int(conn.scalar(count) or 0),
+        last_checkpoint_at=None if last is None else last.created_at,
+    )
+
+
+def newest_checkpoint_before(conn: Connection, cutoff: datetime) -> ChainHead | None:
+    row = conn.execute(
+        select(
+            audit_events.c.seq,
+            audit_events.c.id,
+            audit_events.c.event_hash,
+            audit_events.c.created_at,
+        )
+        .where(
+            audit_events.c.event_type == SIGNED_CHECKPOINT_EVENT,
+            audit_events.c.created_at <= format_timestamp(cutoff),
+        )
+        .order_by(audit_events.c.seq.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    rank = conn.scalar(
+        select(func.count()).select_from(audit_events).where(audit_events.c.seq <= row.seq)
+    )
+    return ChainHead(row.id, row.event_hash, _purged_base(conn) + int(rank or 0), row.created_at)
+
+
+def purge_through(conn: Connection, event_id: str) -> int:
+    """Delete the events up to and including `event_id`, in chain order; how many."""
+    last = conn.scalar(select(audit_events.c.seq).where(audit_events.c.id == event_id))
+    if last is None:
+        return 0
+    return int(conn.execute(delete(audit_events).where(audit_events.c.seq <= last)).rowcount)
+
+
+def add_purge_checkpoint(conn: Connection, checkpoint: PurgeCheckpoint) -> None:
+    conn.execute(
+        insert(audit_purge_checkpoints).values(
+            id=checkpoint.id,
+            last_purged_event_id=checkpoint.last_purged_event_id,
+            last_purged_hash=checkpoint.last_purged_hash,
+            purged_through_position=checkpoint.purged_through_position,
+            purged_count=checkpoint.purged_count,
+            purged_before=checkpoint.purged_before,
+            key_id=checkpoint.key_id,
+            signature=checkpoint.signature.hex(),
+            created_at=checkpoint.created_at,
+        )
+    )
+
+
+def purge_checkpoint_for(conn: Connection, last_purged_hash: str) -> PurgeCheckpoint | None:
+    row = conn.execute(
+        select(audit_purge_checkpoints).where(
+            audit_purge_checkpoints.c.last_purged_hash == last_purged_hash
+        )
+    ).first()
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    try:
+        values["signature"] = bytes.fromhex(values["signature"])
+    except ValueError:
+        values["signature"] = b""
+    return PurgeCheckpoint(**values)
+
+
+def _purged_base(conn: Connection) -> int:
+    """Events purged before the retained chain (0 when nothing was ever purged)."""
+    return int(
+        conn.scalar(select(func.max(audit_purge_checkpoints.c.purged_through_position))) or 0
+    )
+
+
+def _lock_chain(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
 
 
 def _events(rows: Iterator[Row[Any]]) -> Iterator[AuditEvent]:

@@ -104,7 +104,14 @@ def _v1_create_tables(conn: Connection) -> None:
         schema.metadata.tables[name].create(conn)  # with its indexes
 
 
-STEPS: tuple[MigrationStep, ...] = (MigrationStep(1, "control-plane tables", _v1_create_tables),)
+def _v2_audit_purge_checkpoints(conn: Connection) -> None:
+    schema.audit_purge_checkpoints.create(conn)
+
+
+STEPS: tuple[MigrationStep, ...] = (
+    MigrationStep(1, "control-plane tables", _v1_create_tables),
+    MigrationStep(2, "audit purge checkpoints", _v2_audit_purge_checkpoints),
+)
 
 LATEST_VERSION = STEPS[-1].version
 

@@ -22,8 +22,8 @@ the embedded default is one SQLite file (docs/server.md §7.1):
   engines and a later migration can drop or alter them by name.
 
 Not here in this slice: `groups` (config only), `roles`, `workflows`, the policy tables,
-`webhooks`, `result_access`, `request_context`, `audit_purge_checkpoints` and the
-bookkeeping tables. Add each one with its own migration step (see `migrations.py`).
+`webhooks`, `result_access`, `request_context` and the bookkeeping tables. Add each one
+with its own migration step (see `migrations.py`).
 """
 
 from __future__ import annotations
@@ -415,6 +415,23 @@ Index(
     "ux_audit_events_prev_hash",
     func.coalesce(audit_events.c.prev_hash, ""),
     unique=True,
+)
+
+#: Purges of the audit chain's prefix (§6.4, schema version 2): the retained chain may
+#: start only right after a `last_purged_hash` named here, under the row's signature.
+audit_purge_checkpoints = Table(
+    "audit_purge_checkpoints",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("last_purged_event_id", Text, nullable=False),
+    Column("last_purged_hash", Text, nullable=False, unique=True),
+    Column("purged_through_position", BigInteger, nullable=False),
+    Column("purged_count", BigInteger, nullable=False),
+    _ts("purged_before"),
+    Column("key_id", Text, nullable=False),
+    Column("signature", Text, nullable=False),  # hex
+    _ts("created_at"),
+    CheckConstraint("length(last_purged_hash) = 64", name="last_purged_hash_length"),
 )
 
 schema_snapshots = Table(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
@@ -13,7 +14,8 @@ from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.work import SqlWorkRepository
 from application.server.ports.store import AuditFilters
-from domain.server.audit import AuditEvent, ChainVerdict
+from domain.server.audit import AuditEvent
+from domain.server.audit_integrity import ChainHead, CheckpointProgress, PurgeCheckpoint
 
 
 class SqlAuditRepository:
@@ -40,8 +42,26 @@ class SqlAuditRepository:
             offset=offset,
         )
 
-    def verify(self) -> ChainVerdict:
-        return audit_log.verify(self._conn)
+    def chain(self) -> Iterator[AuditEvent]:
+        return audit_log.chain_in_order(self._conn)
+
+    def head(self) -> ChainHead | None:
+        return audit_log.head(self._conn)
+
+    def checkpoint_progress(self) -> CheckpointProgress:
+        return audit_log.checkpoint_progress(self._conn)
+
+    def newest_checkpoint_before(self, cutoff: datetime) -> ChainHead | None:
+        return audit_log.newest_checkpoint_before(self._conn, cutoff)
+
+    def purge_through(self, event_id: str) -> int:
+        return audit_log.purge_through(self._conn, event_id)
+
+    def add_purge_checkpoint(self, checkpoint: PurgeCheckpoint) -> None:
+        audit_log.add_purge_checkpoint(self._conn, checkpoint)
+
+    def purge_checkpoint_for(self, last_purged_hash: str) -> PurgeCheckpoint | None:
+        return audit_log.purge_checkpoint_for(self._conn, last_purged_hash)
 
 
 class SqlSession:

@@ -28,6 +28,7 @@ from application.server.ports.services import ResultContentStore
 from application.server.ports.work.executions import ResultSummary
 from application.server.requests.common import new_uuid
 from application.server.settings import ServerSettings
+from application.server.sweeps import SweepJob
 from domain.server.request_lifecycle import TERMINAL_STATUSES
 from domain.shared.timestamps import format_timestamp
 
@@ -38,8 +39,6 @@ __all__ = ["PURGE_BATCH", "RetentionSweeps"]
 
 #: Rows one purge handles per run; the rest wait for the next run.
 PURGE_BATCH = 500
-
-SweepJob = tuple[float, Callable[[datetime], int]]
 
 
 class RetentionSweeps:

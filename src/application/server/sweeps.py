@@ -46,9 +46,19 @@ from domain.server.request_lifecycle import (
 if TYPE_CHECKING:
     from application.server.ports.store import Store, StoreSession
 
-__all__ = ["DRY_RUN_CLAIM_SECS", "SWEEP_BATCH", "ServerSweeps", "SweepReport", "SweepRunner"]
+__all__ = [
+    "DRY_RUN_CLAIM_SECS",
+    "SWEEP_BATCH",
+    "ServerSweeps",
+    "SweepJob",
+    "SweepReport",
+    "SweepRunner",
+]
 
 log = logging.getLogger("dbward.server.sweeps")
+
+#: `(interval in seconds, sweep)`: the runner calls `sweep(now)` every `interval`.
+SweepJob = tuple[float, Callable[[datetime], int]]
 
 #: Rows one sweep handles per run; the rest wait for the next run.
 SWEEP_BATCH = 500
@@ -261,14 +271,14 @@ class SweepRunner:
         settings: ServerSettings,
         clock: ServerClock,
         *,
-        extra_jobs: Iterable[tuple[float, Callable[[datetime], int]]] = (),
+        extra_jobs: Iterable[SweepJob] = (),
     ) -> None:
         """`extra_jobs`: (interval, sweep) pairs of sweeps that live in their own modules
-        (the retention purge), run on the same loop."""
+        (retention purges, audit checkpoints), run on the same loop."""
         self._sweeps = sweeps
         self._clock = clock
         config = settings.sweeps
-        self._jobs: tuple[tuple[float, Callable[[datetime], int]], ...] = (
+        self._jobs: tuple[SweepJob, ...] = (
             (config.lease_reclaim_interval_secs, sweeps.reclaim_leases),
             (config.dispatch_timeout_interval_secs, sweeps.time_out_dispatches),
             (config.ttl_expiry_interval_secs, sweeps.expire_requests),

@@ -3,13 +3,13 @@
 Each event's hash covers its fields and the previous event's hash, so changing, inserting
 or deleting a row breaks the chain at that row. The field encoding is length-prefixed
 (`<utf-8 byte length>:<value>`, joined by newlines), so no choice of values can make two
-different events hash alike.
+different events hash alike. Verification, with its anchors and checkpoints, is
+`domain.server.audit_integrity`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 CHAIN_VERSION = 2
@@ -79,32 +79,3 @@ def chain(event: AuditEvent, prev_hash: str | None) -> AuditEvent:
     """The event linked after `prev_hash`, with its hash computed."""
     linked = AuditEvent(**{**event.__dict__, "prev_hash": prev_hash, "event_hash": ""})
     return AuditEvent(**{**linked.__dict__, "event_hash": event_hash(linked, prev_hash)})
-
-
-@dataclass(frozen=True)
-class ChainVerdict:
-    total_events: int
-    first_broken_id: str | None
-
-    @property
-    def valid(self) -> bool:
-        return self.first_broken_id is None
-
-
-def verify_chain(events: Iterable[AuditEvent]) -> ChainVerdict:
-    """Walk events in insertion order; name the first one whose link or hash is wrong.
-
-    The first event must start the chain (no previous hash): purge checkpoints, which
-    would allow a retained chain to start later, are not part of this version.
-    """
-    previous: str | None = None
-    total = 0
-    broken: str | None = None
-    for event in events:
-        total += 1
-        if broken is not None:
-            continue
-        if event.prev_hash != previous or event.event_hash != event_hash(event, event.prev_hash):
-            broken = event.id
-        previous = event.event_hash
-    return ChainVerdict(total_events=total, first_broken_id=broken)

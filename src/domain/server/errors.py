@@ -78,6 +78,13 @@ class Gone(_FixedStatusError):
     default_code = "gone"
 
 
+class ConfigOnly(_FixedStatusError):
+    """405: the resource is managed in server.toml; the API only reads it."""
+
+    status_code = 405
+    default_code = "config_only"
+
+
 class PayloadTooLarge(_FixedStatusError):
     """413: a body or a result larger than the configured cap."""
 

@@ -19,6 +19,7 @@ from adapters.http_api.app import create_app
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, build_agent_router
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
+from adapters.http_api.routes_config import ConfigUseCases, build_config_router
 from adapters.http_api.routes_identity import build_identity_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
@@ -41,6 +42,13 @@ from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
 from application.server.approvals.approve import ApproveRequest
 from application.server.approvals.reject import RejectRequest
+from application.server.audit_maintenance import AuditMaintenance
+from application.server.configuration.databases import ListDatabases
+from application.server.configuration.groups import ListGroups
+from application.server.configuration.policies import ListPolicies
+from application.server.configuration.roles import ListRoles
+from application.server.configuration.workflows import ListWorkflows
+from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import Bootstrapper
@@ -57,7 +65,7 @@ from application.server.requests.results import GetResultContent, WaitForResult
 from application.server.requests.resume import ResumeRequest
 from application.server.retention import RetentionSweeps
 from application.server.settings import ServerSettings
-from application.server.sweeps import ServerSweeps, SweepRunner
+from application.server.sweeps import ServerSweeps, SweepJob, SweepRunner
 
 
 @dataclass
@@ -68,6 +76,11 @@ class Draining:
 
     def is_set(self) -> bool:
         return self.event.is_set()
+
+
+def _sweep_schedule(retention: RetentionSweeps, audit: AuditMaintenance) -> tuple[SweepJob, ...]:
+    """The sweeps that live in their own modules, run by the one sweep runner."""
+    return (*retention.schedule, *audit.schedule)
 
 
 def _store(url: str) -> SqlStore:
@@ -118,6 +131,14 @@ class ServerContainer(containers.DeclarativeContainer):
         roles=roles,
     )
     audit_queries = providers.Singleton(AuditQueries, store)
+    audit_integrity = providers.Singleton(AuditIntegrity, store=store, signer=signer)
+    audit_maintenance = providers.Singleton(
+        AuditMaintenance,
+        store=store,
+        settings=settings,
+        signer=signer,
+        new_id=providers.Object(new_uuid),
+    )
     bootstrapper = providers.Singleton(
         Bootstrapper,
         store=store,
@@ -250,6 +271,14 @@ class ServerContainer(containers.DeclarativeContainer):
         ),
         list_agents=providers.Singleton(ListAgents, store=store, clock=clock),
     )
+    configuration = providers.Singleton(
+        ConfigUseCases,
+        workflows=providers.Singleton(ListWorkflows, settings=settings),
+        policies=providers.Singleton(ListPolicies, settings=settings),
+        roles=providers.Singleton(ListRoles, roles=roles),
+        groups=providers.Singleton(ListGroups, store=store, auth=settings.provided.auth),
+        databases=providers.Singleton(ListDatabases, store=store, settings=settings, clock=clock),
+    )
     sweeps = providers.Singleton(
         ServerSweeps,
         store=store,
@@ -266,7 +295,11 @@ class ServerContainer(containers.DeclarativeContainer):
     )
     list_results = providers.Singleton(ListResults, store=store, settings=settings)
     sweep_runner = providers.Singleton(
-        SweepRunner, sweeps, settings, clock, extra_jobs=retention_sweeps.provided.schedule
+        SweepRunner,
+        sweeps,
+        settings,
+        clock,
+        extra_jobs=providers.Callable(_sweep_schedule, retention_sweeps, audit_maintenance),
     )
 
 
@@ -293,6 +326,7 @@ def build_app(container: ServerContainer) -> FastAPI:
                 tokens=container.tokens(),
                 users=container.users(),
                 audit=container.audit_queries(),
+                audit_integrity=container.audit_integrity(),
                 readiness=container.readiness(),
                 min_agent_version=settings.min_agent_version,
                 version=version,
@@ -302,6 +336,7 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_approval_router(container.approvals()),
             build_result_router(container.list_results()),
             build_agent_router(container.agents(), is_draining=draining.is_set),
+            build_config_router(container.configuration()),
         ],
         authenticate=container.authenticator().authenticate,
         version=version,

@@ -7,8 +7,10 @@ FastAPI's TestClient (httpx over ASGI). Time is a fake clock, so expiry needs no
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
 import secrets
 import stat
 import uuid
@@ -19,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, delete, func, select, text, update
 
+from adapters.crypto.ed25519_signer import Ed25519Signer
 from adapters.files.secrets import LocalSecretFiles, file_mode
 from adapters.http_api.app import create_app
 from adapters.http_api.auth import current_agent
@@ -30,8 +34,10 @@ from adapters.http_api.routes_identity import build_identity_router
 from adapters.store.engine import create_store_engine
 from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.migrations import migrate
-from adapters.store.schema import audit_events, tokens
+from adapters.store.schema import audit_events, audit_purge_checkpoints, tokens
 from adapters.store.sql_store import SqlStore
+from application.server.audit_maintenance import AuditMaintenance
+from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import BootstrapAction, BootstrapError, Bootstrapper
@@ -40,14 +46,17 @@ from application.server.identity.tokens import TokenRequest, TokenService
 from application.server.identity.users import UserService
 from application.server.ports.identity import TokenFilters, UserRecord, UserStatus
 from application.server.readiness import StoreReadiness
-from application.server.settings import ServerSettings
+from application.server.settings import RetentionSettings, ServerSettings
 from domain.server.api_tokens import SubjectType
+from domain.server.audit import AuditEvent, chain
+from domain.server.audit_integrity import Anchor
 from domain.server.rbac import Principal
 from tests.fakes.clock import FakeClock
 
 pytestmark = pytest.mark.integration
 
 VERSION = "9.8.7-test"
+AUDIT_FIELDS = tuple(field.name for field in dataclasses.fields(AuditEvent))
 AGENT_REFUSAL = {"error": "agent tokens cannot access this endpoint", "code": "forbidden"}
 
 
@@ -123,6 +132,9 @@ def build_server(engine: Engine, state_dir: Path, clock: FakeClock | None = None
                 tokens=tokens,
                 users=UserService(store, clock, new_id, secrets.token_bytes, roles),
                 audit=AuditQueries(store),
+                audit_integrity=AuditIntegrity(
+                    store=store, signer=Ed25519Signer.load_or_create(state_dir)
+                ),
                 readiness=StoreReadiness(store),
                 min_agent_version=settings.min_agent_version,
                 version=VERSION,
@@ -305,7 +317,21 @@ CASES = (
     ),
     Case("audit events", "GET", lambda s, c: ("/api/audit/events", None), AUDITORS),
     Case("audit verify", "GET", lambda s, c: ("/api/audit/verify", None), AUDITORS),
+    Case("audit head", "GET", lambda s, c: ("/api/audit/head", None), AUDITORS),
+    Case(
+        "audit verify against an anchor",
+        "GET",
+        lambda s, c: (f"/api/audit/verify?anchor={_anchor(s)}", None),
+        AUDITORS,
+    ),
 )
+
+
+def _anchor(server: Server) -> str:
+    head = server.call("GET", "/api/audit/head", server.token("admin-token"))
+    assert head.status_code == 200, head.text
+    anchor: str = head.json()["anchor"]
+    return anchor
 
 
 def test_authorization_matrix(server: Server) -> None:
@@ -628,6 +654,7 @@ def test_audit_events_and_verify(server: Server) -> None:
         "total_events": verdict["total_events"],
         "first_broken_id": None,
         "valid": True,
+        "reason": None,
     }
     assert verdict["total_events"] >= len(events)
 
@@ -639,6 +666,181 @@ def test_audit_events_and_verify(server: Server) -> None:
     tampered = server.call("GET", "/api/audit/verify", admin).json()
     assert tampered["valid"] is False
     assert tampered["first_broken_id"] == victim["id"]
+    assert tampered["reason"] == "hash_mismatch"
+
+
+def _rewrite_newest(engine: Engine, count: int, **changes: str) -> list[str]:
+    """Rewrite the newest `count` events in the store and recompute their hashes, the way
+    someone with write access to the store would; returns the rewritten ids."""
+    with engine.begin() as conn:
+        rows = (
+            conn.execute(select(audit_events).order_by(audit_events.c.seq.desc()).limit(count + 1))
+            .mappings()
+            .all()
+        )
+        oldest_first = list(reversed(rows))
+        previous = oldest_first[0]["event_hash"]
+        rewritten: list[str] = []
+        for row in oldest_first[1:]:
+            fields = {name: row[name] for name in AUDIT_FIELDS}
+            forged = chain(AuditEvent(**{**fields, **changes}), previous)
+            conn.execute(
+                update(audit_events)
+                .where(audit_events.c.seq == row["seq"])
+                .values(**{name: getattr(forged, name) for name in AUDIT_FIELDS})
+            )
+            previous = forged.event_hash
+            rewritten.append(row["id"])
+    return rewritten
+
+
+def test_audit_head_is_signed_with_the_servers_key(server: Server) -> None:
+    admin = server.token("admin-token")
+    head = server.call("GET", "/api/audit/head", admin).json()
+    newest = server.call("GET", "/api/audit/events?limit=1", admin).json()["events"][0]
+    assert (head["event_id"], head["event_hash"]) == (newest["id"], newest["event_hash"])
+    public_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(head["public_key"]))
+    message = f"dbward-audit-anchor:v1|{head['position']}|{head['event_id']}|{head['event_hash']}"
+    assert head["signed_message"] == message
+    public_key.verify(bytes.fromhex(head["signature"]), message.encode())  # raises if not
+    assert head["public_key"] == Ed25519Signer.load_or_create(server.state_dir).public_key_hex()
+    assert head["key_id"].startswith("ed25519:")
+    assert re.fullmatch(r"[A-Za-z0-9._~-]+", head["anchor"])  # URL-safe as it is
+
+
+def test_rewritten_newest_events_are_caught_by_an_earlier_anchor(server: Server) -> None:
+    admin = server.token("admin-token")
+    make_user(server, "alice", "requester")
+    earlier = server.call("GET", "/api/audit/head", admin).json()
+    make_user(server, "bob", "requester")
+    _rewrite_newest(server.engine, 4, actor_id="mallory")  # two before the anchor, two after
+
+    plain = server.call("GET", "/api/audit/verify", admin).json()
+    assert plain["valid"] is True  # the hash chain alone cannot tell
+    anchored = server.client.get(
+        "/api/audit/verify", params={"anchor": earlier["anchor"]}, headers=server.as_(admin)
+    )
+    assert anchored.status_code == 200
+    assert anchored.json() == {
+        "total_events": plain["total_events"],
+        "first_broken_id": earlier["event_id"],
+        "valid": False,
+        "reason": "anchor_mismatch",
+        "anchor_verified": False,
+    }
+
+
+def test_a_deleted_tail_is_caught_by_an_anchor(server: Server) -> None:
+    admin = server.token("admin-token")
+    make_user(server, "alice", "requester")
+    anchor = server.call("GET", "/api/audit/head", admin).json()
+    with server.engine.begin() as conn:
+        newest = conn.scalar(select(func.max(audit_events.c.seq)))
+        conn.execute(delete(audit_events).where(audit_events.c.seq == newest))
+    verdict = server.client.get(
+        "/api/audit/verify", params={"anchor": anchor["anchor"]}, headers=server.as_(admin)
+    ).json()
+    assert (verdict["valid"], verdict["first_broken_id"], verdict["reason"]) == (
+        False,
+        anchor["event_id"],
+        "anchor_missing",
+    )
+
+
+def test_an_untouched_chain_holds_its_anchor(server: Server) -> None:
+    admin = server.token("admin-token")
+    anchor = server.call("GET", "/api/audit/head", admin).json()["anchor"]
+    make_user(server, "alice", "requester")
+    verdict = server.client.get(
+        "/api/audit/verify", params={"anchor": anchor}, headers=server.as_(admin)
+    ).json()
+    assert verdict["valid"] is True and verdict["anchor_verified"] is True
+
+
+@pytest.mark.parametrize(
+    "anchor",
+    ["", "nonsense", "a1.", "a1.%%%", "a1." + "QUFB" * 400, "a1.MXxhfGJ8Y3xk"],
+)
+def test_a_bad_anchor_is_a_400(server: Server, anchor: str) -> None:
+    response = server.client.get(
+        "/api/audit/verify",
+        params={"anchor": anchor},
+        headers=server.as_(server.token("admin-token")),
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "validation.failed"
+
+
+def test_an_anchor_signed_by_another_key_is_a_400(server: Server) -> None:
+    admin = server.token("admin-token")
+    head = server.call("GET", "/api/audit/head", admin).json()
+    other = Ed25519Signer(bytes(32))
+    forged = Anchor(
+        head["event_id"],
+        head["event_hash"],
+        head["position"],
+        head["key_id"],  # claims the server's key, signed with another
+        other.sign(head["signed_message"].encode()),
+    )
+    response = server.client.get(
+        "/api/audit/verify", params={"anchor": forged.encode()}, headers=server.as_(admin)
+    )
+    assert response.status_code == 400
+    assert "signature" in response.json()["hint"]
+
+
+def test_a_purge_leaves_audit_verify_green(server: Server, store_url: str) -> None:
+    admin = server.token("admin-token")
+    settings = ServerSettings.for_state_dir(
+        server.state_dir, retention=RetentionSettings(audit_ttl_days=7)
+    )
+    maintenance = AuditMaintenance(
+        store=SqlStore(server.engine),
+        settings=settings,
+        signer=Ed25519Signer.load_or_create(server.state_dir),
+    )
+    make_user(server, "alice", "requester")
+    assert maintenance.write_checkpoint(server.clock.now()) == 1
+    old = server.call("GET", "/api/audit/head", admin).json()
+    server.clock.advance(8 * 86400)
+    make_user(server, "bob", "requester")
+    assert maintenance.write_checkpoint(server.clock.now(), force=True) == 1
+    recent = server.call("GET", "/api/audit/head", admin).json()
+    before = server.call("GET", "/api/audit/verify", admin).json()["total_events"]
+
+    purged = maintenance.purge_expired(server.clock.now())
+
+    assert purged == old["position"]
+    verdict = server.call("GET", "/api/audit/verify", admin).json()
+    assert verdict == {
+        "total_events": before - purged + 1,  # + the audit.purge_checkpoint event
+        "first_broken_id": None,
+        "valid": True,
+        "reason": None,
+    }
+    types = [
+        e["event_type"] for e in server.call("GET", "/api/audit/events", admin).json()["events"]
+    ]
+    assert types[0] == "audit.purge_checkpoint" and "user.created" in types
+    kept = server.client.get(
+        "/api/audit/verify", params={"anchor": recent["anchor"]}, headers=server.as_(admin)
+    )
+    assert kept.json()["anchor_verified"] is True
+    gone = server.client.get(
+        "/api/audit/verify", params={"anchor": old["anchor"]}, headers=server.as_(admin)
+    )
+    assert gone.status_code == 410
+    head = server.call("GET", "/api/audit/head", admin).json()
+    assert head["position"] == recent["position"] + 1  # positions survive the purge
+    with server.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(audit_purge_checkpoints)) == 1
+
+    # deleting more of the prefix by hand is not a purge
+    with server.engine.begin() as conn:
+        first = conn.scalar(select(func.min(audit_events.c.seq)))
+        conn.execute(delete(audit_events).where(audit_events.c.seq == first))
+    broken = server.call("GET", "/api/audit/verify", admin).json()
+    assert broken["reason"] == "purge_boundary_unauthenticated"
 
 
 def test_an_audit_store_failure_keeps_the_401(server: Server) -> None:

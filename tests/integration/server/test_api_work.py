@@ -37,6 +37,7 @@ from adapters.wire import agent_protocol as wire
 from application.server.settings import StoreSettings
 from domain.agent.errors import ServerConflict as AgentConflict
 from domain.agent.token_verification import verify_execution_token
+from domain.server.audit_integrity import verify_chain
 from domain.server.errors import Unauthenticated
 from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
@@ -703,7 +704,7 @@ def test_flow_and_sweeps_on_either_store(any_store: ServerHarness) -> None:
         agents = client.get("/api/agents", headers=ADMIN_H).json()["agents"]
         assert [a["id"] for a in agents] == ["agent"]
     with harness.store.read() as session:
-        assert session.audit.verify().valid
+        assert verify_chain(session.audit.chain()).valid
 
 
 # --- real HTTP: races, long-polls, our agent's client ------------------------------------------

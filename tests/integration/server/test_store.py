@@ -49,7 +49,8 @@ from adapters.store.schema import (
     parse_timestamp,
     requests,
 )
-from domain.server.audit import AuditEvent, ChainVerdict, chain
+from domain.server.audit import AuditEvent, chain
+from domain.server.audit_integrity import ChainVerdict, verify_chain
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +117,10 @@ def _append(engine: Engine, *events: AuditEvent) -> list[AuditEvent]:
 
 def _verify(engine: Engine) -> ChainVerdict:
     with read_only(engine).begin() as conn:
-        return audit_log.verify(conn)
+        return verify_chain(
+            audit_log.chain_in_order(conn),
+            purge_boundary=lambda last: audit_log.purge_checkpoint_for(conn, last),
+        )
 
 
 def _add_request(conn: Any, request_id: str, *, requester: str = "alice", **extra: Any) -> None:

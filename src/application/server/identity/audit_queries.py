@@ -1,9 +1,9 @@
-"""The audit API: list events and verify the hash chain (permission `audit.read`)."""
+"""The audit API: list events (permission `audit.read`). Head and verify: `audit_integrity`."""
 
 from __future__ import annotations
 
 from application.server.ports.store import AuditFilters, Store
-from domain.server.audit import AuditEvent, ChainVerdict
+from domain.server.audit import AuditEvent
 from domain.server.errors import Validation
 from domain.server.rbac import Permission, Principal, authorize
 
@@ -14,7 +14,7 @@ AUDIT_MAX_LIMIT = 200
 
 
 class AuditQueries:
-    """`GET /api/audit/events` and `GET /api/audit/verify` (permission `audit.read`)."""
+    """`GET /api/audit/events` (permission `audit.read`)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -37,8 +37,3 @@ class AuditQueries:
             raise Validation("since must not be after until")
         with self._store.read() as session:
             return session.audit.list(filters, limit=min(wanted, AUDIT_MAX_LIMIT), offset=offset)
-
-    def verify(self, principal: Principal) -> ChainVerdict:
-        authorize(principal, Permission.AUDIT_READ)
-        with self._store.read() as session:
-            return session.audit.verify()

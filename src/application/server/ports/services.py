@@ -47,6 +47,22 @@ class ExecutionTokenSigner(Protocol):
     def public_key_hex(self) -> str: ...
 
 
+class AuditSigner(Protocol):
+    """The server's Ed25519 key, vouching for the audit chain (docs/server.md §6.6).
+
+    The same key that signs execution tokens: `sign` returns the 64-byte signature of
+    `message`; `verify` checks one against this key's public half (False, never an
+    exception, for a wrong or malformed signature); `public_key_hex` is the raw public key
+    as 64 lowercase hex characters.
+    """
+
+    def sign(self, message: bytes) -> bytes: ...
+
+    def verify(self, message: bytes, signature: bytes) -> bool: ...
+
+    def public_key_hex(self) -> str: ...
+
+
 class ResultContentTooLarge(PayloadTooLarge):
     """A result above the store's size limit (413)."""
 

@@ -12,6 +12,7 @@ beside the use cases that need them: `application.server.ports.identity` and the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,8 @@ from typing import Protocol
 
 from application.server.ports.identity import IdentityRepository
 from application.server.ports.work import WorkRepository
-from domain.server.audit import AuditEvent, ChainVerdict
+from domain.server.audit import AuditEvent
+from domain.server.audit_integrity import ChainHead, CheckpointProgress, PurgeCheckpoint
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,36 @@ class AuditRepository(Protocol):
         """Newest first."""
         ...
 
-    def verify(self) -> ChainVerdict: ...
+    def chain(self) -> Iterator[AuditEvent]:
+        """The retained events in chain order, streamed (consume it inside the session)."""
+        ...
+
+    def head(self) -> ChainHead | None:
+        """The newest event and its position; None for an empty log.
+
+        In a write session it also holds the chain until the session ends (on PostgreSQL
+        the audit advisory lock; SQLite's single writer already does), so an event the
+        session appends next is chained right after this head.
+        """
+        ...
+
+    def checkpoint_progress(self) -> CheckpointProgress:
+        """Events since the newest retained signed checkpoint (all retained events if none)."""
+        ...
+
+    def newest_checkpoint_before(self, cutoff: datetime) -> ChainHead | None:
+        """The newest `audit.signed_checkpoint` event created at or before `cutoff`."""
+        ...
+
+    def purge_through(self, event_id: str) -> int:
+        """Delete the events up to and including `event_id` (chain order); how many."""
+        ...
+
+    def add_purge_checkpoint(self, checkpoint: PurgeCheckpoint) -> None: ...
+
+    def purge_checkpoint_for(self, last_purged_hash: str) -> PurgeCheckpoint | None:
+        """The purge checkpoint after which a chain starting at `last_purged_hash` may begin."""
+        ...
 
 
 class StoreSession(Protocol):

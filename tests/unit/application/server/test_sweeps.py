@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from application.server.audit_maintenance import AuditMaintenance
 from application.server.ports.work.executions import LEASE_EXPIRED_MESSAGE, ExecutionStatus
 from application.server.ports.work.explain_jobs import (
     DryRunStatus,
@@ -312,6 +313,36 @@ def test_runner_sweeps_on_its_interval_until_stopped(tmp_path: Path) -> None:
             deadline = loop.time() + 10
             while harness.status(request_id) is not RequestStatus.AUTO_APPROVED:
                 assert loop.time() < deadline, "the runner never swept"
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.wait_for(runner, 5)
+
+        asyncio.run(scenario())
+    finally:
+        harness.close()
+
+
+def test_runner_writes_signed_audit_checkpoints(tmp_path: Path) -> None:
+    clock = MutableClock(follow_real_time=True)
+    settings = default_settings(tmp_path)
+    harness = build_harness(tmp_path, settings, clock)
+    audit = AuditMaintenance(store=harness.store, settings=settings, signer=harness.signer)
+    try:
+        harness.create()
+
+        def checkpointed() -> bool:
+            with harness.store.read() as session:
+                return session.audit.checkpoint_progress().last_checkpoint_at is not None
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            runner = asyncio.create_task(
+                SweepRunner(harness.sweeps, settings, clock, extra_jobs=audit.schedule).run(stop)
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not await asyncio.to_thread(checkpointed):
+                assert loop.time() < deadline, "the runner never wrote a checkpoint"
                 await asyncio.sleep(0.01)
             stop.set()
             await asyncio.wait_for(runner, 5)

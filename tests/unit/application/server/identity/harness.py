@@ -13,6 +13,9 @@ from typing import Any, cast
 
 import pytest
 
+from adapters.crypto.ed25519_signer import Ed25519Signer
+from application.server.audit_maintenance import AuditMaintenance
+from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import BootstrapAction, Bootstrapper
@@ -60,6 +63,11 @@ class Env:
             on_user_suspended=kwargs.get("hook", self._hook),
         )
         self.audit = AuditQueries(store)
+        self.signer = Ed25519Signer(bytes(range(32)))
+        self.integrity = AuditIntegrity(store=store, signer=self.signer)
+        self.maintenance = AuditMaintenance(
+            store=store, settings=self.settings, signer=self.signer, new_id=new_id
+        )
         self.bootstrapper = Bootstrapper(store, self.clock, new_id, random_bytes, self.files)
         outcome = self.bootstrapper.bootstrap(STATE)
         assert outcome.action is BootstrapAction.CREATED

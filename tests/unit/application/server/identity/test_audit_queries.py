@@ -26,13 +26,13 @@ class TestAudit:
     def test_audit_read_is_admin_and_operator(self, env: Env) -> None:
         operator, _ = env.user("op", "operator")
         requester, _ = env.user("req", "requester")
-        assert env.audit.verify(operator).valid
+        assert env.integrity.verify(operator).valid
         refused(lambda: env.audit.list(requester, AuditFilters()), Forbidden)
-        refused(lambda: env.audit.verify(requester), Forbidden)
+        refused(lambda: env.integrity.verify(requester), Forbidden)
 
     def test_verify_names_a_tampered_event(self, env: Env) -> None:
         events = env.store.state.events
         victim = events[2]
         events[2] = replace(victim, actor_id="mallory")
-        verdict = env.audit.verify(env.admin)
+        verdict = env.integrity.verify(env.admin)
         assert (verdict.valid, verdict.first_broken_id) == (False, victim.id)

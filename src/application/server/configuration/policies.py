@@ -1,0 +1,45 @@
+"""`GET /api/execution-policies` and `GET /api/result-policies` (permission `workflow.read`).
+
+Each listing carries the policy that applies where none matches, with its effective values
+(docs/server.md §3.1, §3.2), so a client never has to know the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from application.server.settings import ServerSettings
+from domain.server.execution_policies import (
+    DEFAULT_EXECUTION_POLICY,
+    ExecutionPolicy,
+    ResultPolicy,
+)
+from domain.server.rbac import Permission, Principal, authorize
+
+__all__ = ["ExecutionPolicies", "ListPolicies", "ResultPolicies"]
+
+
+@dataclass(frozen=True)
+class ExecutionPolicies:
+    policies: tuple[ExecutionPolicy, ...]
+    default: ExecutionPolicy
+
+
+@dataclass(frozen=True)
+class ResultPolicies:
+    policies: tuple[ResultPolicy, ...]
+    default: ResultPolicy
+
+
+class ListPolicies:
+    def __init__(self, *, settings: ServerSettings) -> None:
+        self._settings = settings
+
+    def execution_policies(self, principal: Principal) -> ExecutionPolicies:
+        authorize(principal, Permission.WORKFLOW_READ)
+        return ExecutionPolicies(self._settings.execution_policies, DEFAULT_EXECUTION_POLICY)
+
+    def result_policies(self, principal: Principal) -> ResultPolicies:
+        authorize(principal, Permission.WORKFLOW_READ)
+        default = ResultPolicy(retention_days=self._settings.retention.result_ttl_days)
+        return ResultPolicies(self._settings.result_policies, default)

@@ -1,6 +1,7 @@
 """Process logging: compact text for terminals and journald, JSON lines for log shippers.
 
-`DBWARD_LOG_FORMAT=json` selects JSON; `DBWARD_LOG_LEVEL` (default `info`) the level.
+`DBWARD_LOG_FORMAT=json` selects JSON; `DBWARD_LOG_LEVEL` (default `info`) the level. Both
+override the `level` and `log_format` a caller passes (the server's `[logging]` table).
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
-def configure_logging(environ: Mapping[str, str]) -> None:
-    level_name = environ.get("DBWARD_LOG_LEVEL", "info").upper()
-    level = logging.getLevelNamesMapping().get(level_name, logging.INFO)
+def configure_logging(
+    environ: Mapping[str, str], *, level: str = "info", log_format: str = "text"
+) -> None:
+    level_name = environ.get("DBWARD_LOG_LEVEL", level).upper()
+    level_number = logging.getLevelNamesMapping().get(level_name, logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
-    if environ.get("DBWARD_LOG_FORMAT", "text").lower() == "json":
+    if environ.get("DBWARD_LOG_FORMAT", log_format).lower() == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
-    logging.getLogger("httpcore").setLevel(max(level, logging.WARNING))
+    root.setLevel(level_number)
+    logging.getLogger("httpx").setLevel(max(level_number, logging.WARNING))
+    logging.getLogger("httpcore").setLevel(max(level_number, logging.WARNING))

@@ -92,6 +92,10 @@ def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) 
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # [logging] applies from here on; DBWARD_LOG_LEVEL / DBWARD_LOG_FORMAT still win.
+    configure_logging(
+        os.environ, level=settings.logging.level, log_format=settings.logging.format.value
+    )
     for warning in settings.warnings:
         log.warning("%s", warning)
     logging.getLogger("sqlglot").setLevel(logging.ERROR)

@@ -1,4 +1,4 @@
-"""`dbward server` start-up: owner-only files in the state dir (umask 077)."""
+"""`dbward server` start-up: owner-only files in the state dir (umask 077), `[logging]`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 
 from adapters.store.engine import create_store_engine
 from adapters.store.migrations import migrate
+from entrypoints.logging_setup import JsonFormatter
+from entrypoints.server import command
 from entrypoints.server.command import prepare_state_dir
 
 
@@ -54,3 +56,32 @@ def test_an_open_state_dir_is_warned_about_not_changed(
         prepare_state_dir(state_dir)
     assert _mode(state_dir) == 0o755  # the user's directory: not chmodded
     assert any("accessible to group or others" in r.getMessage() for r in caplog.records)
+
+
+def test_the_logging_table_applies_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[logging]` level and format configure the process once the file is loaded."""
+    config = tmp_path / "server.toml"
+    config.write_text(
+        'state_dir = "state"\n[[databases]]\nname = "app"\nenvironments = ["production"]\n'
+        '[logging]\nlevel = "debug"\nformat = "json"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("DBWARD_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("DBWARD_LOG_FORMAT", raising=False)
+
+    def stop(state_dir: Path) -> None:
+        raise OSError("stop here")
+
+    monkeypatch.setattr(command, "prepare_state_dir", stop)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert command.run_server(config, listen=None, force_bootstrap=False) == 1
+        (handler,) = root.handlers
+        assert root.level == logging.DEBUG
+        assert isinstance(handler.formatter, JsonFormatter)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -51,7 +51,7 @@ from application.agent.settings import (
 from domain.shared.operations import DEFAULT_OPERATIONS, OPERATION_ALIASES, Operation
 from domain.shared.scopes import InvalidScopeNameError, Scope, validate_scope_name
 
-__all__ = ["is_local_host", "load_agent_settings", "render_effective_config"]
+__all__ = ["accepted_keys", "is_local_host", "load_agent_settings", "render_effective_config"]
 
 #: Overrides `[server].allow_insecure` when set: true iff "true" or "1" (docs/protocol.md §11.1).
 ALLOW_INSECURE_ENV = "DBWARD_ALLOW_INSECURE"
@@ -417,6 +417,12 @@ def load_agent_settings(path: Path, environ: Mapping[str, str]) -> AgentSettings
     """
     document = load_document(path, environ)
     return _build(_SHAPE.validate(document, path), path, environ)
+
+
+def accepted_keys() -> frozenset[str]:
+    """Every key the agent's file accepts, dotted (`databases.*.*.url`): the keys
+    docs/agent.md §1 documents, as a test holds them."""
+    return _SHAPE.accepted_keys()
 
 
 # --- rendering --------------------------------------------------------------------------

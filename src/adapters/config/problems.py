@@ -30,6 +30,7 @@ from adapters.config.env_expansion import ExpansionError, KeyPath, expand_values
 from domain.shared.errors import ConfigError
 
 __all__ = [
+    "NOT_SUPPORTED_YET",
     "FileShape",
     "Problem",
     "StrictModel",
@@ -198,6 +199,27 @@ def _no_hint(key: KeyPath, kind: str, value: Any) -> str:
     return ""
 
 
+#: The words every "not supported yet" message carries (docs/server.md §3.3).
+NOT_SUPPORTED_YET = "not supported yet"
+
+
+def _leaf_keys(annotation: Any, prefix: tuple[str, ...]) -> set[str]:
+    """The dotted keys under `annotation`: list entries are transparent, a table of named
+    tables adds `*`, a field whose value is no table is a key."""
+    annotation = _unwrap_optional(annotation)
+    origin = get_origin(annotation)
+    if origin is list:
+        return _leaf_keys(get_args(annotation)[0], prefix)
+    if origin is dict:
+        return _leaf_keys(get_args(annotation)[1], (*prefix, "*"))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        keys: set[str] = set()
+        for name, found in annotation.model_fields.items():
+            keys |= _leaf_keys(found.annotation, (*prefix, name))
+        return keys
+    return {".".join(prefix)}
+
+
 @dataclass(frozen=True)
 class FileShape(Generic[_Model]):
     """One config file's pydantic model and the file-specific parts of its messages.
@@ -215,6 +237,20 @@ class FileShape(Generic[_Model]):
 
     def describe(self, value: Any, key: KeyPath = ()) -> str:
         return describe(value, hidden=self.is_secret(key))
+
+    def accepted_keys(self) -> frozenset[str]:
+        """Every key the file accepts, dotted as the configuration reference lists them:
+        `workflows.steps.mode` (list entries transparent), `databases.*.*.url` (named
+        tables as `*`)."""
+        return frozenset(_leaf_keys(self.root, ()))
+
+    def not_supported_keys(self) -> frozenset[str]:
+        """The keys refused with "not supported yet", dotted as `accepted_keys`."""
+        return frozenset(
+            ".".join(str(part) for part in key if part != "*")
+            for key, message in self.special_keys.items()
+            if NOT_SUPPORTED_YET in message
+        )
 
     def validate(self, document: dict[str, Any], path: Path) -> _Model:
         try:

@@ -96,7 +96,7 @@ from domain.server.workflows import (
 from domain.shared.operations import OPERATION_ALIASES, Operation
 from domain.shared.scopes import Scope
 
-__all__ = ["load_server_settings"]
+__all__ = ["accepted_keys", "load_server_settings", "not_supported_keys"]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
@@ -138,8 +138,6 @@ class _AutoApproveFile(StrictModel):
     mode: str
     risk: str | None = None
     allow_read_only: bool | None = None
-    allow_safe_ddl: bool | None = None
-    max_estimated_rows: int | None = Field(default=None, ge=0)
 
 
 class _WorkflowFile(StrictModel):
@@ -296,9 +294,11 @@ _MISSING_HINTS: dict[KeyPath, str] = {
     ("auth", "groups", "*", "roles"): 'required key is missing; add roles = ["<role>", ...]',
 }
 
-_NOT_YET = "is a dbward 0.2 setting this server does not support yet; remove it"
+_NOT_YET = "is a dbward 0.2 setting that is not supported yet; remove it"
 
 #: Keys that are not unknown but gone, renamed or not supported yet ("*" = any index).
+#: docs/server.md §3.3 lists the keys that are not supported yet; a test holds the two
+#: together.
 _SPECIAL_KEYS: dict[KeyPath, str] = {
     ("users",): "[[users]] is no longer read from the config; add users through the API "
     "(dbward user add <ID> --role <role>)",
@@ -328,8 +328,13 @@ _SPECIAL_KEYS: dict[KeyPath, str] = {
     ("mcp",): f"[mcp] {_NOT_YET}",
     ("auth", "oidc"): f"[auth.oidc] {_NOT_YET}",
     **{
-        ("result_storage", name): 'applies to backend = "s3", which this server does not '
-        "support yet; remove it"
+        ("workflows", "*", "auto_approve", name): f"{name} is not supported yet: risk scoring "
+        "does not use it (a select scores low under allow_read_only, anything else unknown); "
+        "remove it"
+        for name in ("allow_safe_ddl", "max_estimated_rows")
+    },
+    **{
+        ("result_storage", name): 'applies to backend = "s3", which is not supported yet; remove it'
         for name in (
             "bucket",
             "region",
@@ -542,7 +547,7 @@ def _build_auto_approve(
     if mode is None:
         return None
     if mode == AutoApproveMode.ALWAYS:
-        for name in ("risk", "allow_read_only", "allow_safe_ddl", "max_estimated_rows"):
+        for name in ("risk", "allow_read_only"):
             if getattr(model, name) is not None:
                 out.error(
                     (*key, name),
@@ -563,8 +568,6 @@ def _build_auto_approve(
         AutoApproveMode.RISK_BASED,
         risk=risk,
         allow_read_only=_or(model.allow_read_only, defaults.allow_read_only),
-        allow_safe_ddl=_or(model.allow_safe_ddl, defaults.allow_safe_ddl),
-        max_estimated_rows=_or(model.max_estimated_rows, defaults.max_estimated_rows),
     )
 
 
@@ -999,3 +1002,14 @@ def load_server_settings(path: Path, environ: Mapping[str, str]) -> ServerSettin
     """
     document = load_document(path, environ)
     return _build(_SHAPE.validate(document, path), path)
+
+
+def accepted_keys() -> frozenset[str]:
+    """Every key server.toml accepts, dotted (`workflows.steps.approvers.role`): the keys
+    docs/server.md §3 documents, as a test holds them."""
+    return _SHAPE.accepted_keys()
+
+
+def not_supported_keys() -> frozenset[str]:
+    """The keys refused with "not supported yet", as docs/server.md §3.3 lists them."""
+    return _SHAPE.not_supported_keys()

@@ -105,9 +105,11 @@ class AutoApproveMode(StrEnum):
 class AutoApprove:
     """`[workflows.auto_approve]`. The risk fields matter for `risk_based` only.
 
-    `allow_read_only`, `allow_safe_ddl` and `max_estimated_rows` are inputs to risk
-    scoring (§5.6): a read-only SELECT or safe DDL scores low, a table above
-    `max_estimated_rows` scores at least medium.
+    `allow_read_only` is an input to risk scoring (docs/server.md §5.6): a read-only SELECT
+    scores low. `allow_safe_ddl` and `max_estimated_rows` belong to dbward 0.2's scoring
+    (safe DDL low, a table above `max_estimated_rows` at least medium), which this version
+    does not do: the config loader refuses them as not supported yet, so they keep their
+    defaults here, as request snapshots and `GET /api/workflows` report them.
     """
 
     mode: AutoApproveMode

@@ -183,8 +183,6 @@ class TestDefaults:
             mode = "risk_based"
             risk = "medium"
             allow_read_only = false
-            allow_safe_ddl = false
-            max_estimated_rows = 50
             [[workflows.steps]]
             type = "approval"
             mode = "any"
@@ -282,8 +280,6 @@ class TestDefaults:
                     AutoApproveMode.RISK_BASED,
                     RiskLevel.MEDIUM,
                     allow_read_only=False,
-                    allow_safe_ddl=False,
-                    max_estimated_rows=50,
                 ),
                 steps=(
                     ApprovalStep(
@@ -625,7 +621,7 @@ class TestShape:
             (
                 'trusted_proxies = ["10.0.0.0/8"]',
                 "trusted_proxies: trusted_proxies is a dbward "
-                "0.2 setting this server does not support yet; remove it",
+                "0.2 setting that is not supported yet; remove it",
             ),
         ],
     )
@@ -719,38 +715,52 @@ class TestDeprecatedAndUnsupported:
             ),
             (
                 '[[webhooks]]\nid = "ops"',
-                "webhooks: [[webhooks]] is a dbward 0.2 setting this server does not support "
-                "yet; remove it",
+                "webhooks: [[webhooks]] is a dbward 0.2 setting that is not supported yet; "
+                "remove it",
             ),
             (
                 '[[sql_review]]\ndatabase = "app"',
-                "sql_review: [[sql_review]] is a dbward 0.2 setting this server does not "
-                "support yet; remove it",
+                "sql_review: [[sql_review]] is a dbward 0.2 setting that is not supported "
+                "yet; remove it",
             ),
             (
                 "[sql_review]\ndrop_table = 'warn'",
-                "sql_review: [[sql_review]] is a dbward 0.2 setting this server does not "
-                "support yet; remove it",
+                "sql_review: [[sql_review]] is a dbward 0.2 setting that is not supported "
+                "yet; remove it",
             ),
             (
                 '[[notification_policies]]\nwebhooks = ["ops"]',
-                "notification_policies: [[notification_policies]] is a dbward 0.2 setting this "
-                "server does not support yet; remove it",
+                "notification_policies: [[notification_policies]] is a dbward 0.2 setting "
+                "that is not supported yet; remove it",
             ),
             (
                 "[preflight]\nmax_concurrent_per_user = 3",
-                "preflight: [preflight] is a dbward 0.2 setting this server does not support "
-                "yet; remove it",
+                "preflight: [preflight] is a dbward 0.2 setting that is not supported yet; "
+                "remove it",
             ),
             (
                 '[auth.oidc]\nissuer = "https://idp"',
-                "auth.oidc: [auth.oidc] is a dbward 0.2 setting this server does not support "
-                "yet; remove it",
+                "auth.oidc: [auth.oidc] is a dbward 0.2 setting that is not supported yet; "
+                "remove it",
             ),
             (
                 '[result_storage]\nbucket = "b"',
-                'result_storage.bucket: applies to backend = "s3", which this server does not '
-                "support yet; remove it",
+                'result_storage.bucket: applies to backend = "s3", which is not supported yet; '
+                "remove it",
+            ),
+            (
+                '[workflows.auto_approve]\nmode = "risk_based"\nrisk = "low"\n'
+                "allow_safe_ddl = true",
+                "workflows[0].auto_approve.allow_safe_ddl: allow_safe_ddl is not supported yet: "
+                "risk scoring does not use it (a select scores low under allow_read_only, "
+                "anything else unknown); remove it",
+            ),
+            (
+                '[workflows.auto_approve]\nmode = "risk_based"\nrisk = "low"\n'
+                "max_estimated_rows = 1000",
+                "workflows[0].auto_approve.max_estimated_rows: max_estimated_rows is not "
+                "supported yet: risk scoring does not use it (a select scores low under "
+                "allow_read_only, anything else unknown); remove it",
             ),
         ],
     )
@@ -907,14 +917,14 @@ class TestWorkflows:
     def test_always_takes_no_risk_keys(self, tmp_path: Path) -> None:
         text = config(
             '[[workflows]]\nauto_approve = { mode = "always", risk = "low", '
-            "max_estimated_rows = 5 }"
+            "allow_read_only = true }"
         )
         message = (
             'applies to mode = "risk_based" only; remove it (mode "always" approves every request)'
         )
         assert error_lines(tmp_path, text) == [
             f"workflows[0].auto_approve.risk: {message}",
-            f"workflows[0].auto_approve.max_estimated_rows: {message}",
+            f"workflows[0].auto_approve.allow_read_only: {message}",
         ]
 
     def test_risk_choices(self, tmp_path: Path) -> None:

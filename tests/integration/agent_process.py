@@ -10,6 +10,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.fakes.clock import RealClock
 from tests.fakes.http_server import FakeHttpServer
@@ -34,6 +37,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def wait_for_status(client: httpx.Client, request_id: str, wanted: str, timeout: float) -> None:
+    """Long-poll `GET /api/requests/{id}?wait=` until the request is `wanted`; fail naming
+    the status it is in after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        shown: dict[str, Any] = client.get(f"/api/requests/{request_id}", params={"wait": 5}).json()
+        status = shown["status"]
+        if status == wanted:
+            return
+    raise AssertionError(f"request {request_id} is {status}, not {wanted}, after {timeout}s")
 
 
 class AgentProcess:

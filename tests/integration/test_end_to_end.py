@@ -41,12 +41,14 @@ class ServerProcess:
             "lease_reclaim_interval_secs = 1\n"
         )
         self.log_path = tmp / "server.log"
+        #: Command-line options after `--config` (e.g. `--listen` for a config kept as is).
+        self.options: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [DBWARD, "server", "--config", str(self.config)],
+            [DBWARD, "server", "--config", str(self.config), *self.options],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -12,16 +12,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
-from tests.integration.agent_process import DBWARD, AgentProcess, wait_until
+from tests.integration.agent_process import (
+    DBWARD,
+    AgentProcess,
+    wait_for_status,
+    wait_until,
+)
 from tests.integration.test_end_to_end import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -78,17 +80,6 @@ def _agent(tmp_path: Path, name: str, server: ServerProcess, pg_database: str) -
     )
 
 
-def _wait_for_status(client: httpx.Client, request_id: str, wanted: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        shown: dict[str, Any] = client.get(f"/api/requests/{request_id}", params={"wait": 5}).json()
-        status = shown["status"]
-        if status == wanted:
-            return
-    raise AssertionError(f"request {request_id} is {status}, not {wanted}, after {timeout}s")
-
-
 def test_a_killed_agents_request_is_lost_then_resumed_and_run_by_another_agent(
     tmp_path: Path, server: ServerProcess, pg_database: str
 ) -> None:
@@ -110,11 +101,11 @@ def test_a_killed_agents_request_is_lost_then_resumed_and_run_by_another_agent(
             )
             assert created.status_code == 201, created.text
             request_id = created.json()["id"]
-            _wait_for_status(client, request_id, "running", 30)
+            wait_for_status(client, request_id, "running", 30)
 
             first.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
             first.wait(10)
-            _wait_for_status(client, request_id, "execution_lost", LOST_WITHIN_SECS)
+            wait_for_status(client, request_id, "execution_lost", LOST_WITHIN_SECS)
             lock.rollback()  # the table is free again
 
             resumed = client.post(f"/api/requests/{request_id}/resume", json={})

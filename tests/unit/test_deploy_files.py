@@ -35,3 +35,16 @@ def test_docker_run_matches_the_brief() -> None:
     assert "-e DBWARD_AGENT_TOKEN" in script and "-e DATABASE_URL" in script
     assert ":/etc/dbward/dbward-agent.toml:ro" in script
     assert "agent --config /etc/dbward/dbward-agent.toml" in script
+
+
+def test_systemd_server_unit_runs_the_server_unprivileged_and_lets_it_drain() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy" / "dbward-server.service")
+    service = unit["Service"]
+    assert service["User"] == "dbward"
+    assert "dbward server --config /etc/dbward/server.toml" in service["ExecStart"]
+    assert service["StateDirectory"] == "dbward"
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["Restart"] == "always"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"

@@ -356,11 +356,17 @@ def _table_exists(admin: psycopg.Connection[Any], name: str) -> bool:
 
 
 def _assert_no_agent_transaction_left(admin: psycopg.Connection[Any]) -> None:
-    rows = admin.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name = 'dbward-agent' AND state LIKE 'idle in transaction%'"
-    ).fetchone()
-    assert rows == (0,)
+    """No agent session stays in a transaction. The statistics collector may report a
+    backend's new state a moment after its client saw the answer, so this waits briefly."""
+
+    def none_left() -> bool:
+        rows = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'dbward-agent' AND state LIKE 'idle in transaction%'"
+        ).fetchone()
+        return rows == (0,)
+
+    wait_for(none_left, 5, "no agent session left in a transaction")
 
 
 @pytest.mark.parametrize("plan", TRANSACTION_ESCAPES.values(), ids=TRANSACTION_ESCAPES.keys())

@@ -42,6 +42,7 @@ from domain.server.errors import Unauthenticated
 from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
 from domain.shared.jobs import AgentStatus, JobResult, PollRequest
+from domain.shared.migration_files import MigrationFile, build_detail, detail_json
 from domain.shared.operations import DEFAULT_OPERATIONS
 from domain.shared.scopes import Capabilities, Scope
 from tests.integration.agent_process import AGENT_TOKEN, AgentProcess, wait_until
@@ -994,7 +995,7 @@ def test_two_replicas_never_run_two_migrations_of_one_database(
         build_harness(tmp_path, settings, clock),
     )
     try:
-        detail = json.dumps({"format": "v2", "direction": "up", "versions": [], "migrations": []})
+        detail = detail_json(build_detail([MigrationFile("1_t.sql", "1", "SELECT 1", None)], "up"))
         ids = [
             first.create(detail=detail, operation="migrate_up", idempotency_key=key)
             for key in ("a", "b")

@@ -63,7 +63,7 @@ def test_a_directory_of_sql_files_without_one_migration_is_an_error() -> None:
 
 
 def test_two_files_of_one_version_are_refused() -> None:
-    with pytest.raises(MigrationDetailError, match="duplicate version 1: 01_b.sql and 1_a.sql"):
+    with pytest.raises(MigrationDetailError, match=r"duplicate version 1: 01_b\.sql and 1_a\.sql"):
         parse_migration_files([("1_a.sql", USERS), ("01_b.sql", USERS)])
 
 

@@ -52,6 +52,8 @@ DEFAULT_ENVIRONMENT = "development"
 DEFAULT_TIMEOUT_SECS = 600
 #: How long one `?wait=` call holds; below the client's 30 s read timeout.
 _WAIT_STEP_SECS = 20
+#: The least time between two status reads when the server does not hold them.
+_MIN_PAUSE_SECS = 0.5
 EXIT_PENDING = 2
 EXIT_TIMEOUT = 124
 #: Statuses after which nothing runs without someone acting.
@@ -171,7 +173,6 @@ def submit_and_wait(
     client: ApiClient,
     body: JsonObject,
     timeout_secs: int,
-    clock: Callable[[], float] = time.monotonic,
 ) -> JsonObject:
     """Submit, then wait for the result of an auto-approved request.
 
@@ -202,12 +203,12 @@ def submit_and_wait(
                 }
             )
         raise typer.Exit(EXIT_PENDING)
-    deadline = clock() + timeout_secs
+    deadline = time.monotonic() + timeout_secs
     last = status
     while status not in _DONE:
         if status in _STOPPED:
             _exit(out, 1, status, f"request {request_id} is {status}", {"request_id": request_id})
-        remaining = deadline - clock()
+        remaining = deadline - time.monotonic()
         if remaining <= 0:
             _exit(
                 out,
@@ -216,8 +217,12 @@ def submit_and_wait(
                 f"no result after {timeout_secs} s; request {request_id} is {status}",
                 {"request_id": request_id, "status": status},
             )
+        asked = time.monotonic()
         current = client.migration_request(request_id, min(_WAIT_STEP_SECS, max(1, int(remaining))))
         status = str(current.get("status"))
+        if status == last and time.monotonic() - asked < _MIN_PAUSE_SECS:
+            # The server answered at once without news (draining, or no long-poll): pace.
+            time.sleep(_MIN_PAUSE_SECS)
         if status != last:
             hint = current.get("queue_hint")
             out.status(f"Request {request_id}: {status}" + (f" ({hint})" if hint else ""))

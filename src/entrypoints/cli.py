@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from entrypoints.admin.audit import audit_app
+from entrypoints.admin.migrate import migrate_app
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
 from entrypoints.agent.command import check_config, run_agent
@@ -85,6 +86,7 @@ def server(
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(migrate_app, name="migrate")
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from domain.server.errors import Unauthenticated
 from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
 from domain.shared.jobs import AgentStatus, JobResult, PollRequest
+from domain.shared.migration_files import MigrationFile, build_detail, detail_json
 from domain.shared.operations import DEFAULT_OPERATIONS
 from domain.shared.scopes import Capabilities, Scope
 from tests.integration.agent_process import AGENT_TOKEN, AgentProcess, wait_until
@@ -994,7 +995,7 @@ def test_two_replicas_never_run_two_migrations_of_one_database(
         build_harness(tmp_path, settings, clock),
     )
     try:
-        detail = json.dumps({"format": "v2", "direction": "up", "versions": [], "migrations": []})
+        detail = detail_json(build_detail([MigrationFile("1_t.sql", "1", "SELECT 1", None)], "up"))
         ids = [
             first.create(detail=detail, operation="migrate_up", idempotency_key=key)
             for key in ("a", "b")
@@ -1212,3 +1213,30 @@ def test_dry_runs_of_finished_requests_expire_and_polls_hold_again(
     assert [job.status.value for job in jobs] == ["failed"]
     held = client.post("/api/agent/poll", json={**staging, "wait_ms": 200}, headers=AGENT_H).json()
     assert held["dry_run_jobs"] == [] and held["wait_ms"] >= 150
+
+
+def test_a_second_migration_of_a_database_is_not_claimed_while_one_runs(
+    client: TestClient,
+) -> None:
+    """Through the HTTP API: two auto-approved migrate_up requests of app/production are
+    both dispatched, the first claim wins, the second is refused 409 until the first ends."""
+    detail = detail_json(build_detail([MigrationFile("1_t.sql", "1", "SELECT 1", None)], "up"))
+    first = create(client, detail, operation="migrate_up")["id"]
+    second = create(client, detail, operation="migrate_up", idempotency_key="second")["id"]
+    migrations = ["migrate_up", "migrate_down", "migrate_status"]
+    capabilities = {
+        "scopes": [{"database": "app", "environment": "production"}],
+        "operations": migrations,
+    }
+    offered = {job["id"] for job in poll(client, capabilities=capabilities)["jobs"]}
+    assert offered == {first, second}
+    job = claim(client, first)
+    refused = client.post(f"/api/agent/jobs/{second}/claim", headers=AGENT_H)
+    assert refused.status_code == 409, refused.text
+    assert "migration already running for this database" in refused.text
+    # A non-mutating migrate_status of the same database is not held back.
+    status = create(client, "", operation="migrate_status")["id"]
+    poll(client, capabilities=capabilities)
+    claim(client, status)
+    result(client, job["execution_id"], {"success": True, "result_data": '{"applied":["1"]}'})
+    claim(client, second)

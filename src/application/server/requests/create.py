@@ -63,6 +63,7 @@ from domain.server.sql_classification import (
 )
 from domain.server.text_limits import utf8_len
 from domain.server.workflows import AutoApproved, RiskLevel, Workflow, evaluate, scope_name_problem
+from domain.shared.migration_files import MigrationDetailError, validate_migration_detail
 from domain.shared.operations import Operation, UnsupportedOperationError, parse_operation
 from domain.shared.scopes import Scope
 
@@ -197,6 +198,12 @@ class CreateRequest:
                 raise Validation(classification.rejected_reason or "SQL rejected")
             operation = classification.operation
             plan_json = execution_plan_json(classification)
+        else:
+            # Migrations: format, versions and dir_sha256 (docs/migrations.md §3).
+            try:
+                validate_migration_detail(operation.value, body.detail)
+            except MigrationDetailError as exc:
+                raise Validation(f"invalid migration detail: {exc}") from None
         # Step 7: the workflow, looked up early.
         workflow = self._settings.workflow_for(scope.database, scope.environment, operation)
         # Step 9: permission, scoped to (db, env).

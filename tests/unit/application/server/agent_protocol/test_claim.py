@@ -16,6 +16,7 @@ from domain.agent.token_verification import verify_execution_token
 from domain.server.errors import Conflict, Forbidden, NotFound
 from domain.server.execution_policies import ExecutionPolicy
 from domain.server.request_lifecycle import RequestStatus
+from domain.shared.migration_files import MigrationFile, build_detail, detail_json
 from domain.shared.timestamps import rfc3339_nanos
 from tests.unit.application.server.test_requests_and_claims import (
     AGENT,
@@ -104,7 +105,7 @@ def test_claim_refusals_in_order(server: ServerHarness) -> None:
 
 
 def test_one_migration_at_a_time_per_database(server: ServerHarness) -> None:
-    detail = json.dumps({"format": "v2", "direction": "up", "versions": [], "migrations": []})
+    detail = detail_json(build_detail([MigrationFile("1_t.sql", "1", "SELECT 1", None)], "up"))
     first = server.create(detail=detail, operation="migrate_up")
     second = server.create(detail=detail, operation="migrate_up", idempotency_key="b")
     server.poll()

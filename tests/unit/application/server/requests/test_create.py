@@ -6,7 +6,6 @@ redacted audit SQL, EXPLAIN dry-run jobs queued with the request.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from application.server.settings import AuditRedaction, AuditSettings
 from domain.server.errors import Conflict, Forbidden, Validation
 from domain.server.rbac import define_role
 from domain.server.request_lifecycle import RequestStatus
+from domain.shared.migration_files import MigrationFile, build_detail, detail_json
 from domain.shared.operations import Operation
 from tests.unit.application.server.test_requests_and_claims import (
     ADMIN,
@@ -264,14 +264,11 @@ def test_audit_redaction_modes(tmp_path: Path, mode: AuditRedaction, raw: str | 
 
 
 def test_migrations_are_summarised_not_classified(server: ServerHarness) -> None:
-    detail = json.dumps(
-        {
-            "format": "v2",
-            "direction": "up",
-            "versions": ["1", "2"],
-            "migrations": [{"version": "1", "sql": "CREATE TABLE s (v text DEFAULT 'x')"}],
-        }
-    )
+    files = [
+        MigrationFile("1_s.sql", "1", "CREATE TABLE s (v text DEFAULT 'x')", None),
+        MigrationFile("2_t.sql", "2", "CREATE TABLE t (v text)", None),
+    ]
+    detail = detail_json(build_detail(files, "up"))
     request_id = server.create(detail=detail, operation="migrate_up")
     with server.store.read() as session:
         record = session.work.get_request(request_id)
@@ -279,3 +276,18 @@ def test_migrations_are_summarised_not_classified(server: ServerHarness) -> None
     assert record.operation is Operation.MIGRATE_UP
     event = server.audit_rows("request.auto_approved")[0]
     assert event["detail_raw"] == "migrate_up: versions=[1,2]"
+
+
+def test_a_migration_detail_that_does_not_hold_is_refused_before_anything_is_stored(
+    server: ServerHarness,
+) -> None:
+    files = [MigrationFile("1_s.sql", "1", "CREATE TABLE s (v text)", None)]
+    tampered = build_detail(files, "up")
+    tampered["migrations"] = [{"version": "1", "sql": "DROP TABLE s", "transactional": True}]
+    with pytest.raises(Validation, match="invalid migration detail: dir_sha256 does not match"):
+        server.create(detail=detail_json(tampered), operation="migrate_up")
+    with pytest.raises(Validation, match="migrate_down needs direction 'down'"):
+        server.create(detail=detail_json(build_detail(files, "up")), operation="migrate_down")
+    with pytest.raises(Validation, match="migrate_status takes an empty detail"):
+        server.create(detail="SELECT 1", operation="migrate_status")
+    assert server.audit_rows("request.auto_approved") == []

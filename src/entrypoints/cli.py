@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from entrypoints.admin.audit import audit_app
+from entrypoints.admin.doctor import doctor
+from entrypoints.admin.init import init
+from entrypoints.admin.inventory import agents, databases, group_app
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
 from entrypoints.agent.command import check_config, run_agent
@@ -85,6 +88,11 @@ def server(
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.command("agents")(agents)
+app.command("databases")(databases)
+app.add_typer(group_app, name="group")
+app.command("init")(init)
+app.command("doctor")(doctor)
 
 
 def main() -> None:

@@ -23,11 +23,11 @@ from entrypoints.admin.output import (
 
 
 def scope_names(scopes: object) -> list[str]:
-    """`[{database, environment}, …]` as `database.environment` names."""
+    """`[{database, environment}, …]` as `database/environment` names (as the agent logs them)."""
     if not isinstance(scopes, list):
         return []
     return [
-        f"{scope.get('database')}.{scope.get('environment')}"
+        f"{scope.get('database')}/{scope.get('environment')}"
         for scope in scopes
         if isinstance(scope, Mapping)
     ]
@@ -63,7 +63,7 @@ def render_agents(agents: Sequence[Mapping[str, Any]], out: Output) -> None:
         out.status("No agents have polled this server yet.")
         return
     out.table(
-        ["AGENT", "VERSION", "SCOPES", "DEGRADED", "STATUS", "LAST SEEN", "JOBS"],
+        ["AGENT", "VERSION/BUILD", "SCOPES", "DEGRADED", "STATUS", "LAST SEEN", "JOBS"],
         (
             [
                 _agent_name(agent),

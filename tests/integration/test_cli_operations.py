@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from entrypoints.admin.doctor import check_agent_config
 from tests.integration.agent_process import DBWARD, AgentProcess, free_port, wait_until
 from tests.integration.test_end_to_end import ServerProcess
 
@@ -237,3 +238,23 @@ def test_doctor_exits_2_on_a_bad_token_an_unreachable_server_and_an_unreachable_
                     cwd=tmp_path, env=good)  # fmt: skip
     assert result.returncode == 2
     assert _checks(json_line(result))["agent config"]["status"] == "fail"
+
+
+def test_doctor_checks_an_agent_config_in_process(tmp_path: Path, pg_database: str) -> None:
+    """The agent-config checks in this process: one database reachable, one not (its
+    password never shown), and a config file that does not exist."""
+    dead = f"postgresql://dbward:pw-s3cret@127.0.0.1:{free_port()}/app"
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[server]\nurl = "http://127.0.0.1:{free_port()}"\nagent_token = "dbw_{"ab" * 16}"\n'
+        f'[databases.app.up]\nurl = "{pg_database}"\n[databases.app.down]\nurl = "{dead}"\n'
+    )
+    checks = {check.name: check for check in check_agent_config(config, 2.0)}
+    assert checks["agent config"].status == "ok"
+    assert checks["database app/up"].status == "ok"
+    down = checks["database app/down"]
+    assert down.status == "fail" and "pw-s3cret" not in down.detail
+    assert "dbward:***@" in down.detail
+
+    missing = check_agent_config(tmp_path / "nope.toml", 2.0)
+    assert [check.status for check in missing] == ["fail"]

@@ -200,3 +200,31 @@ def test_doctor_without_a_client_config_skips_the_server(
     assert result.exit_code == 2 and result.stderr == ""
     checks = one_line(result)["data"]["checks"]
     assert [c["status"] for c in checks] == ["fail", "skip", "skip", "skip", "skip"]
+
+
+def test_init_asks_for_url_and_hidden_token_on_a_terminal(
+    api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("entrypoints.admin.init._interactive", lambda out: True)
+    result = run("init", "--global", input=f"{URL}/\n{TOKEN}\n")
+    assert result.exit_code == 0, result.output
+    assert TOKEN not in result.output
+    path = tmp_path / "home" / ".config" / "dbward" / "config.toml"
+    # CliRunner echoes the typed URL (a terminal would); the hidden token is not echoed.
+    assert result.stdout.splitlines()[-1] == str(path)
+    assert path.read_text().endswith(f'url = "{URL}"\ntoken = "{TOKEN}"\n')
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_init_an_empty_token_answer_stores_none(
+    api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("entrypoints.admin.init._interactive", lambda out: True)
+    result = run("init", "--url", URL, input="\n")
+    assert result.exit_code == 0, result.output
+    assert "token" not in (tmp_path / "dbward.toml").read_text().split("[server]")[1]
+    assert "no token stored" in result.stderr
+
+
+def test_init_token_and_no_token_exclude_each_other(api: FakeApi) -> None:
+    assert run("init", "--url", URL, "--token", TOKEN, "--no-token").exit_code == 2

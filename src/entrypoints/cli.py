@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from entrypoints.admin.audit import audit_app
+from entrypoints.admin.doctor import doctor
+from entrypoints.admin.init import init
+from entrypoints.admin.inventory import agents, databases, group_app
 from entrypoints.admin.migrate import migrate_app
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
@@ -87,6 +90,11 @@ app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(migrate_app, name="migrate")
+app.command("agents")(agents)
+app.command("databases")(databases)
+app.add_typer(group_app, name="group")
+app.command("init")(init)
+app.command("doctor")(doctor)
 
 
 def main() -> None:

@@ -388,6 +388,32 @@ class ApiClient:
         """`GET /api/requests/{id}/result/content` → `{success, error_message, result_data, …}`."""
         return self._object("GET", f"/api/requests/{path_segment(request_id)}/result/content")
 
+    # --- operations: agents, databases, groups, health (docs/server.md §8.2) ---------------
+
+    def list_agents(self) -> list[JsonObject]:
+        """`GET /api/agents` → one entry per agent identity: status, scopes, degraded scopes."""
+        return _object_list(self._json("GET", "/api/agents"), "agents", "GET /api/agents")
+
+    def list_databases(self) -> list[JsonObject]:
+        """`GET /api/databases` → configured database/environment pairs and their agents."""
+        listing = self._json("GET", "/api/databases")
+        return _object_list(listing, "databases", "GET /api/databases")
+
+    def list_groups(self) -> list[JsonObject]:
+        """`GET /api/groups` → `{name, roles, members}` for each configured group."""
+        return _object_list(self._json("GET", "/api/groups"), "groups", "GET /api/groups")
+
+    def get_group(self, name: str) -> JsonObject:
+        return self._object("GET", f"/api/groups/{path_segment(name)}")
+
+    def health(self) -> JsonObject:
+        """`GET /health` (public) → `{status, version, min_agent_version}`."""
+        return self._object("GET", "/health")
+
+    def ready(self) -> JsonObject:
+        """`GET /ready` (public) → `{status, checks}`; 503 while draining or degraded."""
+        return self._object("GET", "/ready")
+
 
 def _object_list(data: Any, key: str, what: str) -> list[JsonObject]:
     """The list under `key` (or `data` itself when the server sends a bare list)."""

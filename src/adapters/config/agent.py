@@ -472,7 +472,7 @@ def _redact_token(token: str) -> str:
     return "<redacted>"
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     """Replace the password (userinfo or a `password=` query parameter) with `***`."""
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -513,7 +513,7 @@ def render_effective_config(settings: AgentSettings) -> str:
         _assign(lines, name, value)
     server = settings.server
     lines += ["", "[server]"]
-    _assign(lines, "url", _redact_url(server.url))
+    _assign(lines, "url", redact_url(server.url))
     _assign(lines, "agent_token", _redact_token(server.agent_token))
     _assign(lines, "allow_insecure", server.allow_insecure)
     if server.public_key is None:
@@ -523,7 +523,7 @@ def render_effective_config(settings: AgentSettings) -> str:
     for database in settings.databases:
         scope = database.scope
         lines += ["", f"[databases.{_toml_key(scope.database)}.{_toml_key(scope.environment)}]"]
-        _assign(lines, "url", _redact_url(database.url))
+        _assign(lines, "url", redact_url(database.url))
         if database.migrations_dir is None:
             lines.append("# migrations_dir: not set")
         else:

@@ -150,7 +150,8 @@ class PollForWork:
                     )
                     if reply.has_work:
                         break
-        held = max(int((loop.time() - started) * 1000), 0)
+        # Rounded, not truncated: float arithmetic makes a full 400 ms hold 399.99… ms.
+        held = max(round((loop.time() - started) * 1000), 0)
         if not reply.has_work:
             await asyncio.to_thread(self._touch, principal, body, scopes, degraded)
         return replace(reply, wait_ms=held)

@@ -9,6 +9,7 @@ import typer
 
 from entrypoints.admin.audit import audit_app
 from entrypoints.admin.migrate import migrate_app
+from entrypoints.admin.requests import execute, request_app, whoami
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
 from entrypoints.agent.command import check_config, run_agent
@@ -87,6 +88,9 @@ app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(migrate_app, name="migrate")
+app.command()(whoami)
+app.command()(execute)
+app.add_typer(request_app, name="request")
 
 
 def main() -> None:

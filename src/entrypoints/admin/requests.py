@@ -194,7 +194,6 @@ def execute(
         created = session.client.create_request(body)
         request_id = str(created.get("id"))
         status = str(created.get("status"))
-        out.status(f"Request {request_id}: {status}")
         if status == "pending":
             _stop_pending(out, created)
         if status == "approved":  # an idempotent replay of a request approved since

@@ -12,6 +12,7 @@ from entrypoints.admin.doctor import doctor
 from entrypoints.admin.init import init
 from entrypoints.admin.inventory import agents, databases, group_app
 from entrypoints.admin.migrate import migrate_app
+from entrypoints.admin.requests import execute, request_app, whoami
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
 from entrypoints.agent.command import check_config, run_agent
@@ -95,6 +96,9 @@ app.command("databases")(databases)
 app.add_typer(group_app, name="group")
 app.command("init")(init)
 app.command("doctor")(doctor)
+app.command()(whoami)
+app.command()(execute)
+app.add_typer(request_app, name="request")
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ from adapters.wire.urls import path_segment
 
 DEFAULT_TIMEOUT_SECS = 30.0
 CONNECT_TIMEOUT_SECS = 10.0
+#: The server holds a result stream up to 300 s; a little more so its own 204 arrives first.
+RESULT_STREAM_TIMEOUT_SECS = 330.0
 #: How much of a non-JSON error body is worth carrying in a message.
 _ERROR_BODY_PREVIEW = 200
 
@@ -333,6 +335,7 @@ class ApiClient:
         *,
         body: JsonObject | None = None,
         params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         url = f"{self._base_url}{path}"
         try:
@@ -342,6 +345,9 @@ class ApiClient:
                 params=dict(params) if params else None,
                 content=None if body is None else orjson.dumps(body),
                 headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=httpx.USE_CLIENT_DEFAULT
+                if timeout is None
+                else httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_SECS),
             )
         except httpx.TimeoutException as exc:
             raise ApiError(
@@ -413,6 +419,70 @@ class ApiClient:
     def ready(self) -> JsonObject:
         """`GET /ready` (public) → `{status, checks}`; 503 while draining or degraded."""
         return self._object("GET", "/ready")
+
+    # --- requests and results (docs/server.md §1.3-§1.8, §2.4) ----------------------------
+
+    def create_request(self, body: JsonObject) -> JsonObject:
+        """`POST /api/requests` → `{id, status, operation, approvers, idempotent, expires_at}`."""
+        return self._object("POST", "/api/requests", body=body)
+
+    def list_requests(self, filters: Mapping[str, str]) -> list[JsonObject]:
+        """`GET /api/requests` with `limit`, `offset`, `status`, `user`, `pending_for_me`."""
+        listing = self._object("GET", "/api/requests", params=filters)
+        return _object_list(listing, "requests", "GET /api/requests")
+
+    def get_request(self, request_id: str, wait_secs: int | None = None) -> JsonObject:
+        """`GET /api/requests/{id}[?wait=N]`: with `wait`, answers when the status changes."""
+        params = None if wait_secs is None else {"wait": str(wait_secs)}
+        return self._object("GET", self._request_path(request_id), params=params)
+
+    def approve_request(
+        self, request_id: str, comment: str | None = None, selector: str | None = None
+    ) -> JsonObject:
+        """`POST /api/requests/{id}/approve` → step progress and the new status."""
+        body = {k: v for k, v in (("comment", comment), ("selector", selector)) if v is not None}
+        return self._object("POST", f"{self._request_path(request_id)}/approve", body=body)
+
+    def reject_request(self, request_id: str, reason: str | None = None) -> JsonObject:
+        body = {} if reason is None else {"reason": reason}
+        return self._object("POST", f"{self._request_path(request_id)}/reject", body=body)
+
+    def cancel_request(self, request_id: str, reason: str | None = None) -> JsonObject:
+        body = {} if reason is None else {"reason": reason}
+        return self._object("POST", f"{self._request_path(request_id)}/cancel", body=body)
+
+    def resume_request(self, request_id: str, reason: str | None = None) -> JsonObject:
+        """`POST /api/requests/{id}/resume` → `{id, status: dispatched, resumed_from, warning}`."""
+        body = {} if reason is None else {"reason": reason}
+        return self._object("POST", f"{self._request_path(request_id)}/resume", body=body)
+
+    def request_result(self, request_id: str, execution_id: str | None = None) -> JsonObject:
+        """`GET /api/requests/{id}/result/content[?execution_id=]`: the stored result."""
+        params = None if execution_id is None else {"execution_id": execution_id}
+        path = f"{self._request_path(request_id)}/result/content"
+        return self._object("GET", path, params=params)
+
+    def request_result_stream(self, request_id: str) -> JsonObject | None:
+        """`GET /api/requests/{id}/result/stream`: the result, or None when the wait ran out.
+
+        The server holds the call up to 300 s, so this one call gets a longer read timeout.
+        """
+        path = f"{self._request_path(request_id)}/result/stream"
+        data = self._json("GET", path, timeout=RESULT_STREAM_TIMEOUT_SECS)
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise ApiError(None, "malformed_response", f"GET {path}: expected a JSON object")
+        return data
+
+    def list_results(self, filters: Mapping[str, str]) -> list[JsonObject]:
+        """`GET /api/results` (`limit`, `offset`, `database`, `environment`), newest first."""
+        listing = self._object("GET", "/api/results", params=filters)
+        return _object_list(listing, "results", "GET /api/results")
+
+    @staticmethod
+    def _request_path(request_id: str) -> str:
+        return f"/api/requests/{path_segment(request_id)}"
 
 
 def _object_list(data: Any, key: str, what: str) -> list[JsonObject]:

@@ -131,7 +131,16 @@ class Output:
     def envelope(self, payload: Mapping[str, object]) -> None:
         typer.echo(json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str))
 
-    def fail(self, code: str, message: str, hint: str | None = None) -> NoReturn:
+    def fail(
+        self,
+        code: str,
+        message: str,
+        hint: str | None = None,
+        *,
+        exit_code: int = 1,
+        data: object = None,
+    ) -> NoReturn:
+        """Print the error (human: stderr; json/quiet: the envelope, with `data` if any)."""
         if self.human:
             typer.echo(f"error: {message}", err=True)
             if hint:
@@ -140,8 +149,8 @@ class Output:
             error: dict[str, str] = {"code": code, "message": message}
             if hint:
                 error["hint"] = hint
-            self.envelope({"ok": False, "data": None, "error": error})
-        raise typer.Exit(1)
+            self.envelope({"ok": False, "data": data, "error": error})
+        raise typer.Exit(exit_code)
 
 
 def _console(stream: Any) -> Console:
@@ -195,14 +204,7 @@ def run_client_command(
     `call` returns the JSON-able data; `render` prints it in human mode (json and quiet
     print the envelope instead).
     """
-    config_path, fmt = _effective_options(ctx, config, output_format)
-    out = Output(fmt)
-    try:
-        client_config = resolve_client_config(config_path, os.environ, cwd=Path.cwd(), home=_home())
-    except ClientConfigError as exc:
-        out.fail("config", str(exc))
-    for warning in client_config.warnings:
-        out.warning(warning)
+    out, client_config = client_session(ctx, config, output_format)
     try:
         with api_client_factory(client_config) as client:
             data = call(client)
@@ -213,6 +215,30 @@ def run_client_command(
     else:
         out.envelope({"ok": True, "data": data})
     raise typer.Exit(0)
+
+
+def client_session(
+    ctx: typer.Context,
+    config: Path | None,
+    output_format: OutputFormat | None,
+    *,
+    allow_insecure: bool = False,
+) -> tuple[Output, ClientConfig]:
+    """The output and the resolved client config; a config problem fails (exit 1) here.
+
+    For commands whose exit codes go beyond 0 and 1 (`execute`, `request …`), which open
+    the API client themselves. `allow_insecure` silences the plain-http warning.
+    """
+    config_path, fmt = _effective_options(ctx, config, output_format)
+    out = Output(fmt)
+    try:
+        client_config = resolve_client_config(config_path, os.environ, cwd=Path.cwd(), home=_home())
+    except ClientConfigError as exc:
+        out.fail("config", str(exc))
+    if not allow_insecure:
+        for warning in client_config.warnings:
+            out.warning(warning)
+    return out, client_config
 
 
 def _home() -> Path | None:

@@ -1,0 +1,259 @@
+"""`dbward whoami`, `dbward execute` and `dbward request …` as a person runs them (docs/cli.md).
+
+A real `dbward server` (development auto-approved, production one approval step, staging
+auto-approved but served by no agent) and a real `dbward agent` on PostgreSQL; every CLI
+call is a `dbward` subprocess whose `--format json` line is parsed and whose exit code is
+checked: 0 ok, 1 error, 2 usage or pending approval, 124 timeout, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.agent_process import DBWARD, AgentProcess, wait_until
+from tests.integration.test_end_to_end import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+WORKFLOWS = """
+[[databases]]
+name = "app"
+environments = ["development", "production", "staging"]
+[[workflows]]
+database = "app"
+environment = "development"
+auto_approve = { mode = "always" }
+[[workflows]]
+database = "app"
+environment = "staging"
+auto_approve = { mode = "always" }
+[[workflows]]
+database = "app"
+environment = "production"
+[[workflows.steps]]
+[[workflows.steps.approvers]]
+role = "approver"
+min = 1
+"""
+
+
+@dataclass
+class Cli:
+    """Runs `dbward …` with one user's token; `json()` parses the one envelope line."""
+
+    server_url: str
+    token: str
+    cwd: Path
+
+    def env(self) -> dict[str, str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("DBWARD_")}
+        return {**clean, "DBWARD_SERVER_URL": self.server_url, "DBWARD_TOKEN": self.token}
+
+    def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(DBWARD), *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            cwd=self.cwd,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def json(self, *args: str, expect: int = 0) -> dict[str, Any]:
+        done = self.run(*args, "--format", "json")
+        assert done.returncode == expect, (done.returncode, done.stdout, done.stderr)
+        lines = done.stdout.splitlines()
+        assert len(lines) == 1, done.stdout
+        envelope: dict[str, Any] = json.loads(lines[0])
+        assert set(envelope) >= {"ok", "data"}
+        assert envelope["ok"] is (expect == 0)
+        return envelope
+
+
+@dataclass
+class Stack:
+    server: ServerProcess
+    rita: Cli  # requester
+    alex: Cli  # approver
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_database: str) -> Iterator[Stack]:
+    server = ServerProcess(tmp_path)
+    server.config.write_text(
+        f'state_dir = "{server.state}"\nlisten = "127.0.0.1:{server.port}"\n' + WORKFLOWS
+    )
+    server.start()
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    agent = AgentProcess(
+        agent_dir,
+        server.url,
+        {"app.development": pg_database, "app.production": pg_database},
+        poll_wait_ms=20000,
+    )
+    agent.start_with_token((server.state / "agent-token").read_text().strip())
+    try:
+        tokens: dict[str, str] = {}
+        with server.client() as admin:
+            for user, role in (("rita", "requester"), ("alex", "approver")):
+                created = admin.post("/api/users", json={"id": user, "roles": [role]})
+                assert created.status_code == 201, created.text
+                tokens[user] = created.json()["token"]
+        wait_until(agent.ready.exists, 30, "the agent's readiness probe")
+        yield Stack(
+            server,
+            Cli(server.url, tokens["rita"], tmp_path),
+            Cli(server.url, tokens["alex"], tmp_path),
+        )
+    finally:
+        agent.signal(signal.SIGTERM)
+        agent.wait(30)
+        agent.kill()
+        assert server.stop() == 0, server.log_path.read_text()
+
+
+def test_whoami_names_the_token_s_subject(stack: Stack) -> None:
+    me = stack.rita.json("whoami")["data"]
+    assert me["subject_id"] == "rita"
+    human = stack.rita.run("whoami")
+    assert human.returncode == 0, human.stderr
+    assert "rita" in human.stdout
+
+
+def test_an_auto_approved_query_waits_and_prints_its_result(stack: Stack, tmp_path: Path) -> None:
+    sql = "SELECT 41 + 1 AS answer, 'dbward' AS name"
+    envelope = stack.rita.json("execute", sql, "--database", "app", "-e", "development", "-y")
+    result = envelope["data"]["result"]
+    assert result["success"] is True
+    assert result["result_data"]["rows"] == [{"answer": 42, "name": "dbward"}]
+
+    human = stack.rita.run("execute", sql, "--database", "app", "-y")  # development: default
+    assert human.returncode == 0, human.stderr
+    assert "answer" in human.stdout
+    assert "42" in human.stdout
+    assert "dbward" in human.stdout
+    assert "(1 row)" in human.stdout
+
+    saved = tmp_path / "answer.csv"
+    as_csv = stack.rita.run(
+        "execute", sql, "--database", "app", "-y", "--result-format", "csv", "--output", str(saved)
+    )
+    assert as_csv.returncode == 0, as_csv.stderr
+    assert as_csv.stdout == "answer,name\n42,dbward\n"
+    assert saved.read_text() == "answer,name\n42,dbward\n"
+
+    unconfirmed = stack.rita.json("execute", sql, "--database", "app", expect=1)
+    assert unconfirmed["error"]["code"] == "confirmation_required"
+    failing = stack.rita.json("execute", "SELECT * FROM no_such_table", "-d", "app", "-y", expect=1)
+    assert failing["error"]["code"] == "execution_failed"
+    assert failing["data"]["result"]["success"] is False
+
+
+def test_a_write_waits_for_approval_then_resume_runs_it(stack: Stack) -> None:
+    rita, alex = stack.rita, stack.alex
+    stack_sql = "CREATE TABLE refunds (id int PRIMARY KEY)"
+    assert rita.json("execute", stack_sql, "-d", "app", "-e", "development", "-y")["ok"]
+
+    write = "INSERT INTO refunds (id) VALUES (7)"
+    pending = rita.json("execute", write, "-d", "app", "-e", "production", "-y", expect=2)
+    assert pending["error"]["code"] == "pending_approval"
+    assert pending["data"]["approvers"] == ["role:approver"]
+    request_id = pending["data"]["id"]
+    human = rita.run("execute", write, "-d", "app", "-e", "production", "-y")
+    assert human.returncode == 2
+    assert "requires approval from role:approver" in human.stderr
+
+    listed = rita.json("request", "list", "--status", "pending")["data"]
+    assert request_id in [entry["id"] for entry in listed]
+    assert rita.json("request", "show", request_id)["data"]["status"] == "pending"
+    waiting_for_alex = alex.json("request", "list", "--pending-for-me")["data"]
+    assert request_id in [entry["id"] for entry in waiting_for_alex]
+
+    refused = rita.json("request", "approve", request_id, expect=1)  # not an approver
+    assert refused["error"]["code"] == "forbidden"
+    not_yet = rita.json("request", "resume", request_id, expect=1)  # still pending
+    assert not_yet["error"]["code"] == "invalid_transition"
+
+    approved = alex.json("request", "approve", request_id, "--comment", "ok")["data"]
+    assert approved["status"] == "approved"
+    assert approved["matched_selector"] == "role:approver"
+
+    resumed = rita.json("request", "resume", request_id)["data"]
+    assert resumed["result"]["success"] is True
+    assert resumed["result"]["rows_affected"] == 1
+
+    stored = rita.json("request", "result", request_id)["data"]["result"]
+    assert stored["success"] is True
+    human_result = rita.run("request", "result", request_id)
+    assert human_result.returncode == 0, human_result.stderr
+    assert "1 row affected" in human_result.stdout
+    results = rita.json("request", "results", "--limit", "10")["data"]
+    assert request_id in [entry["request_id"] for entry in results]
+
+
+def test_reject_cancel_and_the_error_exit_codes(stack: Stack) -> None:
+    rita, alex = stack.rita, stack.alex
+    write = "DELETE FROM nothing_yet"
+    first = rita.json("execute", write, "-d", "app", "-e", "production", "-y", expect=2)["data"]
+    second = rita.json("execute", write, "-d", "app", "-e", "production", "-y", expect=2)["data"]
+
+    rejected = alex.json("request", "reject", first["id"], "--reason", "no WHERE")["data"]
+    assert rejected["status"] == "rejected"
+    cancelled = rita.json("request", "cancel", second["id"], "--reason", "changed my mind")
+    assert cancelled["data"]["status"] == "cancelled"
+    assert rita.json("request", "show", second["id"])["data"]["status"] == "cancelled"
+
+    missing = rita.json("request", "show", "no-such-request", expect=1)
+    assert missing["error"]["code"] == "request.not_found"
+    no_result = rita.json("request", "result", "no-such-request", expect=1)
+    assert no_result["error"]["code"].endswith("not_found")
+    assert rita.run("request", "approve").returncode == 2  # usage: the ID is missing
+    assert rita.run("execute", "--database", "app").returncode == 2  # usage: no SQL
+    assert rita.run("execute", "SELECT 1").returncode == 2  # usage: no --database
+    nobody = Cli(stack.server.url, "dbw_" + "x" * 32, rita.cwd)
+    assert nobody.json("whoami", expect=1)["error"]["code"] == "unauthorized"
+
+
+def test_a_request_no_agent_serves_times_out_or_is_interrupted(stack: Stack) -> None:
+    rita = stack.rita
+    timed_out = rita.json(
+        "execute", "SELECT 1", "-d", "app", "-e", "staging", "-y", "--timeout", "2", expect=124
+    )
+    assert timed_out["error"]["code"] == "timeout"
+    assert timed_out["data"]["queue_hint"] == "no_agents"
+
+    waiting = subprocess.Popen(
+        [str(DBWARD), "execute", "SELECT 2", "-d", "app", "-e", "staging", "-y"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=rita.env(),
+        cwd=rita.cwd,
+    )
+    try:
+        with stack.server.client() as admin:
+
+            def dispatched() -> bool:
+                listing = admin.get("/api/requests", params={"status": "dispatched"}).json()
+                return len(listing["requests"]) == 2
+
+            wait_until(dispatched, 30, "the second staging request dispatched")
+        waiting.send_signal(signal.SIGINT)
+        stdout, stderr = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130, (stdout, stderr)
+    assert "interrupted: request" in stderr, (stdout, stderr)

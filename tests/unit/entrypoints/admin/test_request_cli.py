@@ -1,0 +1,181 @@
+"""`dbward execute` and `dbward request …` over a scripted fake API: the cases a real server
+does not produce on demand (a Ctrl-C mid-wait, a dispatch that fell back to approved, a
+409 on resume, an approved request from execute)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner, Result
+
+from adapters.cli_client.api_client import ApiClient
+from adapters.config.client import ClientConfig
+from entrypoints.admin import output
+from entrypoints.cli import app
+
+URL = "https://dbward.test"
+RESULT = {
+    "_dbward_result": True,
+    "success": True,
+    "rows_affected": None,
+    "truncated": False,
+    "error_message": None,
+    "result_data": {
+        "rows": [{"n": 1}],
+        "truncated": False,
+        "truncation_reason": None,
+        "columns": [{"name": "n", "type": "int4"}],
+    },
+}
+
+Handler = Callable[[httpx.Request], tuple[int, object]]
+
+
+class ScriptedApi:
+    """Answers each (method, path) from a list of handlers, one per call, the last repeated."""
+
+    def __init__(self) -> None:
+        self.script: dict[tuple[str, str], list[Handler]] = {}
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def on(self, method: str, path: str, *answers: tuple[int, object] | Handler) -> None:
+        self.script[(method, path)] = [
+            answer if callable(answer) else (lambda _r, a=answer: a) for answer in answers
+        ]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        body = orjson.loads(request.content) if request.content else None
+        self.calls.append((request.method, request.url.path, body))
+        handlers = self.script.get((request.method, request.url.path))
+        if not handlers:
+            return httpx.Response(404, json={"error": "no such route", "code": "not_found"})
+        handler = handlers.pop(0) if len(handlers) > 1 else handlers[0]
+        status, answer = handler(request)
+        return httpx.Response(status, content=b"" if answer is None else orjson.dumps(answer))
+
+    def client_for(self, config: ClientConfig) -> ApiClient:
+        return ApiClient(config.server_url, config.token, transport=httpx.MockTransport(self))
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ScriptedApi:
+    monkeypatch.delenv("DBWARD_CONFIG", raising=False)
+    monkeypatch.setenv("DBWARD_SERVER_URL", URL)
+    monkeypatch.setenv("DBWARD_TOKEN", "dbw_" + "a" * 32)
+    monkeypatch.chdir(tmp_path)
+    fake = ScriptedApi()
+    monkeypatch.setattr(output, "api_client_factory", fake.client_for)
+    return fake
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def envelope(result: Result) -> dict[str, Any]:
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    parsed: dict[str, Any] = json.loads(lines[0])
+    return parsed
+
+
+def _interrupt(_request: httpx.Request) -> tuple[int, object]:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_waiting_names_the_request_and_exits_130(api: ScriptedApi) -> None:
+    api.on("POST", "/api/requests", (201, {"id": "r1", "status": "dispatched", "approvers": []}))
+    api.on("GET", "/api/requests/r1", (200, {"id": "r1", "status": "dispatched"}), _interrupt)
+    result = run("execute", "SELECT 1", "-d", "app", "-y")
+    assert result.exit_code == 130
+    assert "interrupted: request r1 keeps going" in result.stderr
+    as_json = run("execute", "SELECT 1", "-d", "app", "-y", "--format", "json")
+    assert as_json.exit_code == 130
+    assert envelope(as_json)["error"]["code"] == "interrupted"
+    assert envelope(as_json)["data"] == {"id": "r1"}
+
+
+def test_a_dispatch_that_fell_back_to_approved_is_resumed_and_awaited(api: ScriptedApi) -> None:
+    api.on("POST", "/api/requests", (201, {"id": "r2", "status": "dispatched", "approvers": []}))
+    api.on(
+        "GET",
+        "/api/requests/r2",
+        (200, {"id": "r2", "status": "dispatched", "queue_hint": "no_agents"}),
+        (200, {"id": "r2", "status": "auto_approved"}),
+        (200, {"id": "r2", "status": "executed"}),
+    )
+    api.on("POST", "/api/requests/r2/resume", (200, {"id": "r2", "status": "dispatched"}))
+    api.on("GET", "/api/requests/r2/result/stream", (200, RESULT))
+    result = run("execute", "SELECT 1", "-d", "app", "-y", "--result-format", "csv")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "n\n1\n"
+    assert "no agent serves this database" in result.stderr
+    assert ("POST", "/api/requests/r2/resume", {}) in api.calls
+
+
+def test_an_approved_but_not_resumed_request_from_execute_exits_2(api: ScriptedApi) -> None:
+    api.on("POST", "/api/requests", (200, {"id": "r3", "status": "approved", "approvers": []}))
+    result = run("execute", "SELECT 1", "-d", "app", "-y", "--format", "json")
+    assert result.exit_code == 2
+    assert envelope(result)["error"]["code"] == "approved_pending_resume"
+
+
+def test_execute_reads_sql_from_a_file_and_sends_reason_and_operation(
+    api: ScriptedApi, tmp_path: Path
+) -> None:
+    (tmp_path / "q.sql").write_text("SELECT 1\n")
+    api.on("POST", "/api/requests", (201, {"id": "r4", "status": "rejected", "approvers": []}))
+    result = run(
+        "execute", "-f", "q.sql", "-d", "app", "-e", "prod", "--reason", "why",
+        "--operation", "execute_query", "-y", "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert envelope(result)["error"]["code"] == "rejected"
+    assert api.calls[0][2] == {
+        "database": "app",
+        "environment": "prod",
+        "detail": "SELECT 1\n",
+        "reason": "why",
+        "operation": "execute_query",
+    }
+    assert run("execute", "-f", "missing.sql", "-d", "app").exit_code == 2
+
+
+def test_resume_refused_with_409_names_the_current_status(api: ScriptedApi) -> None:
+    conflict = {"error": "invalid transition", "code": "invalid_transition"}
+    api.on("POST", "/api/requests/r5/resume", (409, conflict))
+    api.on("GET", "/api/requests/r5", (200, {"id": "r5", "status": "pending"}))
+    result = run("request", "resume", "r5")
+    assert result.exit_code == 1
+    assert "the request is pending" in result.stderr
+
+
+def test_a_failed_result_exits_1_with_the_error(api: ScriptedApi) -> None:
+    failed = {**RESULT, "success": False, "error_message": "relation x does not exist"}
+    api.on("GET", "/api/requests/r6/result/content", (200, failed))
+    result = run("request", "result", "r6")
+    assert result.exit_code == 1
+    assert "relation x does not exist" in result.stderr
+
+
+def test_approve_prints_the_step_and_hints_the_resume(api: ScriptedApi) -> None:
+    answer = {
+        "id": "r7",
+        "status": "approved",
+        "matched_selector": "role:approver",
+        "current_step": 1,
+        "total_steps": 1,
+    }
+    api.on("POST", "/api/requests/r7/approve", (200, answer))
+    result = run("request", "approve", "r7", "--as", "role:approver", "--comment", "ok")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Approved as role:approver (step 1/1)\n"
+    assert "dbward request resume r7" in result.stderr
+    assert api.calls[0][2] == {"comment": "ok", "selector": "role:approver"}

@@ -16,6 +16,7 @@ from entrypoints.admin.requests import execute, request_app, whoami
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
 from entrypoints.agent.command import check_config, run_agent
+from entrypoints.dev.command import dev
 from entrypoints.version import package_version
 
 app = typer.Typer(
@@ -99,6 +100,7 @@ app.command("doctor")(doctor)
 app.command()(whoami)
 app.command()(execute)
 app.add_typer(request_app, name="request")
+app.command("dev")(dev)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""`dbward dev`: a local server, agent and PostgreSQL, and the guided demo of `make run`."""

@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/python -m entrypoints.dev
+	$(BIN)/dbward dev --demo
 
 lint: setup
 	$(BIN)/ruff check src tests bench

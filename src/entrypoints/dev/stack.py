@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -341,6 +342,9 @@ def _reviewer(stack: DevStack) -> str:
 
 def redacted(url: str) -> str:
     """A database URL without its password."""
-    parts = httpx.URL(url)
-    masked = parts.copy_with(password="***")  # noqa: S106 - a mask, not a password
-    return str(masked) if parts.password else url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

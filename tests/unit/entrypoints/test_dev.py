@@ -1,93 +1,76 @@
-"""`make run` waits for the server's health check before it starts the agent."""
+"""`dbward dev`: the files it writes load as the real configs, and a dead server is named."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-from typing import Any, cast
+import stat
+import sys
+from pathlib import Path
 
-import httpx
 import pytest
 
-from entrypoints import dev
+from adapters.config.agent import load_agent_settings
+from adapters.config.client import resolve_client_config
+from adapters.config.server import load_server_settings
+from domain.shared.scopes import Scope
+from entrypoints.dev import stack as dev
+from entrypoints.dev.stack import DevError, DevPaths, DevStack
 
-URL = "http://127.0.0.1:3000"
-
-
-class FakeServer:
-    """The server process as `_wait_healthy` sees it: running until `exit_after` polls."""
-
-    def __init__(self, exit_after: int | None = None) -> None:
-        self.exit_after = exit_after
-        self.polls = 0
-
-    def poll(self) -> int | None:
-        self.polls += 1
-        if self.exit_after is not None and self.polls > self.exit_after:
-            return 1
-        return None
+TOKEN = "dbw_" + "ab" * 16
 
 
-def wait_healthy(server: FakeServer) -> bool:
-    return dev._wait_healthy(URL, cast("subprocess.Popen[bytes]", server))
+def test_the_server_config_auto_approves_development_and_wants_one_approval_on_production(
+    tmp_path: Path,
+) -> None:
+    paths = DevPaths(tmp_path)
+    dev._write_server_config(paths, 3999)
+    settings = load_server_settings(paths.server_config, {})
+    assert settings.listen_port == 3999
+    assert settings.registered_scopes == {
+        Scope("app", "development"),
+        Scope("app", "production"),
+    }
+    development, production = settings.workflows
+    assert development.auto_approve is not None
+    assert not development.steps
+    assert production.auto_approve is None
+    (step,) = production.steps
+    ((approver),) = step.approvers
+    assert (approver.selector.name, approver.min) == ("approver", 1)
 
 
-class HealthAnswers:
-    """`httpx.get` answering each call from a script: a status code or an exception."""
-
-    def __init__(self, *answers: int | Exception) -> None:
-        self.answers = list(answers)
-        self.urls: list[str] = []
-
-    def __call__(self, url: str, **kwargs: Any) -> httpx.Response:
-        self.urls.append(url)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return httpx.Response(answer)
+def test_the_agent_config_serves_both_environments(tmp_path: Path) -> None:
+    paths = DevPaths(tmp_path)
+    urls = {
+        "development": "postgresql://postgres@127.0.0.1:5999/app_development",
+        "production": "postgresql://postgres@127.0.0.1:5999/app_production",
+    }
+    dev._write_agent_config(paths, "http://127.0.0.1:3999", urls)
+    settings = load_agent_settings(paths.agent_config, {"DBWARD_AGENT_TOKEN": TOKEN})
+    assert settings.agent_id == "dev-agent"
+    assert set(settings.scopes) == {Scope("app", "development"), Scope("app", "production")}
 
 
-@pytest.fixture
-def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dev, "HEALTH_POLL_SECS", 0.001)
+def test_a_client_config_is_private_and_resolves(tmp_path: Path) -> None:
+    path = tmp_path / "client.toml"
+    dev._write_client_config(path, "http://127.0.0.1:3999", TOKEN)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    config = resolve_client_config(path, {}, cwd=tmp_path, home=None)
+    assert (config.server_url, config.token) == ("http://127.0.0.1:3999", TOKEN)
 
 
-def test_a_healthy_server_is_ready_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    answers = HealthAnswers(200)
-    monkeypatch.setattr(httpx, "get", answers)
-    assert wait_healthy(FakeServer())
-    assert answers.urls == [f"{URL}/health"]
+def test_a_server_that_exits_is_reported_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dev, "START_TIMEOUT_SECS", 10.0)
+    stack = DevStack(DevPaths(tmp_path), port=9)  # nothing answers on the discard port
+    stack.spawn("server", [sys.executable, "-c", "print('address already in use'); exit(3)"])
+    try:
+        with pytest.raises(DevError, match="address already in use"):
+            dev._wait_healthy(stack)
+    finally:
+        stack.stop()
 
 
-@pytest.mark.usefixtures("fast_polls")
-def test_the_server_is_asked_again_until_it_answers_200(monkeypatch: pytest.MonkeyPatch) -> None:
-    answers = HealthAnswers(httpx.ConnectError("refused"), 503, httpx.ReadTimeout("slow"), 200)
-    monkeypatch.setattr(httpx, "get", answers)
-    assert wait_healthy(FakeServer())
-    assert len(answers.urls) == 4
-
-
-@pytest.mark.usefixtures("fast_polls")
-def test_a_server_that_exits_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    answers = HealthAnswers(httpx.ConnectError("refused"))
-    monkeypatch.setattr(httpx, "get", answers)
-    server = FakeServer(exit_after=2)
-    assert not wait_healthy(server)
-    assert len(answers.urls) == 2
-    assert server.polls == 3
-
-
-def test_the_wait_ends_after_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    answers = HealthAnswers(httpx.ConnectError("refused"))
-    monkeypatch.setattr(httpx, "get", answers)
-    monkeypatch.setattr(dev, "HEALTH_WAIT_SECS", 0.3)
-    monkeypatch.setattr(dev, "HEALTH_POLL_SECS", 0.05)
-    started = time.monotonic()
-    assert not wait_healthy(FakeServer())
-    elapsed = time.monotonic() - started
-    assert 0.2 <= elapsed < 5
-    assert 2 <= len(answers.urls) <= 7
-
-
-def test_the_default_timing_is_every_tenth_of_a_second_for_30_seconds() -> None:
-    assert (dev.HEALTH_POLL_SECS, dev.HEALTH_WAIT_SECS) == (0.1, 30.0)
+def test_a_database_url_is_shown_without_its_password() -> None:
+    assert dev.redacted("postgresql://u:secret@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert dev.redacted("postgresql://u@h/d") == "postgresql://u@h/d"

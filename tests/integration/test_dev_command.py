@@ -8,6 +8,7 @@ guided flow. Ctrl-C must stop every process it started and leave no port listeni
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -95,6 +96,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _dbward(cwd: Path, program: str, *args: str) -> str:
+    """Run a printed `dbward …` command with the installed CLI; its stdout (exit 0 required)."""
+    assert program == "dbward"
+    done = subprocess.run(
+        [str(DBWARD), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -135,8 +146,8 @@ def test_dev_demo_plays_the_whole_flow_on_its_own_postgres_and_ctrl_c_stops_ever
 
     # Each step shows its command; the development query is auto-approved and answered.
     for command in (
-        "$ dbward execute --config .dbward-dev/client.toml -e development",
-        "$ dbward execute --config .dbward-dev/client.toml -e production --reason",
+        "$ dbward execute --config .dbward-dev/client.toml -d app -e development",
+        "$ dbward execute --config .dbward-dev/client.toml -d app -e production --reason",
         "$ dbward request approve",
         "$ dbward request resume",
         "$ dbward request result",
@@ -168,6 +179,15 @@ def test_dev_demo_plays_the_whole_flow_on_its_own_postgres_and_ctrl_c_stops_ever
     assert stat.S_IMODE((dev_dir / "reviewer-token").stat().st_mode) == 0o600
     assert (dev_dir / "postgres" / "PG_VERSION").is_file()
 
+    # The commands it prints work as printed (`--yes`: no terminal here to confirm on).
+    query = re.search(r"^  \$ (dbward execute .* -e development) (\".*\")$", out, re.M)
+    assert query is not None, out
+    answer = _dbward(tmp_path, *shlex.split(query.group(1)), "--yes", *shlex.split(query.group(2)))
+    assert "Ada Lovelace" in answer
+    verify = re.search(r"^  \$ (dbward audit --verify .*)$", out, re.M)
+    assert verify is not None, out
+    assert "valid" in _dbward(tmp_path, *shlex.split(verify.group(1)))
+
     assert dev.interrupt() == 0, dev.output
     assert "dbward dev: stopped" in dev.output
     _assert_all_stopped(dev, pids, [dev.port, postgres_port])
@@ -188,8 +208,9 @@ def test_dev_runs_on_a_given_database_url(
         tmp_path / ".dbward-dev" / "client.toml", {}, cwd=tmp_path, home=None
     )
     with ApiClient(config.server_url, config.token) as client:
+        query = "SELECT name FROM customers ORDER BY id"
         created = client.create_request(
-            "app", "development", "SELECT name FROM customers ORDER BY id"
+            {"database": "app", "environment": "development", "detail": query}
         )
         request_id = created["id"]
         wait_until(
@@ -197,7 +218,7 @@ def test_dev_runs_on_a_given_database_url(
             30,
             "the query to be executed",
         )
-        result = client.result_stream(created["id"])
+        result = client.request_result_stream(created["id"])
     assert result is not None and result["success"] is True
     assert "Ada Lovelace" in str(result["result_data"])
 

@@ -56,6 +56,8 @@ def run_dev(database_url: str | None, port: int, *, demo: bool) -> int:
 
     console = Console(highlight=False, soft_wrap=True)  # commands stay copyable
     hint = Path(DEV_DIR_NAME)
+    # Ctrl-C is how this command ends, even when started with SIGINT ignored (a shell's `&`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with running_stack(Path.cwd() / DEV_DIR_NAME, port, database_url) as stack:
@@ -109,8 +111,9 @@ def _print_summary(stack: DevStack, hint: Path, console: Console) -> None:
         "  sample schema: customers, orders",
         "",
         "Try:",
-        f'  dbward execute --config {client} -e {DEVELOPMENT} "{query}"',
-        f"  dbward execute --config {client} -e {PRODUCTION} --reason 'a refund' \"{write}\"",
+        f'  dbward execute --config {client} -d {DATABASE} -e {DEVELOPMENT} "{query}"',
+        f"  dbward execute --config {client} -d {DATABASE} -e {PRODUCTION} "
+        f"--reason 'a refund' \"{write}\"",
         f"  dbward request approve <id> --config {hint / 'reviewer.toml'}",
         f"  dbward request resume <id> --config {client}",
         f"  dbward request result <id> --config {client}",

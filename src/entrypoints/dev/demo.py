@@ -43,7 +43,7 @@ def play(stack: DevStack, config_hint: Path, console: Console) -> None:
     ):
         step(
             f"A query on {DATABASE}/{DEVELOPMENT}: approved automatically and answered",
-            f'dbward execute --config {client_config} -e {DEVELOPMENT} "{QUERY}"',
+            f'dbward execute --config {client_config} -d {DATABASE} -e {DEVELOPMENT} "{QUERY}"',
         )
         query = requester.create_request(_body(DEVELOPMENT, QUERY))
         if query["status"] not in ("auto_approved", "dispatched"):
@@ -54,8 +54,8 @@ def play(stack: DevStack, config_hint: Path, console: Console) -> None:
 
         step(
             f"A write on {DATABASE}/{PRODUCTION}: it waits for one approval",
-            f'dbward execute --config {client_config} -e {PRODUCTION} --reason "{WRITE_REASON}" '
-            f'"{WRITE}"',
+            f"dbward execute --config {client_config} -d {DATABASE} -e {PRODUCTION} "
+            f'--reason "{WRITE_REASON}" "{WRITE}"',
         )
         write = requester.create_request(_body(PRODUCTION, WRITE, reason=WRITE_REASON))
         request_id = str(write["id"])

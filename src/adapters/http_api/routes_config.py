@@ -18,6 +18,7 @@ from application.server.configuration.groups import GroupView, ListGroups
 from application.server.configuration.policies import ListPolicies
 from application.server.configuration.roles import ListRoles
 from application.server.configuration.workflows import ListWorkflows
+from application.server.requests.snapshots import workflow_as_dict
 from domain.server.errors import ConfigOnly
 from domain.server.execution_policies import ExecutionPolicy, ResultPolicy
 from domain.server.rbac import Principal, Role
@@ -44,40 +45,7 @@ class ConfigUseCases:
 
 
 def _workflow_json(workflow: Workflow) -> dict[str, Any]:
-    rule = workflow.auto_approve
-    return {
-        "id": workflow.id,
-        "database": workflow.database,
-        "environment": workflow.environment,
-        "operations": [op.value for op in workflow.operations],
-        "require_reason": workflow.require_reason,
-        "allow_self_approve": workflow.allow_self_approve,
-        "allow_same_approver_across_steps": workflow.allow_same_approver_across_steps,
-        "explain": workflow.explain,
-        "pending_ttl_secs": workflow.pending_ttl_secs,
-        "approved_ttl_secs": workflow.approved_ttl_secs,
-        "statement_timeout_secs": workflow.statement_timeout_secs,
-        "auto_approve": None
-        if rule is None
-        else {
-            "mode": rule.mode.value,
-            "risk": None if rule.risk is None else rule.risk.value,
-            "allow_read_only": rule.allow_read_only,
-            "allow_safe_ddl": rule.allow_safe_ddl,
-            "max_estimated_rows": rule.max_estimated_rows,
-        },
-        "steps": [
-            {
-                "mode": step.mode.value,
-                "approvers": [
-                    {"selector": str(approver.selector), "min": approver.min}
-                    for approver in step.approvers
-                ],
-            }
-            for step in workflow.steps
-        ],
-        "source": "config",
-    }
+    return {**workflow_as_dict(workflow), "source": "config"}
 
 
 def _execution_policy_json(policy: ExecutionPolicy) -> dict[str, Any]:

@@ -24,10 +24,11 @@ from domain.shared.operations import Operation
 __all__ = ["workflow_from_snapshot", "workflow_snapshot"]
 
 
-def workflow_snapshot(workflow: Workflow) -> str:
-    """The matched workflow frozen as JSON in the request row (approvals read it later)."""
+def workflow_as_dict(workflow: Workflow) -> dict[str, Any]:
+    """The workflow as plain JSON values: what a request's snapshot freezes and what
+    `GET /api/workflows` lists."""
     rule = workflow.auto_approve
-    data: dict[str, Any] = {
+    return {
         "id": workflow.id,
         "database": workflow.database,
         "environment": workflow.environment,
@@ -59,7 +60,11 @@ def workflow_snapshot(workflow: Workflow) -> str:
             for step in workflow.steps
         ],
     }
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def workflow_snapshot(workflow: Workflow) -> str:
+    """The matched workflow frozen as JSON in the request row (approvals read it later)."""
+    return json.dumps(workflow_as_dict(workflow), separators=(",", ":"), sort_keys=True)
 
 
 def workflow_from_snapshot(snapshot_json: str | None) -> Workflow | None:

@@ -379,21 +379,6 @@ class ApiClient:
                 f"{method} {url}: the server's answer is not JSON",
             ) from exc
 
-    # --- migrations (docs/migrations.md) -------------------------------------------------------
-
-    def submit_migration(self, body: JsonObject) -> JsonObject:
-        """`POST /api/requests` with a `migrate_*` operation → `{id, status, approvers, …}`."""
-        return self._object("POST", "/api/requests", body=body)
-
-    def migration_request(self, request_id: str, wait_secs: int = 0) -> JsonObject:
-        """`GET /api/requests/{id}[?wait=N]`: answers when the status changes or after N s."""
-        params = {"wait": str(wait_secs)} if wait_secs > 0 else None
-        return self._object("GET", f"/api/requests/{path_segment(request_id)}", params=params)
-
-    def migration_result(self, request_id: str) -> JsonObject:
-        """`GET /api/requests/{id}/result/content` → `{success, error_message, result_data, …}`."""
-        return self._object("GET", f"/api/requests/{path_segment(request_id)}/result/content")
-
     # --- operations: agents, databases, groups, health (docs/server.md §8.2) ---------------
 
     def list_agents(self) -> list[JsonObject]:

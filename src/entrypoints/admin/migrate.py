@@ -179,7 +179,7 @@ def submit_and_wait(
     Returns `{"request_id", "status", "result"}` when the migration ran; exits 2 (pending),
     1 (stopped or failed) or 124 (timeout) otherwise.
     """
-    created = client.submit_migration(body)
+    created = client.create_request(body)
     request_id = str(created.get("id"))
     status = str(created.get("status"))
     out.status(f"Request {request_id}: {status}")
@@ -218,7 +218,7 @@ def submit_and_wait(
                 {"request_id": request_id, "status": status},
             )
         asked = time.monotonic()
-        current = client.migration_request(request_id, min(_WAIT_STEP_SECS, max(1, int(remaining))))
+        current = client.get_request(request_id, min(_WAIT_STEP_SECS, max(1, int(remaining))))
         status = str(current.get("status"))
         if status == last and time.monotonic() - asked < _MIN_PAUSE_SECS:
             # The server answered at once without news (draining, or no long-poll): pace.
@@ -227,7 +227,7 @@ def submit_and_wait(
             hint = current.get("queue_hint")
             out.status(f"Request {request_id}: {status}" + (f" ({hint})" if hint else ""))
             last = status
-    result = client.migration_result(request_id)
+    result = client.request_result(request_id)
     data = {"request_id": request_id, "status": status, "result": result.get("result_data")}
     if result.get("success") is not True:
         message = str(result.get("error_message") or "the migration failed")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from domain.server.review_rules import ReviewHit
 from domain.shared.operations import Operation
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "Classification",
     "ClassifiedStatement",
     "StatementClass",
+    "StatementFacts",
+    "TableRef",
     "classify_batch",
     "execution_plan_json",
     "pre_parse_rejection",
@@ -165,6 +168,41 @@ ESCALATION_ORDER: tuple[StatementClass, ...] = (
 _RANK = {kind: len(ESCALATION_ORDER) - i for i, kind in enumerate(ESCALATION_ORDER)}
 
 
+@dataclass(frozen=True, order=True)
+class TableRef:
+    """A table (or view) a statement names; `schema` is None when the name is unqualified.
+
+    Names are as the parser resolved them: an unquoted name in the case the database
+    folds it to (lower case in PostgreSQL), a quoted one exactly as written.
+    """
+
+    name: str
+    schema: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.schema is None else f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class StatementFacts:
+    """What a statement touches and trips, as the parser read it: the input of review and risk.
+
+    `tables` are every table the statement reads or writes (CTE names excluded), in order
+    of appearance without repeats; `delete_targets` the tables it deletes rows from (risk
+    follows their ON DELETE CASCADE children). `hits` are the review rules it trips, before
+    any policy decides what they mean. `writes_rows` marks INSERT/UPDATE/DELETE/MERGE (with
+    DDL in the same batch: `mixed_ddl_dml`), `safe_ddl` a statement that is safe DDL on its
+    own (docs/sql-safety.md §4: CREATE TABLE or VIEW without OR REPLACE or AS SELECT,
+    CREATE INDEX CONCURRENTLY, ALTER TABLE that only adds columns).
+    """
+
+    tables: tuple[TableRef, ...] = ()
+    delete_targets: tuple[TableRef, ...] = ()
+    hits: tuple[ReviewHit, ...] = ()
+    writes_rows: bool = False
+    safe_ddl: bool = False
+
+
 @dataclass(frozen=True)
 class ClassifiedStatement:
     """One statement of a batch.
@@ -180,6 +218,7 @@ class ClassifiedStatement:
     kind: StatementClass
     reason: str
     is_safe_set: bool = False
+    facts: StatementFacts = StatementFacts()
 
     def __post_init__(self) -> None:
         if self.is_safe_set and self.kind is not StatementClass.SELECT:
@@ -224,6 +263,30 @@ class Classification:
     @property
     def statement_count(self) -> int:
         return len(self.statements)
+
+    @property
+    def tables(self) -> tuple[TableRef, ...]:
+        """Every table the batch names, in order of appearance, without repeats."""
+        return tuple(dict.fromkeys(t for s in self.statements for t in s.facts.tables))
+
+    @property
+    def delete_targets(self) -> tuple[TableRef, ...]:
+        """Every table the batch deletes rows from, without repeats."""
+        return tuple(dict.fromkeys(t for s in self.statements for t in s.facts.delete_targets))
+
+    @property
+    def writes_rows(self) -> bool:
+        return any(s.facts.writes_rows for s in self.statements)
+
+    @property
+    def mixes_ddl_and_dml(self) -> bool:
+        """Schema changes and row writes in one batch (`mixed_ddl_dml`)."""
+        return self.contains_ddl and self.writes_rows
+
+    @property
+    def is_safe_ddl_candidate(self) -> bool:
+        """One statement that is safe DDL on its own (review findings are checked apart)."""
+        return len(self.statements) == 1 and self.statements[0].facts.safe_ddl
 
 
 def pre_parse_rejection(sql: str) -> str | None:

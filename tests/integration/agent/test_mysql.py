@@ -385,7 +385,7 @@ def test_one_text_with_several_statements_is_refused_in_the_select_path(
     # Multi-statement support is back for the next DML job on the same pooled connection.
     admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
     output = db.execute_dml(
-        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"], 10, CancelToken()
+        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"], 10, LIMITS, CancelToken()
     )
     assert output.rows_affected == 2
 
@@ -588,6 +588,7 @@ def test_dml_rows_affected_are_summed(db: MySqlDatabase, admin: Admin) -> None:
     output = db.execute_dml(
         ["INSERT INTO t VALUES (1, 0), (2, 0), (3, 0)", "UPDATE t SET v = v + 1 WHERE id >= 2"],
         10,
+        LIMITS,
         CancelToken(),
     )
     assert output.rows_affected == 5
@@ -597,14 +598,14 @@ def test_dml_rows_affected_are_summed(db: MySqlDatabase, admin: Admin) -> None:
 
 def test_dml_counts_matched_rows_like_postgresql(db: MySqlDatabase, admin: Admin) -> None:
     admin.run("CREATE TABLE t (id INT PRIMARY KEY, v INT)", "INSERT INTO t VALUES (1,0),(2,0)")
-    output = db.execute_dml(["UPDATE t SET v = 0"], 10, CancelToken())
+    output = db.execute_dml(["UPDATE t SET v = 0"], 10, LIMITS, CancelToken())
     assert output.rows_affected == 2  # matched, though none changed
 
 
 def test_one_dml_text_with_several_statements_is_summed(db: MySqlDatabase, admin: Admin) -> None:
     admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
     output = db.execute_dml(
-        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2), (3)"], 10, CancelToken()
+        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2), (3)"], 10, LIMITS, CancelToken()
     )
     assert output.rows_affected == 3
 
@@ -622,11 +623,13 @@ def test_a_failing_second_statement_leaves_no_trace_of_the_first(
 ) -> None:
     admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
     with pytest.raises(DatabaseError, match=r"^query failed: ") as caught:
-        db.execute_dml(statements, 10, CancelToken())
+        db.execute_dml(statements, 10, LIMITS, CancelToken())
     assert not caught.value.connectivity
     assert admin.rows("SELECT COUNT(*) FROM t") == [(0,)]
     # The adapter still works afterwards.
-    assert db.execute_dml(["INSERT INTO t VALUES (7)"], 10, CancelToken()).rows_affected == 1
+    assert (
+        db.execute_dml(["INSERT INTO t VALUES (7)"], 10, LIMITS, CancelToken()).rows_affected == 1
+    )
 
 
 # --- timeouts and cancellation --------------------------------------------------------------
@@ -684,7 +687,7 @@ def test_dml_past_the_timeout_fails_and_the_statement_is_gone(
     sql = template.format(tag=tag)
     if db.flavour is Flavour.MYSQL:
         sql = sql.replace("SET SESSION max_statement_time = 0; ", "")
-    _assert_times_out(lambda: db.execute_dml([sql], 1, CancelToken()), admin, tag, 1)
+    _assert_times_out(lambda: db.execute_dml([sql], 1, LIMITS, CancelToken()), admin, tag, 1)
     assert admin.rows("SELECT v FROM t") == [(0,)]
 
 
@@ -704,7 +707,7 @@ def test_cancel_while_running_removes_the_query_within_3s(
             lambda: db.execute_select([f"SELECT SLEEP(30), '{tag}'"], 60, LIMITS, cancel)
         )
     else:
-        job = Background(lambda: db.execute_dml([f"DO SLEEP(30), '{tag}'"], 60, cancel))
+        job = Background(lambda: db.execute_dml([f"DO SLEEP(30), '{tag}'"], 60, LIMITS, cancel))
     wait_until(lambda: bool(admin.running(tag)), 5, "the statement to start")
     cancelled_at = time.monotonic()
     cancel.cancel(CancelReason.SERVER_CANCELLED)
@@ -719,7 +722,7 @@ def test_an_already_cancelled_token_runs_nothing(db: MySqlDatabase, admin: Admin
     cancel = CancelToken()
     cancel.cancel(CancelReason.SHUTDOWN)
     with pytest.raises(QueryCancelled):
-        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, cancel)
+        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, LIMITS, cancel)
     with pytest.raises(QueryCancelled):
         db.execute_select(["SELECT 1"], 10, LIMITS, cancel)
     assert admin.rows("SELECT COUNT(*) FROM t") == [(0,)]
@@ -999,7 +1002,10 @@ def test_a_lone_surrogate_in_the_sql_is_a_database_error_everywhere(
     assert "'\\ud800'" in str(caught.value)
     with pytest.raises(DatabaseError, match=NOT_UTF8MB4):
         db.execute_dml(
-            ["INSERT INTO t VALUES ('a')", "INSERT INTO t VALUES ('\ud800')"], 10, CancelToken()
+            ["INSERT INTO t VALUES ('a')", "INSERT INTO t VALUES ('\ud800')"],
+            10,
+            LIMITS,
+            CancelToken(),
         )
     with pytest.raises(DatabaseError, match=NOT_UTF8MB4):
         db.explain("SELECT '\ud800'", 5)

@@ -440,7 +440,7 @@ def test_the_select_session_defaults_to_read_only_transactions(db: PostgresDatab
     data = select(db, "SELECT current_setting('default_transaction_read_only') AS ro")
     assert data["rows"] == [{"ro": "on"}]
     # ... and only for the select: the reset gives DML its usual session back.
-    output = db.execute_dml(["CREATE TABLE after_select (i int)"], 10, CancelToken())
+    output = db.execute_dml(["CREATE TABLE after_select (i int)"], 10, LIMITS, CancelToken())
     assert output.rows_affected == 0
 
 
@@ -472,7 +472,9 @@ def test_session_state_left_by_a_plan_does_not_reach_the_next_job(
     db: PostgresDatabase, admin: psycopg.Connection[Any]
 ) -> None:
     select(db, "SELECT pg_advisory_lock(4242)")
-    db.execute_dml(["SET statement_timeout = '7s'", "SET work_mem = '777kB'"], 10, CancelToken())
+    db.execute_dml(
+        ["SET statement_timeout = '7s'", "SET work_mem = '777kB'"], 10, LIMITS, CancelToken()
+    )
     # Only this test's database: other suites may hold advisory locks on the same server.
     locks = admin.execute(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
@@ -583,7 +585,7 @@ def test_a_cancelled_token_runs_nothing(
     token = CancelToken()
     token.cancel(CancelReason.SHUTDOWN)
     with pytest.raises(QueryCancelled):
-        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, token)
+        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, LIMITS, token)
     with pytest.raises(QueryCancelled):
         select(db, "SELECT 1", cancel=token)
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
@@ -594,7 +596,7 @@ def test_a_cancelled_dml_rolls_back(db: PostgresDatabase, admin: psycopg.Connect
     token = CancelToken()
     worker = Worker(
         lambda: db.execute_dml(
-            ["INSERT INTO t VALUES (1)", "SELECT pg_sleep(30) AS dml_probe"], 10, token
+            ["INSERT INTO t VALUES (1)", "SELECT pg_sleep(30) AS dml_probe"], 10, LIMITS, token
         )
     )
     worker.start()
@@ -613,6 +615,7 @@ def test_dml_rows_affected_are_summed(db: PostgresDatabase, admin: psycopg.Conne
     output = db.execute_dml(
         ["INSERT INTO t SELECT generate_series(1, 5)", "UPDATE t SET n = n + 1 WHERE n > 2"],
         10,
+        LIMITS,
         CancelToken(),
     )
     assert output.rows_affected == 8
@@ -625,7 +628,9 @@ def test_a_failing_second_dml_statement_leaves_no_trace_of_the_first(
 ) -> None:
     admin.execute("CREATE TABLE t (n int PRIMARY KEY)")
     with pytest.raises(DatabaseError, match="duplicate key") as failure:
-        db.execute_dml(["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (1)"], 10, CancelToken())
+        db.execute_dml(
+            ["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (1)"], 10, LIMITS, CancelToken()
+        )
     assert str(failure.value).startswith("query failed: ")
     assert failure.value.connectivity is False
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
@@ -634,7 +639,7 @@ def test_a_failing_second_dml_statement_leaves_no_trace_of_the_first(
 def test_dml_statement_timeout(db: PostgresDatabase) -> None:
     started = time.monotonic()
     with pytest.raises(QueryTimeout):
-        db.execute_dml(["SELECT pg_sleep(30)"], 1, CancelToken())
+        db.execute_dml(["SELECT pg_sleep(30)"], 1, LIMITS, CancelToken())
     assert time.monotonic() - started < 3
 
 
@@ -677,7 +682,9 @@ def test_sql_outside_the_database_encoding_is_a_database_error_everywhere(
         assert str(caught.value).startswith(NOT_LATIN1)
         assert "'€'" in str(caught.value)
         with pytest.raises(DatabaseError, match=NOT_LATIN1):
-            database.execute_dml(["DELETE FROM t", "INSERT INTO t VALUES ('€')"], 5, CancelToken())
+            database.execute_dml(
+                ["DELETE FROM t", "INSERT INTO t VALUES ('€')"], 5, LIMITS, CancelToken()
+            )
         with pytest.raises(DatabaseError, match=NOT_LATIN1):
             database.explain("SELECT v FROM t WHERE v = '€'", 5)
         # Nothing ran, and the adapter still works.
@@ -715,7 +722,7 @@ def test_a_lone_surrogate_in_the_sql_is_a_database_error(
     with pytest.raises(DatabaseError, match=unencodable):
         select(db, "SELECT '\ud800' AS v")
     with pytest.raises(DatabaseError, match=unencodable):
-        db.execute_dml(["INSERT INTO t VALUES ('\ud800')"], 5, CancelToken())
+        db.execute_dml(["INSERT INTO t VALUES ('\ud800')"], 5, LIMITS, CancelToken())
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
@@ -726,7 +733,7 @@ def test_a_nul_character_is_refused_instead_of_cutting_the_sql_short(
     admin.execute("CREATE TABLE t (n int)")
     admin.execute("INSERT INTO t VALUES (1), (2)")
     with pytest.raises(DatabaseError, match="NUL character"):
-        db.execute_dml(["DELETE FROM t\x00 WHERE n = 1"], 5, CancelToken())
+        db.execute_dml(["DELETE FROM t\x00 WHERE n = 1"], 5, LIMITS, CancelToken())
     with pytest.raises(DatabaseError, match="NUL character"):
         select(db, "SELECT n FROM t\x00 WHERE n = 1")
     with pytest.raises(DatabaseError, match="NUL character"):
@@ -1149,13 +1156,16 @@ def test_a_least_privileged_role_can_do_everything_the_agent_needs(
     try:
         database.connect(5)
         assert (
-            database.execute_dml(["INSERT INTO t VALUES (1)"], 5, CancelToken()).rows_affected == 1
+            database.execute_dml(
+                ["INSERT INTO t VALUES (1)"], 5, LIMITS, CancelToken()
+            ).rows_affected
+            == 1
         )
         assert select(database, "SELECT n FROM t")["rows"] == [{"n": 1}]
         assert database.explain("SELECT n FROM t", 5)[0]["Plan"]["Node Type"] == "Seq Scan"
         assert [t["name"] for t in database.collect_schema()["tables"]] == ["t"]
         with pytest.raises(DatabaseError, match="permission denied"):
-            database.execute_dml(["DELETE FROM t"], 5, CancelToken())
+            database.execute_dml(["DELETE FROM t"], 5, LIMITS, CancelToken())
         token = CancelToken()
         token_worker = Worker(lambda: select(database, "SELECT pg_sleep(30) AS priv", cancel=token))
         token_worker.start()

@@ -610,6 +610,77 @@ def test_one_dml_text_with_several_statements_is_summed(db: MySqlDatabase, admin
     assert output.rows_affected == 3
 
 
+def test_insert_returning_gives_its_rows_beside_the_count(db: MySqlDatabase, admin: Admin) -> None:
+    # MariaDB 10.5+ has INSERT … RETURNING and DELETE … RETURNING.
+    admin.run("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(10))")
+    output = db.execute_dml(
+        ["INSERT INTO t (note) VALUES ('a'), (NULL) RETURNING id, note"], 10, LIMITS, CancelToken()
+    )
+    assert output.rows_affected == 2 and output.truncated is False
+    data = result(output.result_data)
+    assert list(data) == ["rows_affected", "rows", "truncated", "truncation_reason", "columns"]
+    assert data["rows"] == [{"id": 1, "note": "a"}, {"id": 2, "note": None}]
+    assert [column["name"] for column in data["columns"]] == ["id", "note"]
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(2,)]
+
+
+def test_delete_returning_gives_the_deleted_rows(db: MySqlDatabase, admin: Admin) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1), (2), (3)")
+    output = db.execute_dml(["DELETE FROM t WHERE id >= 2 RETURNING id"], 10, LIMITS, CancelToken())
+    assert result(output.result_data)["rows"] == [{"id": 2}, {"id": 3}]
+    assert output.rows_affected == 2
+    assert admin.rows("SELECT id FROM t") == [(1,)]
+
+
+def test_an_escalated_select_returns_its_value(db: MySqlDatabase) -> None:
+    output = db.execute_dml(["SELECT SLEEP(0), 42 AS answer"], 10, LIMITS, CancelToken())
+    assert [row["answer"] for row in result(output.result_data)["rows"]] == [42]
+
+
+def test_select_for_update_returns_the_locked_rows(db: MySqlDatabase, admin: Admin) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1), (2), (3)")
+    output = db.execute_dml(
+        ["SELECT id FROM t WHERE id <= 2 ORDER BY id FOR UPDATE"], 10, LIMITS, CancelToken()
+    )
+    assert result(output.result_data)["rows"] == [{"id": 1}, {"id": 2}]
+
+
+def test_returning_rows_past_the_row_cap_are_cut_but_every_row_is_written(
+    db: MySqlDatabase, admin: Admin
+) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
+    values = ", ".join(f"({n})" for n in range(1, 2001))
+    output = db.execute_dml(
+        [f"INSERT INTO t VALUES {values} RETURNING id"],
+        10,
+        ResultLimits(max_rows=3, max_bytes=1024 * 1024),
+        CancelToken(),
+    )
+    data = result(output.result_data)
+    assert data["rows"] == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert (data["truncated"], data["truncation_reason"]) == (True, "row limit reached (3)")
+    assert output.truncated is True and output.rows_affected == 2000
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(2000,)]
+
+
+def test_returning_rows_stop_at_the_byte_cap_and_the_result_stays_within_it(
+    db: MySqlDatabase, admin: Admin
+) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY, pad VARCHAR(200))")
+    values = ", ".join(f"({n}, REPEAT('x', 100))" for n in range(1, 101))
+    output = db.execute_dml(
+        [f"INSERT INTO t VALUES {values} RETURNING id, pad"],
+        10,
+        ResultLimits(max_rows=10_000, max_bytes=2_000),
+        CancelToken(),
+    )
+    data = result(output.result_data)
+    assert len(output.result_data.encode()) <= 2_000
+    assert data["truncation_reason"] == "size limit reached (2000 bytes)"
+    assert [row["id"] for row in data["rows"]] == list(range(1, len(data["rows"]) + 1))
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(100,)]
+
+
 @pytest.mark.parametrize(
     "statements",
     [

@@ -636,6 +636,118 @@ def test_a_failing_second_dml_statement_leaves_no_trace_of_the_first(
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
+def test_insert_returning_gives_its_rows_with_their_types_beside_the_count(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (id serial PRIMARY KEY, note text, at date)")
+    output = db.execute_dml(
+        ["INSERT INTO t (note, at) VALUES ('a', '2026-01-02'), (NULL, NULL) RETURNING *"],
+        10,
+        LIMITS,
+        CancelToken(),
+    )
+    assert output.rows_affected == 2 and output.truncated is False
+    assert json.loads(output.result_data) == {
+        "rows_affected": 2,
+        "rows": [{"id": 1, "note": "a", "at": "2026-01-02"}, {"id": 2, "note": None, "at": None}],
+        "truncated": False,
+        "truncation_reason": None,
+        "columns": [
+            {"name": "id", "type": "int4"},
+            {"name": "note", "type": "text"},
+            {"name": "at", "type": "date"},
+        ],
+    }
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_an_escalated_select_returns_its_value(db: PostgresDatabase) -> None:
+    output = db.execute_dml(["SELECT pg_sleep(0.1), 42 AS answer"], 10, LIMITS, CancelToken())
+    data = json.loads(output.result_data)
+    assert [row["answer"] for row in data["rows"]] == [42]
+    assert data["columns"][1] == {"name": "answer", "type": "int4"}
+
+
+def test_select_for_update_returns_the_locked_rows(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    admin.execute("INSERT INTO t SELECT generate_series(1, 4)")
+    output = db.execute_dml(
+        ["SELECT n FROM t WHERE n <= 2 ORDER BY n FOR UPDATE"], 10, LIMITS, CancelToken()
+    )
+    assert json.loads(output.result_data)["rows"] == [{"n": 1}, {"n": 2}]
+
+
+def test_a_writable_cte_returns_what_its_outer_query_selects(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    admin.execute("INSERT INTO t SELECT generate_series(1, 4)")
+    output = db.execute_dml(
+        ["WITH gone AS (DELETE FROM t WHERE n > 2 RETURNING n) SELECT sum(n) AS total FROM gone"],
+        10,
+        LIMITS,
+        CancelToken(),
+    )
+    assert json.loads(output.result_data)["rows"] == [{"total": 7}]
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_returning_rows_past_the_row_cap_are_cut_but_every_row_is_written(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    output = db.execute_dml(
+        ["INSERT INTO t SELECT generate_series(1, 5000) RETURNING n"],
+        10,
+        ResultLimits(max_rows=3, max_bytes=1024 * 1024),
+        CancelToken(),
+    )
+    data = json.loads(output.result_data)
+    assert data["rows"] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert (data["truncated"], data["truncation_reason"]) == (True, "row limit reached (3)")
+    assert output.truncated is True and output.rows_affected == 5000
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (5000,)
+
+
+def test_returning_rows_stop_at_the_byte_cap_and_the_result_stays_within_it(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int, pad text)")
+    output = db.execute_dml(
+        ["INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 100) g RETURNING *"],
+        10,
+        ResultLimits(max_rows=10_000, max_bytes=2_000),
+        CancelToken(),
+    )
+    data = json.loads(output.result_data)
+    assert len(output.result_data.encode()) <= 2_000
+    assert data["truncation_reason"] == "size limit reached (2000 bytes)"
+    assert [row["n"] for row in data["rows"]] == list(range(1, len(data["rows"]) + 1))
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (100,)
+
+
+def test_a_batch_returns_the_rows_of_every_statement_that_returns_some_in_order(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    output = db.execute_dml(
+        [
+            "INSERT INTO t VALUES (1), (2) RETURNING n",
+            "UPDATE t SET n = n * 10",
+            "DELETE FROM t WHERE n = 20 RETURNING n",
+        ],
+        10,
+        LIMITS,
+        CancelToken(),
+    )
+    data = json.loads(output.result_data)
+    assert data["rows"] == [{"n": 1}, {"n": 2}, {"n": 20}]
+    assert data["columns"] == [{"name": "n", "type": "int4"}]
+    assert output.rows_affected == 5
+
+
 def test_dml_statement_timeout(db: PostgresDatabase) -> None:
     started = time.monotonic()
     with pytest.raises(QueryTimeout):

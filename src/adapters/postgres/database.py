@@ -14,7 +14,9 @@ What it guarantees, and why (docs/protocol.md §5, §6.3, §8, §9.3, §10; docs
   collected under exact limits: one row past `max_rows` is read to know truncation for sure,
   and a row that would push `result_data` past the byte cap is refused.
 * DML plans run as one simple-protocol batch, which PostgreSQL executes as one implicit
-  transaction: a failing statement rolls back the ones before it.
+  transaction: a failing statement rolls back the ones before it. Rows the batch returns
+  (RETURNING, a SELECT) stream into the same collector as a SELECT plan's, and the rest of
+  the batch is read to its end past a limit (docs/protocol.md §5.7).
 * Timeouts are enforced twice: by PostgreSQL's `statement_timeout` and by an agent-side
   deadline (timeout + 2 s) that cancels the batch even if the plan changed the setting.
 * Cancellation comes from another thread (heartbeat, lease loss, shutdown): psycopg's

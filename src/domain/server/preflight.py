@@ -41,7 +41,9 @@ class DecisionPreview(StrEnum):
     NEEDS_APPROVAL = "needs_approval"
 
 
-def decision_preview(workflow: Workflow | None, decision: Decision | None = None) -> DecisionPreview:
+def decision_preview(
+    workflow: Workflow | None, decision: Decision | None = None
+) -> DecisionPreview:
     """The preview for `workflow`: from its `decision` on a judged request when there is
     one, else from its auto-approve rule alone (policy resolution has no SQL to judge)."""
     if workflow is None:
@@ -109,7 +111,9 @@ class TableImpact:
     cascade_truncated: bool = False
 
 
-def table_impact(classification: Classification, schema: SchemaModel | None) -> tuple[TableImpact, ...]:
+def table_impact(
+    classification: Classification, schema: SchemaModel | None
+) -> tuple[TableImpact, ...]:
     """Every table the batch names, with row estimates and (for deleted ones) cascades.
 
     Without a snapshot every table is reported as not found: the impact is unknown.

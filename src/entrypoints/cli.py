@@ -12,6 +12,8 @@ from entrypoints.admin.doctor import doctor
 from entrypoints.admin.init import init
 from entrypoints.admin.inventory import agents, databases, group_app
 from entrypoints.admin.migrate import migrate_app
+from entrypoints.admin.policy import policy_app
+from entrypoints.admin.preflight import preflight
 from entrypoints.admin.requests import execute, request_app, whoami
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
@@ -101,6 +103,8 @@ app.command()(whoami)
 app.command()(execute)
 app.add_typer(request_app, name="request")
 app.command("dev")(dev)
+app.command("preflight")(preflight)
+app.add_typer(policy_app, name="policy")
 
 
 def main() -> None:

@@ -542,6 +542,14 @@ class FakeExplainJobRepository(_FakeRepository):
     def has_pending_preflight(self, scopes: Collection[Scope], now: datetime) -> bool:
         return bool(self._pending_preflights(scopes, now))
 
+    def outstanding_preflight_jobs(self, requester: str, now: datetime) -> int:
+        live = (PreflightStatus.PENDING, PreflightStatus.CLAIMED)
+        return sum(
+            1
+            for j in self.state.preflights.values()
+            if j.requester == requester and j.status in live and j.expires_at > now
+        )
+
     def claim_preflight_jobs(
         self,
         scopes: Collection[Scope],

@@ -405,6 +405,21 @@ class ApiClient:
         """`GET /ready` (public) → `{status, checks}`; 503 while draining or degraded."""
         return self._object("GET", "/ready")
 
+    # --- looking before submitting (docs/preflight.md) -----------------------------------
+
+    def preflight(self, body: JsonObject) -> JsonObject:
+        """`POST /api/preflight` → the judgement of the SQL, and its plan when asked for."""
+        return self._object("POST", "/api/preflight", body=body)
+
+    def policy_resolution(
+        self, database: str, environment: str, operation: str | None = None
+    ) -> JsonObject:
+        """`GET /api/policy-resolution` → policies and workflow decisions for the scope."""
+        params = {"database": database, "environment": environment}
+        if operation is not None:
+            params["operation"] = operation
+        return self._object("GET", "/api/policy-resolution", params=params)
+
     # --- requests and results (docs/server.md §1.3-§1.8, §2.4) ----------------------------
 
     def create_request(self, body: JsonObject) -> JsonObject:

@@ -52,6 +52,7 @@ from application.server.settings import (
     GroupSettings,
     LogFormat,
     LoggingSettings,
+    PreflightSettings,
     ResultChannelSettings,
     ResultStorageSettings,
     RetentionSettings,
@@ -241,6 +242,11 @@ class _LoggingFile(StrictModel):
     format: str = LogFormat.TEXT.value
 
 
+class _PreflightFile(StrictModel):
+    max_concurrent_per_user: int = _positive(PreflightSettings, "max_concurrent_per_user")
+    max_explain_timeout_ms: int = _positive(PreflightSettings, "max_explain_timeout_ms")
+
+
 class _ServerConfigFile(StrictModel):
     state_dir: str
     listen: str = _default(ServerSettings, "listen")
@@ -257,6 +263,7 @@ class _ServerConfigFile(StrictModel):
     sweeps: _SweepsFile = _SweepsFile()
     store: _StoreFile = _StoreFile()
     logging: _LoggingFile = _LoggingFile()
+    preflight: _PreflightFile = _PreflightFile()
 
 
 # --- problems and how they read ---------------------------------------------------------
@@ -323,7 +330,6 @@ _SPECIAL_KEYS: dict[KeyPath, str] = {
     ("webhooks",): f"[[webhooks]] {_NOT_YET}",
     ("notification_policies",): f"[[notification_policies]] {_NOT_YET}",
     ("sql_review",): f"[[sql_review]] {_NOT_YET}",
-    ("preflight",): f"[preflight] {_NOT_YET}",
     ("slack",): f"[slack] {_NOT_YET}",
     ("mcp",): f"[mcp] {_NOT_YET}",
     ("auth", "oidc"): f"[auth.oidc] {_NOT_YET}",
@@ -984,6 +990,9 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
         store=store,
         logging=LoggingSettings(
             level=level or "info", format=LogFormat(log_format) if log_format else LogFormat.TEXT
+        ),
+        preflight=PreflightSettings(
+            model.preflight.max_concurrent_per_user, model.preflight.max_explain_timeout_ms
         ),
         warnings=tuple(problem_lines(path, out.warnings)),
     )

@@ -82,8 +82,8 @@ from adapters.sql_common.errors import TransactionControlRefused
 from adapters.sql_common.pool import ConnectionPool
 from application.agent.cancellation import CancelToken
 from domain.agent.errors import DatabaseError, QueryCancelled, QueryTimeout
-from domain.agent.explain import ExplainRefused, check_explainable
 from domain.agent.result_limits import ResultLimits, RowCollector
+from domain.shared.explain import ExplainRefused, check_explainable
 from domain.shared.jobs import ExecutionOutput
 from domain.shared.operations import Operation
 

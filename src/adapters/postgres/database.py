@@ -79,9 +79,9 @@ from domain.agent.errors import (
     QueryCancelled,
     QueryTimeout,
 )
-from domain.agent.explain import ExplainRefused, check_explainable
 from domain.agent.result_limits import ResultLimits, RowCollector
 from domain.shared.errors import ConfigError
+from domain.shared.explain import ExplainRefused, check_explainable
 from domain.shared.jobs import ExecutionOutput
 from domain.shared.operations import Operation
 

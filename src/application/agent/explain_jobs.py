@@ -14,8 +14,8 @@ from application.agent.job_tracker import JobTracker
 from application.agent.ports import ServerPort
 from application.agent.threads import spawn
 from domain.agent.errors import DatabaseError, ServerConflict, ServerError, ServerNotFound
-from domain.agent.explain import ExplainRefused, check_explainable
 from domain.shared.errors import DbwardError
+from domain.shared.explain import ExplainRefused, check_explainable
 from domain.shared.jobs import DryRunJob, ExplainOutcome, PreflightJob
 from domain.shared.scopes import Scope
 

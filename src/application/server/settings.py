@@ -33,6 +33,7 @@ __all__ = [
     "GroupSettings",
     "LogFormat",
     "LoggingSettings",
+    "PreflightSettings",
     "ResultChannelSettings",
     "ResultStorageSettings",
     "RetentionSettings",
@@ -188,6 +189,16 @@ class LoggingSettings:
     format: LogFormat = LogFormat.TEXT
 
 
+@dataclass(frozen=True)
+class PreflightSettings:
+    """`[preflight]`: the EXPLAIN a preflight runs through an agent (docs/preflight.md)."""
+
+    #: Preflight EXPLAIN jobs one user may have waiting for an agent at once; more is 429.
+    max_concurrent_per_user: int = 3
+    #: The longest a preflight waits for its plan, whatever `explain_timeout_ms` asks.
+    max_explain_timeout_ms: int = 10000
+
+
 # --- the whole file -----------------------------------------------------------------------------
 
 
@@ -211,6 +222,7 @@ class ServerSettings:
     result_channel: ResultChannelSettings = ResultChannelSettings()
     sweeps: SweepSettings = SweepSettings()
     logging: LoggingSettings = LoggingSettings()
+    preflight: PreflightSettings = PreflightSettings()
     #: Config warnings (`<file>: <key>: <message>`), for the server to log at start.
     warnings: tuple[str, ...] = ()
 

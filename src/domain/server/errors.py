@@ -92,6 +92,13 @@ class PayloadTooLarge(_FixedStatusError):
     default_code = "payload_too_large"
 
 
+class RateLimited(_FixedStatusError):
+    """429: the caller has too much of this in flight; retry when some of it finished."""
+
+    status_code = 429
+    default_code = "rate_limited"
+
+
 class ServiceUnavailable(_FixedStatusError):
     """503: the server is draining for shutdown and takes no new work."""
 

@@ -10,6 +10,7 @@ entry would never apply.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from domain.server.workflows import (
@@ -20,7 +21,7 @@ from domain.server.workflows import (
     scope_name_problem,
 )
 
-__all__ = ["resolve_scoped", "scope_problems"]
+__all__ = ["MatchedBy", "matched_by", "resolve_scoped", "scope_problems"]
 
 
 class _Scoped(Protocol):
@@ -49,6 +50,32 @@ def resolve_scoped(policies: Sequence[_P], database: str, environment: str) -> _
         if score > best_score:
             best, best_score = policy, score
     return best
+
+
+class MatchedBy(StrEnum):
+    """How a policy or workflow covers a (database, environment): the names it spells out."""
+
+    EXACT = "exact"
+    DATABASE_WILDCARD = "database_wildcard"
+    ENVIRONMENT_WILDCARD = "environment_wildcard"
+    WILDCARD = "wildcard"
+    #: Nothing configured matched: the built-in defaults apply.
+    DEFAULT = "default"
+
+
+def matched_by(found: _Scoped | None) -> MatchedBy:
+    """How `found` (the result of a match for some scope) covers it; `DEFAULT` for None."""
+    if found is None:
+        return MatchedBy.DEFAULT
+    any_database = found.database == WILDCARD
+    any_environment = found.environment == WILDCARD
+    if any_database and any_environment:
+        return MatchedBy.WILDCARD
+    if any_database:
+        return MatchedBy.DATABASE_WILDCARD
+    if any_environment:
+        return MatchedBy.ENVIRONMENT_WILDCARD
+    return MatchedBy.EXACT
 
 
 def scope_problems(policies: Sequence[_Scoped], key: KeyPath) -> list[ValidationProblem]:

@@ -21,6 +21,7 @@ from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, buil
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
 from adapters.http_api.routes_config import ConfigUseCases, build_config_router
 from adapters.http_api.routes_identity import build_identity_router
+from adapters.http_api.routes_preflight import PreflightUseCases, build_preflight_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
 from adapters.memory.result_relay import InMemoryResultRelay
@@ -46,7 +47,9 @@ from application.server.audit_maintenance import AuditMaintenance
 from application.server.configuration.databases import ListDatabases
 from application.server.configuration.groups import ListGroups
 from application.server.configuration.policies import ListPolicies
+from application.server.configuration.policy_resolution import ResolvePolicies
 from application.server.configuration.roles import ListRoles
+from application.server.configuration.schemas import GetSchema
 from application.server.configuration.workflows import ListWorkflows
 from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
@@ -55,10 +58,12 @@ from application.server.identity.bootstrap import Bootstrapper
 from application.server.identity.roles import RoleDirectory
 from application.server.identity.tokens import TokenService
 from application.server.identity.users import UserService
+from application.server.preflight import RunPreflight
 from application.server.readiness import StoreReadiness
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest
+from application.server.requests.judgement import JudgeSql
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
 from application.server.requests.result_list import ListResults
 from application.server.requests.results import GetResultContent, WaitForResult
@@ -279,6 +284,22 @@ class ServerContainer(containers.DeclarativeContainer):
         groups=providers.Singleton(ListGroups, store=store, auth=settings.provided.auth),
         databases=providers.Singleton(ListDatabases, store=store, settings=settings, clock=clock),
     )
+    judge = providers.Singleton(JudgeSql, store=store, settings=settings, classifier=classifier)
+    preflight = providers.Singleton(
+        PreflightUseCases,
+        run_preflight=providers.Singleton(
+            RunPreflight,
+            store=store,
+            settings=settings,
+            clock=clock,
+            classifier=classifier,
+            notifier=notifier,
+            judge=judge,
+            new_id=providers.Object(new_uuid),
+        ),
+        resolve_policies=providers.Singleton(ResolvePolicies, settings=settings),
+        get_schema=providers.Singleton(GetSchema, store=store),
+    )
     sweeps = providers.Singleton(
         ServerSweeps,
         store=store,
@@ -337,6 +358,7 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_result_router(container.list_results()),
             build_agent_router(container.agents(), is_draining=draining.is_set),
             build_config_router(container.configuration()),
+            build_preflight_router(container.preflight()),
         ],
         authenticate=container.authenticator().authenticate,
         version=version,

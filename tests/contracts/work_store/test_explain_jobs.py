@@ -248,6 +248,20 @@ def test_a_pending_preflight_is_one_unexpired_in_the_scopes(work: WorkRepository
     assert not work.has_pending_preflight([], at(29))
 
 
+def test_a_users_outstanding_preflights_are_the_unexpired_pending_and_claimed(
+    work: WorkRepository,
+) -> None:
+    work.insert_preflight_job(a_preflight("p1", requester="bob", expires=30))
+    work.insert_preflight_job(a_preflight("p2", requester="bob", expires=60, status=_P.CLAIMED))
+    work.insert_preflight_job(a_preflight("done", requester="bob", status=_P.COMPLETED))
+    work.insert_preflight_job(a_preflight("other", requester="carol"))
+
+    assert work.outstanding_preflight_jobs("bob", at(29)) == 2
+    assert work.outstanding_preflight_jobs("bob", at(30)) == 1  # p1 expires at that instant
+    assert work.outstanding_preflight_jobs("carol", at(29)) == 1
+    assert work.outstanding_preflight_jobs("nobody", at(29)) == 0
+
+
 def test_preflights_are_claimed_oldest_first_under_one_claim(work: WorkRepository) -> None:
     jobs = [
         a_preflight("later", created=3),

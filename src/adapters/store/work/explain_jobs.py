@@ -10,7 +10,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Table, and_, exists, insert, select, update
+from sqlalchemy import ColumnElement, Row, Table, and_, exists, func, insert, select, update
 
 from adapters.store.schema import dry_run_jobs, preflight_jobs, requests
 from adapters.store.work.base import (
@@ -244,6 +244,22 @@ class SqlExplainJobRepository(SqlRepository):
         if not scopes:
             return False
         return bool(self._conn.scalar(select(exists().where(self._pending_preflight(scopes, now)))))
+
+    def outstanding_preflight_jobs(self, requester: str, now: datetime) -> int:
+        return int(
+            self._conn.scalar(
+                select(func.count())
+                .select_from(preflight_jobs)
+                .where(
+                    preflight_jobs.c.requester == requester,
+                    preflight_jobs.c.status.in_(
+                        [PreflightStatus.PENDING.value, PreflightStatus.CLAIMED.value]
+                    ),
+                    preflight_jobs.c.expires_at > format_timestamp(now),
+                )
+            )
+            or 0
+        )
 
     def claim_preflight_jobs(
         self,

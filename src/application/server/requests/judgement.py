@@ -56,6 +56,8 @@ class Judgement:
     risk: RiskAssessment | None
     workflow: Workflow | None
     decision: Decision | None
+    #: The scope's schema snapshot when it is ready and readable (preflight shows impact).
+    schema: SchemaModel | None = None
 
 
 class JudgeSql:
@@ -107,6 +109,7 @@ class JudgeSql:
             risk=risk,
             workflow=workflow,
             decision=decision,
+            schema=schema,
         )
 
     def _schema(self, snapshot: SchemaSnapshot | None) -> tuple[SchemaStatus, SchemaModel | None]:

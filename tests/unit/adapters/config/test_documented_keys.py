@@ -275,6 +275,10 @@ url = "sqlite:///state/dbward.db"
 [logging]
 level = "debug"
 format = "json"
+
+[preflight]
+max_concurrent_per_user = 2
+max_explain_timeout_ms = 4000
 """
 
 #: A valid config to add one refused key to; its workflow has an auto_approve table so a

@@ -734,11 +734,6 @@ class TestDeprecatedAndUnsupported:
                 "that is not supported yet; remove it",
             ),
             (
-                "[preflight]\nmax_concurrent_per_user = 3",
-                "preflight: [preflight] is a dbward 0.2 setting that is not supported yet; "
-                "remove it",
-            ),
-            (
                 '[auth.oidc]\nissuer = "https://idp"',
                 "auth.oidc: [auth.oidc] is a dbward 0.2 setting that is not supported yet; "
                 "remove it",
@@ -1353,3 +1348,15 @@ class TestExample:
         assert [role.name for role in settings.auth.roles] == ["dba"]
         assert settings.audit.redaction is AuditRedaction.LITERALS
         assert settings.retention.audit_ttl_days == 730
+
+
+def test_preflight_limits_load_and_default(tmp_path: Path) -> None:
+    assert load(tmp_path, config()).preflight.max_concurrent_per_user == 3
+    settings = load(
+        tmp_path, config("[preflight]\nmax_concurrent_per_user = 1\nmax_explain_timeout_ms = 900")
+    )
+    assert settings.preflight.max_concurrent_per_user == 1
+    assert settings.preflight.max_explain_timeout_ms == 900
+    assert "preflight.max_explain_timeout_ms" in error(
+        tmp_path, config("[preflight]\nmax_explain_timeout_ms = 0")
+    )

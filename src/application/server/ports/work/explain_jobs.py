@@ -138,6 +138,11 @@ class ExplainJobRepository(Protocol):
 
     def has_pending_preflight(self, scopes: Collection[Scope], now: datetime) -> bool: ...
 
+    def outstanding_preflight_jobs(self, requester: str, now: datetime) -> int:
+        """The requester's unexpired preflight jobs still pending or claimed (the limit of
+        `[preflight].max_concurrent_per_user`)."""
+        ...
+
     def claim_preflight_jobs(
         self,
         scopes: Collection[Scope],

@@ -2,8 +2,9 @@
 
 Domain errors that carry their family's default code take the reference's shape
 (docs/protocol.md §2, `map_error`): 409 `request.conflict` "conflict: <msg>" with the hint
-"request may have been modified concurrently", 404 `<resource>.not_found` (`request.not_found`, `group.not_found`…) "not found: <msg>",
-410 `request.gone` "gone: <msg>", 413 `payload.too_large`, 400 `validation.failed`
+"request may have been modified concurrently", 404 `<resource>.not_found` "not found: <msg>"
+(`request.not_found`, `group.not_found`…, the code the `NotFound` names), 410
+`request.gone` "gone: <msg>", 413 `payload.too_large`, 400 `validation.failed`
 "validation: <msg>" with the message as hint. An error raised with a specific code
 (`auth.token_expired`, `server_shutting_down`, `insufficient_scope`, …) keeps its code and
 message as they are.

@@ -195,7 +195,7 @@ def check_server_config(path: Path) -> list[Check]:
             f"databases {databases or 'none'}",
         )
     ]
-    checks += [Check("server config", "warn", warning) for warning in settings.warnings]
+    checks += [Check("server config warning", "warn", warning) for warning in settings.warnings]
     if not settings.databases:
         checks.append(
             Check("server databases", "warn", "no [[databases]]: nothing can be requested")

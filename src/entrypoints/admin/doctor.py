@@ -185,7 +185,7 @@ def check_server_config(path: Path) -> list[Check]:
     try:
         settings = load_server_settings(path, os.environ)
     except DbwardError as exc:
-        return [Check("server config", "fail", f"{path}: {exc}")]
+        return [Check("server config", "fail", str(exc))]  # the loader names the file
     databases = ", ".join(str(scope) for db in settings.databases for scope in db.scopes)
     checks = [
         Check(

@@ -308,7 +308,7 @@ def test_doctor_checks_a_server_config_offline(api: FakeApi, tmp_path: Path) -> 
     blocked = tmp_path / "blocked"
     blocked.write_text("a file, not a directory")
     unusable = tmp_path / "unusable.toml"
-    unusable.write_text(f'state_dir = "{blocked}/state"\n')
+    unusable.write_text(good.read_text().replace("./state", f"{blocked}/state"))
     result = run("doctor", "--server", str(unusable), "--format", "json")
     assert result.exit_code == 2
     checks = {c["name"]: c for c in one_line(result)["data"]["checks"]}

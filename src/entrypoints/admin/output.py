@@ -171,9 +171,11 @@ class Output:
 
 
 def _console(stream: Any) -> Console:
-    """Wide enough off a terminal that piped tables are not folded at 80 columns."""
+    """Tables fit the terminal (or `$COLUMNS`), folding long cells; piped with no `$COLUMNS`
+    they are wide enough not to fold at 80 columns."""
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
-    return Console(file=stream, highlight=False, width=None if is_tty else 240, soft_wrap=False)
+    width = None if is_tty or os.environ.get("COLUMNS", "").isdigit() else 240
+    return Console(file=stream, highlight=False, width=width, soft_wrap=False)
 
 
 def display(value: object) -> str:

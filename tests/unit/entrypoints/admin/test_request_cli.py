@@ -263,3 +263,17 @@ def test_request_list_pages_and_says_where_the_next_page_starts(api: ScriptedApi
     assert envelope(as_json)["data"] == [row, row]
     api.on("GET", "/api/requests", (200, {"requests": [row], "total": 5, "offset": 4}))
     assert "showing" not in run("request", "list", "--offset", "4").stderr
+
+
+def test_request_list_folds_to_the_terminal_width(
+    api: ScriptedApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = {"id": "r" * 36, "status": "pending", "database": "app", "requester": "someone"}
+    api.on("GET", "/api/requests", (200, {"requests": [row], "total": 1, "offset": 0}))
+    monkeypatch.setenv("COLUMNS", "60")
+    narrow = run("request", "list")
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+    monkeypatch.delenv("COLUMNS")
+    wide = run("request", "list")
+    assert any("r" * 36 in line for line in wide.stdout.splitlines())

@@ -277,3 +277,20 @@ def test_request_list_folds_to_the_terminal_width(
     monkeypatch.delenv("COLUMNS")
     wide = run("request", "list")
     assert any("r" * 36 in line for line in wide.stdout.splitlines())
+
+
+def test_merge_global_before_the_command_holds_for_it(
+    api: ScriptedApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DBWARD_SERVER_URL")
+    monkeypatch.delenv("DBWARD_TOKEN")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    global_file = tmp_path / "home" / ".config" / "dbward" / "config.toml"
+    global_file.parent.mkdir(parents=True)
+    global_file.write_text(f'[server]\nurl = "{URL}"\ntoken = "dbw_{"b" * 32}"\n')
+    (tmp_path / "team.toml").write_text('default_environment = "staging"\n')
+    api.on("GET", "/api/requests", (200, {"requests": [], "total": 0, "offset": 0}))
+    alone = run("request", "list", "--config", "team.toml", "--format", "json")
+    assert alone.exit_code == 1 and envelope(alone)["error"]["code"] == "config"
+    merged = run("--merge-global", "request", "list", "--config", "team.toml", "--format", "json")
+    assert merged.exit_code == 0, merged.output

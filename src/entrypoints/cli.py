@@ -12,6 +12,7 @@ from entrypoints.admin.doctor import doctor
 from entrypoints.admin.init import init
 from entrypoints.admin.inventory import agents, databases, group_app
 from entrypoints.admin.migrate import migrate_app
+from entrypoints.admin.output import MergeGlobalOption, remember_merge_global
 from entrypoints.admin.policy import policy_app
 from entrypoints.admin.preflight import preflight
 from entrypoints.admin.requests import execute, request_app, whoami
@@ -38,14 +39,17 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
             "--version", "-v", callback=_print_version, is_eager=True, help="Print the version."
         ),
     ] = False,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
     """dbward command line."""
+    remember_merge_global(ctx, merge_global)
 
 
 @app.command()

@@ -311,3 +311,87 @@ def test_insert_returning_gives_back_the_new_ids(stack: Stack) -> None:
     assert vertical.returncode == 0, vertical.stderr
     assert "title | b" in vertical.stdout
     assert vertical.stdout.endswith("1 row affected\n")
+
+
+def test_execute_sends_ticket_repo_sharing_idempotency_and_no_store(stack: Stack) -> None:
+    rita, alex = stack.rita, stack.alex
+    sql = "SELECT 7 AS seven"
+    options = (
+        "-d", "app", "-y", "--ticket", "OPS-9", "--repo", "https://git.example/app",
+        "--idempotency-key", "seven-1", "--share-with", "user:alex", "--no-result-store",
+    )  # fmt: skip
+    first = rita.json("execute", sql, *options)["data"]
+    assert first["result"]["result_data"]["rows"] == [{"seven": 7}]  # relayed, not stored
+    request_id = first["request"]["id"]
+    shown = rita.json("request", "show", request_id)["data"]
+    assert shown["metadata"] == {"ticket": "OPS-9", "repo": "https://git.example/app"}
+    unstored = rita.json("request", "result", request_id, expect=1)
+    assert unstored["error"]["code"] == "request.gone"
+    again = rita.json("execute", sql, *options)["data"]  # the same key: the same request
+    assert again["request"]["id"] == request_id
+
+    shared = rita.json(
+        "execute", "SELECT 8 AS eight", "-d", "app", "-y", "--share-with", "user:alex"
+    )
+    shared_id = shared["data"]["request"]["id"]
+    assert alex.json("request", "result", shared_id)["data"]["result"]["success"] is True
+
+    usage = rita.run("execute", sql, "-d", "app", "--allow-ddl", "-y")
+    assert usage.returncode == 2 and "--emergency" in usage.stderr
+    refused = rita.json("execute", "SELECT 1", "-d", "app", "--emergency", "-y", expect=1)
+    assert refused["error"]["code"] == "forbidden"  # a requester may not break glass
+
+
+def test_the_client_config_supplies_database_environment_and_merges_the_global_file(
+    stack: Stack, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    (home / ".config" / "dbward").mkdir(parents=True)
+    (home / ".config" / "dbward" / "config.toml").write_text(
+        f'[server]\nurl = "{stack.server.url}"\ntoken = "{stack.rita.token}"\n'
+    )
+    team = tmp_path / "team.toml"
+    team.write_text('default_database = "app"\ndefault_environment = "production"\n')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DBWARD_")}
+    env = {**clean, "HOME": str(home)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(DBWARD), *args, "--format", "json"], capture_output=True, text=True, env=env,
+            cwd=tmp_path, timeout=90, stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+
+    alone = run("execute", "SELECT 1", "--config", str(team), "-y")
+    assert alone.returncode == 1
+    assert json.loads(alone.stdout)["error"]["code"] == "config"
+    merged = run("execute", "SELECT 1", "--config", str(team), "--merge-global", "-y")
+    assert merged.returncode == 2, merged  # app/production waits for an approver
+    assert json.loads(merged.stdout)["data"]["approvers"] == ["role:approver"]
+    dev = run(
+        "execute", "SELECT 1", "--config", str(team), "--merge-global", "-e", "development", "-y"
+    )
+    assert dev.returncode == 0, dev
+    assert json.loads(dev.stdout)["data"]["request"]["environment"] == "development"
+
+    team.write_text('default_database = "app"\ncolour = "blue"\n')
+    unknown = run("execute", "SELECT 1", "--config", str(team), "--merge-global", "-y")
+    assert unknown.returncode == 1
+    assert f"{team}: unknown key colour" in json.loads(unknown.stdout)["error"]["message"]
+
+
+def test_request_list_pages_through_the_requests(stack: Stack) -> None:
+    rita = stack.rita
+    ids = [
+        rita.json(
+            "execute", "DELETE FROM x WHERE id = 1", "-d", "app", "-e", "production", "-y", expect=2
+        )["data"]["id"]
+        for _ in range(3)
+    ]
+    first = rita.json("request", "list", "--limit", "2")["data"]
+    second = rita.json("request", "list", "--limit", "2", "--offset", "2")["data"]
+    assert [r["id"] for r in first + second] == list(reversed(ids))
+    human = rita.run("request", "list", "--limit", "2")
+    assert human.returncode == 0, human.stderr
+    assert "showing 1-2 of 3; next: --offset 2" in human.stderr
+    last = rita.run("request", "list", "--limit", "2", "--offset", "2")
+    assert "showing" not in last.stderr

@@ -3,7 +3,8 @@
 On PostgreSQL and on MariaDB (a fresh database each): migrations are created with the
 CLI, applied, listed, rolled back and listed again; the target database shows each step.
 A detail whose SQL no longer matches its `dir_sha256` is refused with 400, and a second
-migration of one database cannot be claimed while the first runs.
+migration of one database cannot be claimed while the first runs. `migrate repair` runs on an
+agent whose `operations` allow it, and only its one row of `schema_migrations` changes.
 """
 
 from __future__ import annotations
@@ -201,3 +202,74 @@ def test_a_detail_changed_after_its_hash_was_computed_is_refused(
         assert "dir_sha256 does not match" in refused.json()["error"]
         listed = client.get("/api/requests").json()
     assert listed["requests"] == []
+
+
+def _applied(run: Callable[[str], list[tuple[Any, ...]]]) -> list[str]:
+    return sorted(str(row[0]) for row in run("SELECT version FROM schema_migrations"))
+
+
+def test_repair_marks_applied_and_removes_a_version_on_an_agent_that_allows_it(
+    tmp_path: Path,
+    server: ServerProcess,
+    target: tuple[str, str, Callable[[str], list[tuple[Any, ...]]]],
+) -> None:
+    environment, url, run = target
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    operations = ["migrate_up", "migrate_down", "migrate_status", "migrate_repair"]
+    agent = AgentProcess(
+        agent_dir,
+        server.url,
+        {f"app.{environment}": url},
+        poll_wait_ms=20000,
+        operations=operations,
+    )
+    agent.start_with_token((server.state / "agent-token").read_text().strip())
+    try:
+        with server.client() as admin:
+            created = admin.post("/api/users", json={"id": "olga", "roles": ["operator"]})
+        assert created.status_code == 201, created.text
+        env = {
+            **os.environ,
+            "DBWARD_SERVER_URL": server.url,
+            "DBWARD_TOKEN": created.json()["token"],
+        }
+        work = tmp_path / "project"
+        (work / "migrations").mkdir(parents=True)
+        (work / "migrations" / "20260101000000_users.sql").write_text(
+            "-- migrate:up\nCREATE TABLE users (id int PRIMARY KEY);\n"
+            "-- migrate:down\nDROP TABLE users;\n"
+        )
+        scope = ["--database", "app", "-e", environment]
+        wait_until(agent.ready.exists, 30, "the agent's readiness probe")
+        _cli(work, env, "up", *scope, "-y")
+        assert _applied(run) == ["20260101000000"]
+
+        def repair(action: str, version: str) -> dict[str, Any]:
+            return _json(
+                _cli(
+                    work, env, "repair", "--action", action, "--version", version,
+                    "--emergency", "--reason", "record out of step", *scope,
+                    "--ticket", "OPS-7", "-y", "--format", "json",
+                )
+            )  # fmt: skip
+
+        marked = repair("mark-applied", "20260202000000")
+        assert marked["ok"] is True and marked["data"]["status"] == "executed"
+        assert _applied(run) == ["20260101000000", "20260202000000"]
+        status = _json(_cli(work, env, "status", *scope, "--format", "json"))
+        assert status["data"]["applied_versions"] == ["20260101000000", "20260202000000"]
+
+        repair("remove", "20260101000000")
+        assert _applied(run) == ["20260202000000"]
+        assert "users" in _tables(run, environment)  # repair records, it never runs SQL
+
+        with server.client() as admin:
+            listed = admin.get("/api/requests", params={"limit": "10"}).json()["requests"]
+            repairs = [r for r in listed if r["operation"] == "migrate_repair"]
+            assert [r["status"] for r in repairs] == ["executed", "executed"]
+            shown = admin.get(f"/api/requests/{repairs[0]['id']}").json()
+        assert shown["metadata"] == {"ticket": "OPS-7"}
+    finally:
+        agent.signal()
+        agent.wait(30)

@@ -3,12 +3,13 @@
 A real `dbward agent` claims a query that blocks on a table lock the test holds, and is
 killed (SIGKILL) mid-run. The real `dbward server` declares the execution lost when its
 lease (the 60 s minimum) runs out; the request is `execution_lost`. The requester resumes
-it, is warned that the statement may have run once already, and a second agent process
-runs it to `executed`.
+it with `dbward request resume`, which warns that the statement may have run once already
+and, off a terminal, resumes only with `-y`; a second agent process runs it to `executed`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,19 +109,32 @@ def test_a_killed_agents_request_is_lost_then_resumed_and_run_by_another_agent(
             wait_for_status(client, request_id, "execution_lost", LOST_WITHIN_SECS)
             lock.rollback()  # the table is free again
 
-            resumed = client.post(f"/api/requests/{request_id}/resume", json={})
-            assert resumed.status_code == 200, resumed.text
-            assert resumed.json()["resumed_from"] == "execution_lost"
-            assert "may have run once already" in resumed.json()["warning"]
+            cli_env = {
+                **os.environ,
+                "DBWARD_SERVER_URL": server.url,
+                "DBWARD_TOKEN": server.admin_token,
+            }
+
+            def resume(*options: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [DBWARD, "request", "resume", request_id, "--format", "json", *options],
+                    capture_output=True, text=True, env=cli_env, timeout=120,
+                    stdin=subprocess.DEVNULL, check=False,
+                )  # fmt: skip
+
+            # It may have run: without -y (and no terminal) the CLI does not resume it.
+            unconfirmed = resume()
+            assert unconfirmed.returncode == 1, unconfirmed
+            assert json.loads(unconfirmed.stdout)["error"]["code"] == "confirmation_required"
+            assert "may already have run" in unconfirmed.stderr
+            assert client.get(f"/api/requests/{request_id}").json()["status"] == "execution_lost"
 
             second.start_with_token(token)
             wait_until(second.ready.exists, 30, "agent-b's readiness probe")
-            while True:
-                stream = client.get(f"/api/requests/{request_id}/result/stream")
-                if stream.status_code == 200:
-                    break
-                assert stream.status_code == 204, stream.text
-            envelope = stream.json()
+            resumed = resume("-y")
+            assert resumed.returncode == 0, resumed
+            assert "may have run once already" in resumed.stderr  # the server's warning too
+            envelope = json.loads(resumed.stdout)["data"]["result"]
             assert envelope["success"] is True, envelope
             assert envelope["result_data"]["rows"] == [{"n": 1}]
 

@@ -17,6 +17,7 @@ for, and an `http://` URL answered by a redirect to `https://` is a config mista
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -52,6 +53,15 @@ _CODE_BY_STATUS: Mapping[int, str] = {
 }
 
 JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: its items, the server's total count and the page's offset."""
+
+    items: list[JsonObject]
+    total: int | None
+    offset: int
 
 
 class ApiError(Exception):
@@ -426,10 +436,17 @@ class ApiClient:
         """`POST /api/requests` → `{id, status, operation, approvers, idempotent, expires_at}`."""
         return self._object("POST", "/api/requests", body=body)
 
-    def list_requests(self, filters: Mapping[str, str]) -> list[JsonObject]:
-        """`GET /api/requests` with `limit`, `offset`, `status`, `user`, `pending_for_me`."""
+    def list_requests(self, filters: Mapping[str, str]) -> Page:
+        """`GET /api/requests` with `limit`, `offset`, `status`, `user`, `pending_for_me`;
+        the page carries the server's `total` (None when it sends none)."""
         listing = self._object("GET", "/api/requests", params=filters)
-        return _object_list(listing, "requests", "GET /api/requests")
+        items = _object_list(listing, "requests", "GET /api/requests")
+        total, offset = listing.get("total"), listing.get("offset")
+        return Page(
+            items,
+            total if isinstance(total, int) else None,
+            offset if isinstance(offset, int) else int(filters.get("offset", 0)),
+        )
 
     def get_request(self, request_id: str, wait_secs: int | None = None) -> JsonObject:
         """`GET /api/requests/{id}[?wait=N]`: with `wait`, answers when the status changes."""

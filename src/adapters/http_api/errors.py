@@ -2,8 +2,9 @@
 
 Domain errors that carry their family's default code take the reference's shape
 (docs/protocol.md §2, `map_error`): 409 `request.conflict` "conflict: <msg>" with the hint
-"request may have been modified concurrently", 404 `request.not_found` "not found: <msg>",
-410 `request.gone` "gone: <msg>", 413 `payload.too_large`, 400 `validation.failed`
+"request may have been modified concurrently", 404 `<resource>.not_found` "not found: <msg>"
+(`request.not_found`, `group.not_found`…, the code the `NotFound` names), 410
+`request.gone` "gone: <msg>", 413 `payload.too_large`, 400 `validation.failed`
 "validation: <msg>" with the message as hint. An error raised with a specific code
 (`auth.token_expired`, `server_shutting_down`, `insufficient_scope`, …) keeps its code and
 message as they are.
@@ -59,8 +60,8 @@ def domain_envelope(exc: ServerDomainError) -> JSONResponse:
         return validation_envelope(exc.message)
     if isinstance(exc, Conflict) and exc.code == Conflict.default_code:
         return envelope(409, f"conflict: {exc.message}", "request.conflict", CONFLICT_HINT)
-    if isinstance(exc, NotFound) and exc.code == NotFound.default_code:
-        return envelope(404, f"not found: {exc.message}", "request.not_found")
+    if isinstance(exc, NotFound):
+        return envelope(404, f"not found: {exc.message}", exc.code)
     if isinstance(exc, Gone) and exc.code == Gone.default_code:
         return envelope(410, f"gone: {exc.message}", "request.gone")
     if isinstance(exc, PayloadTooLarge) and exc.code == PayloadTooLarge.default_code:

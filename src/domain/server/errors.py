@@ -58,10 +58,18 @@ class Forbidden(_FixedStatusError):
 
 
 class NotFound(_FixedStatusError):
-    """404: no such resource (or one the caller may not know exists)."""
+    """404: no such resource (or one the caller may not know exists).
+
+    The code names the resource, `<resource>.not_found` (`request.not_found`,
+    `group.not_found`, `user.not_found`…), so a client can tell a missing request from a
+    missing group without parsing the message; this is the one place that code is made.
+    """
 
     status_code = 404
-    default_code = "not_found"
+    default_code = "request.not_found"
+
+    def __init__(self, message: str, *, resource: str = "request") -> None:
+        super().__init__(message, code=f"{resource}.not_found")
 
 
 class Conflict(_FixedStatusError):

@@ -4,7 +4,10 @@
 2. the server answers `/health`, reports a version (compared with this CLI's) and is `/ready`;
 3. the token is accepted (`GET /api/me`);
 4. with `--agent-config PATH`: that agent config loads as `dbward agent --check-config` loads
-   it, and each of its databases accepts a connection within `--timeout` seconds.
+   it, and each of its databases accepts a connection within `--timeout` seconds;
+5. with `--server PATH`: that server config loads as `dbward server` loads it, and what can
+   be checked without starting it is: the state dir and the result directory exist (or can
+   be created) and are writable, and a SQLite store's directory is one of them.
 
 Each check is `ok`, `warn` (worth knowing, not a failure), `fail` or `skip` (an earlier
 failure makes it meaningless). Exit 0 when nothing failed, 2 when something did; in json and
@@ -26,10 +29,17 @@ import typer
 
 from adapters.cli_client.api_client import ApiClient, ApiError
 from adapters.config.agent import load_agent_settings, redact_url
-from adapters.config.client import ClientConfig, ClientConfigError, resolve_client_config
+from adapters.config.client import ClientConfig, ClientConfigError
 from application.agent.settings import DatabaseSettings
 from domain.shared.errors import DbwardError
-from entrypoints.admin.output import ConfigOption, FormatOption, Output, OutputFormat
+from entrypoints.admin.output import (
+    ConfigOption,
+    FormatOption,
+    MergeGlobalOption,
+    Output,
+    OutputFormat,
+    load_client_config,
+)
 from entrypoints.agent.database_drivers import open_database
 from entrypoints.version import package_version
 
@@ -62,13 +72,11 @@ doctor_client_factory: Callable[[ClientConfig, float], ApiClient] = _default_cli
 # --- the checks -------------------------------------------------------------------------------
 
 
-def check_client_config(config_path: Path | None) -> tuple[list[Check], ClientConfig | None]:
+def check_client_config(
+    config_path: Path | None, *, merge_global: bool = False
+) -> tuple[list[Check], ClientConfig | None]:
     try:
-        home: Path | None = Path.home()
-    except RuntimeError:
-        home = None
-    try:
-        config = resolve_client_config(config_path, os.environ, cwd=Path.cwd(), home=home)
+        config = load_client_config(config_path, merge_global=merge_global)
     except ClientConfigError as exc:
         return [Check("client config", "fail", str(exc))], None
     checks = [
@@ -79,7 +87,8 @@ def check_client_config(config_path: Path | None) -> tuple[list[Check], ClientCo
             f"token from {config.token_source}",
         )
     ]
-    checks += [Check("transport", "warn", warning) for warning in config.warnings]
+    if not config.allow_insecure:
+        checks += [Check("transport", "warn", warning) for warning in config.warnings]
     return checks, config
 
 
@@ -154,6 +163,54 @@ def check_agent_config(path: Path, timeout_secs: float) -> list[Check]:
     return checks
 
 
+def _writable_dir(name: str, directory: Path) -> Check:
+    """A directory the server writes to: there and writable, or creatable where it goes."""
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return Check(name, "fail", f"{directory}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Check(name, "fail", f"{directory}: {existing} is not writable by this user")
+    if existing != directory:
+        return Check(name, "ok", f"{directory}: missing, the server creates it")
+    return Check(name, "ok", f"{directory}: writable")
+
+
+def check_server_config(path: Path) -> list[Check]:
+    """The server config as `dbward server` loads it, and its directories (offline only)."""
+    # Lazy: the server config loader pulls in the server's domain (sqlglot, workflows).
+    from adapters.config.server import load_server_settings  # noqa: PLC0415
+
+    try:
+        settings = load_server_settings(path, os.environ)
+    except DbwardError as exc:
+        return [Check("server config", "fail", str(exc))]  # the loader names the file
+    databases = ", ".join(str(scope) for db in settings.databases for scope in db.scopes)
+    checks = [
+        Check(
+            "server config",
+            "ok",
+            f"{path}: valid; {len(settings.workflows)} workflow(s); "
+            f"databases {databases or 'none'}",
+        )
+    ]
+    checks += [Check("server config warning", "warn", warning) for warning in settings.warnings]
+    if not settings.databases:
+        checks.append(
+            Check("server databases", "warn", "no [[databases]]: nothing can be requested")
+        )
+    checks.append(_writable_dir("server state dir", settings.state_dir))
+    checks.append(_writable_dir("server results dir", settings.result_storage.root_dir))
+    store = settings.store
+    checks.append(
+        Check("server store", "ok", "SQLite in the state dir")
+        if store.is_sqlite
+        else Check("server store", "ok", f"{redact_url(store.url)} (not contacted offline)")
+    )
+    return checks
+
+
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -174,15 +231,25 @@ def doctor(
             show_default=False,
         ),
     ] = None,
+    server_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--server",
+            "--server-config",
+            help="Also check this server config file (offline: no server is started).",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[
         float,
         typer.Option("--timeout", min=0.5, help="Seconds each server call or connection may take."),
     ] = DEFAULT_TIMEOUT_SECS,
     output_format: FormatOption = None,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
-    """Check the client config, the server, the token and (optionally) an agent config."""
+    """Check the client config, the server, the token; optionally agent and server configs."""
     out = Output(output_format or OutputFormat.HUMAN)
-    checks, client_config = check_client_config(config)
+    checks, client_config = check_client_config(config, merge_global=merge_global)
     if client_config is None:
         checks += [
             Check(name, "skip", "no usable client config")
@@ -193,6 +260,8 @@ def doctor(
             checks += check_server(client)
     if agent_config is not None:
         checks += check_agent_config(agent_config, timeout)
+    if server_config is not None:
+        checks += check_server_config(server_config)
 
     failed = [check for check in checks if check.status == "fail"]
     data = {"checks": [asdict(check) for check in checks], "issues": len(failed)}

@@ -1,24 +1,21 @@
 """`dbward migrate create|up|down|status|repair` (docs/migrations.md).
 
 `create` only writes a file. The others read the migrations directory, build the request
-detail (`domain.shared.migration_files`), submit it like any request, and then:
+detail (`domain.shared.migration_files`), submit it like any request and follow it as
+`dbward execute` does (`entrypoints.admin.waiting`): an auto-approved request is waited for
+(at most `--timeout` seconds → exit 124) and its result printed (exit 0, or 1 when the
+migration failed); a pending one exits 2 naming its approvers; a rejected, cancelled,
+expired or lost one exits 1.
 
-* an auto-approved request is waited for (`GET /api/requests/{id}?wait=…` until it ends,
-  at most `--timeout` seconds → exit 124) and its result printed (exit 0, or 1 when the
-  migration failed);
-* a pending one prints who must approve it and exits 2 without waiting;
-* a rejected, cancelled, expired or lost one exits 1.
-
-`up`, `down` and `repair` change a database: in human mode on a terminal they ask
-`Continue? [y/N]`; elsewhere they need `-y/--yes`.
+The database, environment and directory come from the flags, else the client config
+(`default_database`, `default_environment`, `[databases.<db>] migrations_dir`,
+`migrations_dir`). `up`, `down` and `repair` change a database: in human mode on a terminal
+they ask `Continue? [y/N]`; elsewhere they need `-y/--yes`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,8 +24,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from adapters.cli_client.api_client import ApiClient, ApiError, JsonObject
-from adapters.config.client import ClientConfigError, resolve_client_config
+from adapters.cli_client.api_client import ApiError, JsonObject
+from adapters.config.client import DEFAULT_MIGRATIONS_DIR, ClientConfig, ClientConfigError
 from domain.shared.migration_files import (
     NEW_FILE_TEMPLATE,
     MigrationDetailError,
@@ -39,7 +36,24 @@ from domain.shared.migration_files import (
     parse_migration_files,
 )
 from entrypoints.admin import output
-from entrypoints.admin.output import ConfigOption, FormatOption, Output, OutputFormat
+from entrypoints.admin.output import (
+    ConfigOption,
+    FormatOption,
+    MergeGlobalOption,
+    Output,
+    OutputFormat,
+    client_session,
+    confirm,
+    usage_error,
+)
+from entrypoints.admin.requests import (
+    IdempotencyKeyOption,
+    RepoOption,
+    ShareWithOption,
+    TicketOption,
+    request_metadata,
+)
+from entrypoints.admin.waiting import follow_created
 
 migrate_app = typer.Typer(
     name="migrate",
@@ -47,36 +61,34 @@ migrate_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DEFAULT_DIR = Path("migrations")
-DEFAULT_ENVIRONMENT = "development"
 DEFAULT_TIMEOUT_SECS = 600
-#: How long one `?wait=` call holds; below the client's 30 s read timeout.
-_WAIT_STEP_SECS = 20
-#: The least time between two status reads when the server does not hold them.
-_MIN_PAUSE_SECS = 0.5
-EXIT_PENDING = 2
-EXIT_TIMEOUT = 124
-#: Statuses after which nothing runs without someone acting.
-_DONE = frozenset({"executed", "failed"})
-_STOPPED = frozenset({"rejected", "cancelled", "expired", "execution_lost"})
 
 DirOption = Annotated[
-    Path, typer.Option("--dir", help="The migrations directory.", show_default=True)
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="The migrations directory (default: the client config's, else ./migrations).",
+        show_default=False,
+    ),
 ]
 DatabaseOption = Annotated[
-    str | None, typer.Option("--database", "-d", help="Target database (required).")
+    str | None,
+    typer.Option("--database", "-d", help="Target database (default: default_database)."),
 ]
 EnvironmentOption = Annotated[
-    str, typer.Option("--environment", "-e", help="Target environment.", show_default=True)
+    str | None,
+    typer.Option(
+        "--environment",
+        "-e",
+        help="Target environment (default: default_environment, else development).",
+        show_default=False,
+    ),
 ]
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (audited).")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 TimeoutOption = Annotated[
     int,
     typer.Option("--timeout", min=1, help="Seconds to wait for the result (then exit 124)."),
-]
-KeyOption = Annotated[
-    str | None, typer.Option("--idempotency-key", help="Makes a retried submit safe.")
 ]
 
 
@@ -105,7 +117,9 @@ def read_migrations(directory: Path, *, missing_ok: bool = False) -> list[Migrat
 @migrate_app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="What the migration does, e.g. add_users.")],
-    directory: DirOption = DEFAULT_DIR,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The migrations directory.", show_default=True)
+    ] = Path(DEFAULT_MIGRATIONS_DIR),
     output_format: FormatOption = None,
 ) -> None:
     """Write `<dir>/<UTC timestamp>_<NAME>.sql` with empty up and down sections (local only)."""
@@ -132,126 +146,104 @@ def create(
 # --- submitting and waiting ---------------------------------------------------------------
 
 
-def _confirm(out: Output, yes: bool, what: str) -> None:
-    if yes:
-        return
-    if out.human and sys.stdin.isatty():
-        if typer.confirm(f"{what}. Continue?", default=False, err=True):
-            return
-        out.fail("aborted", "aborted")
-    out.fail("confirmation_required", "confirmation required: pass -y/--yes")
+class Submission:
+    """What every migrate command but `create` sends besides its operation and detail."""
+
+    def __init__(
+        self,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        ticket: str | None = None,
+        repo: str | None = None,
+        share_with: list[str] | None = None,
+        emergency: bool = False,
+    ) -> None:
+        self.reason = reason
+        self.idempotency_key = idempotency_key
+        self.metadata = request_metadata(ticket, repo)
+        self.share_with = output.unique(share_with or [])
+        self.emergency = emergency
+
+    def body(self, database: str, environment: str, operation: str, detail: str) -> JsonObject:
+        body: JsonObject = {
+            "database": database,
+            "environment": environment,
+            "operation": operation,
+            "detail": detail,
+        }
+        optional: dict[str, Any] = {
+            "reason": self.reason,
+            "idempotency_key": self.idempotency_key,
+            "metadata": self.metadata,
+            "share_with": self.share_with or None,
+            "emergency": self.emergency or None,
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
+        return body
 
 
-def _client(out: Output, config: Path | None) -> ApiClient:
-    try:
-        client_config = resolve_client_config(config, os.environ, cwd=Path.cwd(), home=_home())
-    except ClientConfigError as exc:
-        out.fail("config", str(exc))
-    for warning in client_config.warnings:
-        out.warning(warning)
-    return output.api_client_factory(client_config)
+class Target:
+    """The database, environment and migrations directory a command works on."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        database: str | None,
+        environment: str | None,
+        directory: Path | None,
+    ) -> None:
+        self.database = config.database(database)
+        self.environment = config.environment(environment)
+        self.directory = config.migrations_directory(directory, self.database)
 
 
-def _home() -> Path | None:
-    try:
-        return Path.home()
-    except RuntimeError:
-        return None
-
-
-def _exit(out: Output, code: int, error: str, message: str, data: object) -> NoReturn:
-    """Exit `code` with `{"ok": false, "data": data, "error": …}` in json/quiet mode."""
-    if out.human:
-        typer.echo(f"error: {message}", err=True)
-    else:
-        out.envelope({"ok": False, "data": data, "error": {"code": error, "message": message}})
-    raise typer.Exit(code)
-
-
-def submit_and_wait(
-    out: Output,
-    client: ApiClient,
-    body: JsonObject,
+def _run(
+    ctx: typer.Context,
+    options: tuple[Path | None, OutputFormat | None, bool],
+    where: tuple[str | None, str | None, Path | None],
+    prepare: Callable[[Target], tuple[str, str]],
+    submission: Submission,
     timeout_secs: int,
-) -> JsonObject:
-    """Submit, then wait for the result of an auto-approved request.
+    confirm_as: tuple[str, bool] | None,
+) -> tuple[Output, JsonObject]:
+    """Resolve, prepare, confirm, submit and follow; `{"request_id", "status", "result"}`.
 
-    Returns `{"request_id", "status", "result"}` when the migration ran; exits 2 (pending),
-    1 (stopped or failed) or 124 (timeout) otherwise.
+    `prepare` returns (operation, detail) from the target; `confirm_as` is the question and
+    `-y` for the commands that change the database.
     """
-    created = client.create_request(body)
-    request_id = str(created.get("id"))
-    status = str(created.get("status"))
-    out.status(f"Request {request_id}: {status}")
-    if status in ("pending", "approved"):
-        approvers = created.get("approvers") or []
-        if out.human:
-            typer.echo(f"Request {request_id} requires approval", err=True)
-            if approvers:
-                typer.echo(f"Approvers: {output.display(approvers)}", err=True)
-            typer.echo(f"hint: once approved, run `dbward request resume {request_id}`", err=True)
-        data = {"request_id": request_id, "status": status, "approvers": approvers}
-        if not out.human:
-            out.envelope(
-                {
-                    "ok": False,
-                    "data": data,
-                    "error": {
-                        "code": "pending_approval",
-                        "message": f"request {request_id} requires approval",
-                    },
-                }
-            )
-        raise typer.Exit(EXIT_PENDING)
-    deadline = time.monotonic() + timeout_secs
-    last = status
-    while status not in _DONE:
-        if status in _STOPPED:
-            _exit(out, 1, status, f"request {request_id} is {status}", {"request_id": request_id})
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            _exit(
-                out,
-                EXIT_TIMEOUT,
-                "timeout",
-                f"no result after {timeout_secs} s; request {request_id} is {status}",
-                {"request_id": request_id, "status": status},
-            )
-        asked = time.monotonic()
-        current = client.get_request(request_id, min(_WAIT_STEP_SECS, max(1, int(remaining))))
-        status = str(current.get("status"))
-        if status == last and time.monotonic() - asked < _MIN_PAUSE_SECS:
-            # The server answered at once without news (draining, or no long-poll): pace.
-            time.sleep(_MIN_PAUSE_SECS)
-        if status != last:
-            hint = current.get("queue_hint")
-            out.status(f"Request {request_id}: {status}" + (f" ({hint})" if hint else ""))
-            last = status
-    result = client.request_result(request_id)
-    data = {"request_id": request_id, "status": status, "result": result.get("result_data")}
-    if result.get("success") is not True:
-        message = str(result.get("error_message") or "the migration failed")
-        if out.human and isinstance(result.get("result_data"), dict):
-            typer.echo(json.dumps(result["result_data"]), err=True)
-        _exit(out, 1, "execution_failed", message, data)
-    return data
-
-
-def _prepared(out: Output, prepare: Callable[[], JsonObject]) -> JsonObject:
+    config, output_format, merge_global = options
+    out, client_config = client_session(ctx, config, output_format, merge_global=merge_global)
     try:
-        return prepare()
+        target = Target(client_config, *where)
+    except ClientConfigError as exc:
+        usage_error(str(exc), "--database")
+    try:
+        operation, detail = prepare(target)
     except MigrationDetailError as exc:
         out.fail("validation", str(exc))
     except OSError as exc:
         out.fail("io", f"cannot read the migrations: {exc}")
-
-
-def _submitted(out: Output, config: Path | None, body: JsonObject, timeout: int) -> JsonObject:
+    if confirm_as is not None:
+        question, yes = confirm_as
+        confirm(out, yes, f"{question} on {target.database}/{target.environment}")
+    body = submission.body(target.database, target.environment, operation, detail)
     try:
-        with _client(out, config) as client:
-            return submit_and_wait(out, client, body, timeout)
+        with output.api_client_factory(client_config) as client:
+            created = client.create_request(body)
+            request, result = follow_created(out, client, created, timeout_secs)
     except ApiError as exc:
         out.fail(exc.code, exc.message, exc.hint)
+    data: JsonObject = {
+        "request_id": request.get("id"),
+        "status": request.get("status"),
+        "result": result.get("result_data"),
+    }
+    if result.get("success") is not True:
+        if out.human and isinstance(result.get("result_data"), dict):
+            typer.echo(json.dumps(result["result_data"]), err=True)
+        message = str(result.get("error_message") or "the migration failed")
+        out.fail("execution_failed", message, data=data)
+    return out, data
 
 
 def _printed(
@@ -262,47 +254,6 @@ def _printed(
     else:
         out.envelope({"ok": True, "data": data})
     raise typer.Exit(0)
-
-
-def _run(
-    output_format: OutputFormat | None,
-    config: Path | None,
-    prepare: Callable[[], JsonObject],
-    timeout_secs: int,
-    render: Callable[[JsonObject, Output], None],
-    confirm: str,
-    yes: bool,
-) -> NoReturn:
-    out = Output(output_format or OutputFormat.HUMAN)
-    body = _prepared(out, prepare)
-    _confirm(out, yes, confirm)
-    _printed(out, _submitted(out, config, body, timeout_secs), render)
-
-
-def _body(
-    database: str | None,
-    environment: str,
-    operation: str,
-    detail: str,
-    reason: str | None,
-    idempotency_key: str | None,
-    emergency: bool = False,
-) -> JsonObject:
-    if not database:
-        raise MigrationDetailError("--database is required")
-    body: JsonObject = {
-        "database": database,
-        "environment": environment,
-        "operation": operation,
-        "detail": detail,
-    }
-    if reason is not None:
-        body["reason"] = reason
-    if idempotency_key is not None:
-        body["idempotency_key"] = idempotency_key
-    if emergency:
-        body["emergency"] = True
-    return body
 
 
 def _versions(data: JsonObject, key: str) -> list[str]:
@@ -316,26 +267,40 @@ def _versions(data: JsonObject, key: str) -> list[str]:
 
 @migrate_app.command("up")
 def up(
+    ctx: typer.Context,
     count: Annotated[
         int | None, typer.Option("--count", min=1, help="Apply at most N pending versions.")
     ] = None,
-    directory: DirOption = DEFAULT_DIR,
+    directory: DirOption = None,
     database: DatabaseOption = None,
-    environment: EnvironmentOption = DEFAULT_ENVIRONMENT,
+    environment: EnvironmentOption = None,
     reason: ReasonOption = None,
-    idempotency_key: KeyOption = None,
+    ticket: TicketOption = None,
+    repo: RepoOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
+    share_with: ShareWithOption = None,
     yes: YesOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_SECS,
     config: ConfigOption = None,
     output_format: FormatOption = None,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
     """Apply the pending migrations (all, or the first N), oldest first."""
 
-    def prepare() -> JsonObject:
-        detail = build_detail(read_migrations(directory), "up", count)
-        return _body(
-            database, environment, "migrate_up", detail_json(detail), reason, idempotency_key
+    def prepare(target: Target) -> tuple[str, str]:
+        return "migrate_up", detail_json(
+            build_detail(read_migrations(target.directory), "up", count)
         )
+
+    out, data = _run(
+        ctx,
+        (config, output_format, merge_global),
+        (database, environment, directory),
+        prepare,
+        Submission(reason, idempotency_key, ticket, repo, share_with),
+        timeout,
+        ("Apply migrations", yes),
+    )
 
     def render(data: JsonObject, out: Output) -> None:
         applied = _versions(data, "applied")
@@ -345,31 +310,43 @@ def up(
             else "Nothing to apply: every migration is applied."
         )
 
-    _run(output_format, config, prepare, timeout, render, "Apply migrations", yes)
+    _printed(out, data, render)
 
 
 @migrate_app.command("down")
 def down(
+    ctx: typer.Context,
     count: Annotated[
         int, typer.Option("--count", min=1, help="Revert the newest N applied versions.")
     ] = 1,
-    directory: DirOption = DEFAULT_DIR,
+    directory: DirOption = None,
     database: DatabaseOption = None,
-    environment: EnvironmentOption = DEFAULT_ENVIRONMENT,
+    environment: EnvironmentOption = None,
     reason: ReasonOption = None,
-    idempotency_key: KeyOption = None,
+    ticket: TicketOption = None,
+    repo: RepoOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
     yes: YesOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_SECS,
     config: ConfigOption = None,
     output_format: FormatOption = None,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
     """Revert the newest applied migration (or N of them), newest first."""
 
-    def prepare() -> JsonObject:
-        detail = build_detail(read_migrations(directory), "down", count)
-        return _body(
-            database, environment, "migrate_down", detail_json(detail), reason, idempotency_key
-        )
+    def prepare(target: Target) -> tuple[str, str]:
+        detail = build_detail(read_migrations(target.directory), "down", count)
+        return "migrate_down", detail_json(detail)
+
+    out, data = _run(
+        ctx,
+        (config, output_format, merge_global),
+        (database, environment, directory),
+        prepare,
+        Submission(reason, idempotency_key, ticket, repo),
+        timeout,
+        ("Revert migrations", yes),
+    )
 
     def render(data: JsonObject, out: Output) -> None:
         reverted = _versions(data, "reverted")
@@ -379,7 +356,7 @@ def down(
             else "Nothing to revert."
         )
 
-    _run(output_format, config, prepare, timeout, render, "Revert migrations", yes)
+    _printed(out, data, render)
 
 
 # --- status -------------------------------------------------------------------------------
@@ -395,24 +372,35 @@ def status_rows(migrations: list[MigrationFile], applied: list[str]) -> list[dic
 
 @migrate_app.command("status")
 def status(
-    directory: DirOption = DEFAULT_DIR,
+    ctx: typer.Context,
+    directory: DirOption = None,
     database: DatabaseOption = None,
-    environment: EnvironmentOption = DEFAULT_ENVIRONMENT,
+    environment: EnvironmentOption = None,
     reason: ReasonOption = None,
-    idempotency_key: KeyOption = None,
+    ticket: TicketOption = None,
+    repo: RepoOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_SECS,
     config: ConfigOption = None,
     output_format: FormatOption = None,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
     """List applied and pending versions (a migrate_status request)."""
-    out = Output(output_format or OutputFormat.HUMAN)
     local: list[MigrationFile] = []
 
-    def prepare() -> JsonObject:
-        local.extend(read_migrations(directory, missing_ok=True))
-        return _body(database, environment, "migrate_status", "", reason, idempotency_key)
+    def prepare(target: Target) -> tuple[str, str]:
+        local.extend(read_migrations(target.directory, missing_ok=True))
+        return "migrate_status", ""
 
-    data = _submitted(out, config, _prepared(out, prepare), timeout)
+    out, data = _run(
+        ctx,
+        (config, output_format, merge_global),
+        (database, environment, directory),
+        prepare,
+        Submission(reason, idempotency_key, ticket, repo),
+        timeout,
+        None,
+    )
     applied = _versions(data, "applied_versions")
     data["applied_versions"] = applied
     data["migrations"] = status_rows(local, applied)
@@ -444,6 +432,7 @@ def _render_status(data: JsonObject, out: Output) -> None:
 
 @migrate_app.command("repair")
 def repair(
+    ctx: typer.Context,
     action: Annotated[
         RepairActionOption,
         typer.Option("--action", help="mark-applied: record a version; remove: forget it."),
@@ -453,29 +442,42 @@ def repair(
         bool, typer.Option("--emergency", help="Required: repair is break-glass only.")
     ] = False,
     database: DatabaseOption = None,
-    environment: EnvironmentOption = DEFAULT_ENVIRONMENT,
+    environment: EnvironmentOption = None,
     reason: ReasonOption = None,
-    idempotency_key: KeyOption = None,
+    ticket: TicketOption = None,
+    repo: RepoOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
     yes: YesOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_SECS,
     config: ConfigOption = None,
     output_format: FormatOption = None,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
     """Fix one row of schema_migrations by hand (emergency only; needs --reason)."""
+    if not emergency:
+        usage_error("migrate repair is emergency-only: pass --emergency", "--emergency")
+    if not (reason and reason.strip()):
+        usage_error("migrate repair needs --reason", "--reason")
 
-    def prepare() -> JsonObject:
-        if not emergency:
-            raise MigrationDetailError("migrate repair is emergency-only: pass --emergency")
-        if not (reason and reason.strip()):
-            raise MigrationDetailError("migrate repair needs --reason")
+    def prepare(_target: Target) -> tuple[str, str]:
         detail = json.dumps(
             {"action": action.value.replace("-", "_"), "version": version},
             sort_keys=True,
             separators=(",", ":"),
         )
-        return _body(database, environment, "migrate_repair", detail, reason, idempotency_key, True)
+        return "migrate_repair", detail
+
+    out, data = _run(
+        ctx,
+        (config, output_format, merge_global),
+        (database, environment, None),
+        prepare,
+        Submission(reason, idempotency_key, ticket, repo, emergency=True),
+        timeout,
+        (f"Repair version {version}", yes),
+    )
 
     def render(data: JsonObject, out: Output) -> None:
         out.data(f"Repaired: {action.value} {version}")
 
-    _run(output_format, config, prepare, timeout, render, f"Repair version {version}", yes)
+    _printed(out, data, render)

@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import click
 import typer
 from rich import box
 from rich.console import Console
@@ -64,6 +65,16 @@ FormatOption = Annotated[
 _META_KEY = "dbward.client_options"
 
 
+MergeGlobalOption = Annotated[
+    bool,
+    typer.Option(
+        "--merge-global",
+        help="With --config/$DBWARD_CONFIG: merge that file over ~/.config/dbward/config.toml.",
+    ),
+]
+_MERGE_GLOBAL_KEY = "dbward.merge_global"
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     config: Path | None = None
@@ -75,6 +86,12 @@ def remember_group_options(
 ) -> None:
     """Called by a sub-app callback: `dbward token --format json list` sets them for all."""
     ctx.meta[_META_KEY] = ClientOptions(config, output_format)
+
+
+def remember_merge_global(ctx: typer.Context, merge_global: bool) -> None:
+    """Called by the root callback: `dbward --merge-global …` holds for every command."""
+    if merge_global:
+        ctx.meta[_MERGE_GLOBAL_KEY] = True
 
 
 def _effective_options(
@@ -154,9 +171,11 @@ class Output:
 
 
 def _console(stream: Any) -> Console:
-    """Wide enough off a terminal that piped tables are not folded at 80 columns."""
+    """Tables fit the terminal (or `$COLUMNS`), folding long cells; piped with no `$COLUMNS`
+    they are wide enough not to fold at 80 columns."""
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
-    return Console(file=stream, highlight=False, width=None if is_tty else 240, soft_wrap=False)
+    width = None if is_tty or os.environ.get("COLUMNS", "").isdigit() else 240
+    return Console(file=stream, highlight=False, width=width, soft_wrap=False)
 
 
 def display(value: object) -> str:
@@ -223,22 +242,32 @@ def client_session(
     output_format: OutputFormat | None,
     *,
     allow_insecure: bool = False,
+    merge_global: bool = False,
 ) -> tuple[Output, ClientConfig]:
     """The output and the resolved client config; a config problem fails (exit 1) here.
 
     For commands whose exit codes go beyond 0 and 1 (`execute`, `request …`), which open
-    the API client themselves. `allow_insecure` silences the plain-http warning.
+    the API client themselves. `allow_insecure` (or the file's `allow_insecure = true`)
+    silences the plain-http warning.
     """
     config_path, fmt = _effective_options(ctx, config, output_format)
     out = Output(fmt)
+    merge = merge_global or bool(ctx.meta.get(_MERGE_GLOBAL_KEY))
     try:
-        client_config = resolve_client_config(config_path, os.environ, cwd=Path.cwd(), home=_home())
+        client_config = load_client_config(config_path, merge_global=merge)
     except ClientConfigError as exc:
         out.fail("config", str(exc))
-    if not allow_insecure:
+    if not (allow_insecure or client_config.allow_insecure):
         for warning in client_config.warnings:
             out.warning(warning)
     return out, client_config
+
+
+def load_client_config(config_path: Path | None, *, merge_global: bool = False) -> ClientConfig:
+    """The client config as this process sees it: its environment, directory and home."""
+    return resolve_client_config(
+        config_path, os.environ, cwd=Path.cwd(), home=_home(), merge_global=merge_global
+    )
 
 
 def _home() -> Path | None:
@@ -246,6 +275,28 @@ def _home() -> Path | None:
         return Path.home()
     except RuntimeError:  # no HOME and no passwd entry: there is no global config then
         return None
+
+
+def confirm(out: Output, yes: bool, question: str) -> None:
+    """Ask `Continue? [y/N]` on a terminal in human mode; elsewhere only `-y` goes ahead.
+
+    Refused or unanswerable, the command exits 1: `aborted` when the person said no,
+    `confirmation_required` when there was no terminal to ask on.
+    """
+    if yes:
+        return
+    if out.human and sys.stdin.isatty():
+        try:
+            if typer.confirm(f"{question}\nContinue?", default=False, err=True):
+                return
+        except click.Abort:
+            pass
+        out.fail("aborted", "not confirmed")
+    out.fail(
+        "confirmation_required",
+        "confirmation required and no terminal to ask on",
+        "pass -y/--yes",
+    )
 
 
 def usage_error(message: str, *options: str) -> NoReturn:

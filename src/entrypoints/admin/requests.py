@@ -10,56 +10,37 @@ scripts must tell them apart by exit code (docs/cli.md):
   command offers to cancel it first);
 * 1 for errors, a rejected, cancelled, expired or lost request, or a failed execution.
 
-Waiting re-reads `GET /api/requests/{id}?wait=N`, which answers as soon as the status
-changes, so the live status line follows the request (and its `queue_hint`, which says why
-a dispatched request is not running yet) without polling in a tight loop. Once the request
-is `executed` or `failed`, `…/result/stream` answers at once with the result, including a
-result the server only relayed and never stored.
+How a submitted request is followed to its result is `entrypoints.admin.waiting`, shared
+with `dbward migrate`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
-from rich.console import Console
 
 from adapters.cli_client.api_client import ApiClient, ApiError
+from adapters.config.client import ClientConfig, ClientConfigError
 from entrypoints.admin import output
 from entrypoints.admin.output import (
     ConfigOption,
     FormatOption,
+    MergeGlobalOption,
     Output,
     OutputFormat,
     client_session,
+    confirm,
     display,
     remember_group_options,
     usage_error,
 )
 from entrypoints.admin.result_view import ResultFormat, render_result
-
-EXIT_PENDING = 2
-EXIT_TIMEOUT = 124
-EXIT_INTERRUPTED = 130
-
-#: The longest single `?wait=` the CLI asks for: below the API client's 30 s read timeout.
-LONG_POLL_SECS = 20
-FINISHED = frozenset({"executed", "failed"})
-ENDED = frozenset({"rejected", "cancelled", "expired", "execution_lost"})
-#: Statuses a dispatch can fall back to (dispatch timeout); the waiting CLI resumes them.
-DISPATCHABLE = frozenset({"auto_approved", "break_glass", "approved"})
-QUEUE_HINTS = {
-    "no_agents": "no agent serves this database: start one (`dbward agent`)",
-    "agents_draining": "the agents serving this database are shutting down",
-    "agents_saturated": "every agent serving this database is busy; queued",
-}
+from entrypoints.admin.waiting import follow_created, wait_for_result
 
 # --- options shared by the commands ----------------------------------------------------------
 
@@ -81,14 +62,23 @@ TimeoutOption = Annotated[
     float | None,
     typer.Option("--timeout", min=0.0, help="Give up waiting after SECS (exit 124)."),
 ]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 class _Session:
-    """One command's output, API client and the request it is about (for Ctrl-C)."""
+    """One command's output, API client and resolved client config."""
 
-    def __init__(self, out: Output, client: ApiClient) -> None:
+    def __init__(self, out: Output, client: ApiClient, config: ClientConfig) -> None:
         self.out = out
         self.client = client
+        self.config = config
+
+    def target(self, database: str | None, environment: str | None) -> tuple[str, str]:
+        """(database, environment) from the flags and the client config's defaults."""
+        try:
+            return self.config.database(database), self.config.environment(environment)
+        except ClientConfigError as exc:
+            usage_error(str(exc), "--database")
 
 
 @contextlib.contextmanager
@@ -97,12 +87,15 @@ def _session(
     config: Path | None,
     output_format: OutputFormat | None,
     allow_insecure: bool = False,
+    merge_global: bool = False,
 ) -> Iterator[_Session]:
     """Resolve the config, open the client; an ApiError inside becomes exit 1 with its code."""
-    out, client_config = client_session(ctx, config, output_format, allow_insecure=allow_insecure)
+    out, client_config = client_session(
+        ctx, config, output_format, allow_insecure=allow_insecure, merge_global=merge_global
+    )
     with output.api_client_factory(client_config) as client:
         try:
-            yield _Session(out, client)
+            yield _Session(out, client, client_config)
         except ApiError as exc:
             out.fail(exc.code, exc.message, exc.hint, data=None)
 
@@ -123,9 +116,10 @@ def whoami(
     config: ConfigOption = None,
     output_format: FormatOption = None,
     allow_insecure: AllowInsecureOption = False,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
     """Who the configured token is: subject, roles, groups (GET /api/me)."""
-    with _session(ctx, config, output_format, allow_insecure) as session:
+    with _session(ctx, config, output_format, allow_insecure, merge_global) as session:
         me = session.client.me()
         roles = me.get("roles") or []
         role_names = [r.get("name") if isinstance(r, dict) else r for r in roles]
@@ -146,18 +140,53 @@ def whoami(
 # --- execute ---------------------------------------------------------------------------------
 
 
+def request_metadata(ticket: str | None, repo: str | None) -> dict[str, str] | None:
+    """`--ticket`/`--repo` as the request's `metadata` (`{"ticket", "repo"}`), if any."""
+    metadata = {key: value for key, value in (("ticket", ticket), ("repo", repo)) if value}
+    return metadata or None
+
+
+TicketOption = Annotated[
+    str | None, typer.Option("--ticket", help="A ticket id, kept in the request's metadata.")
+]
+RepoOption = Annotated[
+    str | None, typer.Option("--repo", help="A repository URL, kept in the request's metadata.")
+]
+IdempotencyKeyOption = Annotated[
+    str | None,
+    typer.Option("--idempotency-key", help="Makes a retried submit return the same request."),
+]
+ShareWithOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--share-with", help="Who else may read the result (user:x, role:x, group:x); repeatable."
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database", "-d", help="The database (default: the client config's default_database)."
+    ),
+]
+EnvironmentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--environment",
+        "-e",
+        help="The environment (default: default_environment, else development).",
+        show_default=False,
+    ),
+]
+
+
 def execute(
     ctx: typer.Context,
     sql: Annotated[str | None, typer.Argument(help="The SQL to run (or -f FILE).")] = None,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Read the SQL from this file.")
     ] = None,
-    database: Annotated[
-        str | None, typer.Option("--database", "-d", help="The database (as the server names it).")
-    ] = None,
-    environment: Annotated[
-        str, typer.Option("--environment", "-e", help="The database's environment.")
-    ] = "development",
+    database: DatabaseOption = None,
+    environment: EnvironmentOption = None,
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why (some workflows require it).")
     ] = None,
@@ -165,48 +194,58 @@ def execute(
         str | None,
         typer.Option("--operation", help="execute_query|execute_dml|execute_ddl (else derived)."),
     ] = None,
+    emergency: Annotated[
+        bool, typer.Option("--emergency", help="Break glass: run without the approvals.")
+    ] = False,
+    allow_ddl: Annotated[
+        bool, typer.Option("--allow-ddl", help="Let an emergency request run DDL.")
+    ] = False,
+    ticket: TicketOption = None,
+    repo: RepoOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
+    share_with: ShareWithOption = None,
+    no_result_store: Annotated[
+        bool,
+        typer.Option("--no-result-store", help="The server relays the result but keeps none."),
+    ] = False,
     result_format: ResultFormatOption = ResultFormat.TABLE,
     output_file: OutputFileOption = None,
     timeout: TimeoutOption = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     config: ConfigOption = None,
     output_format: FormatOption = None,
     allow_insecure: AllowInsecureOption = False,
+    merge_global: MergeGlobalOption = False,
 ) -> None:
     """Submit SQL; an auto-approved request is waited for and its result printed."""
     if (sql is None) == (file is None):
         usage_error("give the SQL as an argument or with -f FILE, not both", "SQL", "--file")
-    if database is None:
-        usage_error("which database? pass --database NAME", "--database")
+    if allow_ddl and not emergency:
+        usage_error("--allow-ddl only goes with --emergency", "--allow-ddl")
     statement = sql if sql is not None else _read_sql(file)
-    with _session(ctx, config, output_format, allow_insecure) as session:
+    with _session(ctx, config, output_format, allow_insecure, merge_global) as session:
         out = session.out
-        _confirm(out, yes, f"Run on {database}/{environment}: {_one_line(statement)}")
-        body: dict[str, Any] = {
-            "database": database,
-            "environment": environment,
-            "detail": statement,
+        db, env = session.target(database, environment)
+        confirm(
+            out,
+            yes,
+            f"Run on {db}/{env}{' as an EMERGENCY' if emergency else ''}: {_one_line(statement)}",
+        )
+        body: dict[str, Any] = {"database": db, "environment": env, "detail": statement}
+        optional: dict[str, Any] = {
+            "reason": reason,
+            "operation": operation,
+            "emergency": emergency or None,
+            "allow_ddl": allow_ddl or None,
+            "metadata": request_metadata(ticket, repo),
+            "idempotency_key": idempotency_key,
+            "share_with": output.unique(share_with or []) or None,
+            "no_store": no_result_store or None,
         }
-        if reason is not None:
-            body["reason"] = reason
-        if operation is not None:
-            body["operation"] = operation
+        body.update({key: value for key, value in optional.items() if value is not None})
         created = session.client.create_request(body)
-        request_id = str(created.get("id"))
-        status = str(created.get("status"))
-        if status == "pending":
-            _stop_pending(out, created)
-        if status == "approved":  # an idempotent replay of a request approved since
-            out.fail(
-                "approved_pending_resume",
-                f"request {request_id} is approved but has not run",
-                f"run it with `dbward request resume {request_id}`",
-                exit_code=EXIT_PENDING,
-                data=created,
-            )
-        if status in ENDED:
-            out.fail(status, f"request {request_id} is {status}", data=created)
-        _wait_and_print(session, request_id, result_format, output_file, timeout)
+        request, result = follow_created(out, session.client, created, timeout)
+        _print_result(out, request, result, result_format, output_file)
 
 
 def _read_sql(file: Path | None) -> str:
@@ -220,144 +259,6 @@ def _read_sql(file: Path | None) -> str:
 def _one_line(sql: str, limit: int = 80) -> str:
     flat = " ".join(sql.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _confirm(out: Output, yes: bool, question: str) -> None:
-    """Ask on a terminal in human mode; elsewhere only `-y` lets the command go ahead."""
-    if yes:
-        return
-    if out.human and sys.stdin.isatty():
-        try:
-            if typer.confirm(f"{question}\nContinue?", default=False, err=True):
-                return
-        except click.Abort:
-            pass
-        out.fail("aborted", "not confirmed")
-    out.fail(
-        "confirmation_required",
-        "confirmation required and no terminal to ask on",
-        "pass -y/--yes",
-    )
-
-
-def _stop_pending(out: Output, request: dict[str, Any]) -> NoReturn:
-    request_id = request.get("id")
-    approvers = request.get("approvers") or request.get("next_approvers") or []
-    out.fail(
-        "pending_approval",
-        f"request {request_id} requires approval from {display(approvers)}",
-        f"once approved, run it with `dbward request resume {request_id}`",
-        exit_code=EXIT_PENDING,
-        data=request,
-    )
-
-
-# --- waiting for a result ----------------------------------------------------------------------
-
-
-def _wait_and_print(
-    session: _Session,
-    request_id: str,
-    result_format: ResultFormat,
-    output_file: Path | None,
-    timeout: float | None,
-) -> NoReturn:
-    out = session.out
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        request, result = _wait_for_result(session, request_id, deadline)
-    except KeyboardInterrupt:
-        _interrupted(session, request_id)
-    _print_result(out, request, result, result_format, output_file)
-
-
-def _wait_for_result(
-    session: _Session, request_id: str, deadline: float | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Follow the request to `executed`/`failed` and fetch its result; exits otherwise."""
-    out, client = session.out, session.client
-    resumed_from: set[str] = set()
-    with _live_status(out) as show:
-        request = client.get_request(request_id)
-        while True:
-            status = str(request.get("status"))
-            show(_status_text(request_id, status, request.get("queue_hint")))
-            if status in FINISHED:
-                result = client.request_result_stream(request_id)
-                if result is not None:
-                    return request, result
-            elif status in ENDED:
-                out.fail(status, f"request {request_id} is {status}", data=request)
-            elif status == "pending":
-                _stop_pending(out, request)
-            elif status in DISPATCHABLE and status not in resumed_from:
-                resumed_from.add(status)
-                with contextlib.suppress(ApiError):  # 409: someone else got there first
-                    client.resume_request(request_id)
-            wait = LONG_POLL_SECS
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    out.fail(
-                        "timeout",
-                        f"no result for request {request_id} in time (still {status})",
-                        f"`dbward request result {request_id}` later; the request keeps going",
-                        exit_code=EXIT_TIMEOUT,
-                        data=request,
-                    )
-                wait = max(1, min(LONG_POLL_SECS, math.ceil(remaining)))
-            request = client.get_request(request_id, wait_secs=wait)
-
-
-def _status_text(request_id: str, status: str, queue_hint: object) -> str:
-    hint = QUEUE_HINTS.get(str(queue_hint)) if queue_hint else None
-    return f"Request {request_id}: {status}" + (f" ({hint})" if hint else "")
-
-
-@contextlib.contextmanager
-def _live_status(out: Output) -> Iterator[Callable[[str], None]]:
-    """A spinner line on stderr in human mode that each status update rewrites."""
-    if not out.human:
-        yield lambda _text: None
-        return
-    console = Console(stderr=True, highlight=False)
-    if not console.is_terminal:
-        last: list[str] = []
-
-        def print_changes(text: str) -> None:
-            if not last or last[-1] != text:
-                last.append(text)
-                console.print(text)
-
-        yield print_changes
-        return
-    with console.status("waiting for the request…") as status:
-        yield status.update
-
-
-def _interrupted(session: _Session, request_id: str) -> NoReturn:
-    """First Ctrl-C: name the request and, on a terminal, offer to cancel it. Exit 130."""
-    out = session.out
-    out.warning(
-        f"\ninterrupted: request {request_id} keeps going (`dbward request show {request_id}`)"
-    )
-    if out.human and sys.stdin.isatty():
-        try:
-            cancel = typer.confirm("Cancel it?", default=False, err=True)
-        except (KeyboardInterrupt, click.Abort):
-            cancel = False  # a second Ctrl-C: leave at once
-        if cancel:
-            try:
-                session.client.cancel_request(request_id, "cancelled by user (Ctrl-C)")
-                out.status(f"Request {request_id} cancelled.")
-            except ApiError as exc:
-                out.warning(f"could not cancel request {request_id}: {exc.message}")
-    out.fail(
-        "interrupted",
-        f"interrupted while waiting for request {request_id}",
-        exit_code=EXIT_INTERRUPTED,
-        data={"id": request_id},
-    )
 
 
 def _print_result(
@@ -408,7 +309,10 @@ RequestId = Annotated[str, typer.Argument(metavar="ID", help="The request's id."
 @request_app.command("list")
 def list_requests(
     ctx: typer.Context,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=100, help="At most N (server: 50).")
+    ] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first N.")] = 0,
     status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
     user: Annotated[str | None, typer.Option("--user", help="Only this requester.")] = None,
     pending_for_me: Annotated[
@@ -417,11 +321,12 @@ def list_requests(
     config: ConfigOption = None,
     output_format: FormatOption = None,
 ) -> None:
-    """Requests I may see, newest first."""
+    """Requests I may see, newest first, a page at a time."""
     filters = {
         key: value
         for key, value in (
             ("limit", None if limit is None else str(limit)),
+            ("offset", str(offset) if offset else None),
             ("status", status),
             ("user", user),
             ("pending_for_me", "true" if pending_for_me else None),
@@ -429,30 +334,50 @@ def list_requests(
         if value is not None
     }
     with _session(ctx, config, output_format) as session:
-        requests = session.client.list_requests(filters)
+        page = session.client.list_requests(filters)
+        requests = page.items
 
         def render() -> None:
             if not requests:
                 session.out.status("No requests.")
-                return
-            session.out.table(
-                ["ID", "STATUS", "DATABASE", "ENV", "OPERATION", "REQUESTER", "CREATED", "NEXT"],
-                [
+            else:
+                session.out.table(
                     [
-                        display(r.get("id")),
-                        display(r.get("status")),
-                        display(r.get("database")),
-                        display(r.get("environment")),
-                        display(r.get("operation")),
-                        display(r.get("requester")),
-                        display(r.get("created_at")),
-                        display(r.get("next_approvers")),
-                    ]
-                    for r in requests
-                ],
-            )
+                        "ID",
+                        "STATUS",
+                        "DATABASE",
+                        "ENV",
+                        "OPERATION",
+                        "REQUESTER",
+                        "CREATED",
+                        "NEXT",
+                    ],
+                    [
+                        [
+                            display(r.get("id")),
+                            display(r.get("status")),
+                            display(r.get("database")),
+                            display(r.get("environment")),
+                            display(r.get("operation")),
+                            display(r.get("requester")),
+                            display(r.get("created_at")),
+                            display(r.get("next_approvers")),
+                        ]
+                        for r in requests
+                    ],
+                )
+            note = page_note(page.offset, len(requests), page.total)
+            if note:
+                session.out.status(note)
 
         _succeed(session.out, requests, render)
+
+
+def page_note(offset: int, shown: int, total: int | None) -> str | None:
+    """`showing X-Y of TOTAL; next: --offset N` when more rows follow this page."""
+    if total is None or offset + shown >= total or shown == 0:
+        return None
+    return f"showing {offset + 1}-{offset + shown} of {total}; next: --offset {offset + shown}"
 
 
 @request_app.command("show")
@@ -543,6 +468,25 @@ def cancel_request(
         _succeed(session.out, answer, lambda: session.out.data(f"Request {request_id} cancelled."))
 
 
+#: What to do about a request that `resume` refused (409), by its current status.
+RESUME_REFUSED_HINTS = {
+    "pending": "it still waits for approval (`dbward request show {id}` names the approvers)",
+    "dispatched": "it is already dispatched; `dbward request result {id}` once it ran",
+    "running": "it is running now; `dbward request result {id}` once it finished",
+    "rejected": "it was rejected; submit a new request",
+    "cancelled": "it was cancelled; submit a new request",
+    "expired": "it expired; submit a new request",
+}
+
+
+def resume_refused_hint(request_id: str, status: str) -> str:
+    """The hint for a 409 on resume, from the request's current status."""
+    template = RESUME_REFUSED_HINTS.get(
+        status, "see `dbward request show {id}` for what it waits for"
+    )
+    return f"the request is {status}: " + template.format(id=request_id)
+
+
 @request_app.command("resume")
 def resume_request(
     ctx: typer.Context,
@@ -553,26 +497,37 @@ def resume_request(
     result_format: ResultFormatOption = ResultFormat.TABLE,
     output_file: OutputFileOption = None,
     timeout: TimeoutOption = None,
+    yes: YesOption = False,
     config: ConfigOption = None,
     output_format: FormatOption = None,
 ) -> None:
-    """Run an approved request (or run one again), wait and print its result."""
+    """Run an approved request (or run one again), wait and print its result.
+
+    A request whose execution was lost may have run already; resuming it can run it twice,
+    so that asks `Continue? [y/N]` first (`-y` where there is no terminal).
+    """
     with _session(ctx, config, output_format) as session:
+        out, client = session.out, session.client
+        current = client.get_request(request_id)
+        if current.get("status") == "execution_lost":
+            out.warning(
+                f"warning: request {request_id}'s execution was lost: its "
+                f"{current.get('operation')} may already have run, and resuming runs it again"
+            )
+            confirm(out, yes, f"Run request {request_id} again")
         try:
-            answer = session.client.resume_request(request_id, reason)
+            answer = client.resume_request(request_id, reason)
         except ApiError as exc:
             if exc.status == 409:
-                current = session.client.get_request(request_id)
-                session.out.fail(
-                    exc.code,
-                    exc.message,
-                    f"the request is {current.get('status')}; "
-                    f"see `dbward request show {request_id}`",
+                now = client.get_request(request_id)
+                out.fail(
+                    exc.code, exc.message, resume_refused_hint(request_id, str(now.get("status")))
                 )
             raise
         if answer.get("warning"):
-            session.out.warning(f"warning: {answer['warning']}")
-        _wait_and_print(session, request_id, result_format, output_file, timeout)
+            out.warning(f"warning: {answer['warning']}")
+        request, result = wait_for_result(out, client, request_id, timeout)
+        _print_result(out, request, result, result_format, output_file)
 
 
 @request_app.command("result")

@@ -127,6 +127,13 @@ class ServerContainer(containers.DeclarativeContainer):
         settings=settings,
         roles=roles,
     )
+    cancel_request = providers.Singleton(
+        CancelRequest,
+        store=store,
+        clock=clock,
+        notifier=notifier,
+        new_id=providers.Object(new_uuid),
+    )
     users = providers.Singleton(
         UserService,
         store=store,
@@ -134,6 +141,7 @@ class ServerContainer(containers.DeclarativeContainer):
         new_id=providers.Object(new_uuid),
         random_bytes=providers.Object(secrets.token_bytes),
         roles=roles,
+        on_user_disabled=cancel_request.provided.cancel_all_of,
     )
     audit_queries = providers.Singleton(AuditQueries, store)
     audit_integrity = providers.Singleton(AuditIntegrity, store=store, signer=signer)
@@ -172,13 +180,7 @@ class ServerContainer(containers.DeclarativeContainer):
             draining=draining.provided.is_set,
         ),
         list_requests=providers.Singleton(ListRequests, store=store),
-        cancel_request=providers.Singleton(
-            CancelRequest,
-            store=store,
-            clock=clock,
-            notifier=notifier,
-            new_id=providers.Object(new_uuid),
-        ),
+        cancel_request=cancel_request,
         wait_for_result=providers.Singleton(
             WaitForResult,
             store=store,

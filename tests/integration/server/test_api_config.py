@@ -321,7 +321,7 @@ def test_groups_with_their_members(api: Api) -> None:
     ]
     assert api.get("/api/groups/oncall", "admin").json() == groups[1]
     missing = api.get("/api/groups/nope", "admin")
-    assert missing.status_code == 404 and missing.json()["code"] == "request.not_found"
+    assert missing.status_code == 404 and missing.json()["code"] == "group.not_found"
 
 
 def test_databases_with_the_agents_that_serve_them(api: Api) -> None:

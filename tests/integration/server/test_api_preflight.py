@@ -415,6 +415,6 @@ def test_schema_is_404_until_an_agent_reports_one_then_summarised(
     nope = client.get(
         "/api/schemas/app", params={"environment": "production", "table": "x"}, headers=ALICE_H
     )
-    assert nope.status_code == 404 and nope.json()["code"] == "schema.table_not_found"
+    assert nope.status_code == 404 and nope.json()["code"] == "table.not_found"
     # The snapshot feeds preflight's impact.
     assert preflight(client, "SELECT * FROM orders")["impact"]["schema_status"] == "ready"

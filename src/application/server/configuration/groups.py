@@ -42,7 +42,7 @@ class ListGroups:
     def get(self, principal: Principal, name: str) -> GroupView:
         authorize(principal, Permission.USER_READ)
         if name not in self._groups:
-            raise NotFound(f"group {name!r} is not configured")
+            raise NotFound(f"group {name!r} is not configured", resource="group")
         with self._store.read() as session:
             members = tuple(session.identity.members_of(name))
         return GroupView(name, self._groups[name], members)

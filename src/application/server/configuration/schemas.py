@@ -48,9 +48,7 @@ class GetSchema:
         with self._store.read() as session:
             snapshot = session.work.get_schema_snapshot(Scope(database, environment))
         if snapshot is None:
-            raise NotFound(
-                f"no schema snapshot for {database}/{environment}", code="schema.not_found"
-            )
+            raise NotFound(f"no schema snapshot for {database}/{environment}", resource="schema")
         tables = _tables(snapshot.snapshot_json)
         body: dict[str, Any] = {
             "database": snapshot.database,
@@ -66,7 +64,7 @@ class GetSchema:
             if not found:
                 raise NotFound(
                     f"no table {table!r} in the schema snapshot of {database}/{environment}",
-                    code="schema.table_not_found",
+                    resource="table",
                 )
             return {**body, "table": found[0], "matches": len(found)}
         if summary:

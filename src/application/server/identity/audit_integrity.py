@@ -54,7 +54,7 @@ class AuditIntegrity:
         with self._store.read() as session:
             head = session.audit.head()
         if head is None:
-            raise NotFound("the audit log is empty")
+            raise NotFound("the audit log is empty", resource="audit_event")
         signature = self._signer.sign(anchor_message(head.event_id, head.event_hash, head.position))
         anchor = Anchor(head.event_id, head.event_hash, head.position, self.key_id, signature)
         return SignedHead(head, anchor, self._signer.public_key_hex())

@@ -175,7 +175,7 @@ class TokenService:
     def _user_roles(self, repo: IdentityRepository, user_id: str) -> tuple[Role, ...]:
         user = repo.get_user(user_id)
         if user is None or user.is_deleted:
-            raise NotFound(f"user {user_id!r} not found", code="user_not_found")
+            raise NotFound(f"user {user_id!r} not found", resource="user")
         if user.is_suspended:
             raise Conflict(f"user {user_id!r} is suspended", code="user_suspended")
         try:
@@ -246,5 +246,5 @@ class TokenService:
     def _visible(repo: IdentityRepository, token_id: str) -> TokenRecord:
         record = repo.get_token(token_id)
         if record is None or record.is_bootstrap:
-            raise NotFound("token not found", code="token_not_found")
+            raise NotFound("token not found", resource="token")
         return record

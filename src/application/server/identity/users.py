@@ -46,7 +46,7 @@ INITIAL_TOKEN_NAME = "initial"  # noqa: S105 - a label, not a secret
 
 #: Called after a user was suspended or deleted (its requests should be cancelled); may
 #: return the ids of the requests it cancelled.
-UserDisabledHook = Callable[[str], Sequence[str] | None]
+UserDisabledHook = Callable[[str, str], Sequence[str] | None]
 
 
 @dataclass(frozen=True)
@@ -111,14 +111,14 @@ class UserService:
         random_bytes: Callable[[int], bytes],
         roles: RoleDirectory,
         *,
-        on_user_suspended: UserDisabledHook | None = None,
+        on_user_disabled: UserDisabledHook | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._new_id = new_id
         self._random_bytes = random_bytes
         self._roles = roles
-        self._on_user_suspended = on_user_suspended
+        self._on_user_disabled = on_user_disabled
 
     # reads
 
@@ -267,7 +267,7 @@ class UserService:
                     "user.suspended", principal, now, user_id, {"revoked_tokens": list(revoked)}
                 )
             )
-        return UserOutcome(user_id, revoked, self._after_disable(user_id))
+        return UserOutcome(user_id, revoked, self._after_disable(user_id, "user suspended"))
 
     def activate(self, principal: Principal, user_id: str) -> UserView:
         authorize(principal, Permission.USER_WRITE)
@@ -308,7 +308,7 @@ class UserService:
                     {"revoked_tokens": list(revoked), "groups_removed": list(groups)},
                 )
             )
-        return UserOutcome(user_id, revoked, self._after_disable(user_id))
+        return UserOutcome(user_id, revoked, self._after_disable(user_id, "user deleted"))
 
     def reissue_initial_token(self, principal: Principal, user_id: str) -> InitialToken:
         authorize(principal, Permission.TOKEN_REISSUE)
@@ -382,7 +382,7 @@ class UserService:
     def _existing(repo: IdentityRepository, user_id: str) -> UserRecord:
         user = repo.get_user(user_id)
         if user is None:
-            raise NotFound(f"user {user_id!r} not found", code="user_not_found")
+            raise NotFound(f"user {user_id!r} not found", resource="user")
         if user.is_deleted:
             raise Gone(f"user {user_id!r} has been deleted", code="user_deleted")
         return user
@@ -402,11 +402,12 @@ class UserService:
                 code="last_admin",
             )
 
-    def _after_disable(self, user_id: str) -> tuple[str, ...]:
-        if self._on_user_suspended is None:
+    def _after_disable(self, user_id: str, reason: str) -> tuple[str, ...]:
+        """Cancel what the disabled user asked for (the hook); the ids of those cancelled."""
+        if self._on_user_disabled is None:
             return ()
         try:
-            cancelled = self._on_user_suspended(user_id)
+            cancelled = self._on_user_disabled(user_id, reason)
         except Exception:  # the user is disabled either way; its requests can be cancelled later
             log.exception("cancelling the requests of disabled user %s failed", user_id)
             return ()

@@ -175,7 +175,7 @@ class GetResultContent:
             if execution_id is not None:
                 execution = session.work.get_execution(execution_id)
                 if execution is None or execution.request_id != record.id:
-                    raise NotFound("execution not found")
+                    raise NotFound("execution not found", resource="execution")
                 if execution.status is ExecutionStatus.CLAIMED:
                     raise Conflict("the execution is still running")
                 summary = session.work.result_for_execution(execution_id)

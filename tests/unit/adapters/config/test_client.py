@@ -91,3 +91,88 @@ def test_plain_http_warns_only_off_the_local_network(tmp_path: Path) -> None:
     assert "unencrypted" in remote.warnings[0]
     secure = resolve(tmp_path, {**environ, "DBWARD_SERVER_URL": "https://dbward.example.com"})
     assert secure.warnings == ()
+
+
+def test_database_and_environment_fall_back_on_the_file_then_the_only_database(
+    tmp_path: Path,
+) -> None:
+    server = '[server]\nurl = "https://a.example"\ntoken = "t"\n'
+    bare = resolve(tmp_path, {}, write(tmp_path / "bare.toml", server))
+    with pytest.raises(ClientConfigError, match="which database"):
+        bare.database(None)
+    assert (bare.database("app"), bare.environment(None)) == ("app", "development")
+
+    single = resolve(tmp_path, {}, write(tmp_path / "one.toml", server + "[databases.app]\n"))
+    assert single.database(None) == "app"
+    with pytest.raises(ClientConfigError, match=r"'other' is not in the client config's"):
+        single.database("other")
+
+    defaults = resolve(
+        tmp_path,
+        {"ENV": "staging"},
+        write(
+            tmp_path / "d.toml",
+            'default_database = "billing"\ndefault_environment = "${ENV}"\n'
+            "[databases.app]\n[databases.billing]\n" + server,
+        ),
+    )
+    assert (defaults.database(None), defaults.environment(None)) == ("billing", "staging")
+    assert (defaults.database("app"), defaults.environment("production")) == ("app", "production")
+
+
+def test_migrations_dir_per_database_then_global_then_migrations(tmp_path: Path) -> None:
+    config = resolve(
+        tmp_path,
+        {},
+        write(
+            tmp_path / "m.toml",
+            'migrations_dir = "db"\n[server]\nurl = "https://a.example"\ntoken = "t"\n'
+            '[databases.app]\nmigrations_dir = "app/migrations"\n[databases.other]\n',
+        ),
+    )
+    assert config.migrations_directory(None, "app") == Path("app/migrations")
+    assert config.migrations_directory(None, "other") == Path("db")
+    assert config.migrations_directory(Path("x"), "app") == Path("x")
+
+
+def test_merge_global_puts_the_explicit_file_over_the_global_one(tmp_path: Path) -> None:
+    write(
+        tmp_path / "home" / ".config" / "dbward" / "config.toml",
+        'allow_insecure = true\ndefault_environment = "staging"\n'
+        '[server]\nurl = "https://a.example"\ntoken = "dbw_global"\n',
+    )
+    explicit = write(tmp_path / "c.toml", 'default_database = "app"\n')
+    with pytest.raises(ClientConfigError, match="no server configured"):
+        resolve(tmp_path, {}, explicit)
+    merged = resolve_client_config(
+        explicit, {}, cwd=tmp_path / "project", home=tmp_path / "home", merge_global=True
+    )
+    assert (merged.server_url, merged.token) == ("https://a.example", "dbw_global")
+    assert (merged.database(None), merged.environment(None)) == ("app", "staging")
+
+
+def test_allow_insecure_in_the_file(tmp_path: Path) -> None:
+    text = '[server]\nurl = "http://db.example.com"\ntoken = "t"\n'
+    assert resolve(tmp_path, {}, write(tmp_path / "a.toml", text)).allow_insecure is False
+    config = resolve(tmp_path, {}, write(tmp_path / "b.toml", "allow_insecure = true\n" + text))
+    assert config.allow_insecure is True
+    assert config.warnings  # the caller decides to stay silent
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('colour = "red"\n', "unknown key colour"),
+        ('[server]\nurl = "https://x"\ntoken = "t"\nport = 1\n', "unknown key server.port"),
+        ("[databases.app]\nurl = 1\n", "unknown key databases.app.url"),
+        ("[results]\ndir = 1\n", "unknown key results"),
+        ('allow_insecure = "yes"\n', "allow_insecure must be true or false"),
+        ("default_database = 3\n", "default_database must be a string"),
+    ],
+)
+def test_unknown_keys_are_refused_naming_file_and_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path / "k.toml", text)
+    with pytest.raises(ClientConfigError, match=rf"k\.toml: {message}"):
+        resolve(tmp_path, {"DBWARD_SERVER_URL": "https://x", "DBWARD_TOKEN": "t"}, path)

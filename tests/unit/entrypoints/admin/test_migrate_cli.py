@@ -63,7 +63,7 @@ def test_up_submits_a_valid_detail_and_prints_what_was_applied(
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return _created("dispatched")
-        if request.url.path.endswith("/result/content"):
+        if request.url.path.endswith("/result/stream"):
             return httpx.Response(200, json={"success": True, "result_data": {"applied": ["1"]}})
         return httpx.Response(200, json={"id": "r1", "status": "executed"})
 
@@ -103,13 +103,13 @@ def test_the_wait_ends_with_124_at_the_timeout(
 
     _serve(monkeypatch, handler)
     now = [0.0]
-    monkeypatch.setattr("entrypoints.admin.migrate.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("entrypoints.admin.waiting.time.monotonic", lambda: now[0])
     monkeypatch.setattr(
-        "entrypoints.admin.migrate.time.sleep", lambda secs: now.__setitem__(0, now[0] + secs + 5)
+        "entrypoints.admin.waiting.time.sleep", lambda secs: now.__setitem__(0, now[0] + secs + 5)
     )
-    done = _invoke("up", "--database", "app", "-y", "--timeout", "12")
+    done = _invoke("up", "--database", "app", "-y", "--timeout", "12", "--format", "json")
     assert done.exit_code == 124, done.output
-    assert "no result after 12 s" in done.stderr
+    assert json.loads(done.stdout)["error"]["code"] == "timeout"
 
 
 def test_a_failed_migration_exits_1_with_the_agent_error(
@@ -118,7 +118,7 @@ def test_a_failed_migration_exits_1_with_the_agent_error(
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return _created("dispatched")
-        if request.url.path.endswith("/result/content"):
+        if request.url.path.endswith("/result/stream"):
             return httpx.Response(
                 200, json={"success": False, "error_message": "migration error: boom"}
             )
@@ -137,9 +137,9 @@ def test_local_problems_are_refused_before_anything_is_sent(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = _serve(monkeypatch, lambda _: _created("dispatched"))
-    assert "--database is required" in _invoke("up", "-y").stderr
+    assert "which database?" in _invoke("up", "-y").stderr
     empty = _invoke("up", "--database", "app", "-y", "--dir", "nowhere")
     assert empty.exit_code == 1 and "migrations directory not found" in empty.stderr
     repair = _invoke("repair", "--action", "remove", "--version", "1", "--database", "app", "-y")
-    assert repair.exit_code == 1 and "emergency-only" in repair.stderr
+    assert repair.exit_code == 2 and "emergency-only" in repair.stderr
     assert seen == []

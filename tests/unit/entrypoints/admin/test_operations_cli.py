@@ -7,6 +7,7 @@ these cover the rendering and the edges a real server does not easily produce.
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from adapters.cli_client.api_client import ApiClient
-from adapters.config.client import ClientConfig
+from adapters.config.agent import load_agent_settings
+from adapters.config.client import ClientConfig, resolve_client_config
+from adapters.config.server import load_server_settings
+from domain.shared.operations import Operation
 from entrypoints.admin import doctor as doctor_module
 from entrypoints.admin import output as client_output
 from entrypoints.admin.inventory import seen_ago
@@ -228,3 +232,84 @@ def test_init_an_empty_token_answer_stores_none(
 
 def test_init_token_and_no_token_exclude_each_other(api: FakeApi) -> None:
     assert run("init", "--url", URL, "--token", TOKEN, "--no-token").exit_code == 2
+
+
+def test_init_small_team_preset_writes_configs_the_loaders_accept(
+    api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out_dir = tmp_path / "setup"
+    dry = run("init", "--preset", "small-team", "--output-dir", str(out_dir), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert not out_dir.exists() and "[[workflows]]" in dry.stdout
+
+    done = run("init", "--preset", "small-team", "--output-dir", str(out_dir), "--non-interactive")
+    assert done.exit_code == 0, done.output
+    settings = load_server_settings(out_dir / "dbward-server.toml", {})
+    production = settings.workflow_for("app", "production", Operation.EXECUTE_DML)
+    development = settings.workflow_for("app", "development", Operation.EXECUTE_DML)
+    assert production is not None and development is not None
+    assert production.require_reason
+    assert [str(a.selector) for step in production.steps for a in step.approvers] == ["role:dba"]
+    assert development.auto_approve is not None
+    assert settings.state_dir == out_dir / "data"
+
+    for name in ("DEVELOPMENT", "STAGING", "PRODUCTION"):
+        monkeypatch.setenv(f"APP_{name}_DATABASE_URL", "postgresql://app@127.0.0.1/app")
+    agent = load_agent_settings(
+        out_dir / "dbward-agent.toml", {**os.environ, "DBWARD_AGENT_TOKEN": "t"}
+    )
+    assert {str(scope) for scope in agent.scopes} == {
+        "app/development",
+        "app/staging",
+        "app/production",
+    }
+    monkeypatch.delenv("DBWARD_SERVER_URL")
+    client = resolve_client_config(
+        out_dir / "dbward.toml", {"DBWARD_TOKEN": "t"}, cwd=tmp_path, home=None
+    )
+    assert (client.server_url, client.database(None)) == ("http://127.0.0.1:3000", "app")
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out_dir.iterdir() if p.is_file()} == {
+        "dbward-server.toml": 0o600,
+        "dbward-agent.toml": 0o600,
+        "dbward.toml": 0o600,
+    }
+
+
+def test_init_preset_never_overwrites_without_force(api: FakeApi, tmp_path: Path) -> None:
+    (tmp_path / "dbward-agent.toml").write_text("# mine\n")
+    refused = run("init", "--preset", "small-team", "--non-interactive", "--format", "json")
+    assert refused.exit_code == 1
+    assert one_line(refused)["error"]["code"] == "exists"
+    assert (tmp_path / "dbward-agent.toml").read_text() == "# mine\n"
+    assert not (tmp_path / "dbward-server.toml").exists()
+    forced = run("init", "--preset", "small-team", "--non-interactive", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "agent_token" in (tmp_path / "dbward-agent.toml").read_text()
+
+
+def test_doctor_checks_a_server_config_offline(api: FakeApi, tmp_path: Path) -> None:
+    _healthy(api)
+    good = tmp_path / "server.toml"
+    good.write_text('state_dir = "./state"\n[[databases]]\nname = "app"\nenvironments = ["dev"]\n')
+    result = run("doctor", "--server", str(good), "--format", "json")
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in one_line(result)["data"]["checks"]}
+    assert checks["server config"]["status"] == "ok"
+    assert checks["server state dir"]["detail"].endswith("missing, the server creates it")
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('state_dir = "./state"\nlisten = 5\ncolour = "red"\n')
+    result = run("doctor", "--server", str(bad), "--format", "json")
+    assert result.exit_code == 2
+    failed = [c for c in one_line(result)["data"]["checks"] if c["status"] == "fail"]
+    assert [c["name"] for c in failed] == ["server config"]
+    assert "colour" in failed[0]["detail"] and "bad.toml" in failed[0]["detail"]
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a directory")
+    unusable = tmp_path / "unusable.toml"
+    unusable.write_text(good.read_text().replace("./state", f"{blocked}/state"))
+    result = run("doctor", "--server", str(unusable), "--format", "json")
+    assert result.exit_code == 2
+    checks = {c["name"]: c for c in one_line(result)["data"]["checks"]}
+    assert checks["server state dir"]["status"] == "fail"

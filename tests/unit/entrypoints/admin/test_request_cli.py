@@ -179,3 +179,118 @@ def test_approve_prints_the_step_and_hints_the_resume(api: ScriptedApi) -> None:
     assert result.stdout == "Approved as role:approver (step 1/1)\n"
     assert "dbward request resume r7" in result.stderr
     assert api.calls[0][2] == {"comment": "ok", "selector": "role:approver"}
+
+
+def test_execute_sends_emergency_metadata_sharing_and_no_store(api: ScriptedApi) -> None:
+    api.on("POST", "/api/requests", (201, {"id": "r9", "status": "cancelled", "approvers": []}))
+    result = run(
+        "execute", "DROP TABLE t", "-d", "app", "--emergency", "--allow-ddl", "--reason", "fire",
+        "--ticket", "OPS-1", "--repo", "https://git.example/app", "--idempotency-key", "k1",
+        "--share-with", "role:dba", "--share-with", "user:bo", "--share-with", "role:dba",
+        "--no-result-store", "-y", "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert api.calls[0][2] == {
+        "database": "app",
+        "environment": "development",
+        "detail": "DROP TABLE t",
+        "reason": "fire",
+        "emergency": True,
+        "allow_ddl": True,
+        "metadata": {"ticket": "OPS-1", "repo": "https://git.example/app"},
+        "idempotency_key": "k1",
+        "share_with": ["role:dba", "user:bo"],
+        "no_store": True,
+    }
+
+
+def test_allow_ddl_without_emergency_is_a_usage_error(api: ScriptedApi) -> None:
+    result = run("execute", "DROP TABLE t", "-d", "app", "--allow-ddl", "-y")
+    assert result.exit_code == 2
+    assert "--allow-ddl only goes with --emergency" in result.stderr
+    assert api.calls == []
+
+
+def test_execute_takes_database_and_environment_from_the_client_config(
+    api: ScriptedApi, tmp_path: Path
+) -> None:
+    api.on("POST", "/api/requests", (201, {"id": "r10", "status": "expired", "approvers": []}))
+    assert run("execute", "SELECT 1", "-y").exit_code == 2  # no database anywhere
+    (tmp_path / "dbward.toml").write_text(
+        'default_database = "billing"\ndefault_environment = "staging"\n'
+        "[databases.billing]\n[databases.app]\n"
+    )
+    assert run("execute", "SELECT 1", "-y").exit_code == 1
+    assert api.calls[-1][2]["database"] == "billing"
+    assert api.calls[-1][2]["environment"] == "staging"
+    assert run("execute", "SELECT 1", "-d", "app", "-e", "production", "-y").exit_code == 1
+    assert (api.calls[-1][2]["database"], api.calls[-1][2]["environment"]) == ("app", "production")
+    unknown = run("execute", "SELECT 1", "-d", "nope", "-y")
+    assert unknown.exit_code == 2 and "'nope' is not in the" in unknown.stderr
+
+
+def test_resuming_a_lost_execution_needs_a_confirmation(api: ScriptedApi) -> None:
+    lost = {"id": "r11", "status": "execution_lost", "operation": "execute_dml"}
+    api.on("GET", "/api/requests/r11", (200, lost), (200, lost), (200, RESULT_REQUEST))
+    api.on("POST", "/api/requests/r11/resume", (200, {"id": "r11", "status": "dispatched"}))
+    api.on("GET", "/api/requests/r11/result/stream", (200, RESULT))
+    refused = run("request", "resume", "r11", "--format", "json")
+    assert refused.exit_code == 1
+    assert envelope(refused)["error"]["code"] == "confirmation_required"
+    assert "may already have run" in refused.stderr
+    assert not [call for call in api.calls if call[0] == "POST"]
+    done = run("request", "resume", "r11", "-y", "--format", "json")
+    assert done.exit_code == 0, done.output
+    assert ("POST", "/api/requests/r11/resume", {}) in api.calls
+
+
+RESULT_REQUEST = {"id": "r11", "status": "executed"}
+
+
+def test_request_list_pages_and_says_where_the_next_page_starts(api: ScriptedApi) -> None:
+    row = {"id": "r12", "status": "pending", "database": "app", "environment": "dev"}
+    api.on(
+        "GET",
+        "/api/requests",
+        (200, {"requests": [row, row], "total": 5, "limit": 2, "offset": 2}),
+    )
+    result = run("request", "list", "--limit", "2", "--offset", "2")
+    assert result.exit_code == 0, result.output
+    assert "showing 3-4 of 5; next: --offset 4" in result.stderr
+    sent = api.calls[-1]
+    assert sent[:2] == ("GET", "/api/requests")
+    as_json = run("request", "list", "--limit", "2", "--offset", "2", "--format", "json")
+    assert envelope(as_json)["data"] == [row, row]
+    api.on("GET", "/api/requests", (200, {"requests": [row], "total": 5, "offset": 4}))
+    assert "showing" not in run("request", "list", "--offset", "4").stderr
+
+
+def test_request_list_folds_to_the_terminal_width(
+    api: ScriptedApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = {"id": "r" * 36, "status": "pending", "database": "app", "requester": "someone"}
+    api.on("GET", "/api/requests", (200, {"requests": [row], "total": 1, "offset": 0}))
+    monkeypatch.setenv("COLUMNS", "60")
+    narrow = run("request", "list")
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+    monkeypatch.delenv("COLUMNS")
+    wide = run("request", "list")
+    assert any("r" * 36 in line for line in wide.stdout.splitlines())
+
+
+def test_merge_global_before_the_command_holds_for_it(
+    api: ScriptedApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DBWARD_SERVER_URL")
+    monkeypatch.delenv("DBWARD_TOKEN")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    global_file = tmp_path / "home" / ".config" / "dbward" / "config.toml"
+    global_file.parent.mkdir(parents=True)
+    global_file.write_text(f'[server]\nurl = "{URL}"\ntoken = "dbw_{"b" * 32}"\n')
+    (tmp_path / "team.toml").write_text('default_environment = "staging"\n')
+    api.on("GET", "/api/requests", (200, {"requests": [], "total": 0, "offset": 0}))
+    alone = run("request", "list", "--config", "team.toml", "--format", "json")
+    assert alone.exit_code == 1 and envelope(alone)["error"]["code"] == "config"
+    merged = run("--merge-global", "request", "list", "--config", "team.toml", "--format", "json")
+    assert merged.exit_code == 0, merged.output

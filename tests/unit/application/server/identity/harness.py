@@ -41,7 +41,7 @@ class Env:
         self.files = MemorySecretFiles()
         ids = itertools.count(1)
         rand = itertools.count(1)
-        self.cancelled: list[str] = []
+        self.cancelled: list[tuple[str, str]] = []
         self.settings = settings or ServerSettings.for_state_dir(STATE)
 
         def new_id() -> str:
@@ -60,7 +60,7 @@ class Env:
             new_id,
             random_bytes,
             roles,
-            on_user_suspended=kwargs.get("hook", self._hook),
+            on_user_disabled=kwargs.get("hook", self._hook),
         )
         self.audit = AuditQueries(store)
         self.signer = Ed25519Signer(bytes(range(32)))
@@ -73,8 +73,8 @@ class Env:
         assert outcome.action is BootstrapAction.CREATED
         self.admin = self.login(self.file("admin-token"))
 
-    def _hook(self, user_id: str) -> list[str]:
-        self.cancelled.append(user_id)
+    def _hook(self, user_id: str, reason: str) -> list[str]:
+        self.cancelled.append((user_id, reason))
         return [f"req-of-{user_id}"]
 
     def file(self, name: str) -> str:

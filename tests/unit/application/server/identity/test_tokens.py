@@ -151,7 +151,7 @@ class TestTokens:
         assert env.admin.token_id is not None
         refused(lambda: env.tokens.revoke(env.admin, env.admin.token_id or ""), NotFound)
         refused(lambda: env.tokens.inspect(env.admin, env.admin.token_id or ""), NotFound)
-        refused(lambda: env.tokens.revoke(env.admin, "no-such-id"), NotFound, "token_not_found")
+        refused(lambda: env.tokens.revoke(env.admin, "no-such-id"), NotFound, "token.not_found")
 
     def test_a_user_and_an_agent_with_the_same_id_are_different_owners(self, env: Env) -> None:
         alice, _ = env.user("alice", "requester")

@@ -61,7 +61,7 @@ class TestUsers:
         assert env.users.get(alice, "alice").user.id == "alice"
         refused(lambda: env.users.get(alice, "bob"), Forbidden)
         refused(lambda: env.users.list(alice), Forbidden)
-        refused(lambda: env.users.get(env.admin, "nobody"), NotFound, "user_not_found")
+        refused(lambda: env.users.get(env.admin, "nobody"), NotFound, "user.not_found")
         assert [v.user.id for v in env.users.list(env.admin)] == [
             "admin",
             "agent",
@@ -119,7 +119,7 @@ class TestUsers:
         outcome = env.users.suspend(env.admin, "alice")
         assert set(outcome.revoked_tokens) == {alice.token_id, extra.record.id}
         assert outcome.cancelled_requests == ("req-of-alice",)
-        assert env.cancelled == ["alice"]
+        assert env.cancelled == [("alice", "user suspended")]
         refused(lambda: env.login(raw), Unauthenticated, "token_revoked")
         refused(lambda: env.users.suspend(env.admin, "alice"), Conflict)
         refused(
@@ -139,7 +139,7 @@ class TestUsers:
         ]
 
     def test_a_failing_hook_does_not_undo_the_suspension(self) -> None:
-        def broken(_user_id: str) -> None:
+        def broken(_user_id: str, _reason: str) -> None:
             raise RuntimeError("work store down")
 
         env = Env(hook=broken)
@@ -153,6 +153,7 @@ class TestUsers:
         _, raw = env.user("alice", "requester", groups=("dbas",))
         outcome = env.users.delete(env.admin, "alice")
         assert len(outcome.revoked_tokens) == 1
+        assert env.cancelled == [("alice", "user deleted")]
         assert env.store.state.users["alice"].is_deleted
         assert env.store.state.members == set()
         refused(lambda: env.login(raw), Unauthenticated)

@@ -111,6 +111,8 @@ def statement_facts(
         if _matches_every_row(delete.args.get("where")):
             hits.append(_no_where(ReviewRule.NO_WHERE_DELETE, "DELETE FROM", targets))
     for update in tree.find_all(exp.Update):
+        if isinstance(update.parent, exp.When):
+            continue  # MERGE … WHEN MATCHED THEN UPDATE: the ON condition picks the rows
         if _matches_every_row(update.args.get("where")):
             target = update.this
             refs = [r for r in [names.real(target)] if r] if isinstance(target, exp.Table) else []

@@ -29,9 +29,10 @@ the `;` the agent joins statements with.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from sqlglot import exp
@@ -141,7 +142,7 @@ class _Verdict:
     kind: StatementClass
     reason: str
     is_safe_set: bool = False
-    facts: StatementFacts = StatementFacts()
+    facts: StatementFacts = field(default_factory=StatementFacts)
     #: The table a CREATE TABLE makes: a later CREATE INDEX on it blocks nobody.
     creates: TableRef | None = None
 
@@ -488,7 +489,7 @@ def _classify_unparsed_ddl(verb: str, tokens: Sequence[Token]) -> _Verdict:
 def _into_file(tokens: Sequence[Token]) -> str | None:
     """MySQL `INTO OUTFILE`/`INTO DUMPFILE`, anywhere in the statement (sqlglot cannot parse it)."""
     words = _words(tokens)
-    for first, second in zip(words, words[1:], strict=False):
+    for first, second in itertools.pairwise(words):
         if first == "INTO" and second in ("OUTFILE", "DUMPFILE"):
             return second
     return None

@@ -337,8 +337,7 @@ def _alter_facts(tree: exp.Alter, names: _Names, dialect: str, hits: list[Review
                 hits.append(
                     ReviewHit(
                         ReviewRule.NOT_NULL_WITHOUT_DEFAULT,
-                        f"ALTER TABLE {table} adds NOT NULL column {action.name} "
-                        "without a DEFAULT",
+                        f"ALTER TABLE {table} adds NOT NULL column {action.name} without a DEFAULT",
                     )
                 )
         elif isinstance(action, exp.Drop) and str(action.args.get("kind")).upper() == "COLUMN":
@@ -398,6 +397,5 @@ def _largest_in_list(tree: exp.Expr) -> ReviewHit | None:
     on = f" on {subject.sql()}" if isinstance(subject, exp.Column) else ""
     return ReviewHit(
         ReviewRule.LARGE_IN_LIST,
-        f"IN list{on} with {len(largest.expressions)} items "
-        f"(more than {LARGE_IN_LIST_ITEMS})",
+        f"IN list{on} with {len(largest.expressions)} items (more than {LARGE_IN_LIST_ITEMS})",
     )

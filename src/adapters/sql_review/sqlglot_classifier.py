@@ -502,7 +502,9 @@ def _classify_explain(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verd
     quoted `"analyze"`, which PostgreSQL accepts as an option name), bare
     `ANALYZE`/`VERBOSE`, MySQL `FORMAT=x`, MariaDB `EXTENDED`/`PARTITIONS`. A dangerous
     function escalates even without ANALYZE (MySQL evaluates constant subqueries while
-    planning). MariaDB's `ANALYZE [FORMAT=JSON] stmt` is EXPLAIN ANALYZE: it runs stmt.
+    planning). MariaDB's `ANALYZE [FORMAT=JSON] stmt` is EXPLAIN ANALYZE: it runs stmt. In
+    MySQL an EXPLAIN of anything but a plain query (INSERT/UPDATE/DELETE, FOR UPDATE…) is
+    not a read either: MariaDB refuses it in a read-only transaction.
     """
     keyword = _word(tokens[0])
     i, count, analyze = 1, len(tokens), keyword in _ANALYZE
@@ -538,9 +540,23 @@ def _classify_explain(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verd
         StatementClass.REJECTED,
         StatementClass.PARSE_FAILURE,
         StatementClass.DANGEROUS_FUNCTION,
+    ) or (
+        tools.name == "mysql"
+        and verdict.kind is not StatementClass.SELECT
+        and not _names_a_table(inner)
     ):
+        # MariaDB refuses to plan a write or a locking read inside a read-only transaction
+        # (error 1792): such an EXPLAIN is not a read, it keeps the class of what it explains.
         return _Verdict(verdict.kind, f"{keyword}: {verdict.reason}", facts=plan_only)
     return _Verdict(StatementClass.SELECT, f"{keyword} (plan only)", facts=plan_only)
+
+
+def _names_a_table(tokens: Sequence[Token]) -> bool:
+    """MySQL `EXPLAIN t [col]` / `DESCRIBE db.t`: the DESCRIBE form, which lists columns."""
+    names = [t for t in tokens if t.token_type is not TokenType.DOT]
+    return 0 < len(names) <= 2 and all(
+        t.token_type in (TokenType.VAR, TokenType.IDENTIFIER) for t in names
+    )
 
 
 def _escalate(verdict: _Verdict, tree: exp.Expr) -> _Verdict:

@@ -19,7 +19,7 @@ class FakeDatabase:
     """Answers queries from a script; can refuse connections, fail, or hang until cancelled.
 
     - `connect_errors`: errors raised by the next `connect` calls, in order.
-    - `rows`: rows returned by selects (as JSON objects).
+    - `rows`: rows returned by selects (as JSON objects); `dml_rows`: by DML plans.
     - `fail_next`: an error the next execution raises.
     - Executed statements are recorded joined with ";\n", as the reference sends them.
     - `hang`: executions block until `release` is set or the cancel token fires.
@@ -34,6 +34,8 @@ class FakeDatabase:
         self.closed = False
         self.rows: list[dict[str, Any]] = [{"n": 1}]
         self.rows_affected = 1
+        #: Rows a DML plan returns (RETURNING); None: it returns none.
+        self.dml_rows: list[dict[str, Any]] | None = None
         self.fail_next: Exception | None = None
         self.hang = False
         self.release = threading.Event()
@@ -107,12 +109,29 @@ class FakeDatabase:
         return ExecutionOutput(result_data=json.dumps(data), truncated=truncated)
 
     def execute_dml(
-        self, statements: Sequence[str], timeout_secs: int, cancel: CancelToken
+        self,
+        statements: Sequence[str],
+        timeout_secs: int,
+        limits: ResultLimits,
+        cancel: CancelToken,
     ) -> ExecutionOutput:
+        self.last_limits = limits
         self._run("dml", ";\n".join(statements), timeout_secs, cancel)
+        if self.dml_rows is None:
+            return ExecutionOutput(
+                result_data=json.dumps({"rows_affected": self.rows_affected}),
+                rows_affected=self.rows_affected,
+            )
+        rows = self.dml_rows[: limits.max_rows]
+        truncated = len(self.dml_rows) > limits.max_rows
+        data = {
+            "rows_affected": self.rows_affected,
+            "rows": rows,
+            "truncated": truncated,
+            "truncation_reason": f"row limit reached ({limits.max_rows})" if truncated else None,
+        }
         return ExecutionOutput(
-            result_data=json.dumps({"rows_affected": self.rows_affected}),
-            rows_affected=self.rows_affected,
+            result_data=json.dumps(data), rows_affected=self.rows_affected, truncated=truncated
         )
 
     def run_migration(

@@ -257,3 +257,57 @@ def test_a_request_no_agent_serves_times_out_or_is_interrupted(stack: Stack) -> 
         waiting.kill()
     assert waiting.returncode == 130, (stdout, stderr)
     assert "interrupted: request" in stderr, (stdout, stderr)
+
+
+def test_an_escalated_query_is_approved_and_its_rows_come_back(stack: Stack) -> None:
+    rita, alex = stack.rita, stack.alex
+    escalated = "SELECT pg_sleep(0.1), 42 AS answer"
+    pending = rita.json("execute", escalated, "-d", "app", "-e", "production", "-y", expect=2)
+    request_id = pending["data"]["id"]
+    shown = rita.json("request", "show", request_id)["data"]
+    assert shown["operation"] == "execute_dml"  # pg_sleep makes the server treat it as a write
+    alex.json("request", "approve", request_id, "--comment", "ok")
+
+    resumed = rita.json("request", "resume", request_id)["data"]["result"]
+    assert resumed["success"] is True and resumed["rows_affected"] == 1
+    assert [row["answer"] for row in resumed["result_data"]["rows"]] == [42]
+
+    with stack.server.client() as admin:
+        content = admin.get(f"/api/requests/{request_id}/result/content")
+    assert content.status_code == 200, content.text
+    stored = content.json()
+    assert stored["rows_affected"] == 1 and stored["truncated"] is False
+    assert stored["result_data"]["rows"] == [{"pg_sleep": "", "answer": 42}]
+    assert stored["result_data"]["columns"][1] == {"name": "answer", "type": "int4"}
+
+    table = rita.run("request", "result", request_id)
+    assert table.returncode == 0, table.stderr
+    assert "answer" in table.stdout and "42" in table.stdout
+    assert table.stdout.endswith("(1 row)\n1 row affected\n")
+    as_csv = rita.run("request", "result", request_id, "--result-format", "csv")
+    assert as_csv.stdout == "pg_sleep,answer\n,42\n"
+    assert "note: 1 row affected" in as_csv.stderr
+
+
+def test_insert_returning_gives_back_the_new_ids(stack: Stack) -> None:
+    rita = stack.rita
+    rita.json(
+        "execute", "CREATE TABLE tickets (id serial PRIMARY KEY, title text)", "-d", "app", "-y"
+    )
+    envelope = rita.json(
+        "execute",
+        "INSERT INTO tickets (title) VALUES ('a'), ('b') RETURNING id",
+        "-d",
+        "app",
+        "-y",
+    )
+    result = envelope["data"]["result"]
+    assert result["rows_affected"] == 2
+    assert result["result_data"]["rows"] == [{"id": 1}, {"id": 2}]
+    vertical = rita.run(
+        "execute", "DELETE FROM tickets WHERE id = 2 RETURNING title", "-d", "app", "-y",
+        "--result-format", "vertical",
+    )  # fmt: skip
+    assert vertical.returncode == 0, vertical.stderr
+    assert "title | b" in vertical.stdout
+    assert vertical.stdout.endswith("1 row affected\n")

@@ -142,6 +142,11 @@ def test_requests_run_through_real_server_and_agent_processes(
             assert my["result_data"]["rows"] == [{"n": 2, "engine": "mysql"}]  # type: ignore[index]
             dml = _run(client, "pg", "CREATE TABLE e2e (id int)")
             assert dml["success"] is True, dml
+            # SLEEP makes the server run it as a write; its row still comes back.
+            escalated = _run(client, "my", "SELECT SLEEP(0), 42 AS answer")
+            assert escalated["success"] is True, escalated
+            assert escalated["rows_affected"] == 1
+            assert escalated["result_data"]["rows"] == [{"SLEEP(0)": 0, "answer": 42}]  # type: ignore[index]
 
             verdict = client.get("/api/audit/verify").json()
             assert verdict["valid"] is True and verdict["first_broken_id"] is None
@@ -151,6 +156,7 @@ def test_requests_run_through_real_server_and_agent_processes(
                     "execution.completed", "agent.registered"} <= kinds  # fmt: skip
             listed = client.get("/api/results").json()["results"]
             assert [(r["environment"], r["success"]) for r in listed] == [
+                ("my", True),
                 ("pg", True),
                 ("my", True),
                 ("pg", True),

@@ -236,9 +236,14 @@ class MySqlDatabase:
 
     @only_database_errors
     def execute_dml(
-        self, statements: Sequence[str], timeout_secs: int, cancel: CancelToken
+        self,
+        statements: Sequence[str],
+        timeout_secs: int,
+        limits: ResultLimits,
+        cancel: CancelToken,
     ) -> ExecutionOutput:
-        """Run the statements atomically: all of them commit, or none.
+        """Run the statements atomically: all of them commit, or none. Rows of every
+        statement that returns some come back under `limits`, as a SELECT plan's do.
 
         Atomic for transactional tables; DDL or a COMMIT inside the SQL commits implicitly
         on MySQL, which no client can prevent.
@@ -251,16 +256,17 @@ class MySqlDatabase:
             setup.append("SET SESSION max_statement_time = %s")
             args.append(timeout_secs)
         setup.append("START TRANSACTION")
+        builder = _ResultBuilder(limits, dml=True)
         with self._run(setup, args, timeout_secs, cancel) as run:
             total = 0
             for statement in _non_blank(statements):
                 run.check()
-                total += run.execute_counting(statement)
+                total += run.execute_counting(statement, builder)
             # Disarm before COMMIT: a KILL landing on the COMMIT would leave its outcome unknown.
             run.finish()
             run.commit()
             run.release_clean()
-        return dml_output(total)
+        return builder.dml_output(total)
 
     # --- EXPLAIN ---------------------------------------------------------------------
 
@@ -593,8 +599,12 @@ class _Run:
             abandon(self.conn, self._cursor)
             self._closed = True
 
-    def execute_counting(self, statement: str) -> int:
-        """Run one signed statement (it may hold several); rows affected by all of them."""
+    def execute_counting(self, statement: str, builder: _ResultBuilder) -> int:
+        """Run one signed statement (it may hold several); rows affected by all of them.
+
+        Rows a statement returns (INSERT … RETURNING, a SELECT) go to `builder` and count
+        as its rows affected, as PostgreSQL's command tags count them.
+        """
         total = 0
         warned = False
         # No `with`: closing an unbuffered cursor drains it, even over a dead socket.
@@ -605,9 +615,7 @@ class _Run:
             if cursor.description is None:
                 total += max(cursor.rowcount, 0)
             else:
-                # Rows returned inside a DML batch (INSERT … RETURNING) are read and dropped.
-                for _ in cursor.fetchall_unbuffered():
-                    pass
+                total += builder.read_all(cursor)
             warned = warned or result_warning_count(cursor) > 0
             if not cursor.nextset():
                 break
@@ -726,7 +734,8 @@ class _Interrupter:
 
 
 class _ResultBuilder:
-    """Rows of every result set into one RowCollector, and the `columns` metadata.
+    """Rows of every result set into one RowCollector, and the `columns` metadata: what a
+    SELECT plan answers, and a DML plan (`dml`) beside its count.
 
     `columns` lists the columns of each distinct result shape, in order, duplicates within
     a shape kept; the usual plan has one row-returning statement, so one shape. When a new
@@ -734,8 +743,9 @@ class _ResultBuilder:
     smaller row budget, so `result_data` never exceeds the byte cap.
     """
 
-    def __init__(self, limits: ResultLimits) -> None:
+    def __init__(self, limits: ResultLimits, *, dml: bool = False) -> None:
         self._limits = limits
+        self._dml = dml
         self.columns: list[dict[str, str]] = []
         self._shapes: list[list[dict[str, str]]] = []
         self._collector: RowCollector | None = None
@@ -766,13 +776,27 @@ class _ResultBuilder:
             if not cursor.nextset():
                 return True
 
+    def read_all(self, cursor: SSCursor) -> int:
+        """Read the cursor's current result set to its end (a DML batch must run on);
+        rows past a limit are read and dropped. How many rows it had."""
+        names, encoders = self._start_result_set(cursor)
+        collector = self._collector
+        assert collector is not None
+        count = 0
+        read = cursor.read_next
+        while (row := read()) is not None:
+            count += 1
+            if not collector.truncated:
+                collector.offer(encode_row(names, encoders, row))
+        return count
+
     def _start_result_set(self, cursor: SSCursor) -> tuple[list[str], list[Encoder]]:
         fields = result_fields(cursor)
         shape = [{"name": f.name, "type": type_name(f.type_code)} for f in fields]
         if shape not in self._shapes:
             self._shapes.append(shape)
             self.columns.extend(shape)
-            reserved = reserved_bytes(self._limits, encode_columns(self.columns))
+            reserved = reserved_bytes(self._limits, encode_columns(self.columns), dml=self._dml)
             previous = self._collector
             self._collector = RowCollector(self._limits, reserved_bytes=reserved)
             if previous is not None:
@@ -784,8 +808,12 @@ class _ResultBuilder:
         return names, encoders
 
     def output(self) -> ExecutionOutput:
-        """The result of the plan; the collected rows are consumed."""
+        """The result of the SELECT plan; the collected rows are consumed."""
         return select_output(self._collector, encode_columns(self.columns))
+
+    def dml_output(self, rows_affected: int) -> ExecutionOutput:
+        """The result of the committed DML plan; the collected rows are consumed."""
+        return dml_output(rows_affected, self._collector, encode_columns(self.columns))
 
 
 def _run_setup(conn: Connection[Any], sql: str, args: tuple[int | float, ...] | None) -> int:

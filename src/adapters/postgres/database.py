@@ -14,7 +14,9 @@ What it guarantees, and why (docs/protocol.md §5, §6.3, §8, §9.3, §10; docs
   collected under exact limits: one row past `max_rows` is read to know truncation for sure,
   and a row that would push `result_data` past the byte cap is refused.
 * DML plans run as one simple-protocol batch, which PostgreSQL executes as one implicit
-  transaction: a failing statement rolls back the ones before it.
+  transaction: a failing statement rolls back the ones before it. Rows the batch returns
+  (RETURNING, a SELECT) stream into the same collector as a SELECT plan's, and the rest of
+  the batch is read to its end past a limit (docs/protocol.md §5.7).
 * Timeouts are enforced twice: by PostgreSQL's `statement_timeout` and by an agent-side
   deadline (timeout + 2 s) that cancels the batch even if the plan changed the setting.
 * Cancellation comes from another thread (heartbeat, lease loss, shutdown): psycopg's
@@ -316,6 +318,77 @@ class _StatementGuard:
                 return
 
 
+def _stream_rows(pgconn: pq.abc.PGconn) -> None:
+    """Right after sending a query: its rows arrive in chunks, never loaded whole."""
+    if psycopg.capabilities.has_stream_chunked():
+        pgconn.set_chunked_rows_mode(CHUNK_ROWS)
+    else:  # libpq older than 17 (psycopg without its bundled libpq): still streaming
+        pgconn.set_single_row_mode()
+
+
+class _ResultRows:
+    """Rows of every result set of a plan into one `RowCollector`, and the `columns` of
+    the first result set: what a SELECT plan answers, and a DML plan beside its count.
+
+    Fed each `TUPLES_*` result (a chunk of rows, or the end of a result set) in turn;
+    converters are picked once per result set.
+    """
+
+    def __init__(
+        self,
+        column_types: Callable[[pq.abc.PGresult], list[PgType]],
+        connection: Connection,
+        limits: ResultLimits,
+        *,
+        dml: bool,
+    ) -> None:
+        self._column_types = column_types
+        self._connection = connection
+        self._raw_text = connection.info.encoding == "ascii"  # SQL_ASCII: text arrives as bytes
+        self._transformer = Transformer(_SelectContext(connection))
+        self._limits = limits
+        self._dml = dml
+        self._encoder: RowEncoder | None = None
+        self._collector: RowCollector | None = None
+        self._columns_json = encode_columns([])
+
+    def take(self, result: pq.abc.PGresult) -> bool:
+        """Offer the result's rows; False once a limit refused one (nothing more is kept)."""
+        encoder = self._encoder
+        if encoder is None:  # the first chunk of a result set
+            encoder = self._encoder = RowEncoder(
+                _field_names(result, self._connection, self._raw_text),
+                self._column_types(result),
+                raw_text=self._raw_text,
+            )
+            self._transformer.set_pgresult(result, set_loaders=True)
+            if self._collector is None:
+                self._columns_json = encode_columns(encoder.columns)
+                reserve = reserved_bytes(self._limits, self._columns_json, dml=self._dml)
+                self._collector = RowCollector(self._limits, reserved_bytes=reserve)
+        else:
+            self._transformer.set_pgresult(result, set_loaders=False)
+        collector = self._collector
+        assert collector is not None
+        ntuples = result.ntuples
+        if ntuples and not collector.truncated:
+            rows = self._transformer.load_rows(0, ntuples, tuple)
+            all(map(collector.offer, encoder.encode(rows)))
+        if result.status == pq.ExecStatus.TUPLES_OK:
+            self._encoder = None
+        return not collector.truncated
+
+    def end_of_statement(self) -> None:
+        """A statement ended without rows: the next result set picks its own converters."""
+        self._encoder = None
+
+    def select_output(self) -> ExecutionOutput:
+        return select_output(self._collector, self._columns_json)
+
+    def dml_output(self, rows_affected: int) -> ExecutionOutput:
+        return dml_output(rows_affected, self._collector, self._columns_json)
+
+
 @dataclass
 class _Streamed:
     output: ExecutionOutput
@@ -507,22 +580,15 @@ class PostgresDatabase:
     ) -> _Streamed:
         """Stream each statement's rows into one collector; stop early at a limit."""
         pgconn = connection.pgconn
-        raw_text = connection.info.encoding == "ascii"  # SQL_ASCII: text arrives as bytes
-        transformer = Transformer(_SelectContext(connection))
-        collector: RowCollector | None = None
-        columns_json = encode_columns([])
+        rows = _ResultRows(self._column_types, connection, limits, dml=False)
         for sql in statements:
             _require_read_only_transaction(pgconn)
             guard.check()
             # The extended protocol: exactly one statement per call, by the server's rule.
             pgconn.send_query_params(sql, None)
-            if psycopg.capabilities.has_stream_chunked():
-                pgconn.set_chunked_rows_mode(CHUNK_ROWS)
-            else:  # libpq older than 17 (psycopg without its bundled libpq): still streaming
-                pgconn.set_single_row_mode()
+            _stream_rows(pgconn)
             connection.wait(send(pgconn))
             guard.arm()
-            encoder: RowEncoder | None = None
             failed: pq.abc.PGresult | None = None
             transaction_control = False
             while True:
@@ -538,31 +604,12 @@ class PostgresDatabase:
                 if failed is not None:
                     continue  # drain to the end of the statement, then report
                 if status in _TUPLES:
-                    if encoder is None:  # the first chunk of a result set: pick converters once
-                        encoder = RowEncoder(
-                            _field_names(result, connection, raw_text),
-                            self._column_types(result),
-                            raw_text=raw_text,
-                        )
-                        transformer.set_pgresult(result, set_loaders=True)
-                        if collector is None:
-                            columns_json = encode_columns(encoder.columns)
-                            collector = RowCollector(
-                                limits, reserved_bytes=reserved_bytes(limits, columns_json)
-                            )
-                    else:
-                        transformer.set_pgresult(result, set_loaders=False)
-                    ntuples = result.ntuples
-                    if ntuples and collector is not None:
-                        rows = transformer.load_rows(0, ntuples, tuple)
-                        if not all(map(collector.offer, encoder.encode(rows))):
-                            return self._streamed(collector, columns_json, complete=False)
-                    if status == pq.ExecStatus.TUPLES_OK:
-                        encoder = None
+                    if not rows.take(result):
+                        return _Streamed(rows.select_output(), complete=False)
                 elif status == pq.ExecStatus.FATAL_ERROR:
                     failed = result
                 elif status in _END_OF_STATEMENT:
-                    encoder = None
+                    rows.end_of_statement()
                     if result.command_status in _TRANSACTION_CONTROL_TAGS:
                         transaction_control = True
                 elif status in _COPY:
@@ -572,13 +619,7 @@ class PostgresDatabase:
             if transaction_control:
                 raise TransactionControlRefused()
         _require_read_only_transaction(pgconn)
-        return self._streamed(collector, columns_json, complete=True)
-
-    @staticmethod
-    def _streamed(
-        collector: RowCollector | None, columns_json: bytes, *, complete: bool
-    ) -> _Streamed:
-        return _Streamed(select_output(collector, columns_json), complete)
+        return _Streamed(rows.select_output(), complete=True)
 
     def _column_types(self, result: pq.abc.PGresult) -> list[PgType]:
         oids = [result.ftype(index) for index in range(result.nfields)]
@@ -621,9 +662,14 @@ class PostgresDatabase:
 
     @only_database_errors
     def execute_dml(
-        self, statements: Sequence[str], timeout_secs: int, cancel: CancelToken
+        self,
+        statements: Sequence[str],
+        timeout_secs: int,
+        limits: ResultLimits,
+        cancel: CancelToken,
     ) -> ExecutionOutput:
-        """Run a DML plan as one batch: all statements commit, or none."""
+        """Run a DML plan as one batch: all statements commit, or none. Rows of every
+        statement that returns some come back under `limits`, as a SELECT plan's do."""
         if cancel.cancelled:
             raise QueryCancelled("query cancelled")
         connection = self._acquire()
@@ -639,7 +685,8 @@ class PostgresDatabase:
                 "SELECT pg_catalog.set_config('statement_timeout', %s, false)",
                 (_timeout_setting(timeout_secs),),
             )
-            rows_affected = self._run_batch(connection, batch, guard)
+            rows = _ResultRows(self._column_types, connection, limits, dml=True)
+            rows_affected = self._run_batch(connection, batch, guard, rows)
             guard.disarm()
             if not guard.fired:
                 reusable = self._clean_up(connection, _SESSION_RESET)
@@ -649,13 +696,17 @@ class PostgresDatabase:
             guard.disarm()
             self._release(connection, reusable=reusable)
         # The batch committed: even a cancel that came too late does not undo that.
-        return dml_output(rows_affected)
+        return rows.dml_output(rows_affected)
 
-    def _run_batch(self, connection: Connection, sql: bytes, guard: _StatementGuard) -> int:
+    def _run_batch(
+        self, connection: Connection, sql: bytes, guard: _StatementGuard, rows: _ResultRows
+    ) -> int:
         """Send the batch in one simple-protocol message; the sum of the command tags'
-        row counts. Rows a statement returns (RETURNING) are read and dropped."""
+        row counts. Rows the statements return (RETURNING, a SELECT) stream into `rows`;
+        past a limit they are read and dropped, since the batch must run to its end."""
         pgconn = connection.pgconn
         pgconn.send_query(sql)
+        _stream_rows(pgconn)
         connection.wait(send(pgconn))
         guard.arm()
         total = 0
@@ -675,6 +726,11 @@ class PostgresDatabase:
             elif status in _COPY:
                 raise DatabaseError("query failed: COPY to or from the client is not supported")
             elif failed is None:
+                if status in _TUPLES:
+                    rows.take(result)
+                else:
+                    rows.end_of_statement()
+                # Set on the result that ends a statement, None on a chunk of rows.
                 total += result.command_tuples or 0
         if failed is not None:
             raise error_from_result(failed, encoding=connection.info.encoding)

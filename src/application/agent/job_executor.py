@@ -207,13 +207,14 @@ class JobExecutor:
             if claim.statement_timeout_secs is not None
             else self._settings.statement_timeout_secs
         )
-        if operation is Operation.EXECUTE_SELECT:
+        if operation in (Operation.EXECUTE_SELECT, Operation.EXECUTE_DML):
             limits = ResultLimits.for_claim(
                 claim.max_rows, self._settings.max_result_rows, self._settings.max_result_bytes
             )
-            return port.execute_select(statements_to_execute(claim), timeout, limits, cancel)
-        if operation is Operation.EXECUTE_DML:
-            return port.execute_dml(statements_to_execute(claim), timeout, cancel)
+            execute = (
+                port.execute_select if operation is Operation.EXECUTE_SELECT else port.execute_dml
+            )
+            return execute(statements_to_execute(claim), timeout, limits, cancel)
         return port.run_migration(operation, claim.detail, timeout, cancel)
 
     def _lease_secs(self, claim: ClaimedJob, claimed_at: datetime) -> float:

@@ -83,9 +83,14 @@ class DatabasePort(Protocol):
         ...
 
     def execute_dml(
-        self, statements: Sequence[str], timeout_secs: int, cancel: CancelToken
+        self,
+        statements: Sequence[str],
+        timeout_secs: int,
+        limits: ResultLimits,
+        cancel: CancelToken,
     ) -> ExecutionOutput:
-        """Run the statements atomically: all of them commit, or none."""
+        """Run the statements atomically: all of them commit, or none. Rows the statements
+        return (RETURNING, an escalated SELECT) come back under `limits`, as a select's do."""
         ...
 
     def run_migration(

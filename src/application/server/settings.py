@@ -19,6 +19,7 @@ from domain.server.execution_policies import (
     resolve_execution_policy,
     resolve_result_policy,
 )
+from domain.server.sql_review import SqlReviewPolicy, resolve_review_policy
 from domain.server.workflows import Workflow, match_workflow
 from domain.shared.operations import Operation
 from domain.shared.scopes import Scope
@@ -203,6 +204,7 @@ class ServerSettings:
     workflows: tuple[Workflow, ...] = ()
     execution_policies: tuple[ExecutionPolicy, ...] = ()
     result_policies: tuple[ResultPolicy, ...] = ()
+    sql_review: tuple[SqlReviewPolicy, ...] = ()
     auth: AuthSettings = AuthSettings()
     retention: RetentionSettings = RetentionSettings()
     audit: AuditSettings = AuditSettings()
@@ -246,6 +248,9 @@ class ServerSettings:
 
     def execution_policy_for(self, database: str, environment: str) -> ExecutionPolicy:
         return resolve_execution_policy(self.execution_policies, database, environment)
+
+    def review_policy_for(self, database: str, environment: str) -> SqlReviewPolicy:
+        return resolve_review_policy(self.sql_review, database, environment)
 
     def result_policy_for(self, database: str, environment: str) -> ResultPolicy:
         return resolve_result_policy(

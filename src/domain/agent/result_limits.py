@@ -68,7 +68,13 @@ class RowCollector:
         return self.truncation_reason is not None
 
     def offer(self, encoded_row: bytes) -> bool:
-        """Append the row if it fits; False means stop reading (the result is truncated)."""
+        """Append the row if it fits; False means stop reading (the result is truncated).
+
+        Once a row was refused every later one is too, so the rows stay a prefix of the
+        result: a DML batch keeps offering while it reads to its end.
+        """
+        if self.truncation_reason is not None:
+            return False
         if len(self.rows) >= self._limits.max_rows:
             self.truncation_reason = row_limit_reason(self._limits.max_rows)
             return False

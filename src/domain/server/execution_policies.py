@@ -16,17 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol, TypeVar
 
 from domain.server.errors import Conflict, Gone
+from domain.server.policy_matching import resolve_scoped, scope_problems
 from domain.server.rbac import Selector, SelectorKind
 from domain.server.request_lifecycle import REDISPATCH_STATUSES, RequestStatus
 from domain.server.workflows import (
     WILDCARD,
     KeyPath,
     ValidationProblem,
-    format_key,
-    scope_name_problem,
 )
 from domain.shared.operations import Operation
 
@@ -100,39 +98,11 @@ class ExecutionPolicy:
 DEFAULT_EXECUTION_POLICY = ExecutionPolicy()
 
 
-class _Scoped(Protocol):
-    @property
-    def database(self) -> str: ...
-
-    @property
-    def environment(self) -> str: ...
-
-
-_P = TypeVar("_P", bound=_Scoped)
-
-
-def _resolve(policies: Sequence[_P], database: str, environment: str) -> _P | None:
-    """Highest specificity (environment exact 2, database exact 1); ties go to the first."""
-    best: _P | None = None
-    best_score = -1
-    for policy in policies:
-        if policy.database not in (WILDCARD, database):
-            continue
-        if policy.environment not in (WILDCARD, environment):
-            continue
-        score = (2 if policy.environment != WILDCARD else 0) + (
-            1 if policy.database != WILDCARD else 0
-        )
-        if score > best_score:
-            best, best_score = policy, score
-    return best
-
-
 def resolve_execution_policy(
     policies: Sequence[ExecutionPolicy], database: str, environment: str
 ) -> ExecutionPolicy:
     """The policy for (database, environment); the built-in defaults when none matches."""
-    return _resolve(policies, database, environment) or DEFAULT_EXECUTION_POLICY
+    return resolve_scoped(policies, database, environment) or DEFAULT_EXECUTION_POLICY
 
 
 def effective_statement_timeout(
@@ -277,33 +247,11 @@ def resolve_result_policy(
     `default_retention_days` is `[retention].result_ttl_days`, which the reference parsed
     but never used (§11.1); here it is the retention when no policy says otherwise.
     """
-    found = _resolve(policies, database, environment)
+    found = resolve_scoped(policies, database, environment)
     return found or ResultPolicy(retention_days=default_retention_days)
 
 
 # --- validation ---------------------------------------------------------------------------
-
-
-def _scope_problems(policies: Sequence[_Scoped], key: KeyPath) -> list[ValidationProblem]:
-    """Names valid (or `*`), and each scope once: a repeated scope would never apply."""
-    problems: list[ValidationProblem] = []
-    first: dict[tuple[str, str], int] = {}
-    for index, policy in enumerate(policies):
-        for field in ("database", "environment"):
-            problem = scope_name_problem(field, getattr(policy, field))
-            if problem:
-                problems.append(ValidationProblem((*key, index, field), problem))
-        scope = (policy.database, policy.environment)
-        earlier = first.setdefault(scope, index)
-        if earlier != index:
-            problems.append(
-                ValidationProblem(
-                    (*key, index),
-                    f"same database {scope[0]!r} and environment {scope[1]!r} as "
-                    f"{format_key((*key, earlier))}, so it would never apply; merge the two",
-                )
-            )
-    return problems
 
 
 def _minimum(
@@ -317,7 +265,7 @@ def validate_execution_policies(
     policies: Sequence[ExecutionPolicy], key: KeyPath = ("execution_policies",)
 ) -> tuple[ValidationProblem, ...]:
     """Errors in an `[[execution_policies]]` list; keys and messages use the file's names."""
-    problems = _scope_problems(policies, key)
+    problems = scope_problems(policies, key)
     for index, policy in enumerate(policies):
         at: KeyPath = (*key, index)
         _minimum(problems, (*at, "max_executions"), policy.max_executions, 1)
@@ -354,7 +302,7 @@ def validate_result_policies(
     policies: Sequence[ResultPolicy], key: KeyPath = ("result_policies",)
 ) -> tuple[ValidationProblem, ...]:
     """Errors in a `[[result_policies]]` list; keys and messages use the file's names."""
-    problems = _scope_problems(policies, key)
+    problems = scope_problems(policies, key)
     for index, policy in enumerate(policies):
         at: KeyPath = (*key, index)
         _minimum(problems, (*at, "retention_days"), policy.retention_days, 1)

@@ -193,7 +193,10 @@ class StatementFacts:
     any policy decides what they mean. `writes_rows` marks INSERT/UPDATE/DELETE/MERGE (with
     DDL in the same batch: `mixed_ddl_dml`), `safe_ddl` a statement that is safe DDL on its
     own (docs/sql-safety.md §4: CREATE TABLE or VIEW without OR REPLACE or AS SELECT,
-    CREATE INDEX CONCURRENTLY, ALTER TABLE that only adds columns).
+    CREATE INDEX CONCURRENTLY, ALTER TABLE that only adds columns). `break_glass_ddl`
+    marks schema DDL refused only for the kind of object it changes (CREATE SCHEMA, DROP
+    FUNCTION, ALTER VIEW…): an operator's break-glass request with `allow_ddl` may run it;
+    transaction control, privileges, roles, SET and LOAD are never eligible.
     """
 
     tables: tuple[TableRef, ...] = ()
@@ -201,6 +204,7 @@ class StatementFacts:
     hits: tuple[ReviewHit, ...] = ()
     writes_rows: bool = False
     safe_ddl: bool = False
+    break_glass_ddl: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,15 @@ class Classification:
     def mixes_ddl_and_dml(self) -> bool:
         """Schema changes and row writes in one batch (`mixed_ddl_dml`)."""
         return self.contains_ddl and self.writes_rows
+
+    @property
+    def break_glass_ddl_only(self) -> bool:
+        """Every statement is DDL, or DDL refused only for its object kind: a rejection
+        that break-glass with `allow_ddl` may override (docs/sql-safety.md §6)."""
+        return bool(self.statements) and all(
+            s.kind.is_ddl or (s.kind is StatementClass.REJECTED and s.facts.break_glass_ddl)
+            for s in self.statements
+        )
 
     @property
     def is_safe_ddl_candidate(self) -> bool:

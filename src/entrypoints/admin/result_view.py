@@ -2,7 +2,8 @@
 
 A result as the server sends it (`…/result/stream`, `…/result/content`) carries the agent's
 `result_data`: `{"rows", "columns", "truncated", "truncation_reason"}` for a SELECT,
-`{"rows_affected"}` for a write, or plain text. `--result-format` picks one of four
+`{"rows_affected"}` for a write, both for a write that returned rows (RETURNING, docs/protocol.md
+§5.1), or plain text. `--result-format` picks one of four
 renderings: `table` (the default, fitted to the terminal, at most `TABLE_ROW_LIMIT` rows
 shown with a note saying how many were left out), `json` (one object per row), `csv` and
 `vertical` (one `name | value` block per row, for wide rows). A file given with `--output`
@@ -36,7 +37,8 @@ class ResultFormat(StrEnum):
 
 @dataclass(frozen=True)
 class ResultRows:
-    """A SELECT's rows, or (when `columns` is None) a write's count or a plain text."""
+    """A SELECT's rows, or (when `columns` is None) a write's count or a plain text; a
+    write that returned rows has both its rows and its count."""
 
     columns: list[str] | None
     rows: list[list[Any]]
@@ -49,6 +51,10 @@ def result_rows(result: dict[str, Any]) -> ResultRows:
     """Read a result envelope, whatever shape its `result_data` has."""
     data = result.get("result_data")
     affected = result.get("rows_affected")
+    if isinstance(data, dict) and isinstance(data.get("rows_affected"), int):
+        affected = data["rows_affected"]
+    if not isinstance(affected, int):
+        affected = None
     if isinstance(data, dict) and isinstance(data.get("rows"), list):
         columns = [
             str(column.get("name")) if isinstance(column, dict) else str(column)
@@ -63,13 +69,11 @@ def result_rows(result: dict[str, Any]) -> ResultRows:
         reason = data.get("truncation_reason") if data.get("truncated") else None
         if reason is None and (data.get("truncated") or result.get("truncated")):
             reason = "the agent's result limit"
-        return ResultRows(columns, rows, reason, None, None)
-    if isinstance(data, dict) and isinstance(data.get("rows_affected"), int):
-        affected = data["rows_affected"]
+        return ResultRows(columns, rows, reason, affected, None)
     text = data if isinstance(data, str) else None
     if data is not None and not isinstance(data, str | dict):
         text = json.dumps(data, ensure_ascii=False)
-    return ResultRows(None, [], None, affected if isinstance(affected, int) else None, text)
+    return ResultRows(None, [], None, affected, text)
 
 
 def _row_values(row: object, columns: list[str]) -> list[Any]:
@@ -101,6 +105,9 @@ def render_result(
 
     `row_limit` applies to `table` and `vertical` only; None shows every row (files).
     `width` is the table's width; None means the terminal's.
+
+    A write that returned rows prints them like a SELECT's, then its count: on stdout after
+    a `table` or `vertical`, as a note for `json` and `csv`, whose output stays the rows.
     """
     view = result_rows(result)
     notes: list[str] = []
@@ -112,9 +119,11 @@ def render_result(
         count = view.rows_affected if view.rows_affected is not None else 0
         if result_format is ResultFormat.JSON:
             return json.dumps({"rows_affected": count}) + "\n", notes
-        return f"{count} row{'s' if count != 1 else ''} affected\n", notes
+        return _affected(count) + "\n", notes
 
     rows = view.rows
+    if result_format in (ResultFormat.JSON, ResultFormat.CSV) and view.rows_affected is not None:
+        notes.append(f"note: {_affected(view.rows_affected)}")
     if result_format is ResultFormat.JSON:
         objects = [dict(zip(view.columns, row, strict=False)) for row in rows]
         return json.dumps(objects, ensure_ascii=False, default=str) + "\n", notes
@@ -131,9 +140,18 @@ def render_result(
             f"note: showing {len(shown)} of {len(rows)} rows; "
             "use --output FILE or --result-format csv|json for all of them"
         )
-    if result_format is ResultFormat.VERTICAL:
-        return _vertical(view.columns, shown), notes
-    return _table(view.columns, shown, width), notes
+    text = (
+        _vertical(view.columns, shown)
+        if result_format is ResultFormat.VERTICAL
+        else _table(view.columns, shown, width)
+    )
+    if view.rows_affected is not None:
+        text += _affected(view.rows_affected) + "\n"
+    return text, notes
+
+
+def _affected(count: int) -> str:
+    return f"{count} row{'s' if count != 1 else ''} affected"
 
 
 def _vertical(columns: list[str], rows: list[list[Any]]) -> str:

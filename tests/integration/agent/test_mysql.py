@@ -385,7 +385,7 @@ def test_one_text_with_several_statements_is_refused_in_the_select_path(
     # Multi-statement support is back for the next DML job on the same pooled connection.
     admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
     output = db.execute_dml(
-        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"], 10, CancelToken()
+        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"], 10, LIMITS, CancelToken()
     )
     assert output.rows_affected == 2
 
@@ -588,6 +588,7 @@ def test_dml_rows_affected_are_summed(db: MySqlDatabase, admin: Admin) -> None:
     output = db.execute_dml(
         ["INSERT INTO t VALUES (1, 0), (2, 0), (3, 0)", "UPDATE t SET v = v + 1 WHERE id >= 2"],
         10,
+        LIMITS,
         CancelToken(),
     )
     assert output.rows_affected == 5
@@ -597,16 +598,87 @@ def test_dml_rows_affected_are_summed(db: MySqlDatabase, admin: Admin) -> None:
 
 def test_dml_counts_matched_rows_like_postgresql(db: MySqlDatabase, admin: Admin) -> None:
     admin.run("CREATE TABLE t (id INT PRIMARY KEY, v INT)", "INSERT INTO t VALUES (1,0),(2,0)")
-    output = db.execute_dml(["UPDATE t SET v = 0"], 10, CancelToken())
+    output = db.execute_dml(["UPDATE t SET v = 0"], 10, LIMITS, CancelToken())
     assert output.rows_affected == 2  # matched, though none changed
 
 
 def test_one_dml_text_with_several_statements_is_summed(db: MySqlDatabase, admin: Admin) -> None:
     admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
     output = db.execute_dml(
-        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2), (3)"], 10, CancelToken()
+        ["INSERT INTO t VALUES (1); INSERT INTO t VALUES (2), (3)"], 10, LIMITS, CancelToken()
     )
     assert output.rows_affected == 3
+
+
+def test_insert_returning_gives_its_rows_beside_the_count(db: MySqlDatabase, admin: Admin) -> None:
+    # MariaDB 10.5+ has INSERT … RETURNING and DELETE … RETURNING.
+    admin.run("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(10))")
+    output = db.execute_dml(
+        ["INSERT INTO t (note) VALUES ('a'), (NULL) RETURNING id, note"], 10, LIMITS, CancelToken()
+    )
+    assert output.rows_affected == 2 and output.truncated is False
+    data = result(output.result_data)
+    assert list(data) == ["rows_affected", "rows", "truncated", "truncation_reason", "columns"]
+    assert data["rows"] == [{"id": 1, "note": "a"}, {"id": 2, "note": None}]
+    assert [column["name"] for column in data["columns"]] == ["id", "note"]
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(2,)]
+
+
+def test_delete_returning_gives_the_deleted_rows(db: MySqlDatabase, admin: Admin) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1), (2), (3)")
+    output = db.execute_dml(["DELETE FROM t WHERE id >= 2 RETURNING id"], 10, LIMITS, CancelToken())
+    assert result(output.result_data)["rows"] == [{"id": 2}, {"id": 3}]
+    assert output.rows_affected == 2
+    assert admin.rows("SELECT id FROM t") == [(1,)]
+
+
+def test_an_escalated_select_returns_its_value(db: MySqlDatabase) -> None:
+    output = db.execute_dml(["SELECT SLEEP(0), 42 AS answer"], 10, LIMITS, CancelToken())
+    assert [row["answer"] for row in result(output.result_data)["rows"]] == [42]
+
+
+def test_select_for_update_returns_the_locked_rows(db: MySqlDatabase, admin: Admin) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1), (2), (3)")
+    output = db.execute_dml(
+        ["SELECT id FROM t WHERE id <= 2 ORDER BY id FOR UPDATE"], 10, LIMITS, CancelToken()
+    )
+    assert result(output.result_data)["rows"] == [{"id": 1}, {"id": 2}]
+
+
+def test_returning_rows_past_the_row_cap_are_cut_but_every_row_is_written(
+    db: MySqlDatabase, admin: Admin
+) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
+    values = ", ".join(f"({n})" for n in range(1, 2001))
+    output = db.execute_dml(
+        [f"INSERT INTO t VALUES {values} RETURNING id"],
+        10,
+        ResultLimits(max_rows=3, max_bytes=1024 * 1024),
+        CancelToken(),
+    )
+    data = result(output.result_data)
+    assert data["rows"] == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert (data["truncated"], data["truncation_reason"]) == (True, "row limit reached (3)")
+    assert output.truncated is True and output.rows_affected == 2000
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(2000,)]
+
+
+def test_returning_rows_stop_at_the_byte_cap_and_the_result_stays_within_it(
+    db: MySqlDatabase, admin: Admin
+) -> None:
+    admin.run("CREATE TABLE t (id INT PRIMARY KEY, pad VARCHAR(200))")
+    values = ", ".join(f"({n}, REPEAT('x', 100))" for n in range(1, 101))
+    output = db.execute_dml(
+        [f"INSERT INTO t VALUES {values} RETURNING id, pad"],
+        10,
+        ResultLimits(max_rows=10_000, max_bytes=2_000),
+        CancelToken(),
+    )
+    data = result(output.result_data)
+    assert len(output.result_data.encode()) <= 2_000
+    assert data["truncation_reason"] == "size limit reached (2000 bytes)"
+    assert [row["id"] for row in data["rows"]] == list(range(1, len(data["rows"]) + 1))
+    assert admin.rows("SELECT COUNT(*) FROM t") == [(100,)]
 
 
 @pytest.mark.parametrize(
@@ -622,11 +694,13 @@ def test_a_failing_second_statement_leaves_no_trace_of_the_first(
 ) -> None:
     admin.run("CREATE TABLE t (id INT PRIMARY KEY)")
     with pytest.raises(DatabaseError, match=r"^query failed: ") as caught:
-        db.execute_dml(statements, 10, CancelToken())
+        db.execute_dml(statements, 10, LIMITS, CancelToken())
     assert not caught.value.connectivity
     assert admin.rows("SELECT COUNT(*) FROM t") == [(0,)]
     # The adapter still works afterwards.
-    assert db.execute_dml(["INSERT INTO t VALUES (7)"], 10, CancelToken()).rows_affected == 1
+    assert (
+        db.execute_dml(["INSERT INTO t VALUES (7)"], 10, LIMITS, CancelToken()).rows_affected == 1
+    )
 
 
 # --- timeouts and cancellation --------------------------------------------------------------
@@ -684,7 +758,7 @@ def test_dml_past_the_timeout_fails_and_the_statement_is_gone(
     sql = template.format(tag=tag)
     if db.flavour is Flavour.MYSQL:
         sql = sql.replace("SET SESSION max_statement_time = 0; ", "")
-    _assert_times_out(lambda: db.execute_dml([sql], 1, CancelToken()), admin, tag, 1)
+    _assert_times_out(lambda: db.execute_dml([sql], 1, LIMITS, CancelToken()), admin, tag, 1)
     assert admin.rows("SELECT v FROM t") == [(0,)]
 
 
@@ -704,7 +778,7 @@ def test_cancel_while_running_removes_the_query_within_3s(
             lambda: db.execute_select([f"SELECT SLEEP(30), '{tag}'"], 60, LIMITS, cancel)
         )
     else:
-        job = Background(lambda: db.execute_dml([f"DO SLEEP(30), '{tag}'"], 60, cancel))
+        job = Background(lambda: db.execute_dml([f"DO SLEEP(30), '{tag}'"], 60, LIMITS, cancel))
     wait_until(lambda: bool(admin.running(tag)), 5, "the statement to start")
     cancelled_at = time.monotonic()
     cancel.cancel(CancelReason.SERVER_CANCELLED)
@@ -719,7 +793,7 @@ def test_an_already_cancelled_token_runs_nothing(db: MySqlDatabase, admin: Admin
     cancel = CancelToken()
     cancel.cancel(CancelReason.SHUTDOWN)
     with pytest.raises(QueryCancelled):
-        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, cancel)
+        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, LIMITS, cancel)
     with pytest.raises(QueryCancelled):
         db.execute_select(["SELECT 1"], 10, LIMITS, cancel)
     assert admin.rows("SELECT COUNT(*) FROM t") == [(0,)]
@@ -999,7 +1073,10 @@ def test_a_lone_surrogate_in_the_sql_is_a_database_error_everywhere(
     assert "'\\ud800'" in str(caught.value)
     with pytest.raises(DatabaseError, match=NOT_UTF8MB4):
         db.execute_dml(
-            ["INSERT INTO t VALUES ('a')", "INSERT INTO t VALUES ('\ud800')"], 10, CancelToken()
+            ["INSERT INTO t VALUES ('a')", "INSERT INTO t VALUES ('\ud800')"],
+            10,
+            LIMITS,
+            CancelToken(),
         )
     with pytest.raises(DatabaseError, match=NOT_UTF8MB4):
         db.explain("SELECT '\ud800'", 5)

@@ -440,7 +440,7 @@ def test_the_select_session_defaults_to_read_only_transactions(db: PostgresDatab
     data = select(db, "SELECT current_setting('default_transaction_read_only') AS ro")
     assert data["rows"] == [{"ro": "on"}]
     # ... and only for the select: the reset gives DML its usual session back.
-    output = db.execute_dml(["CREATE TABLE after_select (i int)"], 10, CancelToken())
+    output = db.execute_dml(["CREATE TABLE after_select (i int)"], 10, LIMITS, CancelToken())
     assert output.rows_affected == 0
 
 
@@ -472,7 +472,9 @@ def test_session_state_left_by_a_plan_does_not_reach_the_next_job(
     db: PostgresDatabase, admin: psycopg.Connection[Any]
 ) -> None:
     select(db, "SELECT pg_advisory_lock(4242)")
-    db.execute_dml(["SET statement_timeout = '7s'", "SET work_mem = '777kB'"], 10, CancelToken())
+    db.execute_dml(
+        ["SET statement_timeout = '7s'", "SET work_mem = '777kB'"], 10, LIMITS, CancelToken()
+    )
     # Only this test's database: other suites may hold advisory locks on the same server.
     locks = admin.execute(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
@@ -583,7 +585,7 @@ def test_a_cancelled_token_runs_nothing(
     token = CancelToken()
     token.cancel(CancelReason.SHUTDOWN)
     with pytest.raises(QueryCancelled):
-        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, token)
+        db.execute_dml(["INSERT INTO t VALUES (1)"], 10, LIMITS, token)
     with pytest.raises(QueryCancelled):
         select(db, "SELECT 1", cancel=token)
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
@@ -594,7 +596,7 @@ def test_a_cancelled_dml_rolls_back(db: PostgresDatabase, admin: psycopg.Connect
     token = CancelToken()
     worker = Worker(
         lambda: db.execute_dml(
-            ["INSERT INTO t VALUES (1)", "SELECT pg_sleep(30) AS dml_probe"], 10, token
+            ["INSERT INTO t VALUES (1)", "SELECT pg_sleep(30) AS dml_probe"], 10, LIMITS, token
         )
     )
     worker.start()
@@ -613,6 +615,7 @@ def test_dml_rows_affected_are_summed(db: PostgresDatabase, admin: psycopg.Conne
     output = db.execute_dml(
         ["INSERT INTO t SELECT generate_series(1, 5)", "UPDATE t SET n = n + 1 WHERE n > 2"],
         10,
+        LIMITS,
         CancelToken(),
     )
     assert output.rows_affected == 8
@@ -625,16 +628,130 @@ def test_a_failing_second_dml_statement_leaves_no_trace_of_the_first(
 ) -> None:
     admin.execute("CREATE TABLE t (n int PRIMARY KEY)")
     with pytest.raises(DatabaseError, match="duplicate key") as failure:
-        db.execute_dml(["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (1)"], 10, CancelToken())
+        db.execute_dml(
+            ["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (1)"], 10, LIMITS, CancelToken()
+        )
     assert str(failure.value).startswith("query failed: ")
     assert failure.value.connectivity is False
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
+def test_insert_returning_gives_its_rows_with_their_types_beside_the_count(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (id serial PRIMARY KEY, note text, at date)")
+    output = db.execute_dml(
+        ["INSERT INTO t (note, at) VALUES ('a', '2026-01-02'), (NULL, NULL) RETURNING *"],
+        10,
+        LIMITS,
+        CancelToken(),
+    )
+    assert output.rows_affected == 2 and output.truncated is False
+    assert json.loads(output.result_data) == {
+        "rows_affected": 2,
+        "rows": [{"id": 1, "note": "a", "at": "2026-01-02"}, {"id": 2, "note": None, "at": None}],
+        "truncated": False,
+        "truncation_reason": None,
+        "columns": [
+            {"name": "id", "type": "int4"},
+            {"name": "note", "type": "text"},
+            {"name": "at", "type": "date"},
+        ],
+    }
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_an_escalated_select_returns_its_value(db: PostgresDatabase) -> None:
+    output = db.execute_dml(["SELECT pg_sleep(0.1), 42 AS answer"], 10, LIMITS, CancelToken())
+    data = json.loads(output.result_data)
+    assert [row["answer"] for row in data["rows"]] == [42]
+    assert data["columns"][1] == {"name": "answer", "type": "int4"}
+
+
+def test_select_for_update_returns_the_locked_rows(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    admin.execute("INSERT INTO t SELECT generate_series(1, 4)")
+    output = db.execute_dml(
+        ["SELECT n FROM t WHERE n <= 2 ORDER BY n FOR UPDATE"], 10, LIMITS, CancelToken()
+    )
+    assert json.loads(output.result_data)["rows"] == [{"n": 1}, {"n": 2}]
+
+
+def test_a_writable_cte_returns_what_its_outer_query_selects(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    admin.execute("INSERT INTO t SELECT generate_series(1, 4)")
+    output = db.execute_dml(
+        ["WITH gone AS (DELETE FROM t WHERE n > 2 RETURNING n) SELECT sum(n) AS total FROM gone"],
+        10,
+        LIMITS,
+        CancelToken(),
+    )
+    assert json.loads(output.result_data)["rows"] == [{"total": 7}]
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_returning_rows_past_the_row_cap_are_cut_but_every_row_is_written(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    output = db.execute_dml(
+        ["INSERT INTO t SELECT generate_series(1, 5000) RETURNING n"],
+        10,
+        ResultLimits(max_rows=3, max_bytes=1024 * 1024),
+        CancelToken(),
+    )
+    data = json.loads(output.result_data)
+    assert data["rows"] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert (data["truncated"], data["truncation_reason"]) == (True, "row limit reached (3)")
+    assert output.truncated is True and output.rows_affected == 5000
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (5000,)
+
+
+def test_returning_rows_stop_at_the_byte_cap_and_the_result_stays_within_it(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int, pad text)")
+    output = db.execute_dml(
+        ["INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 100) g RETURNING *"],
+        10,
+        ResultLimits(max_rows=10_000, max_bytes=2_000),
+        CancelToken(),
+    )
+    data = json.loads(output.result_data)
+    assert len(output.result_data.encode()) <= 2_000
+    assert data["truncation_reason"] == "size limit reached (2000 bytes)"
+    assert [row["n"] for row in data["rows"]] == list(range(1, len(data["rows"]) + 1))
+    assert admin.execute("SELECT count(*) FROM t").fetchone() == (100,)
+
+
+def test_a_batch_returns_the_rows_of_every_statement_that_returns_some_in_order(
+    db: PostgresDatabase, admin: psycopg.Connection[Any]
+) -> None:
+    admin.execute("CREATE TABLE t (n int)")
+    output = db.execute_dml(
+        [
+            "INSERT INTO t VALUES (1), (2) RETURNING n",
+            "UPDATE t SET n = n * 10",
+            "DELETE FROM t WHERE n = 20 RETURNING n",
+        ],
+        10,
+        LIMITS,
+        CancelToken(),
+    )
+    data = json.loads(output.result_data)
+    assert data["rows"] == [{"n": 1}, {"n": 2}, {"n": 20}]
+    assert data["columns"] == [{"name": "n", "type": "int4"}]
+    assert output.rows_affected == 5
+
+
 def test_dml_statement_timeout(db: PostgresDatabase) -> None:
     started = time.monotonic()
     with pytest.raises(QueryTimeout):
-        db.execute_dml(["SELECT pg_sleep(30)"], 1, CancelToken())
+        db.execute_dml(["SELECT pg_sleep(30)"], 1, LIMITS, CancelToken())
     assert time.monotonic() - started < 3
 
 
@@ -677,7 +794,9 @@ def test_sql_outside_the_database_encoding_is_a_database_error_everywhere(
         assert str(caught.value).startswith(NOT_LATIN1)
         assert "'€'" in str(caught.value)
         with pytest.raises(DatabaseError, match=NOT_LATIN1):
-            database.execute_dml(["DELETE FROM t", "INSERT INTO t VALUES ('€')"], 5, CancelToken())
+            database.execute_dml(
+                ["DELETE FROM t", "INSERT INTO t VALUES ('€')"], 5, LIMITS, CancelToken()
+            )
         with pytest.raises(DatabaseError, match=NOT_LATIN1):
             database.explain("SELECT v FROM t WHERE v = '€'", 5)
         # Nothing ran, and the adapter still works.
@@ -715,7 +834,7 @@ def test_a_lone_surrogate_in_the_sql_is_a_database_error(
     with pytest.raises(DatabaseError, match=unencodable):
         select(db, "SELECT '\ud800' AS v")
     with pytest.raises(DatabaseError, match=unencodable):
-        db.execute_dml(["INSERT INTO t VALUES ('\ud800')"], 5, CancelToken())
+        db.execute_dml(["INSERT INTO t VALUES ('\ud800')"], 5, LIMITS, CancelToken())
     assert admin.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
@@ -726,7 +845,7 @@ def test_a_nul_character_is_refused_instead_of_cutting_the_sql_short(
     admin.execute("CREATE TABLE t (n int)")
     admin.execute("INSERT INTO t VALUES (1), (2)")
     with pytest.raises(DatabaseError, match="NUL character"):
-        db.execute_dml(["DELETE FROM t\x00 WHERE n = 1"], 5, CancelToken())
+        db.execute_dml(["DELETE FROM t\x00 WHERE n = 1"], 5, LIMITS, CancelToken())
     with pytest.raises(DatabaseError, match="NUL character"):
         select(db, "SELECT n FROM t\x00 WHERE n = 1")
     with pytest.raises(DatabaseError, match="NUL character"):
@@ -1149,13 +1268,16 @@ def test_a_least_privileged_role_can_do_everything_the_agent_needs(
     try:
         database.connect(5)
         assert (
-            database.execute_dml(["INSERT INTO t VALUES (1)"], 5, CancelToken()).rows_affected == 1
+            database.execute_dml(
+                ["INSERT INTO t VALUES (1)"], 5, LIMITS, CancelToken()
+            ).rows_affected
+            == 1
         )
         assert select(database, "SELECT n FROM t")["rows"] == [{"n": 1}]
         assert database.explain("SELECT n FROM t", 5)[0]["Plan"]["Node Type"] == "Seq Scan"
         assert [t["name"] for t in database.collect_schema()["tables"]] == ["t"]
         with pytest.raises(DatabaseError, match="permission denied"):
-            database.execute_dml(["DELETE FROM t"], 5, CancelToken())
+            database.execute_dml(["DELETE FROM t"], 5, LIMITS, CancelToken())
         token = CancelToken()
         token_worker = Worker(lambda: select(database, "SELECT pg_sleep(30) AS priv", cancel=token))
         token_worker.start()

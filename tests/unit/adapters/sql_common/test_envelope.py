@@ -76,8 +76,48 @@ def test_select_output_with_and_without_rows() -> None:
     )
 
 
-def test_dml_output() -> None:
+def test_dml_output_without_returned_rows_is_dbward_0_2_s_shape() -> None:
     assert dml_output(3) == ExecutionOutput(result_data='{"rows_affected":3}', rows_affected=3)
+
+
+def test_dml_output_with_returned_rows_puts_the_select_envelope_behind_the_count() -> None:
+    collector = RowCollector(ResultLimits(max_rows=1, max_bytes=1000))
+    assert collector.offer(b'{"id":7}') and not collector.offer(b'{"id":8}')
+    columns = encode_columns([{"name": "id", "type": "int4"}])
+    output = dml_output(2, collector, columns)
+    assert output == ExecutionOutput(
+        result_data='{"rows_affected":2,"rows":[{"id":7}],"truncated":true,'
+        '"truncation_reason":"row limit reached (1)","columns":[{"name":"id","type":"int4"}]}',
+        rows_affected=2,
+        truncated=True,
+    )
+    assert list(orjson.loads(output.result_data)) == [
+        "rows_affected",
+        "rows",
+        "truncated",
+        "truncation_reason",
+        "columns",
+    ]
+
+
+def test_dml_output_keeps_an_empty_returning_result() -> None:
+    collector = RowCollector(ResultLimits(max_rows=10, max_bytes=1000))
+    assert dml_output(0, collector, b"[]") == ExecutionOutput(
+        result_data='{"rows_affected":0,"rows":[],"truncated":false,'
+        '"truncation_reason":null,"columns":[]}',
+        rows_affected=0,
+        truncated=False,
+    )
+
+
+def test_a_collector_that_refused_a_row_refuses_every_later_one() -> None:
+    # A size refusal must not let a later, smaller row in: the rows stay a prefix.
+    collector = RowCollector(ResultLimits(max_rows=100, max_bytes=30))
+    assert collector.offer(b'{"v":"a"}')
+    assert not collector.offer(b'{"v":"' + b"x" * 40 + b'"}')
+    assert not collector.offer(b'{"v":"b"}')
+    assert collector.rows == [b'{"v":"a"}']
+    assert collector.truncation_reason == size_limit_reason(30)
 
 
 def test_postgres_columns_encode_in_order_with_duplicates_kept() -> None:
@@ -157,3 +197,28 @@ def test_a_whole_mib_cap_is_reported_in_mb_and_the_envelope_still_fits(
     data = result_data(collector.rows, collector.truncation_reason, columns)
     assert len(data.encode()) <= max_bytes
     assert json.loads(data)["truncation_reason"] == reason
+
+
+@pytest.mark.parametrize("max_bytes", [300, 333, 1000])
+@pytest.mark.parametrize("rows_affected", [0, 7, 2**64 - 1])
+def test_a_dml_envelope_collected_with_its_reserve_never_exceeds_the_cap(
+    max_bytes: int, rows_affected: int
+) -> None:
+    # The count is known only when the batch ends: the reserve holds the widest one.
+    limits = ResultLimits(max_rows=1000, max_bytes=max_bytes)
+    columns = encode_columns([{"name": "n", "type": "int4"}])
+    collector = RowCollector(limits, reserved_bytes=reserved_bytes(limits, columns, dml=True))
+    for n in range(1000):
+        if not collector.offer(orjson.dumps({"n": n})):
+            break
+    data = dml_output(rows_affected, collector, columns).result_data.encode()
+    assert len(data) <= max_bytes
+    assert json.loads(data)["truncation_reason"] == f"size limit reached ({max_bytes} bytes)"
+    assert json.loads(data)["rows_affected"] == rows_affected
+
+
+def test_the_dml_reserve_is_the_select_reserve_plus_the_widest_count() -> None:
+    limits = ResultLimits(max_rows=10, max_bytes=4096)
+    columns = encode_columns([{"name": "n", "type": "int4"}])
+    widest = len(b'"rows_affected":18446744073709551615,')
+    assert reserved_bytes(limits, columns, dml=True) == reserved_bytes(limits, columns) + widest

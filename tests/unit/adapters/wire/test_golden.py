@@ -396,6 +396,31 @@ def test_dml_result_body() -> None:
     )
 
 
+def test_dml_result_body_with_returned_rows_only_adds_to_dbward_0_2_s() -> None:
+    # The rows ride inside `result_data`; `truncated` is a field dbward 0.2 already has.
+    data = (
+        '{"rows_affected":1,"rows":[{"id":3}],"truncated":false,"truncation_reason":null,'
+        '"columns":[{"name":"id","type":"int4"}]}'
+    )
+    result = JobResult(
+        success=True, result_data=data, rows_affected=1, truncated=False, duration_ms=7
+    )
+
+    encoded = wire.encode_job_result(result)
+    assert encoded == (
+        b'{"success":true,"result_data":' + json.dumps(data).encode() + b',"rows_affected":1,'
+        b'"truncated":false,"duration_ms":7}'
+    )
+    assert wire.decode_job_result(encoded) == result
+
+
+def test_a_dbward_0_2_dml_result_decodes_without_rows_or_truncated() -> None:
+    body = b'{"success":true,"result_data":"{\\"rows_affected\\":5}","rows_affected":5}'
+    assert wire.decode_job_result(body) == JobResult(
+        success=True, result_data='{"rows_affected":5}', rows_affected=5
+    )
+
+
 def test_failure_result_body() -> None:
     result = JobResult.failure("driver error: query timed out", duration_ms=30001)
 

@@ -134,6 +134,17 @@ AGENT_TO_SERVER = [
         "result: a dml",
         JobResult(success=True, result_data='{"rows_affected":5}', rows_affected=5, duration_ms=7),
     ),
+    _result(
+        "result: a dml that returned rows",
+        JobResult(
+            success=True,
+            result_data='{"rows_affected":1,"rows":[{"id":3}],"truncated":false,'
+            '"truncation_reason":null,"columns":[{"name":"id","type":"int4"}]}',
+            rows_affected=1,
+            truncated=False,
+            duration_ms=7,
+        ),
+    ),
     _result("result: a failure", JobResult.failure("driver error: query timed out", 30_001)),
     _result("result: success only", JobResult(success=False)),
     _result(

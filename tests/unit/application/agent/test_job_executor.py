@@ -340,6 +340,28 @@ def test_a_dml_result_carries_rows_affected(run_agent: Callable[..., Harness]) -
     assert result.rows_affected == 5
     assert json.loads(result.result_data or "") == {"rows_affected": 5}
     assert h.db().executed == [("dml", "UPDATE t SET x = 1", 30)]
+    assert result.truncated is None
+
+
+def test_a_dml_that_returns_rows_gets_them_under_the_select_limits(
+    run_agent: Callable[..., Harness],
+) -> None:
+    h = run_agent(make_settings(max_result_rows=10_000, max_result_bytes=4096))
+    h.db().rows_affected = 4
+    h.db().dml_rows = [{"id": n} for n in range(4)]
+    request = h.server.dispatch(
+        "INSERT INTO t SELECT g FROM generate_series(1, 4) g RETURNING id",
+        operation="execute_dml",
+        max_rows=2,
+    )
+    result = result_of(h, request)
+    limits = h.db().last_limits
+    assert limits is not None and (limits.max_rows, limits.max_bytes) == (2, 4096)
+    assert result.success and result.rows_affected == 4
+    data = json.loads(result.result_data or "")
+    assert data["rows"] == [{"id": 0}, {"id": 1}]
+    assert data["rows_affected"] == 4
+    assert result.truncated is True
 
 
 # --- heartbeats, cancel, lease loss -------------------------------------------------------

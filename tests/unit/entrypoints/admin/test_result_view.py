@@ -88,3 +88,43 @@ def test_a_write_prints_its_count_and_text_stays_text() -> None:
     assert render_result(one, ResultFormat.VERTICAL)[0] == "1 row affected\n"
     text = {"success": True, "result_data": "applied 2 migrations"}
     assert render_result(text, ResultFormat.TABLE)[0] == "applied 2 migrations\n"
+
+
+def _returning(rows: list[dict[str, Any]], affected: int, truncated: str | None = None) -> Any:
+    """A write whose statements returned rows: the select envelope behind the count."""
+    result = _select(rows, truncated)
+    result["rows_affected"] = affected
+    result["result_data"] = {"rows_affected": affected, **result["result_data"]}
+    return result
+
+
+def test_a_write_that_returned_rows_prints_them_then_its_count() -> None:
+    text, notes = render_result(_returning(ROWS, 5), ResultFormat.TABLE, width=80)
+    assert text.splitlines()[0].split() == ["id", "note"]
+    assert "a,b" in text and "NULL" in text
+    assert text.endswith("(2 rows)\n5 rows affected\n")
+    assert notes == []
+    vertical, _ = render_result(_returning(ROWS[:1], 1), ResultFormat.VERTICAL)
+    assert vertical.endswith("note | a,b\n1 row affected\n")
+
+
+def test_a_write_s_rows_as_json_and_csv_stay_rows_and_the_count_is_a_note() -> None:
+    as_json, json_notes = render_result(_returning(ROWS, 7), ResultFormat.JSON)
+    assert json.loads(as_json) == ROWS
+    assert json_notes == ["note: 7 rows affected"]
+    as_csv, csv_notes = render_result(_returning(ROWS, 7), ResultFormat.CSV)
+    assert as_csv == 'id,note\n1,"a,b"\n2,NULL\n'
+    assert csv_notes == ["note: 7 rows affected"]
+
+
+def test_a_write_s_truncated_rows_are_noted() -> None:
+    result = _returning(ROWS[:1], 9, truncated="row limit reached (1)")
+    text, notes = render_result(result, ResultFormat.TABLE, width=80)
+    assert text.endswith("(1 row)\n9 rows affected\n")
+    assert notes == ["note: the result was truncated by the agent (row limit reached (1))"]
+
+
+def test_a_write_s_count_inside_result_data_wins_when_the_envelope_lacks_it() -> None:
+    result = _returning(ROWS[:1], 4)
+    result["rows_affected"] = None
+    assert render_result(result, ResultFormat.TABLE, width=80)[0].endswith("4 rows affected\n")

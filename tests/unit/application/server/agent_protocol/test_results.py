@@ -64,6 +64,30 @@ def test_dml_result_carries_rows_affected_into_the_audit(server: ServerHarness) 
     assert server.requests.get_result_content.get(ALICE, request_id).rows_affected == 3
 
 
+def test_a_dml_result_with_returned_rows_is_stored_with_them_and_its_truncation(
+    server: ServerHarness,
+) -> None:
+    request_id = server.create(detail="UPDATE t SET a = 1 RETURNING id")
+    server.poll()
+    claim = server.claim(request_id)
+    data = (
+        '{"rows_affected":3,"rows":[{"id":1}],"truncated":true,'
+        '"truncation_reason":"row limit reached (1)","columns":[{"name":"id","type":"int4"}]}'
+    )
+    server.agents.submit_result.submit(
+        AGENT,
+        claim.execution_id,
+        JobResult(success=True, result_data=data, rows_affected=3, truncated=True),
+    )
+    envelope = server.requests.get_result_content.get(ALICE, request_id)
+    assert envelope.result_data_raw == data
+    assert (envelope.rows_affected, envelope.truncated) == (3, True)
+    with server.store.read() as session:
+        summary = session.work.latest_result(request_id)
+    assert summary is not None
+    assert (summary.truncated, summary.truncation_reason) == (True, "row limit reached (1)")
+
+
 def test_failed_result_keeps_the_error(server: ServerHarness) -> None:
     request_id = server.create()
     server.poll()

@@ -41,7 +41,7 @@ from sqlglot.errors import ParseError
 from sqlglot.tokenizer_core import Token, TokenType
 from sqlglot.tokens import Tokenizer
 
-from adapters.sql_review.statement_facts import hits_of_unparsed_ddl, statement_facts
+from adapters.sql_review.statement_facts import Walked, hits_of_unparsed_ddl, statement_facts
 from domain.server.review_rules import ReviewRule
 from domain.server.sql_classification import (
     DANGEROUS_FUNCTIONS,
@@ -177,7 +177,21 @@ class _Tools:
     def parse(self, sql: str) -> exp.Expr:
         """Parse one statement; anything but exactly one expression is an error."""
         tokens = self.dialect.tokenizer_class(dialect=self.dialect).tokenize(sql)
-        expressions = self.dialect.parser().parse(tokens, sql)
+        return self._one(self.dialect.parser().parse(tokens, sql))
+
+    def parse_slice(self, sql: str, tokens: Sequence[Token]) -> exp.Expr:
+        """Parse one statement of `sql` from the slicer's own tokens (no second tokenizing).
+
+        They are the dialect tokenizer's tokens except after a COMMAND keyword (SHOW,
+        EXECUTE…), which the dialect's tokenizer folds into one token the parser expects:
+        such a statement is tokenized again the dialect's way.
+        """
+        if tokens[0].token_type in self.dialect.tokenizer_class.COMMANDS:
+            return self.parse(_source(sql, tokens))
+        return self._one(self.dialect.parser().parse(list(tokens), sql))
+
+    @staticmethod
+    def _one(expressions: list[exp.Expr | None]) -> exp.Expr:
         if len(expressions) != 1 or expressions[0] is None:
             raise ValueError("expected exactly one statement")
         return expressions[0]
@@ -393,7 +407,7 @@ def _classify_tokens(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verdi
     if keyword in _KEYWORD_DML:
         return _Verdict(StatementClass.DML, keyword, facts=_keyword_dml_facts(tools, sql, tokens))
     try:
-        tree = tools.parse(_source(sql, tokens))
+        tree = tools.parse_slice(sql, tokens)
     except Exception as exc:
         return _Verdict(StatementClass.PARSE_FAILURE, _parse_error_reason(exc))
     if keyword == "SET":
@@ -401,11 +415,12 @@ def _classify_tokens(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verdi
     verdict = _classify_tree(tree, keyword, tokens)
     if verdict.kind is StatementClass.REJECTED or isinstance(tree, exp.Command):
         return verdict
-    facts = statement_facts(tree, tools.name)
+    walked = Walked(tree)
+    facts = statement_facts(walked, tools.name)
     creates = None
     if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
         creates = facts.tables[0] if facts.tables else None
-    return replace(_escalate(verdict, tree), facts=facts, creates=creates)
+    return replace(_escalate(verdict, walked), facts=facts, creates=creates)
 
 
 def _keyword_dml_facts(tools: _Tools, sql: str, tokens: Sequence[Token]) -> StatementFacts:
@@ -423,7 +438,7 @@ def _keyword_dml_facts(tools: _Tools, sql: str, tokens: Sequence[Token]) -> Stat
         return StatementFacts(writes_rows=True)
     if not isinstance(tree, exp.Insert):
         return StatementFacts(writes_rows=True)
-    return statement_facts(tree, tools.name, replace_into=True)
+    return statement_facts(Walked(tree), tools.name, replace_into=True)
 
 
 def _parse_error_reason(exc: Exception) -> str:
@@ -559,21 +574,22 @@ def _names_a_table(tokens: Sequence[Token]) -> bool:
     )
 
 
-def _escalate(verdict: _Verdict, tree: exp.Expr) -> _Verdict:
+def _escalate(verdict: _Verdict, walked: Walked) -> _Verdict:
     """§5.2 escalations, searched through the whole tree; the worst one wins."""
     found = [verdict]
+    tree = walked.tree
     if not isinstance(tree, exp.Insert | exp.Update | exp.Delete | exp.Merge):
-        write = tree.find(exp.Insert, exp.Update, exp.Delete, exp.Merge)
-        if write is not None:
+        writes = walked.all(exp.Insert, exp.Update, exp.Delete, exp.Merge)
+        if writes:
             found.append(
-                _Verdict(StatementClass.DML, f"writes data ({write.key.upper()} in a CTE)")
+                _Verdict(StatementClass.DML, f"writes data ({writes[0].key.upper()} in a CTE)")
             )
-    function = _dangerous_function(tree)
+    function = _dangerous_function(walked)
     if function is not None:
         found.append(_Verdict(StatementClass.DANGEROUS_FUNCTION, f"calls {function}()"))
-    if tree.find(exp.Into) is not None:
+    if walked.has(exp.Into):
         found.append(_Verdict(StatementClass.SEMANTIC_ESCALATION, "selects INTO (SELECT … INTO)"))
-    if tree.find(exp.Lock) is not None:
+    if walked.has(exp.Lock):
         found.append(
             _Verdict(StatementClass.SEMANTIC_ESCALATION, "takes row locks (FOR UPDATE/SHARE)")
         )
@@ -583,8 +599,9 @@ def _escalate(verdict: _Verdict, tree: exp.Expr) -> _Verdict:
     return _Verdict(worst.kind, f"{verdict.reason} that {worst.reason}")
 
 
-def _dangerous_function(tree: exp.Expr) -> str | None:
-    for function in tree.find_all(exp.Func):
+def _dangerous_function(walked: Walked) -> str | None:
+    function: exp.Func
+    for function in walked.all(exp.Func):
         names = {name.lower() for name in type(function).sql_names()}
         if isinstance(function, exp.Anonymous | exp.AnonymousAggFunc):
             names.add(function.name.lower())  # as written, quotes and schema stripped
@@ -597,7 +614,9 @@ def _dangerous_function(tree: exp.Expr) -> str | None:
 def _classify_set(tree: exp.Expr, tokens: Sequence[Token], *, list_values: bool) -> _Verdict:
     if isinstance(tree, exp.Set):
         verdict = _classify_set_items(tree)
-        return verdict if verdict.kind is StatementClass.REJECTED else _escalate(verdict, tree)
+        return (
+            verdict if verdict.kind is StatementClass.REJECTED else _escalate(verdict, Walked(tree))
+        )
     if isinstance(tree, exp.Command):
         return _classify_set_words(tokens, list_values=list_values)
     return _Verdict(StatementClass.UNKNOWN, "unrecognised SET statement")
@@ -710,7 +729,7 @@ _KEEP_NODES = (exp.Parameter, exp.Placeholder, exp.SessionParameter, exp.DataTyp
 
 def _redact_statement(tools: _Tools, sql: str, tokens: Sequence[Token]) -> str:
     try:
-        tree = tools.parse(_source(sql, tokens))
+        tree = tools.parse_slice(sql, tokens)
     except Exception:
         if _words(tokens[:1])[0] in _KEYWORD_DML:  # classified without a parse (NOTIFY…)
             return _redact_tokens(sql, tokens)

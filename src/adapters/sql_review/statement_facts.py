@@ -22,7 +22,7 @@ from sqlglot import exp
 from domain.server.review_rules import LARGE_IN_LIST_ITEMS, ReviewHit, ReviewRule
 from domain.server.sql_classification import StatementFacts, TableRef
 
-__all__ = ["hits_of_unparsed_ddl", "statement_facts"]
+__all__ = ["Walked", "hits_of_unparsed_ddl", "statement_facts"]
 
 _WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 #: Column types that bring their own default (a sequence), so NOT NULL needs none.
@@ -52,15 +52,36 @@ _COMPARISONS: dict[type[exp.Expr], Callable[[Any, Any], bool]] = {
 }
 
 
+class Walked:
+    """A parsed statement and its nodes grouped by type, from one walk of the tree.
+
+    Classification and facts ask a dozen "does it contain …" questions of every tree; one
+    walk instead of one per question keeps a 100-item IN list from being walked 16 times.
+    """
+
+    def __init__(self, tree: exp.Expr) -> None:
+        self.tree = tree
+        self._by_type: dict[type[exp.Expr], list[exp.Expr]] = {}
+        for node in tree.walk():
+            self._by_type.setdefault(type(node), []).append(node)
+
+    def all(self, *types: type[exp.Expr]) -> list[Any]:
+        """Every node of these types (subclasses included), each type in walk order."""
+        return [n for kind, ns in self._by_type.items() if issubclass(kind, types) for n in ns]
+
+    def has(self, *types: type[exp.Expr]) -> bool:
+        return any(issubclass(kind, types) for kind in self._by_type)
+
+
 class _Names:
     """Turns a sqlglot table into a `TableRef` as the database resolves the name."""
 
-    def __init__(self, tree: exp.Expr, dialect: str) -> None:
+    def __init__(self, walked: Walked, dialect: str) -> None:
         self.fold_case = dialect == "postgres"
         self.dialect = dialect
-        self.ctes = {self.ident(cte.args["alias"].this) for cte in tree.find_all(exp.CTE)}
+        self.ctes = {self.ident(cte.args["alias"].this) for cte in walked.all(exp.CTE)}
         self.aliases: dict[str, TableRef] = {}
-        for table in tree.find_all(exp.Table):
+        for table in walked.all(exp.Table):
             ref = self.real(table)
             alias = table.args.get("alias")
             if ref is not None and isinstance(alias, exp.TableAlias) and alias.this:
@@ -90,7 +111,7 @@ class _Names:
 
 
 def statement_facts(
-    tree: exp.Expr, dialect: str, *, runs: bool = True, replace_into: bool = False
+    walked: Walked, dialect: str, *, runs: bool = True, replace_into: bool = False
 ) -> StatementFacts:
     """The facts of one parsed statement.
 
@@ -99,25 +120,26 @@ def statement_facts(
     the INSERT it extends: REPLACE deletes the rows it collides with (and their ON DELETE
     CASCADE children) before inserting.
     """
-    names = _Names(tree, dialect)
-    tables = _tables(tree, names)
+    tree = walked.tree
+    names = _Names(walked, dialect)
+    tables = _tables(walked, names)
     if not runs:
         return StatementFacts(tables=tables)
     hits: list[ReviewHit] = []
     deleted: list[TableRef] = []
-    for delete in tree.find_all(exp.Delete):
+    for delete in walked.all(exp.Delete):
         targets = _delete_targets(delete, names)
         deleted.extend(targets)
         if _matches_every_row(delete.args.get("where")):
             hits.append(_no_where(ReviewRule.NO_WHERE_DELETE, "DELETE FROM", targets))
-    for update in tree.find_all(exp.Update):
+    for update in walked.all(exp.Update):
         if isinstance(update.parent, exp.When):
             continue  # MERGE … WHEN MATCHED THEN UPDATE: the ON condition picks the rows
         if _matches_every_row(update.args.get("where")):
             target = update.this
             refs = [r for r in [names.real(target)] if r] if isinstance(target, exp.Table) else []
             hits.append(_no_where(ReviewRule.NO_WHERE_UPDATE, "UPDATE", refs))
-    for merge in tree.find_all(exp.Merge):
+    for merge in walked.all(exp.Merge):
         if _merge_deletes(merge) and isinstance(merge.this, exp.Table):
             deleted.extend(r for r in [names.real(merge.this)] if r)
     if replace_into and isinstance(tree, exp.Insert):
@@ -133,10 +155,10 @@ def statement_facts(
         safe_ddl = _create_facts(tree, names, dialect, hits)
     elif isinstance(tree, exp.Alter):
         safe_ddl = _alter_facts(tree, names, dialect, hits)
-    large = _largest_in_list(tree)
+    large = _largest_in_list(walked)
     if large is not None:
         hits.append(large)
-    writes = isinstance(tree, _WRITES) or tree.find(*_WRITES) is not None
+    writes = walked.has(*_WRITES)
     if isinstance(tree, exp.Copy):
         writes = bool(tree.args.get("kind"))  # COPY … FROM loads rows into the table
     return StatementFacts(
@@ -166,8 +188,9 @@ def hits_of_unparsed_ddl(verb: str, kind: str) -> tuple[ReviewHit, ...]:
 # --- tables ---------------------------------------------------------------------------
 
 
-def _tables(tree: exp.Expr, names: _Names) -> tuple[TableRef, ...]:
+def _tables(walked: Walked, names: _Names) -> tuple[TableRef, ...]:
     """Every real table or view, in source order: index and sequence names are not tables."""
+    tree = walked.tree
     skip: set[int] = set()
     if isinstance(tree, exp.Drop | exp.Create) and str(tree.args.get("kind")).upper() in (
         "INDEX",
@@ -178,7 +201,7 @@ def _tables(tree: exp.Expr, names: _Names) -> tuple[TableRef, ...]:
     if isinstance(tree, exp.Delete):
         skip |= {id(t) for t in tree.args.get("tables") or []}  # aliases, resolved below
     found: list[tuple[int, TableRef]] = []
-    for table in tree.find_all(exp.Table):
+    for table in walked.all(exp.Table):
         ref = names.real(table) if id(table) not in skip else None
         if ref is not None:
             found.append((table.this.meta.get("start", 0), ref))
@@ -385,9 +408,9 @@ def _not_null_without_default(column: exp.ColumnDef) -> bool:
     return not (isinstance(datatype, exp.DataType) and datatype.this in _SELF_FILLING_TYPES)
 
 
-def _largest_in_list(tree: exp.Expr) -> ReviewHit | None:
+def _largest_in_list(walked: Walked) -> ReviewHit | None:
     largest: exp.In | None = None
-    for node in tree.find_all(exp.In):
+    for node in walked.all(exp.In):
         size = len(node.expressions)
         if size > LARGE_IN_LIST_ITEMS and (largest is None or size > len(largest.expressions)):
             largest = node

@@ -18,7 +18,7 @@ CORPUS_PATH = Path(__file__).with_name("sql_corpus.yaml")
 
 _KEYS = {"dialect", "sql", "repeat", "class", "operation", "hits", "risk", "findings", "note"}
 _REQUIRED = {"dialect", "sql", "class", "operation", "hits"}
-_RISKS = {"low", "medium", "high", "unknown"}
+_RISKS = {"low", "medium", "high", "unknown", "unavailable"}
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ the `;` the agent joins statements with.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from sqlglot import exp
@@ -40,6 +41,8 @@ from sqlglot.errors import ParseError
 from sqlglot.tokenizer_core import Token, TokenType
 from sqlglot.tokens import Tokenizer
 
+from adapters.sql_review.statement_facts import Walked, hits_of_unparsed_ddl, statement_facts
+from domain.server.review_rules import ReviewRule
 from domain.server.sql_classification import (
     DANGEROUS_FUNCTIONS,
     MAX_STATEMENTS,
@@ -48,6 +51,8 @@ from domain.server.sql_classification import (
     Classification,
     ClassifiedStatement,
     StatementClass,
+    StatementFacts,
+    TableRef,
     classify_batch,
     pre_parse_rejection,
 )
@@ -84,6 +89,8 @@ _TRANSACTION_CONTROL = frozenset(
 _KEYWORD_DML = frozenset({"NOTIFY", "LISTEN", "UNLISTEN", "CALL", "REPLACE"})
 _EXPLAIN = frozenset({"EXPLAIN", "DESCRIBE", "DESC"})
 _ANALYZE = frozenset({"ANALYZE", "ANALYSE"})
+#: What follows MySQL's `ANALYZE` when it is table maintenance, not MariaDB's ANALYZE statement.
+_MYSQL_ANALYZE_TABLE = frozenset({"TABLE", "NO_WRITE_TO_BINLOG", "LOCAL"})
 #: A query AST only counts as a query when the statement starts like one.
 _QUERY_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "("})
 
@@ -135,6 +142,9 @@ class _Verdict:
     kind: StatementClass
     reason: str
     is_safe_set: bool = False
+    facts: StatementFacts = field(default_factory=StatementFacts)
+    #: The table a CREATE TABLE makes: a later CREATE INDEX on it blocks nobody.
+    creates: TableRef | None = None
 
 
 def _rejected(reason: str) -> _Verdict:
@@ -167,7 +177,21 @@ class _Tools:
     def parse(self, sql: str) -> exp.Expr:
         """Parse one statement; anything but exactly one expression is an error."""
         tokens = self.dialect.tokenizer_class(dialect=self.dialect).tokenize(sql)
-        expressions = self.dialect.parser().parse(tokens, sql)
+        return self._one(self.dialect.parser().parse(tokens, sql))
+
+    def parse_slice(self, sql: str, tokens: Sequence[Token]) -> exp.Expr:
+        """Parse one statement of `sql` from the slicer's own tokens (no second tokenizing).
+
+        They are the dialect tokenizer's tokens except after a COMMAND keyword (SHOW,
+        EXECUTE…), which the dialect's tokenizer folds into one token the parser expects:
+        such a statement is tokenized again the dialect's way.
+        """
+        if tokens[0].token_type in self.dialect.tokenizer_class.COMMANDS:
+            return self.parse(_source(sql, tokens))
+        return self._one(self.dialect.parser().parse(list(tokens), sql))
+
+    @staticmethod
+    def _one(expressions: list[exp.Expr | None]) -> exp.Expr:
         if len(expressions) != 1 or expressions[0] is None:
             raise ValueError("expected exactly one statement")
         return expressions[0]
@@ -243,11 +267,19 @@ class SqlglotClassifier:
                 f"too many statements ({len(segments)}; at most {MAX_STATEMENTS})"
             )
         statements = []
+        created: set[TableRef] = set()
         for segment in segments:
             verdict = _classify_tokens(tools, sql, segment.tokens)
+            facts = _index_on_new_table(verdict.facts, created)
+            if verdict.creates is not None:
+                created.add(verdict.creates)
             statements.append(
                 ClassifiedStatement(
-                    segment.text, verdict.kind, verdict.reason, is_safe_set=verdict.is_safe_set
+                    segment.text,
+                    verdict.kind,
+                    verdict.reason,
+                    is_safe_set=verdict.is_safe_set,
+                    facts=facts,
                 )
             )
         return classify_batch(statements)
@@ -264,6 +296,14 @@ class SqlglotClassifier:
             return "; ".join(_redact_statement(tools, sql, s.tokens) for s in segments)
         except Exception:  # parse errors, unsupported generation, recursion: never leak
             return REDACTION_FAILED
+
+
+def _index_on_new_table(facts: StatementFacts, created: set[TableRef]) -> StatementFacts:
+    """`create_index_not_concurrently` is about tables in use, not one this batch created."""
+    rule = ReviewRule.CREATE_INDEX_NOT_CONCURRENTLY
+    if not any(h.rule is rule for h in facts.hits) or not set(facts.tables) <= created:
+        return facts
+    return replace(facts, hits=tuple(h for h in facts.hits if h.rule is not rule))
 
 
 # --- slicing --------------------------------------------------------------------------
@@ -359,10 +399,15 @@ def _classify_tokens(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verdi
         return _Verdict(StatementClass.SELECT, "SHOW")
     if keyword in _EXPLAIN:
         return _classify_explain(tools, sql, tokens)
+    if keyword in _ANALYZE and tools.name == "mysql" and second not in _MYSQL_ANALYZE_TABLE:
+        return _classify_explain(tools, sql, tokens)  # MariaDB's ANALYZE runs its statement
+    outfile = _into_file(tokens)
+    if outfile is not None:
+        return _rejected(f"SELECT … INTO {outfile} writes a file on the database server")
     if keyword in _KEYWORD_DML:
-        return _Verdict(StatementClass.DML, keyword)
+        return _Verdict(StatementClass.DML, keyword, facts=_keyword_dml_facts(tools, sql, tokens))
     try:
-        tree = tools.parse(_source(sql, tokens))
+        tree = tools.parse_slice(sql, tokens)
     except Exception as exc:
         return _Verdict(StatementClass.PARSE_FAILURE, _parse_error_reason(exc))
     if keyword == "SET":
@@ -370,7 +415,30 @@ def _classify_tokens(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verdi
     verdict = _classify_tree(tree, keyword, tokens)
     if verdict.kind is StatementClass.REJECTED or isinstance(tree, exp.Command):
         return verdict
-    return _escalate(verdict, tree)
+    walked = Walked(tree)
+    facts = statement_facts(walked, tools.name)
+    creates = None
+    if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
+        creates = facts.tables[0] if facts.tables else None
+    return replace(_escalate(verdict, walked), facts=facts, creates=creates)
+
+
+def _keyword_dml_facts(tools: _Tools, sql: str, tokens: Sequence[Token]) -> StatementFacts:
+    """Facts of DML classified by its keyword: MySQL REPLACE is read as the INSERT it extends.
+
+    Anything else (NOTIFY, CALL…) names no table we could read: it writes rows only as far
+    as we know for REPLACE.
+    """
+    if _word(tokens[0]) != "REPLACE":
+        return StatementFacts()
+    source = _source(sql, tokens)
+    try:
+        tree = tools.parse("INSERT" + source[len(tokens[0].text) :])
+    except Exception:
+        return StatementFacts(writes_rows=True)
+    if not isinstance(tree, exp.Insert):
+        return StatementFacts(writes_rows=True)
+    return statement_facts(Walked(tree), tools.name, replace_into=True)
 
 
 def _parse_error_reason(exc: Exception) -> str:
@@ -409,6 +477,12 @@ def _classify_tree(tree: exp.Expr, keyword: str, tokens: Sequence[Token]) -> _Ve
         verb = str(tree.this).upper()
         if verb in _DDL_KINDS:
             return _classify_unparsed_ddl(verb, tokens)
+        if verb == "TRUNCATE":
+            return _Verdict(
+                StatementClass.UNKNOWN,
+                "TRUNCATE could not be fully parsed; it needs approval",
+                facts=StatementFacts(hits=hits_of_unparsed_ddl(verb, "")),
+            )
         return _Verdict(StatementClass.UNKNOWN, f"{verb} is not recognised; it needs approval")
     return _Verdict(
         StatementClass.UNKNOWN, f"unrecognised statement ({keyword or type(tree).__name__})"
@@ -420,9 +494,20 @@ def _classify_unparsed_ddl(verb: str, tokens: Sequence[Token]) -> _Verdict:
     kind = next((w for w in _words(tokens[1:]) if w not in _DDL_MODIFIERS), "")
     if kind in _DDL_KINDS[verb]:
         return _Verdict(
-            StatementClass.UNKNOWN, f"{verb} {kind} could not be fully parsed; it needs approval"
+            StatementClass.UNKNOWN,
+            f"{verb} {kind} could not be fully parsed; it needs approval",
+            facts=StatementFacts(hits=hits_of_unparsed_ddl(verb, kind)),
         )
     return _rejected(f"{verb} {kind or '…'} is not allowed".strip())
+
+
+def _into_file(tokens: Sequence[Token]) -> str | None:
+    """MySQL `INTO OUTFILE`/`INTO DUMPFILE`, anywhere in the statement (sqlglot cannot parse it)."""
+    words = _words(tokens)
+    for first, second in itertools.pairwise(words):
+        if first == "INTO" and second in ("OUTFILE", "DUMPFILE"):
+            return second
+    return None
 
 
 def _classify_explain(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verdict:
@@ -432,10 +517,12 @@ def _classify_explain(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verd
     quoted `"analyze"`, which PostgreSQL accepts as an option name), bare
     `ANALYZE`/`VERBOSE`, MySQL `FORMAT=x`, MariaDB `EXTENDED`/`PARTITIONS`. A dangerous
     function escalates even without ANALYZE (MySQL evaluates constant subqueries while
-    planning).
+    planning). MariaDB's `ANALYZE [FORMAT=JSON] stmt` is EXPLAIN ANALYZE: it runs stmt. In
+    MySQL an EXPLAIN of anything but a plain query (INSERT/UPDATE/DELETE, FOR UPDATE…) is
+    not a read either: MariaDB refuses it in a read-only transaction.
     """
     keyword = _word(tokens[0])
-    i, count, analyze = 1, len(tokens), False
+    i, count, analyze = 1, len(tokens), keyword in _ANALYZE
     if i < count and tokens[i].token_type is TokenType.L_PAREN:
         depth = 0
         while i < count:
@@ -460,32 +547,49 @@ def _classify_explain(tools: _Tools, sql: str, tokens: Sequence[Token]) -> _Verd
     if not inner:
         return _Verdict(StatementClass.PARSE_FAILURE, f"{keyword} without a statement")
     verdict = _classify_tokens(tools, sql, inner)
-    if analyze:
-        return _Verdict(verdict.kind, f"{keyword} ANALYZE: {verdict.reason}")
+    if analyze:  # the statement runs: its facts are the explained statement's
+        label = keyword if keyword in _ANALYZE else f"{keyword} ANALYZE"
+        return replace(verdict, reason=f"{label}: {verdict.reason}", creates=None)
+    plan_only = StatementFacts(tables=verdict.facts.tables)
     if verdict.kind in (
         StatementClass.REJECTED,
         StatementClass.PARSE_FAILURE,
         StatementClass.DANGEROUS_FUNCTION,
+    ) or (
+        tools.name == "mysql"
+        and verdict.kind is not StatementClass.SELECT
+        and not _names_a_table(inner)
     ):
-        return _Verdict(verdict.kind, f"{keyword}: {verdict.reason}")
-    return _Verdict(StatementClass.SELECT, f"{keyword} (plan only)")
+        # MariaDB refuses to plan a write or a locking read inside a read-only transaction
+        # (error 1792): such an EXPLAIN is not a read, it keeps the class of what it explains.
+        return _Verdict(verdict.kind, f"{keyword}: {verdict.reason}", facts=plan_only)
+    return _Verdict(StatementClass.SELECT, f"{keyword} (plan only)", facts=plan_only)
 
 
-def _escalate(verdict: _Verdict, tree: exp.Expr) -> _Verdict:
+def _names_a_table(tokens: Sequence[Token]) -> bool:
+    """MySQL `EXPLAIN t [col]` / `DESCRIBE db.t`: the DESCRIBE form, which lists columns."""
+    names = [t for t in tokens if t.token_type is not TokenType.DOT]
+    return 0 < len(names) <= 2 and all(
+        t.token_type in (TokenType.VAR, TokenType.IDENTIFIER) for t in names
+    )
+
+
+def _escalate(verdict: _Verdict, walked: Walked) -> _Verdict:
     """§5.2 escalations, searched through the whole tree; the worst one wins."""
     found = [verdict]
+    tree = walked.tree
     if not isinstance(tree, exp.Insert | exp.Update | exp.Delete | exp.Merge):
-        write = tree.find(exp.Insert, exp.Update, exp.Delete, exp.Merge)
-        if write is not None:
+        writes = walked.all(exp.Insert, exp.Update, exp.Delete, exp.Merge)
+        if writes:
             found.append(
-                _Verdict(StatementClass.DML, f"writes data ({write.key.upper()} in a CTE)")
+                _Verdict(StatementClass.DML, f"writes data ({writes[0].key.upper()} in a CTE)")
             )
-    function = _dangerous_function(tree)
+    function = _dangerous_function(walked)
     if function is not None:
         found.append(_Verdict(StatementClass.DANGEROUS_FUNCTION, f"calls {function}()"))
-    if tree.find(exp.Into) is not None:
+    if walked.has(exp.Into):
         found.append(_Verdict(StatementClass.SEMANTIC_ESCALATION, "selects INTO (SELECT … INTO)"))
-    if tree.find(exp.Lock) is not None:
+    if walked.has(exp.Lock):
         found.append(
             _Verdict(StatementClass.SEMANTIC_ESCALATION, "takes row locks (FOR UPDATE/SHARE)")
         )
@@ -495,8 +599,9 @@ def _escalate(verdict: _Verdict, tree: exp.Expr) -> _Verdict:
     return _Verdict(worst.kind, f"{verdict.reason} that {worst.reason}")
 
 
-def _dangerous_function(tree: exp.Expr) -> str | None:
-    for function in tree.find_all(exp.Func):
+def _dangerous_function(walked: Walked) -> str | None:
+    function: exp.Func
+    for function in walked.all(exp.Func):
         names = {name.lower() for name in type(function).sql_names()}
         if isinstance(function, exp.Anonymous | exp.AnonymousAggFunc):
             names.add(function.name.lower())  # as written, quotes and schema stripped
@@ -509,7 +614,9 @@ def _dangerous_function(tree: exp.Expr) -> str | None:
 def _classify_set(tree: exp.Expr, tokens: Sequence[Token], *, list_values: bool) -> _Verdict:
     if isinstance(tree, exp.Set):
         verdict = _classify_set_items(tree)
-        return verdict if verdict.kind is StatementClass.REJECTED else _escalate(verdict, tree)
+        return (
+            verdict if verdict.kind is StatementClass.REJECTED else _escalate(verdict, Walked(tree))
+        )
     if isinstance(tree, exp.Command):
         return _classify_set_words(tokens, list_values=list_values)
     return _Verdict(StatementClass.UNKNOWN, "unrecognised SET statement")
@@ -622,7 +729,7 @@ _KEEP_NODES = (exp.Parameter, exp.Placeholder, exp.SessionParameter, exp.DataTyp
 
 def _redact_statement(tools: _Tools, sql: str, tokens: Sequence[Token]) -> str:
     try:
-        tree = tools.parse(_source(sql, tokens))
+        tree = tools.parse_slice(sql, tokens)
     except Exception:
         if _words(tokens[:1])[0] in _KEYWORD_DML:  # classified without a parse (NOTIFY…)
             return _redact_tokens(sql, tokens)

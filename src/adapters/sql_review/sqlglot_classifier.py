@@ -108,6 +108,10 @@ _DROP_KINDS = {
     "SEQUENCE": StatementClass.DESTRUCTIVE_DDL,
 }
 _DDL_KINDS = {"CREATE": _CREATE_KINDS, "ALTER": _ALTER_KINDS, "DROP": _DROP_KINDS}
+#: Object kinds whose DDL not even break-glass may run (see `_refused_ddl`).
+_NEVER_BREAK_GLASS_KINDS = frozenset(
+    {"ROLE", "USER", "GROUP", "DATABASE", "TABLESPACE", "SERVER", "SUBSCRIPTION", "PUBLICATION"}
+)
 #: Words between CREATE/ALTER/DROP and the object kind, when sqlglot gave up on parsing.
 _DDL_MODIFIERS = frozenset(
     {"OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "UNIQUE", "MATERIALIZED", "IF", "NOT"}
@@ -465,7 +469,7 @@ def _classify_tree(tree: exp.Expr, keyword: str, tokens: Sequence[Token]) -> _Ve
         kind = str(tree.args.get("kind") or "").upper()
         cls = _DDL_KINDS[verb].get(kind)
         if cls is None:
-            return _rejected(f"{verb} {kind or '…'} is not allowed".strip())
+            return _refused_ddl(verb, kind)
         return _Verdict(cls, f"{verb} {kind}")
     if isinstance(tree, exp.TruncateTable):
         return _Verdict(StatementClass.DESTRUCTIVE_DDL, "TRUNCATE")
@@ -498,7 +502,22 @@ def _classify_unparsed_ddl(verb: str, tokens: Sequence[Token]) -> _Verdict:
             f"{verb} {kind} could not be fully parsed; it needs approval",
             facts=StatementFacts(hits=hits_of_unparsed_ddl(verb, kind)),
         )
-    return _rejected(f"{verb} {kind or '…'} is not allowed".strip())
+    return _refused_ddl(verb, kind)
+
+
+def _refused_ddl(verb: str, kind: str) -> _Verdict:
+    """CREATE/ALTER/DROP of an object kind requests may not change (schemas, functions…).
+
+    Schema objects stay eligible for an operator's break-glass with `allow_ddl`; what
+    changes who may do what or where data lives (roles, users, databases, tablespaces,
+    foreign servers) never is, and neither is a kind we could not read.
+    """
+    eligible = bool(kind) and kind not in _NEVER_BREAK_GLASS_KINDS
+    return _Verdict(
+        StatementClass.REJECTED,
+        f"{verb} {kind or '…'} is not allowed".strip(),
+        facts=StatementFacts(break_glass_ddl=eligible),
+    )
 
 
 def _into_file(tokens: Sequence[Token]) -> str | None:

@@ -802,3 +802,26 @@ def test_redaction(dialect: str, sql: str, expected: str) -> None:
 )
 def test_unparseable_sql_is_never_leaked(sql: str) -> None:
     assert classifier.redact(sql, PG) == REDACTION_FAILED
+
+
+@pytest.mark.parametrize(
+    ("sql", "eligible"),
+    [
+        ("CREATE SCHEMA reporting", True),
+        ("DROP FUNCTION refresh_totals()", True),
+        ("ALTER VIEW v RENAME TO w", True),
+        ("CREATE TABLE t (a int); CREATE SCHEMA s", True),
+        ("CREATE ROLE intruder", False),
+        ("DROP DATABASE app", False),
+        ("GRANT ALL ON t TO x", False),
+        ("BEGIN", False),
+        ("SET ROLE admin", False),
+        ("CREATE SCHEMA s; GRANT ALL ON t TO x", False),
+    ],
+)
+def test_only_schema_ddl_refused_for_its_object_kind_is_break_glass_eligible(
+    sql: str, eligible: bool
+) -> None:
+    classification = SqlglotClassifier().classify(sql, "postgresql")
+    assert classification.kind is StatementClass.REJECTED
+    assert classification.break_glass_ddl_only is eligible

@@ -1434,7 +1434,7 @@ class TestSqlReview:
 
     @pytest.mark.parametrize("line", ["allow_safe_ddl = true", "max_estimated_rows = 10"])
     def test_risk_knobs_apply_to_risk_based_only(self, tmp_path: Path, line: str) -> None:
-        name = line.split(" ")[0]
+        name = line.split(" ", maxsplit=1)[0]
         message = error(
             tmp_path, config(WORKFLOW, f'[workflows.auto_approve]\nmode = "always"\n{line}')
         )

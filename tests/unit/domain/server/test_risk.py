@@ -20,7 +20,7 @@ from domain.server.sql_classification import Classification, StatementClass
 from domain.server.sql_review import BUILTIN_REVIEW_POLICY, review
 from domain.server.workflows import AutoApprove, AutoApproveMode, RiskLevel
 from domain.shared.operations import Operation
-from tests.unit.domain.server.sql_facts import batch, delete_from, hit, statement
+from tests.fakes.sql_classifier import batch, delete_from, hit, statement
 from tests.unit.domain.server.test_schema_model import table
 
 R = ReviewRule

@@ -19,7 +19,7 @@ from domain.server.sql_review import (
     review,
     validate_review_policies,
 )
-from tests.unit.domain.server.sql_facts import batch, delete_from, hit, statement
+from tests.fakes.sql_classifier import batch, delete_from, hit, statement
 
 R = ReviewRule
 A = RuleAction

@@ -179,3 +179,63 @@ def test_approve_prints_the_step_and_hints_the_resume(api: ScriptedApi) -> None:
     assert result.stdout == "Approved as role:approver (step 1/1)\n"
     assert "dbward request resume r7" in result.stderr
     assert api.calls[0][2] == {"comment": "ok", "selector": "role:approver"}
+
+
+def test_show_prints_the_risk_and_every_finding_before_the_sql(api: ScriptedApi) -> None:
+    api.on(
+        "GET",
+        "/api/requests/r1",
+        (
+            200,
+            {
+                "id": "r1",
+                "status": "pending",
+                "detail": "DELETE FROM big_t WHERE id = 1",
+                "context": {
+                    "tables": ["big_t"],
+                    "sql_review": {
+                        "policy_id": "builtin-default",
+                        "findings": [
+                            {
+                                "code": "large_in_list",
+                                "action": "warn",
+                                "message": "IN list of 300 items",
+                                "statement": 1,
+                            }
+                        ],
+                        "blocked": False,
+                    },
+                    "risk": {
+                        "level": "medium",
+                        "factors": [
+                            {"code": "large_table", "detail": "public.big_t ~5000 rows"},
+                            {"code": "review_warnings", "detail": "1 findings"},
+                        ],
+                    },
+                },
+            },
+        ),
+    )
+    result = run("request", "show", "r1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    risk = next(line for line in lines if line.startswith("risk "))
+    assert risk.split(None, 1)[1] == (
+        "medium - large_table (public.big_t ~5000 rows) - review_warnings (1 findings)"
+    )
+    finding = next(line for line in lines if line.startswith("finding "))
+    assert finding.split(None, 1)[1] == "warn large_in_list: IN list of 300 items"
+    assert lines.index(finding) < next(
+        i for i, text in enumerate(lines) if text.startswith("detail")
+    )
+
+
+def test_show_of_a_migration_prints_no_risk_or_findings(api: ScriptedApi) -> None:
+    api.on(
+        "GET",
+        "/api/requests/r2",
+        (200, {"id": "r2", "status": "pending", "detail": "{}", "context": {"risk": None}}),
+    )
+    result = run("request", "show", "r2")
+    assert result.exit_code == 0, result.output
+    assert not any(line.startswith(("risk", "finding")) for line in result.output.splitlines())

@@ -298,3 +298,16 @@ def test_the_assessment_serialises_level_and_factors() -> None:
     }
     assert str(RiskFactor("x", "y")) == "x (y)"
     assert str(RiskFactor("x")) == "x"
+
+
+def test_a_change_that_names_no_table_is_medium() -> None:
+    call = batch(statement(StatementClass.DML))
+    result = assess(call)
+    assert (result.level, result.factors) == (
+        MEDIUM,
+        (RiskFactor("unknown_targets", "statement 1"),),
+    )
+
+
+def test_a_query_that_names_no_table_is_low() -> None:
+    assert assess(select()).level is LOW

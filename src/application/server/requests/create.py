@@ -6,7 +6,7 @@ that needs approval is stored `pending` with its expiry and first-step approvers
 for them). What we do differently (docs/server.md §7.1, docs/server.md §11):
 
 * the SQL is judged once (`JudgeSql`: classification, `[[sql_review]]`, risk from the
-  schema snapshot, the workflow's decision), as preflight judges it; a break-glass
+  schema snapshot, the workflow's decision) in one pass; a break-glass
   `allow_ddl` bypass is audited as `ddl.break_glass_bypass` in the create transaction
   (docs/sql-safety.md §6);
 * the execution plan is the classifier's *exact source* statements (signed at claim);
@@ -202,7 +202,7 @@ class CreateRequest:
         if body.allow_ddl and not body.emergency:
             raise Validation("--allow-ddl requires --emergency")
         scope = Scope(body.database, body.environment)
-        # Steps 5 to 8 in one judgement (shared with preflight): the snapshot's dialect,
+        # Steps 5 to 8 in one judgement (`JudgeSql`): the snapshot's dialect,
         # the classification (its operation wins: fail closed), the workflow, the review
         # and the risk. What it refuses is refused here, in the order of the steps.
         judgement = self._judge.judge(scope, operation, body.detail)

@@ -55,7 +55,16 @@ def wait_for_status(client: httpx.Client, request_id: str, wanted: str, timeout:
 class AgentProcess:
     """One `dbward agent` subprocess with its own config, probes and log file."""
 
-    def __init__(self, tmp: Path, server_url: str, databases: dict[str, str], **keys: object):
+    def __init__(
+        self,
+        tmp: Path,
+        server_url: str,
+        databases: dict[str, str],
+        *,
+        schema_sync: bool = False,
+        **keys: object,
+    ):
+        """`schema_sync` turns on the agent's snapshot upload (one pass at startup)."""
         self.tmp = tmp
         self.alive = tmp / "alive"
         self.ready = tmp / "ready"
@@ -74,7 +83,8 @@ class AgentProcess:
             **keys,
         }
         lines = [f"{key} = {_toml(value)}" for key, value in settings.items()]
-        lines += ["[schema_sync]", "enabled = false", "[server]", f'url = "{server_url}"']
+        sync = "true" if schema_sync else "false"
+        lines += ["[schema_sync]", f"enabled = {sync}", "[server]", f'url = "{server_url}"']
         lines += ['agent_token = "${TEST_AGENT_TOKEN}"']
         for scope, url in databases.items():
             lines += [f"[databases.{scope}]", f'url = "{url}"']

@@ -158,7 +158,8 @@ def auto_approved(workflow: Workflow, operation: Operation) -> bool:
         return False
     if rule.mode is AutoApproveMode.ALWAYS:
         return True
-    # risk_based as implemented (docs/workflows.md §2): a read-only SELECT scores low.
+    # risk_based (docs/workflows.md §2): a read-only SELECT scores low; no agent uploaded
+    # a schema snapshot here, so every write is unknown and waits.
     return (
         operation is Operation.EXECUTE_SELECT
         and rule.allow_read_only

@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from pydantic import Field
@@ -80,6 +81,8 @@ from domain.server.rbac import (
     parse_permission,
     parse_selector,
 )
+from domain.server.review_rules import ReviewRule, RuleAction
+from domain.server.sql_review import SqlReviewPolicy, validate_review_policies
 from domain.server.workflows import (
     WILDCARD,
     ApprovalStep,
@@ -139,6 +142,8 @@ class _AutoApproveFile(StrictModel):
     mode: str
     risk: str | None = None
     allow_read_only: bool | None = None
+    allow_safe_ddl: bool | None = None
+    max_estimated_rows: int | None = Field(default=None, ge=1)
 
 
 class _WorkflowFile(StrictModel):
@@ -175,6 +180,27 @@ class _ResultPolicyFile(StrictModel):
     retention_days: int | None = Field(default=None, ge=1)
     delivery_mode: str = DeliveryMode.BOTH.value
     access: list[str] = []
+
+
+class _SqlReviewFile(StrictModel):
+    """One `[[sql_review]]` entry: its scope and one key per rule (docs/sql-safety.md §5)."""
+
+    database: str = WILDCARD
+    environment: str = WILDCARD
+    no_where_delete: str | None = None
+    no_where_update: str | None = None
+    drop_table: str | None = None
+    truncate: str | None = None
+    drop_column: str | None = None
+    not_null_without_default: str | None = None
+    create_index_not_concurrently: str | None = None
+    alter_column_type: str | None = None
+    mixed_ddl_dml: str | None = None
+    large_in_list: str | None = None
+    drop_index: str | None = None
+    drop_view: str | None = None
+    drop_sequence: str | None = None
+    create_sequence: str | None = None
 
 
 class _RoleFile(StrictModel):
@@ -255,6 +281,7 @@ class _ServerConfigFile(StrictModel):
     workflows: list[_WorkflowFile] = []
     execution_policies: list[_ExecutionPolicyFile] = []
     result_policies: list[_ResultPolicyFile] = []
+    sql_review: list[_SqlReviewFile] = []
     auth: _AuthFile = _AuthFile()  # frozen, so one shared default is safe
     retention: _RetentionFile = _RetentionFile()
     audit: _AuditFile = _AuditFile()
@@ -280,6 +307,7 @@ _ARRAYS_OF_TABLES: dict[KeyPath, str] = {
     ("workflows",): "[[workflows]]",
     ("execution_policies",): "[[execution_policies]]",
     ("result_policies",): "[[result_policies]]",
+    ("sql_review",): "[[sql_review]]",
     ("auth", "roles"): "[[auth.roles]]",
     ("auth", "groups"): "[[auth.groups]]",
     ("workflows", "*", "steps"): "[[workflows.steps]]",
@@ -329,16 +357,9 @@ _SPECIAL_KEYS: dict[KeyPath, str] = {
     ("allow_private_networks",): f"allow_private_networks {_NOT_YET}",
     ("webhooks",): f"[[webhooks]] {_NOT_YET}",
     ("notification_policies",): f"[[notification_policies]] {_NOT_YET}",
-    ("sql_review",): f"[[sql_review]] {_NOT_YET}",
     ("slack",): f"[slack] {_NOT_YET}",
     ("mcp",): f"[mcp] {_NOT_YET}",
     ("auth", "oidc"): f"[auth.oidc] {_NOT_YET}",
-    **{
-        ("workflows", "*", "auto_approve", name): f"{name} is not supported yet: risk scoring "
-        "does not use it (a select scores low under allow_read_only, anything else unknown); "
-        "remove it"
-        for name in ("allow_safe_ddl", "max_estimated_rows")
-    },
     **{
         ("result_storage", name): 'applies to backend = "s3", which is not supported yet; remove it'
         for name in (
@@ -553,7 +574,7 @@ def _build_auto_approve(
     if mode is None:
         return None
     if mode == AutoApproveMode.ALWAYS:
-        for name in ("risk", "allow_read_only"):
+        for name in ("risk", "allow_read_only", "allow_safe_ddl", "max_estimated_rows"):
             if getattr(model, name) is not None:
                 out.error(
                     (*key, name),
@@ -574,6 +595,8 @@ def _build_auto_approve(
         AutoApproveMode.RISK_BASED,
         risk=risk,
         allow_read_only=_or(model.allow_read_only, defaults.allow_read_only),
+        allow_safe_ddl=_or(model.allow_safe_ddl, defaults.allow_safe_ddl),
+        max_estimated_rows=_or(model.max_estimated_rows, defaults.max_estimated_rows),
     )
 
 
@@ -776,6 +799,25 @@ def _build_result_policies(
     return tuple(policies)
 
 
+def _build_sql_review(
+    models: Sequence[_SqlReviewFile], registry: _Registry, out: _Collector
+) -> tuple[SqlReviewPolicy, ...]:
+    """`[[sql_review]]`: each rule key `block`, `warn` or `off`; unset rules keep the default."""
+    actions = [action.value for action in RuleAction]
+    policies: list[SqlReviewPolicy] = []
+    for index, model in enumerate(models):
+        key: KeyPath = ("sql_review", index)
+        rules: dict[ReviewRule, RuleAction] = {}
+        for rule in ReviewRule:
+            value = getattr(model, rule.value)
+            if value is not None and _choice(value, actions, (*key, rule.value), out):
+                rules[rule] = RuleAction(value)
+        registry.check(model.database, model.environment, key, out)
+        policies.append(SqlReviewPolicy(model.database, model.environment, MappingProxyType(rules)))
+    out.domain(validate_review_policies(policies))
+    return tuple(policies)
+
+
 def _permission_problem(text: str) -> str | None:
     try:
         parse_permission(text)
@@ -946,6 +988,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
     result_policies = _build_result_policies(
         model.result_policies, retention.result_ttl_days, registry, out
     )
+    sql_review = _build_sql_review(model.sql_review, registry, out)
     auth = _build_auth(model.auth, registry, out)
     _check_approver_names(
         model.workflows,
@@ -973,6 +1016,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
         workflows=workflows,
         execution_policies=execution_policies,
         result_policies=result_policies,
+        sql_review=sql_review,
         auth=auth,
         retention=retention,
         audit=AuditSettings(AuditRedaction(redaction)) if redaction else AuditSettings(),

@@ -1,6 +1,6 @@
 """Read-only configuration routes: workflows, policies, roles, groups, databases.
 
-docs/server.md §8.2. Workflows, execution and result policies, roles and groups live in
+docs/server.md §8.2. Workflows, execution, result and SQL review policies, roles and groups live in
 server.toml; writing them through the API answers 405 `config_only` (edit the file and
 restart). Route functions are sync: FastAPI runs them in its thread pool.
 """
@@ -22,6 +22,7 @@ from application.server.requests.snapshots import workflow_as_dict
 from domain.server.errors import ConfigOnly
 from domain.server.execution_policies import ExecutionPolicy, ResultPolicy
 from domain.server.rbac import Principal, Role
+from domain.server.sql_review import SqlReviewPolicy
 from domain.server.workflows import Workflow
 
 __all__ = ["ConfigUseCases", "build_config_router"]
@@ -75,6 +76,17 @@ def _result_policy_json(policy: ResultPolicy) -> dict[str, Any]:
     }
 
 
+def _review_policy_json(policy: SqlReviewPolicy) -> dict[str, Any]:
+    """A policy with the effective action of every rule (its own, else the default)."""
+    return {
+        "id": policy.id,
+        "database": policy.database,
+        "environment": policy.environment,
+        "source": policy.source,
+        "rules": {rule.value: action.value for rule, action in policy.effective_rules().items()},
+    }
+
+
 def _role_json(role: Role) -> dict[str, Any]:
     return {
         "name": role.name,
@@ -119,6 +131,16 @@ def build_config_router(use_cases: ConfigUseCases) -> APIRouter:
             "default": {**_result_policy_json(found.default), "source": "default"},
         }
 
+    @router.get("/api/sql-review-policies")
+    def review_policies(caller: CallerDep) -> dict[str, Any]:
+        found = use_cases.policies.review_policies(caller)
+        return {
+            "sql_review_policies": [
+                *(_review_policy_json(policy) for policy in found.policies),
+                _review_policy_json(found.builtin),
+            ]
+        }
+
     @router.get("/api/roles")
     def roles(caller: CallerDep) -> dict[str, Any]:
         return {"roles": [_role_json(role) for role in use_cases.roles.list(caller)]}
@@ -158,6 +180,8 @@ def build_config_router(use_cases: ConfigUseCases) -> APIRouter:
     @router.api_route("/api/execution-policies/{_id}", methods=_MUTATIONS, include_in_schema=False)
     @router.api_route("/api/result-policies", methods=_MUTATIONS, include_in_schema=False)
     @router.api_route("/api/result-policies/{_id}", methods=_MUTATIONS, include_in_schema=False)
+    @router.api_route("/api/sql-review-policies", methods=_MUTATIONS, include_in_schema=False)
+    @router.api_route("/api/sql-review-policies/{_id}", methods=_MUTATIONS, include_in_schema=False)
     @router.api_route("/api/roles", methods=_MUTATIONS, include_in_schema=False)
     @router.api_route("/api/roles/{_id}", methods=_MUTATIONS, include_in_schema=False)
     @router.api_route("/api/groups", methods=_MUTATIONS, include_in_schema=False)

@@ -30,6 +30,7 @@ from application.server.ports.work.requests import RequestRecord
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import ServerDraining
 from application.server.requests.create import CreateRequest, CreateRequestInput
+from application.server.requests.decision_trace import judged_context
 from application.server.requests.queries import (
     MAX_WAIT_SECS,
     AwaitingApproval,
@@ -191,6 +192,7 @@ def _context(details: RequestDetails) -> dict[str, Any]:
     return {
         "status": status,
         "explain_enabled": details.explain_enabled,
+        **judged_context(details.record),
         "explain": [_explain_entry(job) for job in jobs],
     }
 

@@ -13,7 +13,8 @@ Order of the checks (the first two end scoring):
    (medium, three or more high), a drop (high), a table over `max_estimated_rows`
    (medium), a DELETE whose ON DELETE CASCADE children are large or reach past depth 3
    (high) or small (medium), and, ours, a table the snapshot does not know or whose row
-   count it does not know (medium): scoring never treats what it cannot see as small.
+   count it does not know, or a statement other than a query that names no table the
+   parser could read (medium): scoring never treats what it cannot see as small.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from enum import StrEnum
 
 from domain.server.review_rules import DROP_RULES
 from domain.server.schema_model import SchemaModel, SnapshotTable
-from domain.server.sql_classification import Classification
+from domain.server.sql_classification import Classification, StatementClass
 from domain.server.sql_review import Finding, Review
 from domain.server.workflows import AutoApprove, RiskLevel
 from domain.shared.operations import Operation
@@ -148,6 +149,10 @@ class _Scorer:
         dropped = sorted({f.rule.value for f in findings if f.rule in DROP_RULES})
         if dropped:
             self.raise_to(RiskLevel.HIGH, RiskFactor("drop_operation", ", ".join(dropped)))
+        for index, statement in enumerate(classification.statements, 1):
+            if statement.kind is not StatementClass.SELECT and not statement.facts.tables:
+                # Ours: a change whose tables the parser could not name is not small.
+                self.raise_to(RiskLevel.MEDIUM, RiskFactor("unknown_targets", f"statement {index}"))
         deleted = set(classification.delete_targets)
         for ref in classification.tables:
             found = schema.find(ref)

@@ -134,7 +134,9 @@ def _table(entry: object) -> SnapshotTable:
     if estimated is not None and (estimated < 0 or not known):
         estimated = None  # -1: never analysed (PostgreSQL), or a view
     parents: list[TableRef] = []
-    constraints = entry.get("constraints") or []
+    constraints = entry.get("constraints")
+    if constraints is None:
+        constraints = []  # a view, or a dbward 0.2 agent that sent none
     if not isinstance(constraints, list):
         raise UnreadableSnapshot(f"constraints of table {name!r} are not a list")
     for constraint in constraints:

@@ -105,11 +105,10 @@ class AutoApproveMode(StrEnum):
 class AutoApprove:
     """`[workflows.auto_approve]`. The risk fields matter for `risk_based` only.
 
-    `allow_read_only` is an input to risk scoring (docs/server.md §5.6): a read-only SELECT
-    scores low. `allow_safe_ddl` and `max_estimated_rows` belong to dbward 0.2's scoring
-    (safe DDL low, a table above `max_estimated_rows` at least medium), which this version
-    does not do: the config loader refuses them as not supported yet, so they keep their
-    defaults here, as request snapshots and `GET /api/workflows` report them.
+    The other three are inputs to risk scoring (docs/sql-safety.md §4): with
+    `allow_read_only` a read-only SELECT scores low, with `allow_safe_ddl` one safe DDL
+    statement without findings scores low, and a table above `max_estimated_rows` raises
+    the risk to at least medium.
     """
 
     mode: AutoApproveMode

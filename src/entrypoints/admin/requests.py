@@ -406,8 +406,38 @@ def show_request(
                 "expires_at",
             )
         ]
+        rows.extend(_judged_rows(request.get("context")))
         rows.append(("detail", request.get("detail")))
         _succeed(session.out, request, lambda: session.out.fields(rows))
+
+
+def _judged_rows(context: object) -> list[tuple[str, object]]:
+    """The risk and every review finding the request was created with, one line each, so
+    an approver reads them before the SQL (docs/sql-safety.md §4)."""
+    if not isinstance(context, dict):
+        return []
+    rows: list[tuple[str, object]] = []
+    risk = context.get("risk")
+    if isinstance(risk, dict):
+        factors = [
+            f"{f.get('code')} ({f.get('detail')})" if f.get("detail") else str(f.get("code"))
+            for f in risk.get("factors") or []
+            if isinstance(f, dict)
+        ]
+        rows.append(("risk", " ".join([str(risk.get("level")), *(f"- {f}" for f in factors)])))
+    review = context.get("sql_review")
+    if isinstance(review, dict):
+        findings = [f for f in review.get("findings") or [] if isinstance(f, dict)]
+        if not findings:
+            rows.append(("findings", f"none (policy {review.get('policy_id')})"))
+        for finding in findings:
+            rows.append(
+                (
+                    "finding",
+                    f"{finding.get('action')} {finding.get('code')}: {finding.get('message')}",
+                )
+            )
+    return rows
 
 
 @request_app.command("approve")

@@ -95,6 +95,15 @@ retention_days = 7
 delivery_mode = "stream"
 access = ["role:dba"]
 
+[[sql_review]]
+database = "app"
+environment = "production"
+truncate = "warn"
+create_sequence = "block"
+
+[[sql_review]]
+no_where_update = "warn"
+
 [auth]
 [[auth.roles]]
 name = "dba"
@@ -211,6 +220,7 @@ MATRIX = (
     ("/api/workflows", WORKFLOW_READERS),
     ("/api/execution-policies", WORKFLOW_READERS),
     ("/api/result-policies", WORKFLOW_READERS),
+    ("/api/sql-review-policies", WORKFLOW_READERS),
     ("/api/roles", WORKFLOW_READERS),
     ("/api/groups", USER_READERS),
     ("/api/groups/oncall", USER_READERS),
@@ -294,6 +304,38 @@ def test_result_policies_with_the_default(api: Api) -> None:
     assert body["default"]["delivery_mode"] == "both"
 
 
+def test_sql_review_policies_with_their_effective_rules_and_the_builtin(api: Api) -> None:
+    policies = api.get("/api/sql-review-policies", "requester").json()["sql_review_policies"]
+    assert [(p["id"], p["source"]) for p in policies] == [
+        ("sr:app:production", "config"),
+        ("sr:*:*", "config"),
+        ("builtin-default", "builtin"),
+    ]
+    exact, broad, builtin = policies
+    assert (exact["database"], exact["environment"]) == ("app", "production")
+    assert exact["rules"]["truncate"] == "warn"
+    assert exact["rules"]["create_sequence"] == "block"
+    assert exact["rules"]["drop_table"] == "block"  # not set: the default
+    assert len(exact["rules"]) == 14
+    assert broad["rules"]["no_where_update"] == "warn"
+    assert builtin["rules"] == {
+        "no_where_delete": "block",
+        "no_where_update": "block",
+        "drop_table": "block",
+        "truncate": "block",
+        "drop_column": "warn",
+        "not_null_without_default": "warn",
+        "create_index_not_concurrently": "warn",
+        "alter_column_type": "warn",
+        "mixed_ddl_dml": "warn",
+        "large_in_list": "warn",
+        "drop_index": "warn",
+        "drop_view": "warn",
+        "drop_sequence": "warn",
+        "create_sequence": "off",
+    }
+
+
 def test_roles_built_in_and_custom(api: Api) -> None:
     roles = {role["name"]: role for role in api.get("/api/roles", "requester").json()["roles"]}
     assert {"admin", "requester", "approver", "operator", "agent-default", "dba"} <= set(roles)
@@ -356,7 +398,15 @@ def test_databases_with_the_agents_that_serve_them(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/workflows", "/api/execution-policies/x", "/api/roles", "/api/groups/oncall"]
+    "path",
+    [
+        "/api/workflows",
+        "/api/execution-policies/x",
+        "/api/sql-review-policies",
+        "/api/sql-review-policies/builtin-default",
+        "/api/roles",
+        "/api/groups/oncall",
+    ],
 )
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_configuration_is_not_written_through_the_api(api: Api, path: str, method: str) -> None:

@@ -1,7 +1,9 @@
-"""`GET /api/execution-policies` and `GET /api/result-policies` (permission `workflow.read`).
+"""`GET /api/execution-policies`, `/api/result-policies` and `/api/sql-review-policies`
+(permission `workflow.read`).
 
 Each listing carries the policy that applies where none matches, with its effective values
-(docs/server.md §3.1, §3.2), so a client never has to know the defaults.
+(docs/server.md §3.1, §3.2, docs/sql-safety.md §5), so a client never has to know the
+defaults.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from domain.server.execution_policies import (
     ResultPolicy,
 )
 from domain.server.rbac import Permission, Principal, authorize
+from domain.server.sql_review import BUILTIN_REVIEW_POLICY, SqlReviewPolicy
 
-__all__ = ["ExecutionPolicies", "ListPolicies", "ResultPolicies"]
+__all__ = ["ExecutionPolicies", "ListPolicies", "ResultPolicies", "ReviewPolicies"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,12 @@ class ResultPolicies:
     default: ResultPolicy
 
 
+@dataclass(frozen=True)
+class ReviewPolicies:
+    policies: tuple[SqlReviewPolicy, ...]
+    builtin: SqlReviewPolicy
+
+
 class ListPolicies:
     def __init__(self, *, settings: ServerSettings) -> None:
         self._settings = settings
@@ -43,3 +52,7 @@ class ListPolicies:
         authorize(principal, Permission.WORKFLOW_READ)
         default = ResultPolicy(retention_days=self._settings.retention.result_ttl_days)
         return ResultPolicies(self._settings.result_policies, default)
+
+    def review_policies(self, principal: Principal) -> ReviewPolicies:
+        authorize(principal, Permission.WORKFLOW_READ)
+        return ReviewPolicies(self._settings.sql_review, BUILTIN_REVIEW_POLICY)

@@ -5,6 +5,10 @@ below are its steps), minus what needs approvals (those endpoints come later; a 
 that needs approval is stored `pending` with its expiry and first-step approvers, ready
 for them). What we do differently (docs/server.md §7.1, docs/server.md §11):
 
+* the SQL is judged once (`JudgeSql`: classification, `[[sql_review]]`, risk from the
+  schema snapshot, the workflow's decision) in one pass; a break-glass
+  `allow_ddl` bypass is audited as `ddl.break_glass_bypass` in the create transaction
+  (docs/sql-safety.md §6);
 * the execution plan is the classifier's *exact source* statements (signed at claim);
 * an auto-approved request is dispatched in the same transaction that creates it, and
   keeps where it came from (`pre_dispatch_status`), so a dispatch timeout can return it;
@@ -42,17 +46,19 @@ from application.server.ports.work.requests import (
     RequestRecord,
     RequestUpdate,
 )
-from application.server.requests.audit_detail import SQL_OPERATIONS, audit_detail
+from application.server.requests.audit_detail import audit_detail
 from application.server.requests.common import (
     MAX_REASON_BYTES,
     ServerDraining,
     first_step_approvers,
     new_uuid,
 )
-from application.server.requests.decision_trace import decision_trace
+from application.server.requests.decision_trace import DdlBypass, decision_trace
 from application.server.requests.dispatch import dispatch_resting, notify_dispatched
+from application.server.requests.judgement import Judgement, JudgeSql
 from application.server.requests.snapshots import workflow_from_snapshot, workflow_snapshot
 from application.server.settings import ServerSettings
+from domain.server.audit import AuditEvent
 from domain.server.errors import Conflict, Validation
 from domain.server.rbac import Permission, Principal, authorize, parse_selector
 from domain.server.request_lifecycle import RequestStatus, Trigger, transition
@@ -62,7 +68,7 @@ from domain.server.sql_classification import (
     execution_plan_json,
 )
 from domain.server.text_limits import utf8_len
-from domain.server.workflows import AutoApproved, RiskLevel, Workflow, evaluate, scope_name_problem
+from domain.server.workflows import AutoApproved, Workflow, scope_name_problem
 from domain.shared.migration_files import MigrationDetailError, validate_migration_detail
 from domain.shared.operations import Operation, UnsupportedOperationError, parse_operation
 from domain.shared.scopes import Scope
@@ -74,8 +80,8 @@ __all__ = ["MAX_DETAIL_BYTES", "CreateRequest", "CreateRequestInput", "CreatedRe
 
 #: `detail` limit on create ("query too long (max 100KB)").
 MAX_DETAIL_BYTES = 100_000
-#: The dialect SQL is classified in before an agent reported a schema snapshot.
-DEFAULT_DIALECT = "postgresql"
+#: `blocked_rules` of a denied break-glass override of a classifier rejection.
+_CLASSIFIER_REJECTION = "classifier_rejection"
 
 #: Where an auto-dispatched request rests after its dispatch timed out (docs/server.md §1.4).
 _STRANDED_AFTER_DISPATCH_TIMEOUT = frozenset(
@@ -128,14 +134,27 @@ class CreatedRequest:
 class _Plan:
     """What create decided before it writes anything (steps 2 to 12)."""
 
-    operation: Operation
-    scope: Scope
-    dialect: str
-    classification: Classification | None
+    judgement: Judgement
     plan_json: str | None
-    workflow: Workflow | None
+    bypass: DdlBypass | None
     share_with: tuple[str, ...]
     metadata_json: str
+
+    @property
+    def operation(self) -> Operation:
+        return self.judgement.operation
+
+    @property
+    def scope(self) -> Scope:
+        return self.judgement.scope
+
+    @property
+    def dialect(self) -> str:
+        return self.judgement.dialect
+
+    @property
+    def classification(self) -> Classification | None:
+        return self.judgement.classification
 
 
 class CreateRequest:
@@ -156,6 +175,7 @@ class CreateRequest:
         self._settings = settings
         self._clock = clock
         self._classifier = classifier
+        self._judge = JudgeSql(store=store, settings=settings, classifier=classifier)
         self._notifier = notifier
         self._draining = draining
         self._new_id = new_id
@@ -182,21 +202,16 @@ class CreateRequest:
         if body.allow_ddl and not body.emergency:
             raise Validation("--allow-ddl requires --emergency")
         scope = Scope(body.database, body.environment)
-        # Step 5: the dialect of the last schema snapshot, PostgreSQL by default.
-        with self._store.read() as session:
-            snapshot = session.work.get_schema_snapshot(scope)
-        dialect = snapshot.dialect if snapshot is not None else DEFAULT_DIALECT
-        # Step 6: classify SQL; the classifier's operation wins (fail closed).
-        classification: Classification | None = None
+        # Steps 5 to 8 in one judgement (`JudgeSql`): the snapshot's dialect,
+        # the classification (its operation wins: fail closed), the workflow, the review
+        # and the risk. What it refuses is refused here, in the order of the steps.
+        judgement = self._judge.judge(scope, operation, body.detail)
+        operation = judgement.operation
+        classification = judgement.classification
         plan_json: str | None = None
-        if operation in SQL_OPERATIONS:
-            classification = self._classifier.classify(body.detail, dialect)
-            if classification.parse_failed:
-                self._audit_blocked(principal, body, operation, dialect)
-                raise Validation(f"SQL blocked by review: {PARSE_FAILED}")
-            if classification.is_rejected:
-                raise Validation(classification.rejected_reason or "SQL rejected")
-            operation = classification.operation
+        bypass: DdlBypass | None = None
+        if classification is not None:
+            bypass = self._refuse_unsafe_sql(principal, body, judgement)
             plan_json = execution_plan_json(classification)
         else:
             # Migrations: format, versions and dir_sha256 (docs/migrations.md §3).
@@ -204,8 +219,6 @@ class CreateRequest:
                 validate_migration_detail(operation.value, body.detail)
             except MigrationDetailError as exc:
                 raise Validation(f"invalid migration detail: {exc}") from None
-        # Step 7: the workflow, looked up early.
-        workflow = self._settings.workflow_for(scope.database, scope.environment, operation)
         # Step 9: permission, scoped to (db, env).
         for permission in _create_permissions(operation, classification, body):
             authorize(principal, permission, database=scope.database, environment=scope.environment)
@@ -220,15 +233,53 @@ class CreateRequest:
         if not self._settings.is_registered(scope.database, scope.environment):
             raise Validation(self._not_registered(scope))
         return _Plan(
-            operation=operation,
-            scope=scope,
-            dialect=dialect,
-            classification=classification,
+            judgement=judgement,
             plan_json=plan_json,
-            workflow=workflow,
+            bypass=bypass,
             share_with=share_with,
             metadata_json="{}" if body.metadata is None else json.dumps(body.metadata),
         )
+
+    def _refuse_unsafe_sql(
+        self, principal: Principal, body: CreateRequestInput, judgement: Judgement
+    ) -> DdlBypass | None:
+        """Steps 6 and 8: a rejected text, a parse failure or a review block is a 400.
+
+        A break-glass request with `allow_ddl` passes a rejection when every statement is
+        DDL (or DDL refused only for its object kind), and blocking findings when all of
+        them come from schema-change rules (docs/sql-safety.md §6); what it passed is
+        returned, for the audit event `ddl.break_glass_bypass`. A refused override is
+        audited like any other review block, marked `break_glass_attempted`.
+        """
+        classification = judgement.classification
+        assert classification is not None
+        break_glass_ddl = body.emergency and body.allow_ddl
+        classifier_bypassed = False
+        if classification.is_rejected:
+            reason = classification.rejected_reason or "SQL rejected"
+            if not (break_glass_ddl and classification.break_glass_ddl_only):
+                if break_glass_ddl:
+                    self._audit_blocked(
+                        principal, body, judgement, reason, [_CLASSIFIER_REJECTION], True
+                    )
+                raise Validation(reason)
+            classifier_bypassed = True
+        if classification.parse_failed:
+            self._audit_blocked(principal, body, judgement, PARSE_FAILED, ["parse_failure"], False)
+            raise Validation(f"SQL blocked by review: {PARSE_FAILED}")
+        review = judgement.review
+        reviewer_bypassed = False
+        if review is not None and review.blocked:
+            if break_glass_ddl and not review.blocked_under_allow_ddl():
+                reviewer_bypassed = True
+            else:
+                message = review.block_message()
+                rules = list(dict.fromkeys(f.rule.value for f in review.blocking))
+                self._audit_blocked(principal, body, judgement, message, rules, break_glass_ddl)
+                raise Validation(message)
+        if classifier_bypassed or reviewer_bypassed:
+            return DdlBypass(classifier_bypassed, reviewer_bypassed)
+        return None
 
     def _not_registered(self, scope: Scope) -> str:
         """The refusal for an unregistered scope, naming a few environments that exist."""
@@ -253,13 +304,12 @@ class CreateRequest:
             if existing is not None:
                 return self._replay(principal, existing, fingerprint)
         # Step 14: fail closed without a workflow (break-glass aside).
-        workflow = plan.workflow
+        workflow = plan.judgement.workflow
         if workflow is None and not body.emergency:
             raise Validation(
                 f"no workflow configured for {plan.scope.database}/{plan.scope.environment}"
             )
-        risk = _risk(plan.operation, workflow)
-        decision = None if workflow is None else evaluate(workflow, risk)
+        decision = plan.judgement.decision
         needs_approval = not body.emergency and not isinstance(decision, AutoApproved)
         # Step 15.
         if (
@@ -283,12 +333,10 @@ class CreateRequest:
             resolved_at = now
             expires_at = now + timedelta(seconds=self._settings.approved_ttl_secs(workflow))
         trace = decision_trace(
-            operation=plan.operation,
-            workflow=workflow,
-            risk=risk,
-            decision=decision,
+            judgement=plan.judgement,
             emergency=body.emergency,
             principal=principal,
+            bypass=plan.bypass,
         )
         record = RequestRecord(
             id=request_id,
@@ -344,6 +392,11 @@ class CreateRequest:
                         **about_request(record),
                     )
                 )
+                if plan.bypass is not None:
+                    # In the create transaction: no bypass runs without its trace.
+                    session.audit.append(
+                        self._bypass_event(principal, body, record, plan, now, raw_text)
+                    )
                 final_status = created_status
                 if created_status is not RequestStatus.PENDING:
                     final_status = transition(created_status, Trigger.DISPATCH)
@@ -464,11 +517,53 @@ class CreateRequest:
             redaction=self._settings.audit.redaction,
         )
 
+    def _bypass_event(
+        self,
+        principal: Principal,
+        body: CreateRequestInput,
+        record: RequestRecord,
+        plan: _Plan,
+        now: datetime,
+        sql_redacted: str | None,
+    ) -> AuditEvent:
+        """`ddl.break_glass_bypass`: what an `allow_ddl` request let through, and why.
+
+        `sql_redacted` follows `[audit].redaction` like every event's SQL (none under
+        `full`)."""
+        assert plan.bypass is not None and plan.classification is not None
+        return audit_event(
+            new_id=self._new_id,
+            now=now,
+            event_type="ddl.break_glass_bypass",
+            category="approval",
+            actor=principal,
+            reason=body.reason,
+            metadata={
+                "request_id": record.id,
+                "statement_count": plan.classification.statement_count,
+                "reason": body.reason,
+                "classifier_bypassed": plan.bypass.classifier_bypassed,
+                "reviewer_bypassed": plan.bypass.reviewer_bypassed,
+                "sql_redacted": sql_redacted,
+            },
+            client_ip=body.client_ip,
+            **about_request(record),
+        )
+
     def _audit_blocked(
-        self, principal: Principal, body: CreateRequestInput, operation: Operation, dialect: str
+        self,
+        principal: Principal,
+        body: CreateRequestInput,
+        judgement: Judgement,
+        reason: str,
+        blocked_rules: list[str],
+        break_glass_attempted: bool,
     ) -> None:
         """`request.blocked_by_review`, committed on its own: the 400 must leave a trace."""
-        fingerprint, _ = self._audit_detail(body.detail, operation, dialect)
+        fingerprint, _ = self._audit_detail(body.detail, judgement.operation, judgement.dialect)
+        metadata: dict[str, object] = {"blocked_rules": blocked_rules}
+        if break_glass_attempted:
+            metadata["break_glass_attempted"] = True
         now = self._clock.now()
         with self._store.write() as session:
             session.audit.append(
@@ -478,12 +573,12 @@ class CreateRequest:
                     event_type="request.blocked_by_review",
                     category="request",
                     actor=principal,
-                    operation=operation.value,
+                    operation=judgement.operation.value,
                     database=body.database,
                     environment=body.environment,
                     detail_fingerprint=fingerprint,
-                    reason=PARSE_FAILED,
-                    metadata={"blocked_rules": ["parse_failure"]},
+                    reason=reason,
+                    metadata=metadata,
                     client_ip=body.client_ip,
                 )
             )
@@ -520,21 +615,6 @@ def _create_permissions(
     if classification is not None and classification.contains_ddl:
         wanted.append(Permission.REQUEST_DDL)
     return wanted
-
-
-def _risk(operation: Operation, workflow: Workflow | None) -> RiskLevel | None:
-    """§5.6 as far as it goes without SQL review and schema snapshots.
-
-    A read-only query scores low when the workflow allows read-only auto-approval; anything
-    else is unknown (which never auto-approves under `risk_based`); migrations are not
-    assessed. `always` does not look at risk at all.
-    """
-    if operation.is_migration:
-        return None
-    rule = workflow.auto_approve if workflow is not None else None
-    if operation is Operation.EXECUTE_SELECT and rule is not None and rule.allow_read_only:
-        return RiskLevel.LOW
-    return RiskLevel.UNKNOWN
 
 
 def _replay(existing: RequestRecord, fingerprint: str) -> CreatedRequest:

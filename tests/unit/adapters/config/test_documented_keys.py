@@ -200,6 +200,8 @@ statement_timeout_secs = 20
 mode = "risk_based"
 risk = "low"
 allow_read_only = true
+allow_safe_ddl = false
+max_estimated_rows = 5000
 [[workflows.steps]]
 type = "approval"
 mode = "any"
@@ -229,6 +231,24 @@ environment = "production"
 retention_days = 7
 delivery_mode = "stream"
 access = ["role:dba"]
+
+[[sql_review]]
+database = "app"
+environment = "production"
+no_where_delete = "block"
+no_where_update = "warn"
+drop_table = "warn"
+truncate = "off"
+drop_column = "block"
+not_null_without_default = "warn"
+create_index_not_concurrently = "off"
+alter_column_type = "warn"
+mixed_ddl_dml = "block"
+large_in_list = "warn"
+drop_index = "warn"
+drop_view = "warn"
+drop_sequence = "warn"
+create_sequence = "block"
 
 [auth]
 default_role = "requester"

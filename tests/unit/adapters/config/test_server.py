@@ -28,6 +28,7 @@ from application.server.settings import (
 )
 from domain.server.execution_policies import DeliveryMode, ExecutionPolicy, ResultPolicy
 from domain.server.rbac import Selector, SelectorKind
+from domain.server.review_rules import ReviewRule, RuleAction
 from domain.server.workflows import (
     ApprovalStep,
     Approver,
@@ -719,16 +720,6 @@ class TestDeprecatedAndUnsupported:
                 "remove it",
             ),
             (
-                '[[sql_review]]\ndatabase = "app"',
-                "sql_review: [[sql_review]] is a dbward 0.2 setting that is not supported "
-                "yet; remove it",
-            ),
-            (
-                "[sql_review]\ndrop_table = 'warn'",
-                "sql_review: [[sql_review]] is a dbward 0.2 setting that is not supported "
-                "yet; remove it",
-            ),
-            (
                 '[[notification_policies]]\nwebhooks = ["ops"]',
                 "notification_policies: [[notification_policies]] is a dbward 0.2 setting "
                 "that is not supported yet; remove it",
@@ -742,20 +733,6 @@ class TestDeprecatedAndUnsupported:
                 '[result_storage]\nbucket = "b"',
                 'result_storage.bucket: applies to backend = "s3", which is not supported yet; '
                 "remove it",
-            ),
-            (
-                '[workflows.auto_approve]\nmode = "risk_based"\nrisk = "low"\n'
-                "allow_safe_ddl = true",
-                "workflows[0].auto_approve.allow_safe_ddl: allow_safe_ddl is not supported yet: "
-                "risk scoring does not use it (a select scores low under allow_read_only, "
-                "anything else unknown); remove it",
-            ),
-            (
-                '[workflows.auto_approve]\nmode = "risk_based"\nrisk = "low"\n'
-                "max_estimated_rows = 1000",
-                "workflows[0].auto_approve.max_estimated_rows: max_estimated_rows is not "
-                "supported yet: risk scoring does not use it (a select scores low under "
-                "allow_read_only, anything else unknown); remove it",
             ),
         ],
     )
@@ -1360,3 +1337,112 @@ def test_preflight_limits_load_and_default(tmp_path: Path) -> None:
     assert "preflight.max_explain_timeout_ms" in error(
         tmp_path, config("[preflight]\nmax_explain_timeout_ms = 0")
     )
+
+
+class TestSqlReview:
+    """`[[sql_review]]` (docs/sql-safety.md §5) and the risk knobs of `auto_approve`."""
+
+    def test_entries_load_with_their_rules_and_defaults_elsewhere(self, tmp_path: Path) -> None:
+        settings = load(
+            tmp_path,
+            config(
+                WORKFLOW,
+                """
+                [[sql_review]]
+                database = "app"
+                environment = "production"
+                truncate = "warn"
+                create_sequence = "block"
+                [[sql_review]]
+                no_where_update = "off"
+                """,
+            ),
+        )
+        exact, broad = settings.sql_review
+        assert (exact.database, exact.environment) == ("app", "production")
+        assert dict(exact.rules) == {
+            ReviewRule.TRUNCATE: RuleAction.WARN,
+            ReviewRule.CREATE_SEQUENCE: RuleAction.BLOCK,
+        }
+        assert (broad.database, broad.environment) == ("*", "*")
+        assert settings.review_policy_for("app", "production") is exact
+        assert settings.review_policy_for("app", "staging") is broad
+        assert broad.action(ReviewRule.DROP_TABLE) is RuleAction.BLOCK
+
+    def test_without_entries_the_builtin_policy_applies(self, tmp_path: Path) -> None:
+        settings = load(tmp_path, config(WORKFLOW))
+        assert settings.review_policy_for("app", "production").id == "builtin-default"
+
+    def test_an_unknown_rule_is_refused_naming_the_key(self, tmp_path: Path) -> None:
+        message = error(tmp_path, config(WORKFLOW, '[[sql_review]]\ndrop_tabel = "warn"'))
+        assert message.startswith("sql_review[0].drop_tabel: unknown key")
+        assert "drop_table" in message
+
+    def test_an_action_other_than_block_warn_off_is_refused(self, tmp_path: Path) -> None:
+        message = error(tmp_path, config(WORKFLOW, '[[sql_review]]\ntruncate = "blok"'))
+        assert message.startswith('sql_review[0].truncate: must be one of "block", "warn", "off"')
+        assert "did you mean block?" in message
+
+    def test_the_reserved_any_and_a_repeated_scope_are_refused(self, tmp_path: Path) -> None:
+        lines = error_lines(
+            tmp_path,
+            config(
+                WORKFLOW,
+                '[[sql_review]]\ndatabase = "app"\n[[sql_review]]\ndatabase = "app"\n'
+                '[[sql_review]]\nenvironment = "any"',
+            ),
+        )
+        assert any(line.startswith("sql_review[1]: same database 'app'") for line in lines)
+        assert any(
+            line.startswith("sql_review[2].environment: 'any' is reserved") for line in lines
+        )
+
+    def test_an_unregistered_scope_is_refused(self, tmp_path: Path) -> None:
+        message = error(tmp_path, config(WORKFLOW, '[[sql_review]]\ndatabase = "billing"'))
+        assert message.startswith("sql_review[0]")
+        assert "billing" in message
+
+    def test_a_single_table_says_to_write_an_array_of_tables(self, tmp_path: Path) -> None:
+        message = error(tmp_path, config(WORKFLOW, "[sql_review]\ndrop_table = 'warn'"))
+        assert message.startswith("sql_review: ")
+        assert "write [[sql_review]] for each entry" in message
+
+    def test_risk_knobs_of_auto_approve_load(self, tmp_path: Path) -> None:
+        settings = load(
+            tmp_path,
+            config(
+                WORKFLOW,
+                '[workflows.auto_approve]\nmode = "risk_based"\nrisk = "low"\n'
+                "allow_safe_ddl = false\nmax_estimated_rows = 50",
+            ),
+        )
+        rule = settings.workflows[0].auto_approve
+        assert rule is not None
+        assert (rule.allow_safe_ddl, rule.max_estimated_rows) == (False, 50)
+
+    def test_risk_knobs_default_to_safe_ddl_and_a_thousand_rows(self, tmp_path: Path) -> None:
+        settings = load(
+            tmp_path,
+            config(WORKFLOW, '[workflows.auto_approve]\nmode = "risk_based"\nrisk = "low"'),
+        )
+        rule = settings.workflows[0].auto_approve
+        assert rule is not None
+        assert (rule.allow_safe_ddl, rule.max_estimated_rows) == (True, 1000)
+
+    @pytest.mark.parametrize("line", ["max_estimated_rows = 0", "max_estimated_rows = -5"])
+    def test_max_estimated_rows_must_be_positive(self, tmp_path: Path, line: str) -> None:
+        message = error(
+            tmp_path,
+            config(
+                WORKFLOW, f'[workflows.auto_approve]\nmode = "risk_based"\nrisk = "low"\n{line}'
+            ),
+        )
+        assert message.startswith("workflows[0].auto_approve.max_estimated_rows:")
+
+    @pytest.mark.parametrize("line", ["allow_safe_ddl = true", "max_estimated_rows = 10"])
+    def test_risk_knobs_apply_to_risk_based_only(self, tmp_path: Path, line: str) -> None:
+        name = line.split(" ", maxsplit=1)[0]
+        message = error(
+            tmp_path, config(WORKFLOW, f'[workflows.auto_approve]\nmode = "always"\n{line}')
+        )
+        assert message.startswith(f"workflows[0].auto_approve.{name}: applies to mode")

@@ -47,6 +47,7 @@ from application.server.agent_protocol.poll import PollForWork, PollReply
 from application.server.agent_protocol.public_key import GetPublicKey
 from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
+from application.server.ports.services import SqlClassifier
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest, CreateRequestInput
@@ -237,6 +238,7 @@ def build_harness(
     new_id: Callable[[], str] = new_uuid,
     signer: Ed25519Signer | None = None,
     result_stream_secs: float = 300.0,
+    classifier: SqlClassifier | None = None,
 ) -> ServerHarness:
     settings = settings or default_settings(state_dir)
     engine = create_store_engine(settings.store.url)
@@ -252,7 +254,7 @@ def build_harness(
         settings.result_channel.max_slots, settings.result_channel.slot_ttl_secs
     )
     draining = threading.Event()
-    classifier = SqlglotClassifier()
+    classifier = classifier or SqlglotClassifier()
     return ServerHarness(
         settings=settings,
         store=store,

@@ -294,3 +294,63 @@ def test_merge_global_before_the_command_holds_for_it(
     assert alone.exit_code == 1 and envelope(alone)["error"]["code"] == "config"
     merged = run("--merge-global", "request", "list", "--config", "team.toml", "--format", "json")
     assert merged.exit_code == 0, merged.output
+
+
+def test_show_prints_the_risk_and_every_finding_before_the_sql(api: ScriptedApi) -> None:
+    api.on(
+        "GET",
+        "/api/requests/r1",
+        (
+            200,
+            {
+                "id": "r1",
+                "status": "pending",
+                "detail": "DELETE FROM big_t WHERE id = 1",
+                "context": {
+                    "tables": ["big_t"],
+                    "sql_review": {
+                        "policy_id": "builtin-default",
+                        "findings": [
+                            {
+                                "code": "large_in_list",
+                                "action": "warn",
+                                "message": "IN list of 300 items",
+                                "statement": 1,
+                            }
+                        ],
+                        "blocked": False,
+                    },
+                    "risk": {
+                        "level": "medium",
+                        "factors": [
+                            {"code": "large_table", "detail": "public.big_t ~5000 rows"},
+                            {"code": "review_warnings", "detail": "1 findings"},
+                        ],
+                    },
+                },
+            },
+        ),
+    )
+    result = run("request", "show", "r1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    risk = next(line for line in lines if line.startswith("risk "))
+    assert risk.split(None, 1)[1] == (
+        "medium - large_table (public.big_t ~5000 rows) - review_warnings (1 findings)"
+    )
+    finding = next(line for line in lines if line.startswith("finding "))
+    assert finding.split(None, 1)[1] == "warn large_in_list: IN list of 300 items"
+    assert lines.index(finding) < next(
+        i for i, text in enumerate(lines) if text.startswith("detail")
+    )
+
+
+def test_show_of_a_migration_prints_no_risk_or_findings(api: ScriptedApi) -> None:
+    api.on(
+        "GET",
+        "/api/requests/r2",
+        (200, {"id": "r2", "status": "pending", "detail": "{}", "context": {"risk": None}}),
+    )
+    result = run("request", "show", "r2")
+    assert result.exit_code == 0, result.output
+    assert not any(line.startswith(("risk", "finding")) for line in result.output.splitlines())

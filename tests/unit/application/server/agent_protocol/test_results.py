@@ -67,7 +67,7 @@ def test_dml_result_carries_rows_affected_into_the_audit(server: ServerHarness) 
 def test_a_dml_result_with_returned_rows_is_stored_with_them_and_its_truncation(
     server: ServerHarness,
 ) -> None:
-    request_id = server.create(detail="UPDATE t SET a = 1 RETURNING id")
+    request_id = server.create(detail="UPDATE t SET a = 1 WHERE id > 0 RETURNING id")
     server.poll()
     claim = server.claim(request_id)
     data = (

@@ -205,7 +205,7 @@ def test_a_write_waits_for_approval_then_resume_runs_it(stack: Stack) -> None:
 
 def test_reject_cancel_and_the_error_exit_codes(stack: Stack) -> None:
     rita, alex = stack.rita, stack.alex
-    write = "DELETE FROM nothing_yet"
+    write = "DELETE FROM nothing_yet WHERE id = 1"
     first = rita.json("execute", write, "-d", "app", "-e", "production", "-y", expect=2)["data"]
     second = rita.json("execute", write, "-d", "app", "-e", "production", "-y", expect=2)["data"]
 

@@ -62,7 +62,8 @@ class WorkState:
     approvals: list[Approval] = field(default_factory=list)
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     results: dict[str, ResultSummary] = field(default_factory=dict)
-    agents: dict[str, AgentRow] = field(default_factory=dict)
+    #: Keyed by (token subject, agent_id), as the registry is.
+    agents: dict[tuple[str, str], AgentRow] = field(default_factory=dict)
     snapshots: dict[Scope, SchemaSnapshot] = field(default_factory=dict)
     dry_runs: dict[str, DryRunJobRecord] = field(default_factory=dict)
     preflights: dict[str, PreflightJobRecord] = field(default_factory=dict)
@@ -398,21 +399,19 @@ class FakeExecutionRepository(_FakeRepository):
 
 
 class FakeAgentRepository(_FakeRepository):
-    def get_agent(self, agent_id: str) -> AgentRow | None:
-        return self.state.agents.get(agent_id)
+    def subject_agents(self, subject_id: str) -> list[AgentRow]:
+        return [
+            row for (subject, _), row in sorted(self.state.agents.items()) if subject == subject_id
+        ]
 
     def upsert_agent(self, upsert: AgentUpsert, now: datetime) -> bool:
         record = upsert.record
-        existing = self.state.agents.get(record.id)
-        agent_ids = existing.agent_ids if existing is not None else ()
-        if record.agent_id is not None and record.agent_id not in agent_ids:
-            agent_ids = (*agent_ids, record.agent_id)
-        self.state.agents[record.id] = AgentRow(
-            # The row keeps every agent id seen; the record reads back the newest of them.
-            record=replace(record, agent_id=agent_ids[-1] if agent_ids else None),
+        key = (record.id, record.agent_id)
+        existing = self.state.agents.get(key)
+        self.state.agents[key] = AgentRow(
+            record=record,
             operations=upsert.operations,
             token_id=upsert.token_id,
-            agent_ids=agent_ids,
             created_at=existing.created_at if existing is not None else now,
         )
         return existing is None

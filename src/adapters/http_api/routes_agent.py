@@ -3,9 +3,9 @@
 Every body, read or written, goes through `adapters.wire.agent_protocol`, the module the
 agent's client uses too. Bodies are read by hand rather than through FastAPI's body
 parameters, for the wire details of §2.3: claim and heartbeat are bodiless POSTs (a claim
-may carry our optional `{"lease_duration_secs": N}`), malformed JSON is a 400 while
-well-formed JSON of the wrong shape (an operation alias, a negative count) is a 422 as
-from axum, and unknown keys are ignored (the protocol grows by adding fields). Types are
+may carry our optional `{"lease_duration_secs": N, "agent_id": "…"}`), malformed JSON is
+a 400 while well-formed JSON of the wrong shape (an operation alias, a negative count) is
+a 422 as from axum, and unknown keys are ignored (the protocol grows by adding fields). Types are
 strict, as serde's are.
 
 Every route is `async`: the poll may be held for up to a minute without holding a thread;
@@ -190,6 +190,8 @@ def _agent_entry(listing: AgentListing) -> dict[str, Any]:
     view = listing.view
     return {
         "id": view.id,
+        # Ours, additive: the agent's own name under its token ("" when it sent none).
+        "agent_id": view.agent_id,
         "status": view.status.value,
         "last_poll_ago_secs": view.last_poll_ago_secs,
         "in_flight": view.in_flight,
@@ -207,7 +209,6 @@ def _agent_entry(listing: AgentListing) -> dict[str, Any]:
         "degraded_scopes": _scopes(view.degraded_scopes),
         "agent_version": listing.agent_version,
         "agent_build": listing.agent_build,
-        "agent_ids": list(listing.agent_ids),
     }
 
 
@@ -259,7 +260,11 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
         body = await _read(request, wire.decode_claim_request, required=False)
         try:
             job = await run_in_threadpool(
-                use_cases.claim_job.claim, principal, request_id, body.lease_duration_secs
+                use_cases.claim_job.claim,
+                principal,
+                request_id,
+                body.lease_duration_secs,
+                body.agent_id,
             )
         except ServerDraining:
             return _draining()

@@ -163,6 +163,7 @@ def build_config_router(use_cases: ConfigUseCases) -> APIRouter:
                     "agents": [
                         {
                             "id": agent.id,
+                            "agent_id": agent.agent_id,
                             "status": agent.status.value,
                             "last_poll_ago_secs": agent.last_poll_ago_secs,
                             "degraded": view.scope in agent.degraded_scopes,

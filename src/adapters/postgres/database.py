@@ -19,6 +19,9 @@ What it guarantees, and why (docs/protocol.md §5, §6.3, §8, §9.3, §10; docs
   the batch is read to its end past a limit (docs/protocol.md §5.7).
 * Timeouts are enforced twice: by PostgreSQL's `statement_timeout` and by an agent-side
   deadline (timeout + 2 s) that cancels the batch even if the plan changed the setting.
+* A killed agent's statement stops on the server: on PostgreSQL 14+ every session sets
+  `client_connection_check_interval`, so the backend notices within seconds that its
+  client is gone and ends the statement, instead of running it to completion.
 * Cancellation comes from another thread (heartbeat, lease loss, shutdown): psycopg's
   `cancel_safe()` runs on a short-lived thread, repeated until the statement ends, so a
   cancel that reaches the server in the instant before the statement starts is not lost.
@@ -103,6 +106,13 @@ CANCEL_RETRY_SECS = 1.0
 CANCEL_ATTEMPTS = 10
 CANCEL_REQUEST_TIMEOUT_SECS = 5.0
 SCHEMA_TIMEOUT_SECS = 120
+#: `client_connection_check_interval` of every session (PostgreSQL 14+): how often a backend
+#: running an agent statement checks that the agent is still connected. The check is one
+#: poll() of the socket, so 2 s costs nothing and bounds a dead agent's query to seconds.
+CLIENT_CHECK_INTERVAL_MS = 2000
+#: The first `server_version_num` that knows `client_connection_check_interval`.
+_CLIENT_CHECK_MIN_VERSION = 140000
+_INVALID_PARAMETER_VALUE = "22023"
 #: Keepalives so that a silently vanished server is noticed in about a minute, not hours.
 _KEEPALIVE_DEFAULTS = {
     "keepalives": "1",
@@ -427,6 +437,8 @@ class PostgresDatabase:
         )
         self._types: dict[int, PgType] = {}
         self._types_lock = threading.Lock()
+        #: Cleared for good when the server refuses `client_connection_check_interval`.
+        self._client_check = True
 
     @property
     def dialect(self) -> str:
@@ -468,11 +480,41 @@ class PostgresDatabase:
         except psycopg.Error as exc:
             raise classify_connect_error(exc, self._secrets) from None
         try:
-            connection.execute("SET bytea_output = 'hex'")
+            connection.execute(self._session_settings(connection))
         except psycopg.Error as exc:
-            _close_quietly(connection)
-            raise classify_error(exc, broken=connection.broken) from None
+            if not self._refused_client_check(exc):
+                _close_quietly(connection)
+                raise classify_error(exc, broken=connection.broken) from None
+            try:
+                connection.execute(self._session_settings(connection))
+            except psycopg.Error as again:
+                _close_quietly(connection)
+                raise classify_error(again, broken=connection.broken) from None
         return connection
+
+    def _session_settings(self, connection: Connection) -> str:
+        """The SETs a session starts with, and gets back after each job's reset: hex
+        bytea, and the dead-client check where the server has it."""
+        settings = "SET bytea_output = 'hex'"
+        if self._client_check and connection.info.server_version >= _CLIENT_CHECK_MIN_VERSION:
+            settings += f"; SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}"
+        return settings
+
+    def _refused_client_check(self, exc: psycopg.Error) -> bool:
+        """A server on a platform without the check refuses any value but 0: stop asking
+        (once, with a warning) rather than fail every connection."""
+        if not self._client_check or exc.sqlstate != _INVALID_PARAMETER_VALUE:
+            return False
+        self._client_check = False
+        log.warning(
+            "this PostgreSQL cannot check for dead clients (%s); a killed agent's statement"
+            " will run until it ends or its statement_timeout",
+            exc.diag.message_primary or exc,
+        )
+        return True
+
+    def _session_reset(self, connection: Connection) -> str:
+        return _SESSION_RESET + "; " + self._session_settings(connection)
 
     def _open_migration_connection(self) -> Connection:
         """A new connection for the migration runner, which owns (and closes) it."""
@@ -558,7 +600,9 @@ class PostgresDatabase:
             streamed = self._stream_select(connection, encoded, limits, guard)
             guard.disarm()
             if streamed.complete and not guard.fired:
-                reusable = self._clean_up(connection, "ROLLBACK; " + _SESSION_RESET)
+                reusable = self._clean_up(
+                    connection, "ROLLBACK; " + self._session_reset(connection)
+                )
             elif not streamed.complete:
                 _stop_quietly(connection)  # rows past the limit are still coming
             return streamed.output
@@ -689,7 +733,7 @@ class PostgresDatabase:
             rows_affected = self._run_batch(connection, batch, guard, rows)
             guard.disarm()
             if not guard.fired:
-                reusable = self._clean_up(connection, _SESSION_RESET)
+                reusable = self._clean_up(connection, self._session_reset(connection))
         except psycopg.Error as exc:
             raise self._failure(exc, connection, guard) from None
         finally:
@@ -858,11 +902,11 @@ def _begin(connection: Connection, begin: str, timeout_secs: int) -> None:
 #: statements, LISTEN, temporary tables, `SET ROLE` or settings changed by a DML batch outlive
 #: transactions. This is DISCARD ALL spelled out (DISCARD ALL itself cannot share a message
 #: with other statements), so the reset, ROLLBACK included, costs one round trip; the
-#: session's own bytea_output comes back last.
+#: session's own settings (`PostgresDatabase._session_settings`) come back last.
 _SESSION_RESET = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *;"
     " SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP;"
-    " DISCARD SEQUENCES; SET bytea_output = 'hex'"
+    " DISCARD SEQUENCES"
 )
 
 

@@ -12,6 +12,7 @@ decide hard versus transient without knowing anything about HTTP:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -82,7 +83,10 @@ def _decoded(decode: Callable[[bytes], _Message], response: httpx.Response, what
 class HttpServerClient:
     """The agent's side of the dbward server API (implements `application.agent.ports.ServerPort`).
 
-    Thread-safe: httpx's connection pool may be used from several threads at once.
+    The client says who is calling: the token on every call, and the configured
+    `agent_id` in every poll and claim body, so our server keeps agents that share a token
+    apart (docs/protocol.md §2.1). Thread-safe: httpx's connection pool may be used from
+    several threads at once.
     """
 
     def __init__(
@@ -91,8 +95,10 @@ class HttpServerClient:
         agent_token: str,
         *,
         agent_build: str,
+        agent_id: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self._agent_id = agent_id
         self._base_url = base_url.rstrip("/")
         self._timeout = httpx.Timeout(
             READ_TIMEOUT_SECS, connect=CONNECT_TIMEOUT_SECS, read=READ_TIMEOUT_SECS
@@ -123,16 +129,15 @@ class HttpServerClient:
             # The server may hold the answer for wait_ms; only a silence past that is a fault.
             read = request.wait_ms / 1000 + POLL_READ_MARGIN_SECS
             timeout = httpx.Timeout(READ_TIMEOUT_SECS, connect=CONNECT_TIMEOUT_SECS, read=read)
-        response = self._call(
-            "POST", "/api/agent/poll", body=wire.encode_poll_request(request), timeout=timeout
-        )
+        body = wire.encode_poll_request(dataclasses.replace(request, agent_id=self._agent_id))
+        response = self._call("POST", "/api/agent/poll", body=body, timeout=timeout)
         return _decoded(wire.decode_poll_response, response, "poll response")
 
     def claim(self, request_id: str, lease_duration_secs: int) -> ClaimedJob:
         response = self._call(
             "POST",
             f"/api/agent/jobs/{path_segment(request_id)}/claim",
-            body=wire.encode_claim_request(ClaimRequest(lease_duration_secs)),
+            body=wire.encode_claim_request(ClaimRequest(lease_duration_secs, self._agent_id)),
         )
         return _decoded(wire.decode_claimed_job, response, "claim response")
 

@@ -29,12 +29,15 @@ integration test compares the migrated schema with `schema.py` and fails on any 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
     Column,
     Connection,
     Engine,
@@ -46,6 +49,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 
 from adapters.store import schema
@@ -99,18 +103,64 @@ V1_TABLES: tuple[str, ...] = (
 )
 
 
+#: Version-1 definitions of the tables later steps changed, frozen here (module docstring).
+_v1_metadata = MetaData(naming_convention=schema.NAMING_CONVENTION)
+
+#: `agents` as of version 1: one row per token subject; step 3 keys it by (subject, agent_id).
+_v1_agents = Table(
+    "agents",
+    _v1_metadata,
+    Column("id", Text, primary_key=True),
+    Column("token_id", Text),
+    Column("databases_json", Text, nullable=False, server_default="[]"),
+    Column("operations_json", Text, nullable=False, server_default="[]"),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("max_concurrent", Integer, nullable=False, server_default=text("4")),
+    Column("in_flight", Integer, nullable=False, server_default=text("0")),
+    Column("uptime_secs", BigInteger, nullable=False, server_default=text("0")),
+    Column("active_jobs_json", Text, nullable=False, server_default="[]"),
+    Column("agent_version", Text),
+    Column("agent_build", Text),
+    Column("agent_ids_json", Text, nullable=False, server_default="[]"),
+    Column("degraded_scopes_json", Text, nullable=False, server_default="[]"),
+    Column("last_seen_at", Text, nullable=True),
+    Column("created_at", Text, nullable=False),
+    CheckConstraint("status IN ('active', 'draining')", name="status"),
+)
+
+_V1_FROZEN: dict[str, Table] = {"agents": _v1_agents}
+
+
 def _v1_create_tables(conn: Connection) -> None:
     for name in V1_TABLES:
-        schema.metadata.tables[name].create(conn)  # with its indexes
+        table = _V1_FROZEN.get(name, schema.metadata.tables[name])
+        table.create(conn)  # with its indexes
 
 
 def _v2_audit_purge_checkpoints(conn: Connection) -> None:
     schema.audit_purge_checkpoints.create(conn)
 
 
+def _v3_agents_keyed_by_agent_id(conn: Connection) -> None:
+    """`agents` gets `agent_id` in its primary key (docs/server.md §7.3).
+
+    The table is rebuilt (SQLite cannot change a primary key in place): its rows are read,
+    the table dropped and re-created, and each row written back under the newest
+    `agent_id` its token was seen with, "" when none, so no agent re-registers.
+    """
+    rows = [dict(row._mapping) for row in conn.execute(select(_v1_agents))]
+    _v1_agents.drop(conn)
+    schema.agents.create(conn)
+    for row in rows:
+        seen = json.loads(row.pop("agent_ids_json") or "[]")
+        row["agent_id"] = seen[-1] if seen else ""
+        conn.execute(insert(schema.agents).values(**row))
+
+
 STEPS: tuple[MigrationStep, ...] = (
     MigrationStep(1, "control-plane tables", _v1_create_tables),
     MigrationStep(2, "audit purge checkpoints", _v2_audit_purge_checkpoints),
+    MigrationStep(3, "agents keyed by token subject and agent_id", _v3_agents_keyed_by_agent_id),
 )
 
 LATEST_VERSION = STEPS[-1].version

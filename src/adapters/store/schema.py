@@ -345,13 +345,14 @@ results = Table(
     Index("ix_results_status_expires_at", "status", "expires_at"),
 )
 
-#: The agent registry (§7.3), keyed like the reference by the agent token's subject.
-#: `agent_ids_json` (the configured agent ids seen behind that token) and
-#: `degraded_scopes_json` are additive information from our agents.
+#: The agent registry (§7.3): one row per (agent token's subject, `agent_id` the agent
+#: sent, "" when it sent none), so agents sharing a token keep their own rows.
+#: `degraded_scopes_json` is additive information from our agents.
 agents = Table(
     "agents",
     metadata,
     Column("id", Text, primary_key=True),
+    Column("agent_id", Text, primary_key=True),
     Column("token_id", Text),
     _json("databases_json", "[]"),  # the scopes of the last poll
     _json("operations_json", "[]"),
@@ -362,7 +363,6 @@ agents = Table(
     _json("active_jobs_json", "[]"),
     Column("agent_version", Text),
     Column("agent_build", Text),
-    _json("agent_ids_json", "[]"),
     _json("degraded_scopes_json", "[]"),
     _ts("last_seen_at", nullable=True),
     _ts("created_at"),

@@ -423,17 +423,24 @@ def decode_poll_response(raw: bytes) -> PollResponse:
 
 class _ClaimRequest(_Body):
     lease_duration_secs: U32 | None = None
+    agent_id: str | None = None
 
 
 def encode_claim_request(request: ClaimRequest) -> bytes:
-    return _encode(_ClaimRequest.model_construct(lease_duration_secs=request.lease_duration_secs))
+    """`agent_id` only when there is one, so a nameless claim is the lease alone."""
+    fields: dict[str, Any] = {"lease_duration_secs": request.lease_duration_secs}
+    if request.agent_id is not None:
+        fields["agent_id"] = request.agent_id
+    return _encode(_ClaimRequest.model_construct(**fields))
 
 
 def decode_claim_request(raw: bytes) -> ClaimRequest:
-    """A bodiless claim, dbward 0.2's, is `ClaimRequest()`: it gets the policy lease."""
+    """A bodiless claim, dbward 0.2's, is `ClaimRequest()`: the policy lease, and checked
+    against every agent of its token."""
     if not raw.strip():
         return ClaimRequest()
-    return ClaimRequest(_decode(_ClaimRequest, raw).lease_duration_secs)
+    body = _decode(_ClaimRequest, raw)
+    return ClaimRequest(body.lease_duration_secs, body.agent_id)
 
 
 class _ClaimedJob(_Body):

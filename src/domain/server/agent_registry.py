@@ -7,7 +7,9 @@ crashed agent turns `offline` without any job having to notice.
 Our changes to the reference, both additive on the wire:
 
 * Agents are keyed by (token subject, configured `agent_id`) rather than by subject only
-  (docs/server.md §11.15), so two agents sharing a token keep separate rows.
+  (docs/server.md §7.3), so replicas sharing one token keep their own scopes, load and
+  health. An agent that does not name itself (dbward 0.2 always sends null) is kept under
+  `UNNAMED_AGENT`, so it still has exactly one row per token, as in the reference.
 * `degraded_scopes`: the scopes an agent has dropped because their database is down
   (docs/agent.md §5 improvement 2). They are shown, never matched: a degraded scope is not
   eligible for work.
@@ -30,6 +32,8 @@ OFFLINE_AFTER_SECS = 60
 DEFAULT_MAX_CONCURRENT = 4
 #: `last_poll_ago_secs` shown for an agent that never polled.
 NEVER_POLLED_SECS = 9999
+#: The `agent_id` of an agent that sent none (null or ""): one row per token for those.
+UNNAMED_AGENT = ""
 
 
 class AgentState(StrEnum):
@@ -58,7 +62,8 @@ class QueueHint(StrEnum):
 
 @dataclass(frozen=True)
 class AgentRecord:
-    """One agent row. `id` is the agent token's subject; `agent_id` the configured name."""
+    """One agent row, keyed by (`id`, `agent_id`): the agent token's subject and the name
+    the agent sent (`UNNAMED_AGENT` when it sent none)."""
 
     id: str
     scopes: tuple[Scope, ...]
@@ -69,14 +74,9 @@ class AgentRecord:
     active_jobs: tuple[ActiveJobStatus, ...]
     last_seen_at: datetime | None
     degraded_scopes: tuple[Scope, ...] = ()
-    agent_id: str | None = None
+    agent_id: str = UNNAMED_AGENT
     agent_version: str | None = None
     agent_build: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str | None]:
-        """The registry key: two agents sharing one token stay distinct by `agent_id`."""
-        return (self.id, self.agent_id)
 
     def serves(self, scope: Scope) -> bool:
         """Exact scope match only: agents advertise no wildcards, and degraded scopes are out."""
@@ -105,6 +105,32 @@ def validate_poll_scopes(scopes: Iterable[Scope | tuple[str, str]]) -> tuple[Sco
     return tuple(unique)
 
 
+def registry_agent_id(sent: str | None) -> str:
+    """The registry's `agent_id` for what a poll or claim sent: none (null, absent or "")
+    is `UNNAMED_AGENT`."""
+    return sent or UNNAMED_AGENT
+
+
+def speaking_agents(
+    records: Iterable[AgentRecord], sent_agent_id: str | None
+) -> tuple[AgentRecord, ...]:
+    """The agents of one token that a call speaks for (docs/server.md §7.3).
+
+    A call naming its agent (our agent's claims do) speaks for that agent alone. A call
+    naming none cannot be told apart from the token's other agents (dbward 0.2's claims
+    are bodiless), so it speaks for all of them: its scopes are their union.
+    """
+    if sent_agent_id is None:
+        return tuple(records)
+    wanted = registry_agent_id(sent_agent_id)
+    return tuple(record for record in records if record.agent_id == wanted)
+
+
+def advertises(records: Iterable[AgentRecord], scope: Scope) -> bool:
+    """Whether any of `records` listed `scope` in its last poll's `capabilities.scopes`."""
+    return any(scope in record.scopes for record in records)
+
+
 def record_from_poll(
     subject_id: str,
     scopes: Iterable[Scope],
@@ -127,7 +153,7 @@ def record_from_poll(
         )
     return AgentRecord(
         id=subject_id,
-        agent_id=agent_id,
+        agent_id=registry_agent_id(agent_id),
         scopes=tuple(scopes),
         status=AgentState.DRAINING if status.draining else AgentState.ACTIVE,
         max_concurrent=status.max_concurrent,
@@ -192,7 +218,7 @@ class AgentView:
     """One entry of `GET /api/agents`: load figures are blanked when the agent is offline."""
 
     id: str
-    agent_id: str | None
+    agent_id: str
     status: DerivedStatus
     last_poll_ago_secs: int
     in_flight: int

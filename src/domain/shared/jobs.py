@@ -110,7 +110,7 @@ class AgentStatus:
 class PollRequest:
     """`POST /api/agent/poll` (docs/protocol.md §3.2).
 
-    Our agent fills every field but `agent_id`. `None` is a key a peer left out (or sent
+    Our agent fills every field. `None` is a key a peer left out (or sent
     as null), which the server reads as dbward 0.2's behaviour (§15 rule 3): no `status`
     counts as idle, no `limit` as 10. Operations are canonical names only (an alias is
     refused when the body is read).
@@ -126,7 +126,8 @@ class PollRequest:
     #: Configured scopes left out of `capabilities` because their database is down
     #: (additive: shown by our server's `GET /api/agents`, ignored by dbward 0.2).
     degraded_scopes: tuple[Scope, ...] = ()
-    #: The agent's configured name; the dbward agent always sends null (§2.1).
+    #: The agent's configured name; dbward 0.2 always sends null (§2.1). Our server keys
+    #: its registry by (token subject, agent_id).
     agent_id: str | None = None
 
 
@@ -148,9 +149,13 @@ class ClaimRequest:
     """The optional claim body: the lease the agent asks for (additive, §3.3).
 
     `None` is a bodiless claim, which gets the policy lease as from a dbward 0.2 agent.
+    `agent_id` names the claiming agent among those sharing its token (our agent sends
+    its configured one, as in its polls); `None` leaves the server to check the claim
+    against every agent of the token.
     """
 
     lease_duration_secs: int | None = None
+    agent_id: str | None = None
 
 
 @dataclass(frozen=True)

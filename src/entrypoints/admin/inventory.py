@@ -45,10 +45,13 @@ def seen_ago(seconds: object) -> str:
 
 
 def _agent_name(agent: Mapping[str, Any]) -> str:
-    """The token's subject; the processes' own `agent_id`s in brackets when they differ."""
+    """The token's subject; the agent's own `agent_id` in brackets when it sent one that
+    differs (agents sharing a token are told apart by it)."""
     name = str(agent.get("id", "?"))
-    others = [i for i in agent.get("agent_ids") or [] if isinstance(i, str) and i != name]
-    return f"{name} ({', '.join(others)})" if others else name
+    agent_id = agent.get("agent_id")
+    return (
+        f"{name} ({agent_id})" if isinstance(agent_id, str) and agent_id not in ("", name) else name
+    )
 
 
 def _agent_version(agent: Mapping[str, Any]) -> str:
@@ -91,7 +94,7 @@ def _serving(agent: Mapping[str, Any]) -> str:
     if agent.get("degraded"):
         notes.append("degraded")
     notes.append(seen_ago(agent.get("last_poll_ago_secs")))
-    return f"{agent.get('id', '?')} ({', '.join(notes)})"
+    return f"{_agent_name(agent)} ({', '.join(notes)})"
 
 
 def render_databases(databases: Sequence[Mapping[str, Any]], out: Output) -> None:

@@ -27,6 +27,7 @@ class AgentContainer(containers.DeclarativeContainer):
         base_url=settings.provided.server.url,
         agent_token=settings.provided.server.agent_token,
         agent_build=agent_build,
+        agent_id=settings.provided.agent_id,
     )
     verifier = providers.Singleton(Ed25519Verifier, pinned_hex=settings.provided.server.public_key)
     probes = providers.Singleton(

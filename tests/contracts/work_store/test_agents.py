@@ -1,18 +1,19 @@
-"""`AgentRepository`: the same behaviour from the fake, SQLite and PostgreSQL."""
+"""`AgentRepository`: the same behaviour from the fake, SQLite and PostgreSQL.
+
+The registry is keyed by (token subject, `agent_id`): agents sharing a token keep their
+own rows (docs/server.md §7.3)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from application.server.ports.work import WorkRepository
 from application.server.ports.work.agents import AgentRow, AgentUpsert
-from domain.server.agent_registry import AgentRecord, AgentState
+from domain.server.agent_registry import UNNAMED_AGENT, AgentRecord, AgentState
 from domain.shared.jobs import ActiveJobStatus
 from domain.shared.operations import Operation
 from tests.contracts.work_store.records import BILLING, PROD, STAGING, T0, at
 
 
-def a_poll(subject: str, agent_id: str | None = "agent-a", **fields: object) -> AgentRecord:
+def a_poll(subject: str, agent_id: str = "agent-a", **fields: object) -> AgentRecord:
     values: dict[str, object] = {
         "id": subject,
         "agent_id": agent_id,
@@ -39,14 +40,15 @@ def test_the_first_poll_creates_the_row(work: WorkRepository) -> None:
 
     assert work.upsert_agent(upsert, T0)
 
-    assert work.get_agent("sub-1") == AgentRow(
-        record=record,
-        operations=(Operation.EXECUTE_SELECT, Operation.MIGRATE_UP),
-        token_id="tok-1",
-        agent_ids=("agent-a",),
-        created_at=T0,
-    )
-    assert work.get_agent("missing") is None
+    assert work.subject_agents("sub-1") == [
+        AgentRow(
+            record=record,
+            operations=(Operation.EXECUTE_SELECT, Operation.MIGRATE_UP),
+            token_id="tok-1",
+            created_at=T0,
+        )
+    ]
+    assert work.subject_agents("missing") == []
 
 
 def test_a_later_poll_rewrites_the_row_but_not_its_creation(work: WorkRepository) -> None:
@@ -67,39 +69,43 @@ def test_a_later_poll_rewrites_the_row_but_not_its_creation(work: WorkRepository
 
     assert not work.upsert_agent(AgentUpsert(later), at(60))
 
-    assert work.get_agent("sub-1") == AgentRow(record=later, agent_ids=("agent-a",), created_at=T0)
+    assert work.subject_agents("sub-1") == [AgentRow(record=later, created_at=T0)]
 
 
-def test_every_agent_id_seen_is_kept_and_the_newest_one_reads_back(
+def test_agents_sharing_a_subject_keep_their_own_rows(work: WorkRepository) -> None:
+    prod = a_poll("sub-1", "replica-a", scopes=(PROD,), in_flight=2, agent_version="0.2.0")
+    staging = a_poll("sub-1", "replica-b", scopes=(STAGING,), in_flight=0)
+
+    assert work.upsert_agent(AgentUpsert(prod, token_id="tok-1"), T0)
+    assert work.upsert_agent(AgentUpsert(staging, token_id="tok-1"), at(1))
+    assert not work.upsert_agent(AgentUpsert(prod, token_id="tok-1"), at(2))
+
+    assert work.subject_agents("sub-1") == [
+        AgentRow(record=prod, token_id="tok-1", created_at=T0),
+        AgentRow(record=staging, token_id="tok-1", created_at=at(1)),
+    ]
+
+
+def test_an_agent_that_never_named_itself_is_the_unnamed_row_of_its_subject(
     work: WorkRepository,
 ) -> None:
-    def poll(agent_id: str | None) -> AgentRow | None:
-        work.upsert_agent(AgentUpsert(a_poll("sub-1", agent_id)), T0)
-        return work.get_agent("sub-1")
+    unnamed = a_poll("sub-1", UNNAMED_AGENT)
+    work.upsert_agent(AgentUpsert(unnamed), T0)
+    work.upsert_agent(AgentUpsert(a_poll("sub-1", "replica-a")), T0)
 
-    first = poll("agent-a")
-    second = poll("agent-b")
-    again = poll("agent-a")  # seen before: not newer than agent-b
-    without = poll(None)
+    rows = work.subject_agents("sub-1")
 
-    assert first is not None and first.agent_ids == ("agent-a",)
-    assert second is not None and second.agent_ids == ("agent-a", "agent-b")
-    assert again is not None and again.agent_ids == ("agent-a", "agent-b")
-    assert again.record == replace(a_poll("sub-1"), agent_id="agent-b")
-    assert without is not None and without.agent_ids == ("agent-a", "agent-b")
-    assert without.record.agent_id == "agent-b"
+    assert [row.record.agent_id for row in rows] == ["", "replica-a"]
+    assert rows[0].record == unnamed
 
 
-def test_an_agent_that_never_named_itself_has_no_agent_id(work: WorkRepository) -> None:
-    work.upsert_agent(AgentUpsert(a_poll("sub-1", None)), T0)
+def test_agents_are_listed_by_subject_then_agent_id(work: WorkRepository) -> None:
+    for subject, agent_id in (("sub-b", "x"), ("sub-a", "y"), ("sub-c", ""), ("sub-a", "x")):
+        work.upsert_agent(AgentUpsert(a_poll(subject, agent_id)), T0)
 
-    row = work.get_agent("sub-1")
-
-    assert row is not None and (row.record.agent_id, row.agent_ids) == (None, ())
-
-
-def test_agents_are_listed_by_subject(work: WorkRepository) -> None:
-    for subject in ("sub-b", "sub-c", "sub-a"):
-        work.upsert_agent(AgentUpsert(a_poll(subject)), T0)
-
-    assert [row.record.id for row in work.list_agents()] == ["sub-a", "sub-b", "sub-c"]
+    assert [(row.record.id, row.record.agent_id) for row in work.list_agents()] == [
+        ("sub-a", "x"),
+        ("sub-a", "y"),
+        ("sub-b", "x"),
+        ("sub-c", ""),
+    ]

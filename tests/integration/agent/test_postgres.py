@@ -488,6 +488,20 @@ def test_session_state_left_by_a_plan_does_not_reach_the_next_job(
     assert data["rows"][0]["b"] == "hex"
 
 
+def test_every_session_checks_for_a_dead_client_before_and_after_a_reset(
+    db: PostgresDatabase,
+) -> None:
+    def interval() -> str:
+        data = select(db, "SELECT current_setting('client_connection_check_interval') AS i")
+        return str(data["rows"][0]["i"])
+
+    first = interval()
+    db.execute_dml(["SET client_connection_check_interval = 0"], 10, LIMITS, CancelToken())
+
+    assert first == "2s"
+    assert interval() == "2s"  # the job's reset brought it back on the reused connection
+
+
 # --- exact limits -------------------------------------------------------------------------
 
 

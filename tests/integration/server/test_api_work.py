@@ -775,8 +775,8 @@ def test_long_poll_returns_a_job_dispatched_during_the_hold(harness: ServerHarne
 
         def last_seen() -> datetime | None:
             with harness.store.read() as session:
-                row = session.work.get_agent("agent")
-            return None if row is None else row.record.last_seen_at
+                rows = session.work.subject_agents("agent")
+            return rows[0].record.last_seen_at if rows else None
 
         before = last_seen()
         thread = threading.Thread(target=held_poll)

@@ -34,6 +34,7 @@ from adapters.store import audit_log
 from adapters.store.engine import READ_ONLY, create_store_engine, read_only
 from adapters.store.migrations import (
     LATEST_VERSION,
+    STEPS,
     SchemaVersionError,
     check_version,
     current_version,
@@ -41,6 +42,7 @@ from adapters.store.migrations import (
     schema_version,
 )
 from adapters.store.schema import (
+    agents,
     audit_events,
     databases,
     executions,
@@ -278,6 +280,63 @@ def test_a_newer_schema_version_is_refused(store: Engine) -> None:
         migrate(store)
     with pytest.raises(SchemaVersionError, match="newer"):
         check_version(store)
+
+
+def _migrate_to(engine: Engine, version: int) -> None:
+    """Apply the steps up to `version` only, as an older dbward left the database."""
+    for step in STEPS[:version]:
+        with engine.begin() as conn:
+            schema_version.create(conn, checkfirst=True)
+            step.apply(conn)
+            conn.execute(
+                insert(schema_version).values(
+                    version=step.version, description=step.description, applied_at=_now()
+                )
+            )
+
+
+def test_version_3_keys_agents_by_agent_id_and_keeps_the_rows_of_version_2(
+    fresh: Engine,
+) -> None:
+    _migrate_to(fresh, 2)
+    with fresh.begin() as conn:
+        for subject, seen in (("named", '["old-name", "new-name"]'), ("nameless", "[]")):
+            conn.execute(
+                text(
+                    "INSERT INTO agents (id, token_id, databases_json, agent_ids_json, "
+                    "last_seen_at, created_at) VALUES (:id, 'tok', :scopes, :seen, :at, :at)"
+                ),
+                {
+                    "id": subject,
+                    "scopes": '[{"database": "app", "environment": "production"}]',
+                    "seen": seen,
+                    "at": "2030-01-01T12:00:00.000000Z",
+                },
+            )
+
+    assert migrate(fresh) == LATEST_VERSION
+
+    with fresh.connect() as conn:
+        rows = conn.execute(
+            select(
+                agents.c.id, agents.c.agent_id, agents.c.token_id, agents.c.databases_json
+            ).order_by(agents.c.id)
+        ).all()
+        assert [tuple(row) for row in rows] == [
+            ("named", "new-name", "tok", '[{"database": "app", "environment": "production"}]'),
+            ("nameless", "", "tok", '[{"database": "app", "environment": "production"}]'),
+        ]
+        conn.execute(
+            insert(agents).values(
+                id="nameless", agent_id="replica-b", created_at="2030-01-01T12:00:00.000000Z"
+            )
+        )  # a second agent of the same subject is a row of its own
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                insert(agents).values(
+                    id="nameless", agent_id="", created_at="2030-01-01T12:00:00.000000Z"
+                )
+            )
 
 
 def test_two_processes_migrating_at_once_both_succeed(engines: Callable[[], Engine]) -> None:

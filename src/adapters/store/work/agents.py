@@ -1,4 +1,5 @@
-"""`AgentRepository` over SQLAlchemy Core: the `agents` registry."""
+"""`AgentRepository` over SQLAlchemy Core: the `agents` registry, one row per
+(token subject, `agent_id`) (docs/server.md §7.3)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,9 @@ def _parse_scopes(raw: str | None) -> tuple[Scope, ...]:
 
 def _agent(row: Row[Any]) -> AgentRow:
     m = row._mapping
-    agent_ids = tuple(json.loads(m["agent_ids_json"] or "[]"))
     record = AgentRecord(
         id=m["id"],
-        agent_id=agent_ids[-1] if agent_ids else None,
+        agent_id=m["agent_id"],
         scopes=_parse_scopes(m["databases_json"]),
         status=AgentState(m["status"]),
         max_concurrent=m["max_concurrent"],
@@ -55,21 +55,20 @@ def _agent(row: Row[Any]) -> AgentRow:
         record=record,
         operations=tuple(Operation(op) for op in json.loads(m["operations_json"] or "[]")),
         token_id=m["token_id"],
-        agent_ids=agent_ids,
         created_at=parse_optional_timestamp(m["created_at"]),
     )
 
 
 class SqlAgentRepository(SqlRepository):
-    def get_agent(self, agent_id: str) -> AgentRow | None:
-        return self._first(select(agents).where(agents.c.id == agent_id), _agent)
+    def subject_agents(self, subject_id: str) -> list[AgentRow]:
+        return self._all(
+            select(agents).where(agents.c.id == subject_id).order_by(agents.c.agent_id), _agent
+        )
 
     def upsert_agent(self, upsert: AgentUpsert, now: datetime) -> bool:
+        """Insert the agent's row, or rewrite it when it exists; two replicas' first polls
+        racing still end with one row, and only the insert that won reports it new."""
         record = upsert.record
-        existing = self.get_agent(record.id)
-        agent_ids = list(existing.agent_ids) if existing is not None else []
-        if record.agent_id is not None and record.agent_id not in agent_ids:
-            agent_ids.append(record.agent_id)
         values: dict[str, Any] = {
             "token_id": upsert.token_id,
             "databases_json": _scopes_json(record.scopes),
@@ -90,18 +89,23 @@ class SqlAgentRepository(SqlRepository):
             ),
             "agent_version": record.agent_version,
             "agent_build": record.agent_build,
-            "agent_ids_json": json.dumps(agent_ids),
             "degraded_scopes_json": _scopes_json(record.degraded_scopes),
             "last_seen_at": optional_timestamp(record.last_seen_at),
         }
-        if existing is None:
-            created = self._insert_or_conflict(
-                insert(agents).values(id=record.id, created_at=format_timestamp(now), **values)
+        this_agent = (agents.c.id == record.id) & (agents.c.agent_id == record.agent_id)
+        if self._conn.execute(update(agents).where(this_agent).values(**values)).rowcount:
+            return False
+        if self._insert_or_conflict(
+            insert(agents).values(
+                id=record.id,
+                agent_id=record.agent_id,
+                created_at=format_timestamp(now),
+                **values,
             )
-            if created:
-                return True
-        self._conn.execute(update(agents).where(agents.c.id == record.id).values(**values))
+        ):
+            return True
+        self._conn.execute(update(agents).where(this_agent).values(**values))
         return False
 
     def list_agents(self) -> list[AgentRow]:
-        return self._all(select(agents).order_by(agents.c.id), _agent)
+        return self._all(select(agents).order_by(agents.c.id, agents.c.agent_id), _agent)

@@ -1,4 +1,5 @@
-"""`GET /api/agents`: who polls this server, from which scopes, and how healthy they are."""
+"""`GET /api/agents`: who polls this server, from which scopes, and how healthy they are:
+one entry per (token subject, `agent_id`) (docs/server.md §7.3)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ class AgentListing:
     view: AgentView
     agent_version: str | None
     agent_build: str | None
-    agent_ids: tuple[str, ...]
     operations: tuple[Operation, ...]
 
 
@@ -44,7 +44,6 @@ class ListAgents:
                 view=agent_view(row.record, now),
                 agent_version=row.record.agent_version,
                 agent_build=row.record.agent_build,
-                agent_ids=row.agent_ids,
                 operations=row.operations,
             )
             for row in rows

@@ -4,6 +4,10 @@ execution, with a signed execution token and a lease.
 * **Requested leases** (improvement 12): a claim may carry `{"lease_duration_secs": N}`;
   `domain.server.execution_policies.lease_seconds` clamps it. A bodiless claim gets the
   reference lease.
+* **Agents sharing a token** (docs/server.md §7.3): a claim body may name the claiming
+  agent (`agent_id`, as its polls do); the scope check is then against that agent's own
+  last poll. A claim naming none (dbward 0.2's are bodiless) is checked against the union
+  of the token's agents' scopes.
 * **Statement timeouts** follow the agent brief: the execution policy's timeout (workflow
   override included) when an `[[execution_policies]]` entry matches the scope, else
   null, so the agent's own `statement_timeout_secs` applies.
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from application.server.agent_protocol.ownership import calling_agents
 from application.server.audit_events import about_request, audit_event
 from application.server.ports.services import (
     DispatchNotifier,
@@ -33,6 +38,7 @@ from application.server.requests.common import ServerDraining, new_uuid
 from application.server.requests.decision_trace import requester_role
 from application.server.requests.snapshots import workflow_from_snapshot
 from application.server.settings import ServerSettings
+from domain.server.agent_registry import advertises
 from domain.server.errors import Conflict, Forbidden, NotFound
 from domain.server.execution_policies import (
     MIGRATION_MUTATIONS,
@@ -82,24 +88,29 @@ class ClaimJob:
         self._new_id = new_id
 
     def claim(
-        self, principal: Principal, request_id: str, requested_lease_secs: int | None = None
+        self,
+        principal: Principal,
+        request_id: str,
+        requested_lease_secs: int | None = None,
+        agent_id: str | None = None,
     ) -> ClaimedJob:
-        """§3.3 in order, in one transaction."""
+        """§3.3 in order, in one transaction. `agent_id` is the claim body's: the scope
+        check is against that agent's last poll, or the token's agents' when it is None."""
         if self._draining():
             raise ServerDraining()
         now = self._clock.now()
         with self._store.write() as session:
-            agent = session.work.get_agent(principal.subject_id)
-            if agent is None:
+            agents = calling_agents(session, principal, agent_id)
+            if not agents:
                 raise NotFound("agent not registered")
             authorize(principal, Permission.AGENT_OPERATE)
             record = session.work.get_request(request_id)
             if record is None:
                 raise NotFound("request not found")
             transition(record.status, Trigger.CLAIM)
-            if record.scope not in agent.record.scopes:
+            if not advertises(agents, record.scope):
                 raise Forbidden(
-                    f"agent {principal.subject_id} does not serve "
+                    f"agent {_agent_name(principal, agent_id)} does not serve "
                     f"{record.database}/{record.environment}"
                 )
             if record.operation in MIGRATION_MUTATIONS:
@@ -149,6 +160,7 @@ class ClaimJob:
                     actor=principal,
                     metadata={
                         "agent_id": principal.subject_id,
+                        "agent_name": agent_id,
                         "lease_secs": lease,
                         "statement_timeout_secs": timeout,
                     },
@@ -214,3 +226,8 @@ class ClaimJob:
             "requester_subject_id": record.requester,
         }
         return json.dumps(token, separators=(",", ":"), ensure_ascii=False)
+
+
+def _agent_name(principal: Principal, agent_id: str | None) -> str:
+    """How a refusal names the claimant: the token's subject, and its agent when named."""
+    return principal.subject_id if not agent_id else f"{principal.subject_id}/{agent_id}"

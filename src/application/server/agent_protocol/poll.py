@@ -8,6 +8,9 @@ Wire-compatible with dbward 0.2; our additions are each optional for an old peer
   the store is re-read every second anyway (replicas on one PostgreSQL do not share
   notifications). A held poll answers with `"wait_ms": <ms held>`, which tells our agent
   the server long-polls.
+* **One row per agent**: the registry is keyed by (token subject, the poll's `agent_id`),
+  so agents sharing a token do not overwrite each other (docs/server.md §7.3); the first
+  poll of each writes `agent.registered`.
 * **Version gate**: `min_agent_version` is a setting, not the server's own version, and
   versions compare by the one rule of `domain.shared.versions`.
 """
@@ -247,6 +250,7 @@ class PollForWork:
                     resource_type="agent",
                     resource_id=principal.subject_id,
                     metadata={
+                        "agent_name": record.agent_id,
                         "scopes": [str(scope) for scope in scopes],
                         "agent_version": body.agent_version,
                         "agent_build": body.agent_build,

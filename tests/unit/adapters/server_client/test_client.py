@@ -81,7 +81,11 @@ def server() -> ScriptedServer:
 @pytest.fixture
 def client(server: ScriptedServer) -> Iterator[HttpServerClient]:
     http = HttpServerClient(
-        BASE, TOKEN, agent_build="0.3.0.dev0", transport=httpx.MockTransport(server)
+        BASE,
+        TOKEN,
+        agent_build="0.3.0.dev0",
+        agent_id="prod-agent-1",
+        transport=httpx.MockTransport(server),
     )
     yield http
     http.close()
@@ -156,7 +160,7 @@ def test_poll(server: ScriptedServer, client: HttpServerClient) -> None:
     request = server.last
     assert (request.method, request.url.path) == ("POST", "/api/agent/poll")
     _assert_common_headers(request)
-    assert request.content.startswith(b'{"agent_id":null,"capabilities":')
+    assert request.content.startswith(b'{"agent_id":"prod-agent-1","capabilities":')
     assert request.content.endswith(
         b'"agent_version":"0.2.0","agent_build":"0.3.0.dev0","wait_ms":20000}'
     )
@@ -188,8 +192,23 @@ def test_claim(server: ScriptedServer, client: HttpServerClient) -> None:
     assert request.method == "POST"
     assert request.url.raw_path == b"/api/agent/jobs/req%2F1/claim"
     _assert_common_headers(request)
-    _assert_json_body(request, {"lease_duration_secs": 300})
+    _assert_json_body(request, {"lease_duration_secs": 300, "agent_id": "prod-agent-1"})
     assert request.extensions["timeout"]["read"] == 30.0
+
+
+def test_a_client_without_an_agent_id_polls_with_null_and_claims_with_the_lease_alone(
+    server: ScriptedServer,
+) -> None:
+    nameless = HttpServerClient(
+        BASE, TOKEN, agent_build="0.3.0.dev0", transport=httpx.MockTransport(server)
+    )
+    server.answer(200, {"jobs": []})
+    nameless.poll(_poll_request())
+    assert server.last.content.startswith(b'{"agent_id":null,"capabilities":')
+    server.answer(200, CLAIM_REPLY)
+    nameless.claim("req-1", 300)
+    _assert_json_body(server.last, {"lease_duration_secs": 300})
+    nameless.close()
 
 
 def test_heartbeat_is_a_bodiless_post(server: ScriptedServer, client: HttpServerClient) -> None:

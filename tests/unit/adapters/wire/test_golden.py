@@ -337,6 +337,13 @@ def test_claim_body_asks_for_the_lease() -> None:
     assert wire.encode_claim_request(ClaimRequest(300)) == b'{"lease_duration_secs":300}'
 
 
+def test_a_named_claim_body_adds_the_agent_id_after_the_lease() -> None:
+    assert (
+        wire.encode_claim_request(ClaimRequest(300, "prod-agent-1"))
+        == b'{"lease_duration_secs":300,"agent_id":"prod-agent-1"}'
+    )
+
+
 @pytest.mark.parametrize("body", [b"", b"  \r\n"])
 def test_a_bodiless_claim_asks_for_no_lease(body: bytes) -> None:
     assert wire.decode_claim_request(body) == ClaimRequest()

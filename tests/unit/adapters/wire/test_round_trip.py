@@ -116,6 +116,12 @@ AGENT_TO_SERVER = [
         ClaimRequest(300),
     ),
     RoundTrip(
+        "claim: a named agent",
+        wire.encode_claim_request,
+        wire.decode_claim_request,
+        ClaimRequest(300, agent_id="prod-agent-1"),
+    ),
+    RoundTrip(
         "claim: no lease asked for",
         wire.encode_claim_request,
         wire.decode_claim_request,

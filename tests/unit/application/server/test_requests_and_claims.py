@@ -200,9 +200,13 @@ class ServerHarness:
         )
 
     def claim(
-        self, request_id: str, principal: Principal = AGENT, lease: int | None = None
+        self,
+        request_id: str,
+        principal: Principal = AGENT,
+        lease: int | None = None,
+        agent_id: str | None = None,
     ) -> ClaimedJob:
-        return self.agents.claim_job.claim(principal, request_id, lease)
+        return self.agents.claim_job.claim(principal, request_id, lease, agent_id)
 
     def status(self, request_id: str) -> RequestStatus:
         with self.store.read() as session:

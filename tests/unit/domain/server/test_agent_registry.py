@@ -8,14 +8,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain.server.agent_registry import (
+    UNNAMED_AGENT,
     AgentRecord,
     AgentState,
     DerivedStatus,
     QueueHint,
+    advertises,
     agent_view,
     derived_status,
     queue_hint,
     record_from_poll,
+    speaking_agents,
     validate_poll_scopes,
 )
 from domain.server.errors import Validation
@@ -189,7 +192,7 @@ def test_record_from_poll_with_status() -> None:
         agent_version="0.2.0",
         agent_build="0.3.0",
     )
-    assert record.key == ("agent", "eu-1")
+    assert (record.id, record.agent_id) == ("agent", "eu-1")
     assert record.status is AgentState.DRAINING
     assert (record.in_flight, record.max_concurrent, record.uptime_secs) == (1, 2, 33)
     assert record.active_jobs == (JOB,)
@@ -201,13 +204,34 @@ def test_record_from_poll_without_status_assumes_idle_four_slots() -> None:
     record = record_from_poll("agent", (APP_PROD,), None, NOW)
     assert record.status is AgentState.ACTIVE
     assert (record.in_flight, record.max_concurrent, record.uptime_secs) == (0, 4, 0)
-    assert record.key == ("agent", None)
+    assert (record.id, record.agent_id) == ("agent", UNNAMED_AGENT)
 
 
-def test_two_agents_sharing_a_token_have_distinct_keys() -> None:
-    one = record_from_poll("agent", (APP_PROD,), None, NOW, agent_id="a")
-    two = record_from_poll("agent", (APP_PROD,), None, NOW, agent_id="b")
-    assert one.key != two.key
+@pytest.mark.parametrize("sent", [None, ""])
+def test_an_agent_that_sends_no_agent_id_is_the_unnamed_agent_of_its_token(
+    sent: str | None,
+) -> None:
+    record = record_from_poll("agent", (APP_PROD,), None, NOW, agent_id=sent)
+    assert record.agent_id == UNNAMED_AGENT == ""
+
+
+def named(agent_id: str, *scopes: Scope) -> AgentRecord:
+    return record_from_poll("agent", scopes, None, NOW, agent_id=agent_id)
+
+
+def test_a_call_naming_its_agent_speaks_for_that_agent_alone() -> None:
+    prod, staging = named("a", APP_PROD), named("b", APP_STAGING)
+    assert speaking_agents((prod, staging), "b") == (staging,)
+    assert speaking_agents((prod, staging), "c") == ()
+    assert not advertises(speaking_agents((prod, staging), "b"), APP_PROD)
+
+
+def test_a_call_naming_no_agent_speaks_for_every_agent_of_its_token() -> None:
+    prod, staging = named("a", APP_PROD), named("b", APP_STAGING)
+    everyone = speaking_agents((prod, staging), None)
+    assert everyone == (prod, staging)
+    assert advertises(everyone, APP_PROD) and advertises(everyone, APP_STAGING)
+    assert not advertises(everyone, Scope("billing", "production"))
 
 
 def test_agent_view_online() -> None:

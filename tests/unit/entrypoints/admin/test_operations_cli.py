@@ -47,7 +47,7 @@ AGENT = {
     "degraded_scopes": [{"database": "app", "environment": "production"}],
     "agent_version": "0.3.0",
     "agent_build": "0.3.0",
-    "agent_ids": ["agent-eu-1"],
+    "agent_id": "agent-eu-1",
 }
 
 

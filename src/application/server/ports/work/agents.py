@@ -1,4 +1,5 @@
-"""The agents port: the registry of agents, one row per agent, rewritten by every poll."""
+"""The agents port: the registry of agents, one row per (token subject, `agent_id`),
+rewritten by every poll of that agent (docs/server.md §7.3)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ class AgentRow:
     record: AgentRecord
     operations: tuple[Operation, ...] = ()
     token_id: str | None = None
-    #: Every configured `agent_id` seen behind this token (our agents may send one).
-    agent_ids: tuple[str, ...] = ()
     created_at: datetime | None = None
 
 
@@ -34,10 +33,15 @@ class AgentUpsert:
 
 
 class AgentRepository(Protocol):
-    def get_agent(self, agent_id: str) -> AgentRow | None: ...
-
-    def upsert_agent(self, upsert: AgentUpsert, now: datetime) -> bool:
-        """Write the poll's view of the agent; True when the row is new (first poll)."""
+    def subject_agents(self, subject_id: str) -> list[AgentRow]:
+        """Every agent registered under one token subject, by `agent_id`."""
         ...
 
-    def list_agents(self) -> list[AgentRow]: ...
+    def upsert_agent(self, upsert: AgentUpsert, now: datetime) -> bool:
+        """Write the poll's view of the agent (`record.id`, `record.agent_id`); True when
+        the row is new (that agent's first poll)."""
+        ...
+
+    def list_agents(self) -> list[AgentRow]:
+        """Every agent, by subject then `agent_id`."""
+        ...

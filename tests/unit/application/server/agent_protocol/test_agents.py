@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from domain.server.errors import Forbidden
-from tests.unit.application.server.test_requests_and_claims import ADMIN, ALICE, PROD, ServerHarness
+from tests.unit.application.server.test_requests_and_claims import (
+    ADMIN,
+    ALICE,
+    PROD,
+    STAGING,
+    ServerHarness,
+)
 
 
 def test_agents_listing(server: ServerHarness) -> None:
@@ -18,3 +24,21 @@ def test_agents_listing(server: ServerHarness) -> None:
         server.agents.list_agents.list(ALICE)
     server.clock.advance(61)
     assert server.agents.list_agents.list(ADMIN)[0].view.status.value == "offline"
+
+
+def test_agents_sharing_a_token_are_listed_each_with_its_own_scopes_and_health(
+    server: ServerHarness,
+) -> None:
+    server.poll(agent_id="replica-a", scopes=(("app", "production"),))
+    server.clock.advance(61)
+    server.poll(agent_id="replica-b", scopes=(("app", "staging"),))
+
+    listings = server.agents.list_agents.list(ADMIN)
+
+    assert [
+        (item.view.id, item.view.agent_id, item.view.scopes, item.view.status.value)
+        for item in listings
+    ] == [
+        ("agent", "replica-a", (PROD,), "offline"),
+        ("agent", "replica-b", (STAGING,), "healthy"),
+    ]

@@ -104,6 +104,46 @@ def test_claim_refusals_in_order(server: ServerHarness) -> None:
         server.claim(request_id)
 
 
+def test_a_named_claim_is_checked_against_that_agents_own_last_poll(
+    server: ServerHarness,
+) -> None:
+    request_id = server.create()
+    server.poll(agent_id="replica-prod", scopes=(("app", "production"),))
+    server.poll(agent_id="replica-staging", scopes=(("app", "staging"),))  # polled last
+
+    with pytest.raises(Forbidden, match="agent agent/replica-staging does not serve app/prod"):
+        server.claim(request_id, agent_id="replica-staging")
+    with pytest.raises(NotFound, match="agent not registered"):
+        server.claim(request_id, agent_id="never-polled")
+    claimed = server.claim(request_id, agent_id="replica-prod")
+
+    assert claimed.request_id == request_id
+    assert server.status(request_id) is RequestStatus.RUNNING
+
+
+def test_a_nameless_claim_may_take_what_any_agent_of_its_token_serves(
+    server: ServerHarness,
+) -> None:
+    request_id = server.create()
+    server.poll(agent_id="replica-prod", scopes=(("app", "production"),))
+    server.poll(agent_id="replica-staging", scopes=(("app", "staging"),))
+
+    server.claim(request_id)  # a bodiless dbward 0.2 claim
+
+    assert server.status(request_id) is RequestStatus.RUNNING
+
+
+def test_a_nameless_claim_is_refused_when_no_agent_of_its_token_serves_the_scope(
+    server: ServerHarness,
+) -> None:
+    request_id = server.create()
+    server.poll(agent_id="replica-staging", scopes=(("app", "staging"),))
+    server.poll(scopes=(("app", "staging"),))
+
+    with pytest.raises(Forbidden, match="agent agent does not serve app/production"):
+        server.claim(request_id)
+
+
 def test_one_migration_at_a_time_per_database(server: ServerHarness) -> None:
     detail = detail_json(build_detail([MigrationFile("1_t.sql", "1", "SELECT 1", None)], "up"))
     first = server.create(detail=detail, operation="migrate_up")

@@ -19,6 +19,7 @@ from tests.unit.application.server.test_requests_and_claims import (
     AGENT,
     PROD,
     SERVER_VERSION,
+    STAGING,
     T0,
     ServerHarness,
     build_harness,
@@ -33,10 +34,26 @@ def test_first_poll_registers_the_agent_once(server: ServerHarness) -> None:
     server.poll()
     assert server.audit_types().count("agent.registered") == 1
     with server.store.read() as session:
-        row = session.work.get_agent("agent")
-    assert row is not None
+        (row,) = session.work.subject_agents("agent")
     assert row.record.scopes == (PROD,)
+    assert row.record.agent_id == ""  # it sent none, as dbward 0.2 agents do
     assert row.token_id == "tok-agent"
+
+
+def test_agents_sharing_a_token_register_and_keep_their_own_rows(
+    server: ServerHarness,
+) -> None:
+    server.poll(agent_id="replica-a", scopes=(("app", "production"),))
+    server.poll(agent_id="replica-b", scopes=(("app", "staging"),))
+    server.poll(agent_id="replica-a", scopes=(("app", "production"),))
+
+    assert server.audit_types().count("agent.registered") == 2
+    with server.store.read() as session:
+        rows = session.work.subject_agents("agent")
+    assert [(row.record.agent_id, row.record.scopes) for row in rows] == [
+        ("replica-a", (PROD,)),
+        ("replica-b", (STAGING,)),
+    ]
 
 
 @pytest.mark.parametrize(

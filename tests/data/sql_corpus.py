@@ -17,7 +17,7 @@ import yaml
 CORPUS_PATH = Path(__file__).with_name("sql_corpus.yaml")
 
 _KEYS = {"dialect", "sql", "repeat", "class", "operation", "hits", "risk", "findings", "note"}
-_REQUIRED = {"dialect", "sql", "class", "operation", "hits"}
+_REQUIRED = {"dialect", "sql", "class", "operation", "hits", "risk"}
 _RISKS = {"low", "medium", "high", "unknown", "unavailable"}
 
 
@@ -29,7 +29,8 @@ class CorpusEntry:
     kind: str
     operation: str
     hits: tuple[str, ...]
-    risk: str | None
+    findings: tuple[str, ...]
+    risk: str
     note: str | None
 
     @property
@@ -49,8 +50,8 @@ def _entry(raw: dict[str, Any], index: int) -> CorpusEntry:
     missing = _REQUIRED - set(raw)
     if unknown or missing:
         raise ValueError(f"{CORPUS_PATH.name} entry {index}: unknown {unknown}, missing {missing}")
-    risk = raw.get("risk")
-    if risk is not None and risk not in _RISKS:
+    risk = raw["risk"]
+    if risk not in _RISKS:
         raise ValueError(f"{CORPUS_PATH.name} entry {index}: risk {risk!r} not in {_RISKS}")
     return CorpusEntry(
         dialect=raw["dialect"],
@@ -59,12 +60,54 @@ def _entry(raw: dict[str, Any], index: int) -> CorpusEntry:
         kind=raw["class"],
         operation=raw["operation"],
         hits=tuple(raw["hits"]),
+        findings=tuple(raw["findings"]) if "findings" in raw else tuple(raw["hits"]),
         risk=risk,
         note=raw.get("note"),
     )
 
 
 @cache
+def _document() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(CORPUS_PATH.read_text(encoding="utf-8"))
+    return document
+
+
 def load_corpus() -> tuple[CorpusEntry, ...]:
-    document = yaml.safe_load(CORPUS_PATH.read_text(encoding="utf-8"))
-    return tuple(_entry(raw, i) for i, raw in enumerate(document["entries"], 1))
+    return tuple(_entry(raw, i) for i, raw in enumerate(_document()["entries"], 1))
+
+
+#: The schema each dialect's tables live in: what an agent's snapshot would say.
+SNAPSHOT_SCHEMAS = {"postgresql": "public", "mysql": "test"}
+
+
+def corpus_snapshot(dialect: str) -> dict[str, Any]:
+    """The header's schema as the snapshot document an agent uploads for `dialect`."""
+    schema = SNAPSHOT_SCHEMAS[dialect]
+    tables = []
+    for table in _document()["schema"]["tables"]:
+        references = table.get("references")
+        constraints = []
+        if references is not None:
+            constraints.append(
+                {
+                    "constraint_type": "foreign_key",
+                    "referenced_table": references["table"],
+                    "referenced_schema": schema,
+                    "on_delete": references["on_delete"],
+                }
+            )
+        tables.append(
+            {
+                "name": table["name"],
+                "schema_name": schema,
+                "estimated_rows": table["estimated_rows"],
+                "constraints": constraints,
+            }
+        )
+    return {"tables": tables}
+
+
+def corpus_workflow() -> dict[str, Any]:
+    """The header's `workflow`: the auto-approve knobs risk is scored with."""
+    workflow: dict[str, Any] = _document()["workflow"]
+    return workflow

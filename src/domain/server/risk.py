@@ -116,6 +116,17 @@ def assess_risk(
     return _Scorer(policy.max_estimated_rows).score(classification, findings, schema, operation)
 
 
+#: Ours: classes whose risk no table size can tell. A dangerous function acts outside the
+#: rows it names (it can end sessions, read files, sleep, take locks), a statement we do not
+#: recognise cannot be judged at all, and a query escalated for its locks or its INTO
+#: writes or blocks what it reads.
+_CLASS_FLOORS = {
+    StatementClass.DANGEROUS_FUNCTION: (RiskLevel.HIGH, "dangerous_function"),
+    StatementClass.UNKNOWN: (RiskLevel.UNKNOWN, "unrecognised_statement"),
+    StatementClass.SEMANTIC_ESCALATION: (RiskLevel.MEDIUM, "escalated_query"),
+}
+
+
 class _Scorer:
     def __init__(self, max_rows: int) -> None:
         self._max_rows = max_rows
@@ -150,6 +161,10 @@ class _Scorer:
         if dropped:
             self.raise_to(RiskLevel.HIGH, RiskFactor("drop_operation", ", ".join(dropped)))
         for index, statement in enumerate(classification.statements, 1):
+            floor = _CLASS_FLOORS.get(statement.kind)
+            if floor is not None:
+                level, code = floor
+                self.raise_to(level, RiskFactor(code, f"statement {index}: {statement.reason}"))
             if statement.kind is not StatementClass.SELECT and not statement.facts.tables:
                 # Ours: a change whose tables the parser could not name is not small.
                 self.raise_to(RiskLevel.MEDIUM, RiskFactor("unknown_targets", f"statement {index}"))

@@ -13,9 +13,12 @@ import pytest
 
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from domain.server.review_rules import ReviewRule
+from domain.server.risk import RiskPolicy, SchemaStatus, assess_risk
+from domain.server.schema_model import SchemaModel
 from domain.server.sql_classification import StatementClass
+from domain.server.sql_review import BUILTIN_REVIEW_POLICY, review
 from domain.shared.operations import Operation
-from tests.data.sql_corpus import CorpusEntry, load_corpus
+from tests.data.sql_corpus import CorpusEntry, corpus_snapshot, corpus_workflow, load_corpus
 
 CORPUS = load_corpus()
 classifier = SqlglotClassifier()
@@ -30,6 +33,36 @@ def test_corpus_entry_classifies_as_expected(entry: CorpusEntry) -> None:
         entry.operation,
         list(entry.hits),
     ), [s.reason for s in result.statements] or result.rejected_reason
+
+
+_WORKFLOW = corpus_workflow()
+_RISK_POLICY = RiskPolicy(
+    allow_read_only=_WORKFLOW["allow_read_only"],
+    allow_safe_ddl=_WORKFLOW["allow_safe_ddl"],
+    max_estimated_rows=_WORKFLOW["max_estimated_rows"],
+)
+_SCHEMAS = {d: SchemaModel.from_snapshot(corpus_snapshot(d)) for d in ("postgresql", "mysql")}
+
+
+@pytest.mark.parametrize("entry", CORPUS, ids=[e.label for e in CORPUS])
+def test_corpus_entry_has_its_findings_and_risk_under_the_default_policy(
+    entry: CorpusEntry,
+) -> None:
+    result = classifier.classify(entry.text, entry.dialect)
+    findings = None if result.parse_failed else review(result, BUILTIN_REVIEW_POLICY)
+    codes = sorted({f.rule.value for f in findings.findings}) if findings else []
+    risk = assess_risk(
+        result.operation,
+        result,
+        findings,
+        policy=_RISK_POLICY,
+        schema_status=SchemaStatus.READY,
+        schema=_SCHEMAS[entry.dialect],
+    )
+    assert risk is not None
+    assert (codes, risk.level.value) == (sorted(entry.findings), entry.risk), [
+        str(f) for f in risk.factors
+    ]
 
 
 def test_corpus_covers_both_dialects_every_class_and_every_statement_rule() -> None:

@@ -16,7 +16,9 @@ from tests.repo import REPO_ROOT
 
 DOC = (REPO_ROOT / "docs" / "sql-safety.md").read_text(encoding="utf-8")
 DIALECTS = {"PostgreSQL": "postgresql", "MySQL": "mysql"}
-EXAMPLE = re.compile(r"^\| (PostgreSQL|MySQL) \| `(.+)` \| (\w+) \| (\w+) \| (.+) \|$", re.M)
+EXAMPLE = re.compile(
+    r"^\| (PostgreSQL|MySQL) \| `(.+)` \| (\w+) \| (\w+) \| (.+) \| (\w+) \|$", re.M
+)
 RULE = re.compile(r"^\| `(\w+)` \| (block|warn|off) \| (yes|no) \| .+ \|$", re.M)
 
 
@@ -26,16 +28,17 @@ def section(title: str) -> str:
     return DOC[start : end if end != -1 else len(DOC)]
 
 
-def test_every_example_in_the_doc_is_a_corpus_entry_and_classifies_as_shown() -> None:
+def test_every_example_in_the_doc_is_a_corpus_entry_with_the_class_hits_and_risk_shown() -> None:
     corpus = {(e.dialect, e.sql): e for e in load_corpus()}
     classifier = SqlglotClassifier()
     rows = EXAMPLE.findall(section("## 9. Examples"))
     assert len(rows) >= 40
-    for shown_dialect, sql, kind, operation, shown_hits in rows:
+    for shown_dialect, sql, kind, operation, shown_hits, risk in rows:
         dialect = DIALECTS[shown_dialect]
         hits = [] if shown_hits == "none" else shown_hits.split(", ")
         entry = corpus[(dialect, sql)]
-        assert (entry.kind, entry.operation, list(entry.hits)) == (kind, operation, hits), sql
+        expected = (kind, operation, hits, risk)
+        assert (entry.kind, entry.operation, list(entry.hits), entry.risk) == expected, sql
         result = classifier.classify(sql, dialect)
         found = sorted({h.rule.value for s in result.statements for h in s.facts.hits})
         assert (result.kind.value, result.operation.value, found) == (kind, operation, hits), sql

@@ -53,6 +53,7 @@ from application.server.requests.decision_trace import decision_trace
 from application.server.requests.dispatch import dispatch_resting, notify_dispatched
 from application.server.requests.snapshots import workflow_from_snapshot, workflow_snapshot
 from application.server.settings import ServerSettings
+from domain.server.channels import refuse_unoffered_create
 from domain.server.errors import Conflict, Validation
 from domain.server.rbac import Permission, Principal, authorize, parse_selector
 from domain.server.request_lifecycle import RequestStatus, Trigger, transition
@@ -181,6 +182,9 @@ class CreateRequest:
         # Step 4.
         if body.allow_ddl and not body.emergency:
             raise Validation("--allow-ddl requires --emergency")
+        refuse_unoffered_create(
+            principal.channel, emergency=body.emergency, allow_ddl=body.allow_ddl
+        )
         scope = Scope(body.database, body.environment)
         # Step 5: the dialect of the last schema snapshot, PostgreSQL by default.
         with self._store.read() as session:

@@ -12,7 +12,7 @@ from entrypoints.admin.doctor import doctor
 from entrypoints.admin.init import init
 from entrypoints.admin.inventory import agents, databases, group_app
 from entrypoints.admin.migrate import migrate_app
-from entrypoints.admin.output import MergeGlobalOption, remember_merge_global
+from entrypoints.admin.output import ConfigOption, MergeGlobalOption, remember_merge_global
 from entrypoints.admin.policy import policy_app
 from entrypoints.admin.preflight import preflight
 from entrypoints.admin.requests import execute, request_app, whoami
@@ -92,6 +92,15 @@ def server(
     from entrypoints.server.command import run_server  # noqa: PLC0415
 
     raise typer.Exit(run_server(config, listen=listen, force_bootstrap=force_bootstrap))
+
+
+@app.command()
+def mcp(config: ConfigOption = None) -> None:
+    """Serve dbward's MCP tools on stdin/stdout for an assistant (docs/mcp.md)."""
+    # Lazy: only this command loads the MCP SDK.
+    from entrypoints.mcp.command import serve_stdio  # noqa: PLC0415
+
+    raise typer.Exit(serve_stdio(config))
 
 
 app.add_typer(token_app, name="token")

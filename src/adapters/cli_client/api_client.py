@@ -147,17 +147,23 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECS,
         user_agent: str = "dbward-cli",
+        channel: str | None = None,
     ) -> None:
+        """`channel` names the client surface (`mcp`, docs/mcp.md) on every call, so the
+        server audits it and refuses what that surface does not offer."""
         self._base_url = base_url.rstrip("/")
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "User-Agent": user_agent,
+        }
+        if channel is not None:
+            headers["X-Dbward-Channel"] = channel
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECS)),
             follow_redirects=False,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/json",
-                "User-Agent": user_agent,
-            },
+            headers=headers,
         )
 
     def __repr__(self) -> str:
@@ -429,6 +435,17 @@ class ApiClient:
         if operation is not None:
             params["operation"] = operation
         return self._object("GET", "/api/policy-resolution", params=params)
+
+    def schema(
+        self, database: str, environment: str, *, table: str | None = None, summary: bool = False
+    ) -> JsonObject:
+        """`GET /api/schemas/{db}`: the last reported snapshot (docs/preflight.md §7.4)."""
+        params = {"environment": environment}
+        if table is not None:
+            params["table"] = table
+        if summary:
+            params["summary"] = "true"
+        return self._object("GET", f"/api/schemas/{path_segment(database)}", params=params)
 
     # --- requests and results (docs/server.md §1.3-§1.8, §2.4) ----------------------------
 

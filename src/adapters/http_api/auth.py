@@ -8,11 +8,16 @@ declare `Depends(current_principal)`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from fastapi import Request
 
+from domain.server.channels import parse_channel
 from domain.server.errors import Forbidden
 from domain.server.rbac import Principal
+
+#: Names the channel a call came through (docs/mcp.md); absent for the plain API.
+CHANNEL_HEADER = "x-dbward-channel"
 
 #: `(Authorization header or None) -> Principal`; raises `Unauthenticated`.
 Authenticate = Callable[[str | None], Principal]
@@ -34,6 +39,10 @@ def current_principal(request: Request) -> Principal:
     principal = authenticate(request.headers.get("authorization"))
     if principal.is_agent and not _agent_path(request):
         raise PublicForbidden("agent tokens cannot access this endpoint")
+    channel = request.headers.get(CHANNEL_HEADER)
+    if channel is not None:
+        # The header only narrows what a call may do and labels its audit events.
+        principal = replace(principal, channel=parse_channel(channel))
     return principal
 
 

@@ -48,6 +48,9 @@ def audit_event(
     client_ip: str | None = None,
 ) -> AuditEvent:
     actor_id, actor_type = actor_of(actor)
+    if actor is not None and actor.channel is not None:
+        # Whatever the event, a call through a channel says so (docs/mcp.md).
+        metadata = {**(metadata or {}), "channel": actor.channel.value}
     return AuditEvent(
         id=new_id(),
         event_type=event_type,

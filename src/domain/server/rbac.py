@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 from domain.server.api_tokens import SubjectType
+from domain.server.channels import Channel
 from domain.server.errors import Forbidden, Validation
 from domain.shared.scopes import is_valid_scope_name
 
@@ -413,6 +414,8 @@ class Principal:
     roles: tuple[Role, ...]
     groups: frozenset[str] = field(default_factory=frozenset)
     token_id: str | None = None
+    #: The client surface the call came through (docs/mcp.md); None for the plain API.
+    channel: Channel | None = None
 
     @property
     def role_names(self) -> frozenset[str]:

@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 
 from adapters.cli_client.api_client import ApiClient, ApiError
+from adapters.cli_client.request_states import DISPATCHABLE, ENDED, FINISHED
 from entrypoints.admin.output import Output, display
 
 EXIT_PENDING = 2
@@ -43,10 +44,6 @@ EXIT_INTERRUPTED = 130
 LONG_POLL_SECS = 20
 #: The least time between two status reads when the server answers at once without news.
 MIN_PAUSE_SECS = 0.5
-FINISHED = frozenset({"executed", "failed"})
-ENDED = frozenset({"rejected", "cancelled", "expired", "execution_lost"})
-#: Statuses a dispatch can fall back to (dispatch timeout); the waiting CLI resumes them.
-DISPATCHABLE = frozenset({"auto_approved", "break_glass", "approved"})
 QUEUE_HINTS = {
     "no_agents": "no agent serves this database: start one (`dbward agent`)",
     "agents_draining": "the agents serving this database are shutting down",

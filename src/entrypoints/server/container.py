@@ -16,6 +16,7 @@ from adapters.crypto.ed25519_signer import Ed25519Signer
 from adapters.files.result_store import LocalResultStore
 from adapters.files.secrets import LocalSecretFiles
 from adapters.http_api.app import create_app
+from adapters.http_api.mcp_endpoint import mount_mcp
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, build_agent_router
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
@@ -24,6 +25,9 @@ from adapters.http_api.routes_identity import build_identity_router
 from adapters.http_api.routes_preflight import PreflightUseCases, build_preflight_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
+from adapters.mcp.in_process import in_process_api, streamable_http_sessions
+from adapters.mcp.server import build_mcp_server
+from adapters.mcp.tools import fingerprint_with
 from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
@@ -338,12 +342,13 @@ def build_app(container: ServerContainer) -> FastAPI:
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         try:
-            yield
+            async with mcp_sessions.run():
+                yield
         finally:
             stop.set()
             await task
 
-    return create_app(
+    app = create_app(
         routers=[
             build_identity_router(
                 tokens=container.tokens(),
@@ -367,3 +372,12 @@ def build_app(container: ServerContainer) -> FastAPI:
         body_limit_for=agent_body_limit(settings),
         lifespan=lifespan,
     )
+    # `/mcp` (docs/mcp.md §4): the MCP tools, calling this very app in-process.
+    mcp_server = build_mcp_server(
+        in_process_api(app, user_agent=f"dbward-mcp/{version}"),
+        version=version,
+        fingerprint=fingerprint_with(container.classifier().redact),
+    )
+    mcp_sessions = streamable_http_sessions(mcp_server)
+    mount_mcp(app, mcp_sessions.handle_request)
+    return app

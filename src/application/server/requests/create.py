@@ -59,6 +59,7 @@ from application.server.requests.judgement import Judgement, JudgeSql
 from application.server.requests.snapshots import workflow_from_snapshot, workflow_snapshot
 from application.server.settings import ServerSettings
 from domain.server.audit import AuditEvent
+from domain.server.channels import refuse_unoffered_create
 from domain.server.errors import Conflict, Validation
 from domain.server.rbac import Permission, Principal, authorize, parse_selector
 from domain.server.request_lifecycle import RequestStatus, Trigger, transition
@@ -201,6 +202,9 @@ class CreateRequest:
         # Step 4.
         if body.allow_ddl and not body.emergency:
             raise Validation("--allow-ddl requires --emergency")
+        refuse_unoffered_create(
+            principal.channel, emergency=body.emergency, allow_ddl=body.allow_ddl
+        )
         scope = Scope(body.database, body.environment)
         # Steps 5 to 8 in one judgement (`JudgeSql`): the snapshot's dialect,
         # the classification (its operation wins: fail closed), the workflow, the review

@@ -108,9 +108,15 @@ def _v2_audit_purge_checkpoints(conn: Connection) -> None:
     schema.audit_purge_checkpoints.create(conn)
 
 
+def _v3_shared_state(conn: Connection) -> None:
+    schema.server_secrets.create(conn)
+    schema.result_contents.create(conn)
+
+
 STEPS: tuple[MigrationStep, ...] = (
     MigrationStep(1, "control-plane tables", _v1_create_tables),
     MigrationStep(2, "audit purge checkpoints", _v2_audit_purge_checkpoints),
+    MigrationStep(3, "server secrets and result contents", _v3_shared_state),
 )
 
 LATEST_VERSION = STEPS[-1].version

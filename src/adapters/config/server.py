@@ -55,6 +55,7 @@ from application.server.settings import (
     PreflightSettings,
     ResultChannelSettings,
     ResultStorageSettings,
+    SigningSettings,
     RetentionSettings,
     ServerSettings,
     StoreSettings,
@@ -215,7 +216,7 @@ class _AuditFile(StrictModel):
 
 
 class _ResultStorageFile(StrictModel):
-    backend: str = _default(ResultStorageSettings, "backend")
+    backend: str | None = None
     root_dir: str | None = None
     max_persist_bytes: int = _positive(ResultStorageSettings, "max_persist_bytes")
 
@@ -231,6 +232,10 @@ class _SweepsFile(StrictModel):
     ttl_expiry_interval_secs: int = _positive(SweepSettings, "ttl_expiry_interval_secs")
     dispatch_timeout_secs: int = _positive(SweepSettings, "dispatch_timeout_secs")
     record_purge_interval_secs: int = _positive(SweepSettings, "record_purge_interval_secs")
+
+
+class _SigningFile(StrictModel):
+    key_encryption_key_file: str | None = None
 
 
 class _StoreFile(StrictModel):
@@ -259,6 +264,7 @@ class _ServerConfigFile(StrictModel):
     retention: _RetentionFile = _RetentionFile()
     audit: _AuditFile = _AuditFile()
     result_storage: _ResultStorageFile = _ResultStorageFile()
+    signing: _SigningFile = _SigningFile()
     result_channel: _ResultChannelFile = _ResultChannelFile()
     sweeps: _SweepsFile = _SweepsFile()
     store: _StoreFile = _StoreFile()
@@ -898,15 +904,23 @@ def _build_store(raw: str | None, state_dir: Path, base: Path, out: _Collector) 
 
 
 def _build_result_storage(
-    model: _ResultStorageFile, state_dir: Path, base: Path, out: _Collector
+    model: _ResultStorageFile, store: StoreSettings, state_dir: Path, base: Path, out: _Collector
 ) -> ResultStorageSettings:
-    if model.backend == "s3":
+    """`backend` defaults to "store" on a PostgreSQL store and "local" on SQLite; results
+    on one replica's disk cannot be served by the others, so PostgreSQL refuses "local"."""
+    key: KeyPath = ("result_storage", "backend")
+    backend = model.backend or ("local" if store.is_sqlite else "store")
+    if backend == "s3":
         out.error(
-            ("result_storage", "backend"),
-            '"s3" is not supported yet; use backend = "local" (results under root_dir)',
+            key, '"s3" is not supported yet; use backend = "store" (in the store) or "local"'
         )
-    else:
-        _choice(model.backend, ["local"], ("result_storage", "backend"), out)
+    elif _choice(backend, ["local", "store"], key, out) is not None:
+        if backend == "local" and not store.is_sqlite:
+            out.error(
+                key,
+                '"local" keeps results on one replica\'s disk, which the other replicas '
+                'sharing a PostgreSQL store cannot read; use backend = "store" (the default)',
+            )
     root = (
         state_dir / RESULTS_DIR_NAME
         if model.root_dir is None
@@ -915,8 +929,19 @@ def _build_result_storage(
     if model.root_dir == "":
         out.error(("result_storage", "root_dir"), "must not be empty; leave it out for the default")
     return ResultStorageSettings(
-        root_dir=root, backend="local", max_persist_bytes=model.max_persist_bytes
+        root_dir=root, backend=backend, max_persist_bytes=model.max_persist_bytes
     )
+
+
+def _build_signing(model: _SigningFile, base: Path, out: _Collector) -> SigningSettings:
+    raw = model.key_encryption_key_file
+    if raw == "":
+        out.error(
+            ("signing", "key_encryption_key_file"),
+            "must not be empty; leave it out to use DBWARD_KEY_ENCRYPTION_KEY",
+        )
+        return SigningSettings()
+    return SigningSettings(None if raw is None else _resolve_path(base, raw))
 
 
 def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
@@ -960,8 +985,9 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
     log_format = _choice(
         model.logging.format, [f.value for f in LogFormat], ("logging", "format"), out
     )
-    result_storage = _build_result_storage(model.result_storage, state_dir, base, out)
     store = _build_store(model.store.url, state_dir, base, out)
+    result_storage = _build_result_storage(model.result_storage, store, state_dir, base, out)
+    signing = _build_signing(model.signing, base, out)
     if out.errors:
         raise config_error(path, out.errors)
     sweeps = model.sweeps
@@ -977,6 +1003,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
         retention=retention,
         audit=AuditSettings(AuditRedaction(redaction)) if redaction else AuditSettings(),
         result_storage=result_storage,
+        signing=signing,
         result_channel=ResultChannelSettings(
             model.result_channel.slot_ttl_secs, model.result_channel.max_slots
         ),

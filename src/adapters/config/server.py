@@ -55,9 +55,9 @@ from application.server.settings import (
     PreflightSettings,
     ResultChannelSettings,
     ResultStorageSettings,
-    SigningSettings,
     RetentionSettings,
     ServerSettings,
+    SigningSettings,
     StoreSettings,
     SweepSettings,
     TokenPolicySettings,
@@ -911,16 +911,13 @@ def _build_result_storage(
     key: KeyPath = ("result_storage", "backend")
     backend = model.backend or ("local" if store.is_sqlite else "store")
     if backend == "s3":
+        out.error(key, '"s3" is not supported yet; use backend = "store" (in the store) or "local"')
+    elif _choice(backend, ["local", "store"], key, out) == "local" and not store.is_sqlite:
         out.error(
-            key, '"s3" is not supported yet; use backend = "store" (in the store) or "local"'
+            key,
+            '"local" keeps results on one replica\'s disk, which the other replicas '
+            'sharing a PostgreSQL store cannot read; use backend = "store" (the default)',
         )
-    elif _choice(backend, ["local", "store"], key, out) is not None:
-        if backend == "local" and not store.is_sqlite:
-            out.error(
-                key,
-                '"local" keeps results on one replica\'s disk, which the other replicas '
-                'sharing a PostgreSQL store cannot read; use backend = "store" (the default)',
-            )
     root = (
         state_dir / RESULTS_DIR_NAME
         if model.root_dir is None

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from adapters.files.secrets import read_private_file
+from adapters.crypto.key_files import read_private_file
 
 __all__ = ["SIGNING_KEY_FILE", "Ed25519Signer", "SigningKeyError", "read_legacy_seed"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from adapters.files.secrets import read_private_file
+from adapters.crypto.key_files import read_private_file
 from application.server.ports.services import SecretUnreadable
 
 __all__ = [
@@ -68,7 +68,9 @@ class AesGcmSecretCipher:
 
     def open(self, name: str, sealed: bytes) -> bytes:
         if sealed[:1] != _VERSION or len(sealed) < 1 + _NONCE_BYTES:
-            raise SecretUnreadable(f"the stored secret {name!r} is not in a format this dbward reads")
+            raise SecretUnreadable(
+                f"the stored secret {name!r} is not in a format this dbward reads"
+            )
         nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
         try:
             return self._aead.decrypt(nonce, body, name.encode())

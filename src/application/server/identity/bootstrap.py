@@ -132,7 +132,9 @@ class Bootstrapper:
         with self._store.read() as session:
             active = session.identity.active_bootstrap_tokens()
             ever = session.identity.count_bootstrap_tokens()
-            sealed = {spec.name: session.secrets.get(_secret_name(spec)) for spec in BOOTSTRAP_TOKENS}
+            sealed = {
+                spec.name: session.secrets.get(_secret_name(spec)) for spec in BOOTSTRAP_TOKENS
+            }
         if not active:
             return None if ever == 0 else BootstrapOutcome(BootstrapAction.REVOKED)
         by_name = {token.name or "": token for token in active}

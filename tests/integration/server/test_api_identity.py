@@ -52,6 +52,7 @@ from domain.server.audit import AuditEvent, chain
 from domain.server.audit_integrity import Anchor
 from domain.server.rbac import Principal
 from tests.fakes.clock import FakeClock
+from tests.server_keys import kek_cipher, signer_from_store
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,9 @@ def build_server(engine: Engine, state_dir: Path, clock: FakeClock | None = None
     roles = RoleDirectory(settings.auth)
     authenticator = Authenticator(store, clock, new_id, roles)
     tokens = TokenService(store, clock, new_id, secrets.token_bytes, settings, roles)
-    bootstrapper = Bootstrapper(store, clock, new_id, secrets.token_bytes, LocalSecretFiles())
+    bootstrapper = Bootstrapper(
+        store, clock, new_id, secrets.token_bytes, LocalSecretFiles(), kek_cipher()
+    )
     draining = [False]
     app = create_app(
         routers=[
@@ -132,9 +135,7 @@ def build_server(engine: Engine, state_dir: Path, clock: FakeClock | None = None
                 tokens=tokens,
                 users=UserService(store, clock, new_id, secrets.token_bytes, roles),
                 audit=AuditQueries(store),
-                audit_integrity=AuditIntegrity(
-                    store=store, signer=Ed25519Signer.load_or_create(state_dir)
-                ),
+                audit_integrity=AuditIntegrity(store=store, signer=signer_from_store(store)),
                 readiness=StoreReadiness(store),
                 min_agent_version=settings.min_agent_version,
                 version=VERSION,
@@ -703,7 +704,7 @@ def test_audit_head_is_signed_with_the_servers_key(server: Server) -> None:
     message = f"dbward-audit-anchor:v1|{head['position']}|{head['event_id']}|{head['event_hash']}"
     assert head["signed_message"] == message
     public_key.verify(bytes.fromhex(head["signature"]), message.encode())  # raises if not
-    assert head["public_key"] == Ed25519Signer.load_or_create(server.state_dir).public_key_hex()
+    assert head["public_key"] == signer_from_store(SqlStore(server.engine)).public_key_hex()
     assert head["key_id"].startswith("ed25519:")
     assert re.fullmatch(r"[A-Za-z0-9._~-]+", head["anchor"])  # URL-safe as it is
 
@@ -797,7 +798,7 @@ def test_a_purge_leaves_audit_verify_green(server: Server, store_url: str) -> No
     maintenance = AuditMaintenance(
         store=SqlStore(server.engine),
         settings=settings,
-        signer=Ed25519Signer.load_or_create(server.state_dir),
+        signer=signer_from_store(SqlStore(server.engine)),
     )
     make_user(server, "alice", "requester")
     assert maintenance.write_checkpoint(server.clock.now()) == 1

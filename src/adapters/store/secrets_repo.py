@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, Insert, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.store.schema import format_timestamp, server_secrets
@@ -28,12 +28,16 @@ class SqlSecretRepository:
 
     def add_if_absent(self, name: str, sealed: bytes, now: datetime) -> bool:
         values = {"name": name, "sealed": sealed, "updated_at": format_timestamp(now)}
-        statement: Insert
-        if self._conn.dialect.name == "postgresql":
-            statement = postgresql.insert(server_secrets).values(values).on_conflict_do_nothing()
-        else:
-            statement = sqlite.insert(server_secrets).values(values).on_conflict_do_nothing()
-        return self._conn.execute(statement).rowcount == 1
+        dialect = postgresql if self._conn.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(server_secrets)
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(server_secrets.c.name)
+        )
+        # RETURNING, not rowcount: psycopg's rowcount after ON CONFLICT is not reliable.
+        inserted = self._conn.execute(statement).first()
+        return inserted is not None
 
     def put(self, name: str, sealed: bytes, now: datetime) -> None:
         if self.add_if_absent(name, sealed, now):

@@ -7,8 +7,8 @@ result, in the result relay for a short while. Who may read a result is
 deleted answers 410 on both routes; its summary stays in the store.
 
 The stream is a long-poll: it arms a notifier waiter *before* reading the store, waits on
-it, and re-reads at least every second (replicas on a shared PostgreSQL do not share
-notifications). One that times out answers 204 with no body.
+it, and re-reads at least every second (a notification is a hint; between replicas it
+travels by PostgreSQL NOTIFY, docs/server.md §7.4). One that times out answers 204 with no body.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from adapters.http_api.routes_identity import build_identity_router
 from adapters.store.engine import create_store_engine
 from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.migrations import migrate
-from adapters.store.schema import audit_events, audit_purge_checkpoints, tokens
+from adapters.store.schema import audit_events, audit_purge_checkpoints, server_secrets, tokens
 from adapters.store.sql_store import SqlStore
 from application.server.audit_maintenance import AuditMaintenance
 from application.server.identity.audit_integrity import AuditIntegrity
@@ -605,10 +605,19 @@ def test_bootstrap_files_never_world_readable_even_with_a_loose_umask(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_missing_files_are_fatal_and_force_rotates(server: Server) -> None:
+def test_missing_files_come_back_from_the_store_and_force_rotates(server: Server) -> None:
     old_admin = server.token("admin-token")
+    old_agent = server.token("agent-token")
     (server.state_dir / "agent-token").unlink()
     restarted = build_server(server.engine, server.state_dir)
+    written = restarted.bootstrapper.bootstrap(server.state_dir)
+    assert written.action is BootstrapAction.EXISTING
+    assert written.files == (server.state_dir / "agent-token",)
+    assert server.token("agent-token") == old_agent
+    assert file_mode(server.state_dir / "agent-token") == 0o600
+    with server.engine.begin() as conn:  # tokens of a server before schema version 3
+        conn.execute(delete(server_secrets))
+    (server.state_dir / "agent-token").unlink()
     with pytest.raises(BootstrapError, match="--force-bootstrap"):
         restarted.bootstrapper.bootstrap(server.state_dir)
     outcome = restarted.bootstrapper.bootstrap(server.state_dir, force=True)

@@ -39,6 +39,27 @@ class IdentityState:
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
     events: list[AuditEvent] = field(default_factory=list)
     purge_checkpoints: list[PurgeCheckpoint] = field(default_factory=list)
+    #: Server secrets, sealed: name -> bytes.
+    secrets: dict[str, bytes] = field(default_factory=dict)
+
+
+class FakeSecretRepository:
+    """`SecretRepository` over `IdentityState.secrets`."""
+
+    def __init__(self, state: IdentityState) -> None:
+        self.state = state
+
+    def get(self, name: str) -> bytes | None:
+        return self.state.secrets.get(name)
+
+    def add_if_absent(self, name: str, sealed: bytes, now: datetime) -> bool:
+        if name in self.state.secrets:
+            return False
+        self.state.secrets[name] = sealed
+        return True
+
+    def put(self, name: str, sealed: bytes, now: datetime) -> None:
+        self.state.secrets[name] = sealed
 
 
 class FakeIdentityRepository:
@@ -322,6 +343,7 @@ class FakeSession:
     def __init__(self, state: IdentityState, *, audit_fails: bool, read_only: bool = False) -> None:
         self.identity = FakeIdentityRepository(state)
         self.audit = FakeAuditRepository(state, fail=audit_fails, read_only=read_only)
+        self.secrets = FakeSecretRepository(state)
         self.work = None
 
 
@@ -345,6 +367,7 @@ class FakeStore:
             self.state.tokens = snapshot.tokens
             self.state.events = snapshot.events
             self.state.purge_checkpoints = snapshot.purge_checkpoints
+            self.state.secrets = snapshot.secrets
             self.rollbacks += 1
             raise
         self.writes += 1

@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from domain.server.audit import AuditEvent
-from tests.fakes.identity_store import FakeAuditRepository, FakeIdentityRepository, IdentityState
+from tests.fakes.identity_store import (
+    FakeAuditRepository,
+    FakeIdentityRepository,
+    FakeSecretRepository,
+    IdentityState,
+)
 from tests.fakes.work_store import FakeWorkRepository, WorkState
 
 
@@ -21,6 +26,7 @@ class FakeServerSession:
         self.identity = FakeIdentityRepository(identity)
         self.work = FakeWorkRepository(work)
         self.audit = FakeAuditRepository(identity, read_only=read_only)
+        self.secrets = FakeSecretRepository(identity)
 
 
 class FakeServerStore:

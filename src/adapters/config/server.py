@@ -58,6 +58,7 @@ from application.server.settings import (
     ResultStorageSettings,
     RetentionSettings,
     ServerSettings,
+    SigningSettings,
     StoreSettings,
     SweepSettings,
     TokenPolicySettings,
@@ -241,7 +242,7 @@ class _AuditFile(StrictModel):
 
 
 class _ResultStorageFile(StrictModel):
-    backend: str = _default(ResultStorageSettings, "backend")
+    backend: str | None = None
     root_dir: str | None = None
     max_persist_bytes: int = _positive(ResultStorageSettings, "max_persist_bytes")
 
@@ -257,6 +258,10 @@ class _SweepsFile(StrictModel):
     ttl_expiry_interval_secs: int = _positive(SweepSettings, "ttl_expiry_interval_secs")
     dispatch_timeout_secs: int = _positive(SweepSettings, "dispatch_timeout_secs")
     record_purge_interval_secs: int = _positive(SweepSettings, "record_purge_interval_secs")
+
+
+class _SigningFile(StrictModel):
+    key_encryption_key_file: str | None = None
 
 
 class _StoreFile(StrictModel):
@@ -286,6 +291,7 @@ class _ServerConfigFile(StrictModel):
     retention: _RetentionFile = _RetentionFile()
     audit: _AuditFile = _AuditFile()
     result_storage: _ResultStorageFile = _ResultStorageFile()
+    signing: _SigningFile = _SigningFile()
     result_channel: _ResultChannelFile = _ResultChannelFile()
     sweeps: _SweepsFile = _SweepsFile()
     store: _StoreFile = _StoreFile()
@@ -940,15 +946,20 @@ def _build_store(raw: str | None, state_dir: Path, base: Path, out: _Collector) 
 
 
 def _build_result_storage(
-    model: _ResultStorageFile, state_dir: Path, base: Path, out: _Collector
+    model: _ResultStorageFile, store: StoreSettings, state_dir: Path, base: Path, out: _Collector
 ) -> ResultStorageSettings:
-    if model.backend == "s3":
+    """`backend` defaults to "store" on a PostgreSQL store and "local" on SQLite; results
+    on one replica's disk cannot be served by the others, so PostgreSQL refuses "local"."""
+    key: KeyPath = ("result_storage", "backend")
+    backend = model.backend or ("local" if store.is_sqlite else "store")
+    if backend == "s3":
+        out.error(key, '"s3" is not supported yet; use backend = "store" (in the store) or "local"')
+    elif _choice(backend, ["local", "store"], key, out) == "local" and not store.is_sqlite:
         out.error(
-            ("result_storage", "backend"),
-            '"s3" is not supported yet; use backend = "local" (results under root_dir)',
+            key,
+            '"local" keeps results on one replica\'s disk, which the other replicas '
+            'sharing a PostgreSQL store cannot read; use backend = "store" (the default)',
         )
-    else:
-        _choice(model.backend, ["local"], ("result_storage", "backend"), out)
     root = (
         state_dir / RESULTS_DIR_NAME
         if model.root_dir is None
@@ -957,8 +968,19 @@ def _build_result_storage(
     if model.root_dir == "":
         out.error(("result_storage", "root_dir"), "must not be empty; leave it out for the default")
     return ResultStorageSettings(
-        root_dir=root, backend="local", max_persist_bytes=model.max_persist_bytes
+        root_dir=root, backend=backend, max_persist_bytes=model.max_persist_bytes
     )
+
+
+def _build_signing(model: _SigningFile, base: Path, out: _Collector) -> SigningSettings:
+    raw = model.key_encryption_key_file
+    if raw == "":
+        out.error(
+            ("signing", "key_encryption_key_file"),
+            "must not be empty; leave it out to use DBWARD_KEY_ENCRYPTION_KEY",
+        )
+        return SigningSettings()
+    return SigningSettings(None if raw is None else _resolve_path(base, raw))
 
 
 def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
@@ -1003,8 +1025,9 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
     log_format = _choice(
         model.logging.format, [f.value for f in LogFormat], ("logging", "format"), out
     )
-    result_storage = _build_result_storage(model.result_storage, state_dir, base, out)
     store = _build_store(model.store.url, state_dir, base, out)
+    result_storage = _build_result_storage(model.result_storage, store, state_dir, base, out)
+    signing = _build_signing(model.signing, base, out)
     if out.errors:
         raise config_error(path, out.errors)
     sweeps = model.sweeps
@@ -1021,6 +1044,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
         retention=retention,
         audit=AuditSettings(AuditRedaction(redaction)) if redaction else AuditSettings(),
         result_storage=result_storage,
+        signing=signing,
         result_channel=ResultChannelSettings(
             model.result_channel.slot_ttl_secs, model.result_channel.max_slots
         ),

@@ -157,10 +157,16 @@ def _v3_agents_keyed_by_agent_id(conn: Connection) -> None:
         conn.execute(insert(schema.agents).values(**row))
 
 
+def _v4_shared_state(conn: Connection) -> None:
+    schema.server_secrets.create(conn)
+    schema.result_contents.create(conn)
+
+
 STEPS: tuple[MigrationStep, ...] = (
     MigrationStep(1, "control-plane tables", _v1_create_tables),
     MigrationStep(2, "audit purge checkpoints", _v2_audit_purge_checkpoints),
     MigrationStep(3, "agents keyed by token subject and agent_id", _v3_agents_keyed_by_agent_id),
+    MigrationStep(4, "server secrets and result contents", _v4_shared_state),
 )
 
 LATEST_VERSION = STEPS[-1].version

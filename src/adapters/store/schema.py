@@ -3,7 +3,8 @@
 Portability rules, because several server replicas may share one PostgreSQL database while
 the embedded default is one SQLite file (docs/server.md §7.1):
 
-* Only types both engines have: `Text`, `Integer`, `BigInteger`, `Boolean`. No JSON, UUID,
+* Only types both engines have: `Text`, `Integer`, `BigInteger`, `Boolean`, `LargeBinary`
+  (BLOB / BYTEA, for opaque bytes only). No JSON, UUID,
   ARRAY, ENUM or TIMESTAMPTZ columns. Strings are `Text` everywhere (no `VARCHAR(n)`: SQLite
   would not enforce the length and PostgreSQL would, so a test could pass on one engine and
   fail on the other); lengths are validated by the application.
@@ -38,6 +39,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -494,4 +496,25 @@ preflight_jobs = Table(
     Index("ix_preflight_jobs_status_scope", "status", "database_name", "environment"),
     Index("ix_preflight_jobs_requester_status", "requester", "status"),
     Index("ix_preflight_jobs_expires_at", "expires_at"),
+)
+
+#: Server secrets shared by every replica (schema version 4, docs/server.md §7.4): the
+#: Ed25519 signing seed and the bootstrap tokens, each sealed with the key-encryption key
+#: (AES-GCM, the row's name bound as associated data), never in clear.
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    _ts("updated_at"),
+)
+
+#: Persisted result bodies (schema version 4, docs/server.md §7.4), addressed by the
+#: result's `storage_key`, so any replica serves any result. No foreign key: the content
+#: is written before its result row, exactly like a file of the local backend.
+result_contents = Table(
+    "result_contents",
+    metadata,
+    Column("storage_key", Text, primary_key=True),
+    Column("content", LargeBinary, nullable=False),
 )

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 from adapters.store import audit_log
 from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
+from adapters.store.secrets_repo import SqlSecretRepository
 from adapters.store.work import SqlWorkRepository
 from application.server.ports.store import AuditFilters
 from domain.server.audit import AuditEvent
@@ -69,6 +70,7 @@ class SqlSession:
         self.identity = SqlIdentityRepository(conn)
         self.work = SqlWorkRepository(conn)
         self.audit = SqlAuditRepository(conn)
+        self.secrets = SqlSecretRepository(conn)
 
 
 class SqlStore:

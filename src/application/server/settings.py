@@ -38,6 +38,7 @@ __all__ = [
     "ResultStorageSettings",
     "RetentionSettings",
     "ServerSettings",
+    "SigningSettings",
     "StoreSettings",
     "SweepSettings",
     "TokenPolicySettings",
@@ -132,12 +133,27 @@ class AuditSettings:
 
 @dataclass(frozen=True)
 class ResultStorageSettings:
-    """Where persisted results live. Only the local backend exists in this version."""
+    """Where persisted results live (docs/server.md §7.4).
+
+    `backend` is `"local"` (files under `root_dir`, one process) or `"store"` (the store's
+    `result_contents` table, which every replica sharing a PostgreSQL store reads).
+    """
 
     root_dir: Path
     backend: str = "local"
     #: Results larger than this are streamed but not persisted.
     max_persist_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    """Where the key-encryption key that seals the store's secrets comes from (§7.4).
+
+    None: `DBWARD_KEY_ENCRYPTION_KEY`, else (SQLite store only) a key generated in the
+    state dir.
+    """
+
+    key_encryption_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +235,7 @@ class ServerSettings:
     auth: AuthSettings = AuthSettings()
     retention: RetentionSettings = RetentionSettings()
     audit: AuditSettings = AuditSettings()
+    signing: SigningSettings = SigningSettings()
     result_channel: ResultChannelSettings = ResultChannelSettings()
     sweeps: SweepSettings = SweepSettings()
     logging: LoggingSettings = LoggingSettings()

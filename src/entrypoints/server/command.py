@@ -21,8 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.config.server import load_server_settings
 from adapters.crypto.ed25519_signer import SigningKeyError
+from adapters.crypto.key_encryption import KeyEncryptionKeyError
+from adapters.crypto.key_files import PrivateFileError
 from adapters.store.migrations import SchemaVersionError, migrate
 from application.server.identity.bootstrap import BootstrapAction, BootstrapError
+from application.server.ports.services import SecretUnreadable
 from application.server.settings import ServerSettings
 from domain.shared.errors import ConfigError
 from entrypoints.logging_setup import configure_logging
@@ -64,8 +67,8 @@ def _with_listen(settings: ServerSettings, listen: str | None) -> ServerSettings
     return replace(settings, listen=listen)
 
 
-#: Owner-only: the SQLite store (and its WAL files), the signing key, bootstrap tokens,
-#: result files. Set before the server creates anything.
+#: Owner-only: the SQLite store (and its WAL files), a generated key-encryption key,
+#: bootstrap token files, result files. Set before the server creates anything.
 SERVER_UMASK = 0o077
 
 
@@ -78,7 +81,7 @@ def prepare_state_dir(state_dir: Path) -> None:
     if mode & 0o077:
         log.warning(
             "the state dir %s is accessible to group or others (mode %04o); it holds the "
-            "store, the signing key and tokens: consider chmod 700",
+            "store, the key-encryption key and tokens: consider chmod 700",
             state_dir,
             mode,
         )
@@ -102,17 +105,27 @@ def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) 
 
     version = package_version()
     try:
-        # The state dir holds the signing key and the bootstrap tokens: owner only.
+        # The state dir holds the bootstrap token files (and, with SQLite, the store and
+        # its key-encryption key): owner only.
         prepare_state_dir(settings.state_dir)
     except OSError as exc:
         log.error("cannot create the state dir %s: %s", settings.state_dir, exc)
         return 1
-    container = ServerContainer(settings=settings, version=version)
+    container = ServerContainer(settings=settings, version=version, environ=os.environ)
     try:
+        container.cipher()  # no key-encryption key: refuse before touching the store
         migrate(container.store().engine)
+        container.signer()  # creates, imports or opens the signing key now, not at a claim
         outcome = container.bootstrapper().bootstrap(settings.state_dir, force=force_bootstrap)
-        container.signer()  # creates or checks signing.key now, not at the first claim
-    except (SchemaVersionError, BootstrapError, ConfigError, SigningKeyError) as exc:
+    except (
+        SchemaVersionError,
+        BootstrapError,
+        ConfigError,
+        SigningKeyError,
+        KeyEncryptionKeyError,
+        PrivateFileError,
+        SecretUnreadable,
+    ) as exc:
         log.error("cannot start: %s", exc)
         return 1
     except SQLAlchemyError as exc:
@@ -123,6 +136,11 @@ def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) 
         log.info(
             "bootstrap tokens %s: %s",
             outcome.action.value,
+            ", ".join(str(path) for path in outcome.files),
+        )
+    elif outcome.files:
+        log.info(
+            "bootstrap token files written from the store: %s",
             ", ".join(str(path) for path in outcome.files),
         )
     app = build_app(container)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dependency_injector import containers, providers
 from fastapi import FastAPI
 
-from adapters.crypto.ed25519_signer import Ed25519Signer
+from adapters.crypto.ed25519_signer import Ed25519Signer, read_legacy_seed
+from adapters.crypto.key_encryption import AesGcmSecretCipher, load_key_encryption_key
 from adapters.files.result_store import LocalResultStore
 from adapters.files.secrets import LocalSecretFiles
 from adapters.http_api.app import create_app
@@ -31,7 +35,9 @@ from adapters.mcp.tools import fingerprint_with
 from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
+from adapters.store.result_contents import StoreResultContents
 from adapters.store.sql_store import SqlStore
+from adapters.store.wake_channel import PostgresWakeChannel
 from adapters.system_clock import SystemClock
 from application.server.agent_protocol.agents import ListAgents
 from application.server.agent_protocol.claim import ClaimJob
@@ -60,8 +66,15 @@ from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import Bootstrapper
 from application.server.identity.roles import RoleDirectory
+from application.server.identity.signing_key import SigningKeyOrigin, provision_signing_seed
 from application.server.identity.tokens import TokenService
 from application.server.identity.users import UserService
+from application.server.ports.services import (
+    DispatchNotifier,
+    ResultContentStore,
+    SecretCipher,
+    ServerClock,
+)
 from application.server.preflight import RunPreflight
 from application.server.readiness import StoreReadiness
 from application.server.requests.cancel import CancelRequest
@@ -92,29 +105,82 @@ def _sweep_schedule(retention: RetentionSweeps, audit: AuditMaintenance) -> tupl
     return (*retention.schedule, *audit.schedule)
 
 
+log = logging.getLogger("dbward.server")
+
+
 def _store(url: str) -> SqlStore:
     return SqlStore(create_store_engine(url))
+
+
+def _cipher(settings: ServerSettings, environ: Mapping[str, str]) -> AesGcmSecretCipher:
+    """The key-encryption key's cipher; raises `KeyEncryptionKeyError` without a key."""
+    key = load_key_encryption_key(
+        environ,
+        settings.signing.key_encryption_key_file,
+        shared_store=not settings.store.is_sqlite,
+        state_dir=settings.state_dir,
+    )
+    return AesGcmSecretCipher(key)
+
+
+def _signer(
+    store: SqlStore, cipher: SecretCipher, clock: ServerClock, state_dir: Path
+) -> Ed25519Signer:
+    """The one signing key of every replica, from the store (docs/server.md §7.4)."""
+    seed, origin = provision_signing_seed(
+        store,
+        cipher,
+        clock,
+        legacy_seed=lambda: read_legacy_seed(state_dir),
+        random_bytes=os.urandom,
+    )
+    signer = Ed25519Signer(seed)
+    if origin is SigningKeyOrigin.IMPORTED:
+        log.info(
+            "signing key imported from %s into the store; the file is not read again",
+            state_dir / "signing.key",
+        )
+    elif origin is SigningKeyOrigin.CREATED:
+        log.info("signing key created in the store (public key %s)", signer.public_key_hex())
+    return signer
+
+
+def _result_store(settings: ServerSettings, store: SqlStore) -> ResultContentStore:
+    storage = settings.result_storage
+    if storage.backend == "store":
+        return StoreResultContents(store.engine, storage.max_persist_bytes)
+    return LocalResultStore(storage.root_dir, storage.max_persist_bytes)
+
+
+def _wake_channel(settings: ServerSettings, local: AsyncioNotifier) -> PostgresWakeChannel | None:
+    """LISTEN/NOTIFY between the replicas of a PostgreSQL store; none for SQLite."""
+    return None if settings.store.is_sqlite else PostgresWakeChannel(settings.store.url, local)
+
+
+def _notifier(local: AsyncioNotifier, channel: PostgresWakeChannel | None) -> DispatchNotifier:
+    return local if channel is None else channel
 
 
 class ServerContainer(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=ServerSettings)
     version = providers.Object("unknown")
+    #: Where the key-encryption key may come from (`DBWARD_KEY_ENCRYPTION_KEY`).
+    environ = providers.Object(os.environ)
 
     clock = providers.Singleton(SystemClock)
     draining = providers.Singleton(Draining)
     store = providers.Singleton(_store, url=settings.provided.store.url)
-    notifier = providers.Singleton(AsyncioNotifier)
+    local_notifier = providers.Singleton(AsyncioNotifier)
+    wake_channel = providers.Singleton(_wake_channel, settings, local_notifier)
+    notifier = providers.Singleton(_notifier, local_notifier, wake_channel)
     result_relay = providers.Singleton(
         InMemoryResultRelay,
         settings.provided.result_channel.max_slots,
         settings.provided.result_channel.slot_ttl_secs,
     )
-    signer = providers.Singleton(Ed25519Signer.load_or_create, settings.provided.state_dir)
-    result_store = providers.Singleton(
-        LocalResultStore,
-        settings.provided.result_storage.root_dir,
-        settings.provided.result_storage.max_persist_bytes,
-    )
+    cipher = providers.Singleton(_cipher, settings, environ)
+    signer = providers.Singleton(_signer, store, cipher, clock, settings.provided.state_dir)
+    result_store = providers.Singleton(_result_store, settings, store)
     classifier = providers.Singleton(SqlglotClassifier)
 
     readiness = providers.Singleton(StoreReadiness, store)
@@ -163,6 +229,7 @@ class ServerContainer(containers.DeclarativeContainer):
         new_id=providers.Object(new_uuid),
         random_bytes=providers.Object(secrets.token_bytes),
         files=providers.Singleton(LocalSecretFiles),
+        cipher=cipher,
     )
     requests = providers.Singleton(
         RequestUseCases,
@@ -336,9 +403,12 @@ def build_app(container: ServerContainer) -> FastAPI:
     version: str = container.version()
     draining: Draining = container.draining()
     runner: SweepRunner = container.sweep_runner()
+    wake_channel: PostgresWakeChannel | None = container.wake_channel()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if wake_channel is not None:
+            wake_channel.start()
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         try:
@@ -347,6 +417,8 @@ def build_app(container: ServerContainer) -> FastAPI:
         finally:
             stop.set()
             await task
+            if wake_channel is not None:
+                await asyncio.to_thread(wake_channel.close)
 
     app = create_app(
         routers=[

@@ -45,6 +45,7 @@ from application.server.readiness import StoreReadiness
 from domain.server.agent_registry import AgentRecord, AgentState
 from domain.shared.scopes import Scope
 from tests.fakes.clock import FakeClock
+from tests.server_keys import kek_cipher
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +170,9 @@ def api(engine: Engine, tmp_path: Path) -> Iterator[Api]:
     authenticator = Authenticator(store, clock, new_id, roles)
     users = UserService(store, clock, new_id, secrets.token_bytes, roles)
     tokens = TokenService(store, clock, new_id, secrets.token_bytes, settings, roles)
-    bootstrapper = Bootstrapper(store, clock, new_id, secrets.token_bytes, LocalSecretFiles())
+    bootstrapper = Bootstrapper(
+        store, clock, new_id, secrets.token_bytes, LocalSecretFiles(), kek_cipher()
+    )
     assert bootstrapper.bootstrap(settings.state_dir).action is BootstrapAction.CREATED
     app = create_app(
         routers=[

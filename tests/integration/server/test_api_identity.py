@@ -34,7 +34,7 @@ from adapters.http_api.routes_identity import build_identity_router
 from adapters.store.engine import create_store_engine
 from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.migrations import migrate
-from adapters.store.schema import audit_events, audit_purge_checkpoints, tokens
+from adapters.store.schema import audit_events, audit_purge_checkpoints, server_secrets, tokens
 from adapters.store.sql_store import SqlStore
 from application.server.audit_maintenance import AuditMaintenance
 from application.server.identity.audit_integrity import AuditIntegrity
@@ -52,6 +52,7 @@ from domain.server.audit import AuditEvent, chain
 from domain.server.audit_integrity import Anchor
 from domain.server.rbac import Principal
 from tests.fakes.clock import FakeClock
+from tests.server_keys import kek_cipher, signer_from_store
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,9 @@ def build_server(engine: Engine, state_dir: Path, clock: FakeClock | None = None
     roles = RoleDirectory(settings.auth)
     authenticator = Authenticator(store, clock, new_id, roles)
     tokens = TokenService(store, clock, new_id, secrets.token_bytes, settings, roles)
-    bootstrapper = Bootstrapper(store, clock, new_id, secrets.token_bytes, LocalSecretFiles())
+    bootstrapper = Bootstrapper(
+        store, clock, new_id, secrets.token_bytes, LocalSecretFiles(), kek_cipher()
+    )
     draining = [False]
     app = create_app(
         routers=[
@@ -132,9 +135,7 @@ def build_server(engine: Engine, state_dir: Path, clock: FakeClock | None = None
                 tokens=tokens,
                 users=UserService(store, clock, new_id, secrets.token_bytes, roles),
                 audit=AuditQueries(store),
-                audit_integrity=AuditIntegrity(
-                    store=store, signer=Ed25519Signer.load_or_create(state_dir)
-                ),
+                audit_integrity=AuditIntegrity(store=store, signer=signer_from_store(store)),
                 readiness=StoreReadiness(store),
                 min_agent_version=settings.min_agent_version,
                 version=VERSION,
@@ -604,10 +605,19 @@ def test_bootstrap_files_never_world_readable_even_with_a_loose_umask(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_missing_files_are_fatal_and_force_rotates(server: Server) -> None:
+def test_missing_files_come_back_from_the_store_and_force_rotates(server: Server) -> None:
     old_admin = server.token("admin-token")
+    old_agent = server.token("agent-token")
     (server.state_dir / "agent-token").unlink()
     restarted = build_server(server.engine, server.state_dir)
+    written = restarted.bootstrapper.bootstrap(server.state_dir)
+    assert written.action is BootstrapAction.EXISTING
+    assert written.files == (server.state_dir / "agent-token",)
+    assert server.token("agent-token") == old_agent
+    assert file_mode(server.state_dir / "agent-token") == 0o600
+    with server.engine.begin() as conn:  # tokens of a server before schema version 3
+        conn.execute(delete(server_secrets))
+    (server.state_dir / "agent-token").unlink()
     with pytest.raises(BootstrapError, match="--force-bootstrap"):
         restarted.bootstrapper.bootstrap(server.state_dir)
     outcome = restarted.bootstrapper.bootstrap(server.state_dir, force=True)
@@ -703,7 +713,7 @@ def test_audit_head_is_signed_with_the_servers_key(server: Server) -> None:
     message = f"dbward-audit-anchor:v1|{head['position']}|{head['event_id']}|{head['event_hash']}"
     assert head["signed_message"] == message
     public_key.verify(bytes.fromhex(head["signature"]), message.encode())  # raises if not
-    assert head["public_key"] == Ed25519Signer.load_or_create(server.state_dir).public_key_hex()
+    assert head["public_key"] == signer_from_store(SqlStore(server.engine)).public_key_hex()
     assert head["key_id"].startswith("ed25519:")
     assert re.fullmatch(r"[A-Za-z0-9._~-]+", head["anchor"])  # URL-safe as it is
 
@@ -797,7 +807,7 @@ def test_a_purge_leaves_audit_verify_green(server: Server, store_url: str) -> No
     maintenance = AuditMaintenance(
         store=SqlStore(server.engine),
         settings=settings,
-        signer=Ed25519Signer.load_or_create(server.state_dir),
+        signer=signer_from_store(SqlStore(server.engine)),
     )
     make_user(server, "alice", "requester")
     assert maintenance.write_checkpoint(server.clock.now()) == 1

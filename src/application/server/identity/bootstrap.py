@@ -6,6 +6,10 @@ Our changes to the reference, each deliberate:
   not a copy of the admin token.
 * A first start is recognised by the absence of any bootstrap token row, so bootstrap
   tokens an operator revoked on purpose are not silently re-created at the next start.
+* The tokens are also kept in the store, sealed with the key-encryption key (docs/server.md
+  §7.4), so every replica writes the token files into its own state dir, and a state dir
+  lost or replaced gets them back at the next start. Token files from a server before
+  schema version 4 are imported into the store once, at the first start that finds them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from application.server.identity.events import identity_event, token_created_event
 from application.server.identity.issuing import issue_token
 from application.server.ports.identity import SecretFiles, UserRecord
-from application.server.ports.services import ServerClock
+from application.server.ports.services import SecretCipher, ServerClock
 from application.server.ports.store import Store, StoreSession
 from domain.server.api_tokens import ProvisioningKind, SubjectType, token_hash
 from domain.server.audit import AuditEvent
@@ -72,9 +76,15 @@ FORCE_HINT = (
 @dataclass(frozen=True)
 class BootstrapOutcome:
     action: BootstrapAction
-    #: The token files written (empty unless created or rotated).
+    #: The token files written: all of them when created or rotated; for existing tokens,
+    #: those that were missing or stale in this state dir, rewritten from the store.
     files: tuple[Path, ...] = ()
     revoked_tokens: tuple[str, ...] = ()
+
+
+def _secret_name(spec: _BootstrapToken) -> str:
+    """The `server_secrets` row holding a bootstrap token, sealed."""
+    return f"token:{spec.name}"
 
 
 class _BootstrapRaced(Exception):
@@ -96,12 +106,14 @@ class Bootstrapper:
         new_id: Callable[[], str],
         random_bytes: Callable[[int], bytes],
         files: SecretFiles,
+        cipher: SecretCipher,
     ) -> None:
         self._store = store
         self._clock = clock
         self._new_id = new_id
         self._random_bytes = random_bytes
         self._files = files
+        self._cipher = cipher
 
     def bootstrap(self, state_dir: Path, *, force: bool = False) -> BootstrapOutcome:
         if not force:
@@ -120,6 +132,9 @@ class Bootstrapper:
         with self._store.read() as session:
             active = session.identity.active_bootstrap_tokens()
             ever = session.identity.count_bootstrap_tokens()
+            sealed = {
+                spec.name: session.secrets.get(_secret_name(spec)) for spec in BOOTSTRAP_TOKENS
+            }
         if not active:
             return None if ever == 0 else BootstrapOutcome(BootstrapAction.REVOKED)
         by_name = {token.name or "": token for token in active}
@@ -131,24 +146,42 @@ class Bootstrapper:
             )
         missing: list[str] = []
         stale: list[str] = []
+        to_import: list[tuple[_BootstrapToken, str]] = []
+        written: list[Path] = []
         for spec in BOOTSTRAP_TOKENS:
             path = state_dir / spec.file
+            expected_hash = by_name[spec.name].token_hash
             text = self._files.read_secret(path)
-            if text is None:
+            on_disk = None if text is None else text.strip()
+            kept = sealed[spec.name]
+            stored = None if kept is None else self._cipher.open(_secret_name(spec), kept).decode()
+            if stored is not None and token_hash(stored) == expected_hash:
+                if on_disk != stored:
+                    self._files.write_secret(path, stored)
+                    written.append(path)
+            elif on_disk is None:
                 missing.append(str(path))
-            elif token_hash(text.strip()) != by_name[spec.name].token_hash:
+            elif token_hash(on_disk) != expected_hash:
                 stale.append(str(path))
+            else:
+                to_import.append((spec, on_disk))
         if missing:
             raise BootstrapError(
-                f"bootstrap token file(s) missing: {', '.join(missing)}. The store keeps only "
-                f"token hashes, so the tokens cannot be written again; {FORCE_HINT}"
+                f"bootstrap token file(s) missing: {', '.join(missing)}, and the store "
+                f"holds no sealed copy to write them again from; {FORCE_HINT}"
             )
         if stale:
             raise BootstrapError(
                 f"bootstrap token file(s) do not hold the active token: {', '.join(stale)}; "
                 f"{FORCE_HINT}"
             )
-        return BootstrapOutcome(BootstrapAction.EXISTING)
+        if to_import:
+            now = self._clock.now()
+            with self._store.write() as session:
+                for spec, raw in to_import:
+                    name = _secret_name(spec)
+                    session.secrets.put(name, self._cipher.seal(name, raw.encode()), now)
+        return BootstrapOutcome(BootstrapAction.EXISTING, tuple(written))
 
     def _issue_all(self, state_dir: Path, *, force: bool) -> BootstrapOutcome:
         now = self._clock.now()
@@ -191,9 +224,11 @@ class Bootstrapper:
                     )
             for user_id, roles in BOOTSTRAP_USERS:
                 self._ensure_user(session, user_id, roles, now)
-            for _spec, _raw, record in issued:
+            for spec, raw, record in issued:
                 repo.add_token(record)
                 session.audit.append(token_created_event(self._new_id, now, None, record))
+                name = _secret_name(spec)
+                session.secrets.put(name, self._cipher.seal(name, raw.encode()), now)
         written: list[Path] = []
         for spec, raw, _record in issued:
             path = state_dir / spec.file

@@ -63,6 +63,26 @@ class AuditSigner(Protocol):
     def public_key_hex(self) -> str: ...
 
 
+class SecretUnreadable(RuntimeError):
+    """A sealed secret that the configured key-encryption key cannot open.
+
+    The message says which secret and what to do: every replica needs the same key.
+    """
+
+
+class SecretCipher(Protocol):
+    """Seals the secrets kept in the store with the key-encryption key (docs/server.md §7.4).
+
+    `name` is bound to the sealed bytes (authenticated, not secret), so a value copied to
+    another secret's row does not open there. `open` raises `SecretUnreadable` for a wrong
+    key or tampered bytes, never returns garbage.
+    """
+
+    def seal(self, name: str, plaintext: bytes) -> bytes: ...
+
+    def open(self, name: str, sealed: bytes) -> bytes: ...
+
+
 class ResultContentTooLarge(PayloadTooLarge):
     """A result above the store's size limit (413)."""
 
@@ -111,7 +131,8 @@ class DispatchNotifier(Protocol):
     committed between the check and the wait still wakes it. `notify` is called after
     the commit from any thread (sync use cases run in a thread pool); it must be
     thread-safe and never block. Notifications are hints: every waiter re-reads the store,
-    and re-checks it periodically anyway (replicas sharing PostgreSQL do not share them).
+    and re-checks it periodically anyway. With a PostgreSQL store they also reach the
+    other replicas (docs/server.md §7.4).
     """
 
     def arm(self, topics: Iterable[str]) -> NotificationWaiter: ...

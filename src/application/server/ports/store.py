@@ -79,6 +79,29 @@ class AuditRepository(Protocol):
         ...
 
 
+class SecretRepository(Protocol):
+    """Server secrets every replica shares (docs/server.md §7.4), stored sealed.
+
+    The repository never sees a secret in clear: callers seal with `SecretCipher` first.
+    """
+
+    def get(self, name: str) -> bytes | None:
+        """The sealed value stored under `name`; None when there is none."""
+        ...
+
+    def add_if_absent(self, name: str, sealed: bytes, now: datetime) -> bool:
+        """Store `sealed` unless `name` holds a value already; whether this call stored it.
+
+        Two replicas racing both call it; exactly one wins and the other reads the
+        winner's value with `get`.
+        """
+        ...
+
+    def put(self, name: str, sealed: bytes, now: datetime) -> None:
+        """Store `sealed` under `name`, replacing any value (a rotation)."""
+        ...
+
+
 class StoreSession(Protocol):
     @property
     def identity(self) -> IdentityRepository: ...
@@ -88,6 +111,9 @@ class StoreSession(Protocol):
 
     @property
     def audit(self) -> AuditRepository: ...
+
+    @property
+    def secrets(self) -> SecretRepository: ...
 
 
 class Store(Protocol):

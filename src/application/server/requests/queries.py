@@ -7,8 +7,8 @@ same requests, and `pending_for_me` those an approval by the caller would be acc
 for right now (docs/server.md §2.5).
 `GET /api/requests/{id}?wait=N` is a long-poll: it arms a notifier waiter *before*
 reading the store, answers at once for a request in a final status and otherwise as soon
-as the status changes, and re-reads at least every second (replicas on a shared
-PostgreSQL do not share notifications).
+as the status changes, and re-reads at least every second (a notification is a hint;
+between replicas it travels by PostgreSQL NOTIFY, docs/server.md §7.4).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ result, in the result relay for a short while. Who may read a result is
 deleted answers 410 on both routes; its summary stays in the store.
 
 The stream is a long-poll: it arms a notifier waiter *before* reading the store, waits on
-it, and re-reads at least every second (replicas on a shared PostgreSQL do not share
-notifications). One that times out answers 204 with no body.
+it, and re-reads at least every second (a notification is a hint; between replicas it
+travels by PostgreSQL NOTIFY, docs/server.md §7.4). One that times out answers 204 with no body.
 """
 
 from __future__ import annotations
@@ -195,26 +195,28 @@ class GetResultContent:
                 raise Gone("this result was delivered by stream only and is not stored")
         if summary.expires_at is not None and summary.expires_at < now:
             raise Gone("the stored result has expired")
-        return _envelope(summary, self._result_store, self._relay, require_content=True)
+        return _envelope(summary, self._result_store, self._relay)
 
 
 def _envelope(
     summary: ResultSummary,
     result_store: ResultContentStore,
     relay: ResultRelay,
-    *,
-    require_content: bool = False,
 ) -> ResultEnvelope:
     """The envelope of `summary`, its body from the content store or else the relay.
 
-    With `require_content`, a stored body that has gone missing is Gone rather than null.
+    A stored body that is missing is Gone, never a success with `result_data: null`: the
+    client would take an empty answer for the real one (docs/server.md §7.4).
     """
     raw: str | None = None
     if summary.has_stored_content:
         content = result_store.get(summary.storage_key)
-        if content is None and require_content:
-            raise Gone("the stored result is no longer available")
-        raw = None if content is None else content.decode("utf-8", "replace")
+        if content is None:
+            raise Gone(
+                "the result was stored but its content is missing from the result storage; "
+                "the request and its outcome (success, rows affected) are still readable"
+            )
+        raw = content.decode("utf-8", "replace")
     else:
         raw = relay.get(summary.execution_id)
     return ResultEnvelope(

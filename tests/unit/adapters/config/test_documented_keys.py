@@ -292,6 +292,9 @@ record_purge_interval_secs = 600
 [store]
 url = "sqlite:///state/dbward.db"
 
+[signing]
+key_encryption_key_file = "kek"
+
 [logging]
 level = "debug"
 format = "json"

@@ -238,7 +238,7 @@ class TestDefaults:
             redaction = "full"
 
             [result_storage]
-            backend = "local"
+            backend = "store"
             root_dir = "/var/lib/dbward/results"
             max_persist_bytes = 1024
 
@@ -333,7 +333,7 @@ class TestDefaults:
         assert settings.retention == RetentionSettings(10, 20, 3, 60, 120)
         assert settings.audit.redaction is AuditRedaction.FULL
         assert settings.result_storage == ResultStorageSettings(
-            Path("/var/lib/dbward/results"), "local", 1024
+            Path("/var/lib/dbward/results"), "store", 1024
         )
         assert settings.result_channel == ResultChannelSettings(30, 5)
         assert settings.sweeps == SweepSettings(1, 2, 3, 60, 600)
@@ -389,6 +389,23 @@ class TestPaths:
         assert error(tmp_path, text) == (
             "store.url: write postgresql:// instead of postgres:// (SQLAlchemy's spelling)"
         )
+
+    def test_a_postgresql_store_keeps_results_in_the_store_by_default(self, tmp_path: Path) -> None:
+        text = config(WORKFLOW, '[store]\nurl = "postgresql://u@h/db"')
+        assert load(tmp_path, text).result_storage.backend == "store"
+        assert load(tmp_path, config(WORKFLOW)).result_storage.backend == "local"
+
+    def test_local_results_on_a_postgresql_store_are_refused(self, tmp_path: Path) -> None:
+        text = config(
+            WORKFLOW, '[store]\nurl = "postgresql://u@h/db"\n[result_storage]\nbackend = "local"'
+        )
+        assert "other replicas" in error(tmp_path, text)
+        assert error(tmp_path, text).startswith("result_storage.backend: ")
+
+    def test_key_encryption_key_file_is_relative_to_the_config(self, tmp_path: Path) -> None:
+        text = config(WORKFLOW, '[signing]\nkey_encryption_key_file = "secrets/kek"')
+        assert load(tmp_path, text).signing.key_encryption_key_file == tmp_path / "secrets/kek"
+        assert load(tmp_path, config(WORKFLOW)).signing.key_encryption_key_file is None
 
     def test_postgresql_psycopg_driver_is_allowed(self, tmp_path: Path) -> None:
         text = config(WORKFLOW, '[store]\nurl = "postgresql+psycopg://u@h/db"')
@@ -758,8 +775,8 @@ class TestDeprecatedAndUnsupported:
     def test_s3_backend(self, tmp_path: Path) -> None:
         text = config(WORKFLOW, '[result_storage]\nbackend = "s3"')
         assert error(tmp_path, text) == (
-            'result_storage.backend: "s3" is not supported yet; use backend = "local" '
-            "(results under root_dir)"
+            'result_storage.backend: "s3" is not supported yet; use backend = "store" '
+            '(in the store) or "local"'
         )
 
 
@@ -1266,7 +1283,7 @@ class TestOtherSections:
             ),
             (
                 "[result_storage]\nbackend = 'gcs'",
-                'result_storage.backend: must be one of "local", got string "gcs"',
+                'result_storage.backend: must be one of "local", "store", got string "gcs"',
             ),
             (
                 "[result_storage]\nroot_dir = ''",

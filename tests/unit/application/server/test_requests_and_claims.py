@@ -23,8 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from adapters.crypto.ed25519_signer import Ed25519Signer, SigningKeyError
-from adapters.crypto.ed25519_verifier import Ed25519Verifier
+from adapters.crypto.ed25519_signer import Ed25519Signer
 from adapters.files.result_store import LocalResultStore
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import AgentUseCases
@@ -76,6 +75,7 @@ from domain.server.workflows import (
 )
 from domain.shared.jobs import AgentStatus, ClaimedJob, JobResult, PollRequest
 from domain.shared.scopes import Capabilities, Scope
+from tests.server_keys import signer_from_store
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 PROD = Scope("app", "production")
@@ -250,7 +250,7 @@ def build_harness(
     store = SqlStore(engine)
     clock = clock or MutableClock()
     notifier = AsyncioNotifier()
-    signer = signer or Ed25519Signer.load_or_create(state_dir)
+    signer = signer or signer_from_store(store)
     results = LocalResultStore(
         settings.result_storage.root_dir, settings.result_storage.max_persist_bytes
     )
@@ -395,30 +395,6 @@ def test_cancelling_a_running_request_reaches_the_agent_by_heartbeat(
 
 
 # --- the adapters these use cases stand on -----------------------------------------------------
-
-
-def test_signing_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
-    first = Ed25519Signer.load_or_create(tmp_path / "state")
-    key = tmp_path / "state" / "signing.key"
-    assert key.stat().st_mode & 0o777 == 0o600
-    assert len(key.read_bytes()) == 32
-    again = Ed25519Signer.load_or_create(tmp_path / "state")
-    assert again.public_key_hex() == first.public_key_hex()
-    verifier = Ed25519Verifier()
-    verifier.load_public_key(first.public_key_hex())
-    assert verifier.verify(again.sign(b"message"), b"message")
-
-
-def test_signing_key_that_others_may_read_is_refused(tmp_path: Path) -> None:
-    Ed25519Signer.load_or_create(tmp_path)
-    key = tmp_path / "signing.key"
-    key.chmod(0o640)
-    with pytest.raises(SigningKeyError, match="chmod 600"):
-        Ed25519Signer.load_or_create(tmp_path)
-    key.chmod(0o600)
-    key.write_bytes(b"short")
-    with pytest.raises(SigningKeyError, match="exactly 32 bytes, found 5"):
-        Ed25519Signer.load_or_create(tmp_path)
 
 
 def test_local_result_store_is_atomic_bounded_and_confined(tmp_path: Path) -> None:

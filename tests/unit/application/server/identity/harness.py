@@ -28,6 +28,7 @@ from domain.server.errors import ServerDomainError
 from domain.server.rbac import Principal
 from tests.fakes.clock import FakeClock
 from tests.fakes.identity_store import FakeStore, MemorySecretFiles
+from tests.server_keys import kek_cipher
 
 STATE = Path("/state")
 
@@ -68,7 +69,10 @@ class Env:
         self.maintenance = AuditMaintenance(
             store=store, settings=self.settings, signer=self.signer, new_id=new_id
         )
-        self.bootstrapper = Bootstrapper(store, self.clock, new_id, random_bytes, self.files)
+        self.cipher = kek_cipher()
+        self.bootstrapper = Bootstrapper(
+            store, self.clock, new_id, random_bytes, self.files, self.cipher
+        )
         outcome = self.bootstrapper.bootstrap(STATE)
         assert outcome.action is BootstrapAction.CREATED
         self.admin = self.login(self.file("admin-token"))

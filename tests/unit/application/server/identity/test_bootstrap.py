@@ -31,12 +31,45 @@ class TestBootstrap:
         assert outcome.action is BootstrapAction.EXISTING
         assert env.store.state.tokens == before
 
-    def test_missing_files_are_fatal_with_the_force_hint(self, env: Env) -> None:
+    def test_missing_or_stale_files_are_written_again_from_the_store(self, env: Env) -> None:
+        agent, admin = env.file("agent-token"), env.file("admin-token")
+        del env.files.files[str(STATE / "agent-token")]
+        env.files.files[str(STATE / "admin-token")] = "dbw_" + "0" * 32
+        outcome = env.bootstrapper.bootstrap(STATE)
+        assert outcome.action is BootstrapAction.EXISTING
+        assert set(outcome.files) == {STATE / "agent-token", STATE / "admin-token"}
+        assert (env.file("agent-token"), env.file("admin-token")) == (agent, admin)
+
+    def test_a_replica_with_its_own_state_dir_gets_the_token_files(self, env: Env) -> None:
+        other = STATE.parent / "replica-b"
+        outcome = env.bootstrapper.bootstrap(other)
+        assert outcome.action is BootstrapAction.EXISTING and len(outcome.files) == 3
+        for name in ("admin-token", "agent-token", "requester-token"):
+            assert env.files.read_secret(other / name) == env.file(name)
+
+    def test_the_store_keeps_the_tokens_sealed_never_in_clear(self, env: Env) -> None:
+        sealed = env.store.state.secrets["token:bootstrap-admin"]
+        assert env.file("admin-token").encode() not in sealed
+        assert env.cipher.open("token:bootstrap-admin", sealed).decode() == env.file("admin-token")
+
+    def test_files_of_a_server_before_sealed_copies_are_imported_once(self, env: Env) -> None:
+        env.store.state.secrets.clear()  # as a store migrated from schema version 2
+        outcome = env.bootstrapper.bootstrap(STATE)
+        assert outcome.action is BootstrapAction.EXISTING and outcome.files == ()
+        assert len(env.store.state.secrets) == 3
+        sealed = env.store.state.secrets["token:bootstrap-agent"]
+        assert env.cipher.open("token:bootstrap-agent", sealed).decode() == env.file("agent-token")
+
+    def test_missing_files_without_a_sealed_copy_are_fatal_with_the_force_hint(
+        self, env: Env
+    ) -> None:
+        env.store.state.secrets.clear()
         del env.files.files[str(STATE / "agent-token")]
         error = refused_bootstrap(env)
         assert "agent-token" in str(error) and "--force-bootstrap" in str(error)
 
-    def test_a_file_holding_another_token_is_fatal(self, env: Env) -> None:
+    def test_a_file_holding_another_token_without_a_sealed_copy_is_fatal(self, env: Env) -> None:
+        env.store.state.secrets.clear()
         env.files.files[str(STATE / "admin-token")] = "dbw_" + "0" * 32
         assert "do not hold the active token" in str(refused_bootstrap(env))
 
@@ -77,14 +110,23 @@ class TestBootstrap:
         assert set(restored.roles) == {"admin", "requester"}
         assert env.login(env.file("admin-token")).role_names == {"admin", "requester"}
 
-    def test_a_failed_file_write_is_reported_at_the_next_start(self) -> None:
+    def test_a_failed_file_write_is_repaired_from_the_store_at_the_next_start(self) -> None:
         store_env = Env()
         store_env.files.fail_on = "agent-token"
         with pytest.raises(OSError):
             store_env.bootstrapper.bootstrap(STATE, force=True)
         store_env.files.fail_on = None
-        assert "--force-bootstrap" in str(refused_bootstrap(store_env))
-        assert store_env.bootstrapper.bootstrap(STATE, force=True).action is BootstrapAction.ROTATED
+        outcome = store_env.bootstrapper.bootstrap(STATE)
+        assert outcome.action is BootstrapAction.EXISTING
+        assert STATE / "agent-token" in outcome.files
+        assert store_env.login(store_env.file("agent-token")).subject_id == "agent"
+
+    def test_a_rotation_reaches_the_other_replicas_state_dirs(self, env: Env) -> None:
+        other = STATE.parent / "replica-b"
+        env.bootstrapper.bootstrap(other)
+        env.bootstrapper.bootstrap(STATE, force=True)
+        env.bootstrapper.bootstrap(other)
+        assert env.files.read_secret(other / "admin-token") == env.file("admin-token")
 
 
 def refused_bootstrap(env: Env) -> BootstrapError:

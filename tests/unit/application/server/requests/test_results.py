@@ -127,12 +127,13 @@ def test_stored_content_expires_with_the_retention(server: ServerHarness) -> Non
         server.requests.get_result_content.get(ALICE, request_id)
 
 
-def test_stored_content_that_went_missing_is_gone(server: ServerHarness) -> None:
+def test_stored_content_that_went_missing_is_gone_never_a_success_without_rows(
+    server: ServerHarness,
+) -> None:
     request_id, _ = finished(server)
     for stored in [p for p in server.results.root_dir.rglob("*") if p.is_file()]:
         stored.unlink()
-    with pytest.raises(Gone, match="the stored result is no longer available"):
+    with pytest.raises(Gone, match="content is missing from the result storage"):
         server.requests.get_result_content.get(ALICE, request_id)
-    # The stream still answers: the summary is in the store, only the rows are missing.
-    envelope = asyncio.run(server.requests.wait_for_result.wait(ALICE, request_id))
-    assert envelope is not None and envelope.success and envelope.result_data is None
+    with pytest.raises(Gone, match="content is missing from the result storage"):
+        asyncio.run(server.requests.wait_for_result.wait(ALICE, request_id))

@@ -1,8 +1,9 @@
 """Real server and agent processes for the fault drills, configured for short waits.
 
-The server sweeps leases every second and allows a lost request to be resumed
-(`max_executions = 2`); the lease itself is the server's 60 s minimum
-(docs/protocol.md §6.2), the shortest a drill can wait for a lost execution.
+The server sweeps leases every second and, by default, has an execution policy that
+allows a lost request to be resumed (`max_executions = 2`); the lease itself is the
+server's 60 s minimum (docs/protocol.md §6.2), the shortest a drill can wait for a lost
+execution.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ LEASE_SECS = 60
 SETTLED = frozenset({"executed", "failed", "execution_lost"})
 
 
-def drill_server(tmp: Path) -> ServerProcess:
-    """A server (not started) for database `app`, environment `pg`, always auto-approved."""
+def drill_server(tmp: Path, *, execution_policy: bool = True) -> ServerProcess:
+    """A server (not started) for database `app`, environment `pg`, always auto-approved.
+
+    Without `execution_policy` no policy matches: the claim carries no statement timeout,
+    so the agent's own applies, and the lease is the built-in 60 s (docs/server.md §3.1).
+    """
     process = ServerProcess(tmp)
+    policy = "[[execution_policies]]\nmax_executions = 2\n" if execution_policy else ""
     process.config.write_text(
         f'state_dir = "{process.state}"\n'
         f'listen = "127.0.0.1:{process.port}"\n'
@@ -33,15 +39,16 @@ def drill_server(tmp: Path) -> ServerProcess:
         "[[workflows]]\n"
         'database = "app"\n'
         'auto_approve = { mode = "always" }\n'
-        "[[execution_policies]]\n"
-        "max_executions = 2\n"
+        f"{policy}"
         "[sweeps]\n"
         "lease_reclaim_interval_secs = 1\n"
     )
     return process
 
 
-def drill_agent(tmp: Path, name: str, server_url: str, pg_database: str) -> AgentProcess:
+def drill_agent(
+    tmp: Path, name: str, server_url: str, pg_database: str, **keys: object
+) -> AgentProcess:
     directory = tmp / name
     directory.mkdir()
     return AgentProcess(
@@ -52,6 +59,7 @@ def drill_agent(tmp: Path, name: str, server_url: str, pg_database: str) -> Agen
         poll_wait_ms=20000,
         max_concurrent_tasks=4,
         lease_duration_secs=10,  # the server grants its 60 s minimum
+        **keys,
     )
 
 

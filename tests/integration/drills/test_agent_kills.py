@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 CLIENTS = 4
 REQUESTS_PER_CLIENT = 75
 #: How many requests exist when each kill comes.
-KILL_AT_CREATED = (50, 120, 190)
+KILL_AT_CREATED = (25, 60, 95)
 WRITE_EVERY = 3
 
 

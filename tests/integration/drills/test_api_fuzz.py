@@ -96,7 +96,9 @@ def test_problem_with_refuses_server_errors_and_bare_client_errors() -> None:
     assert problem_with(404, "application/json", "not json") is not None
 
 
-def test_openapi_document_lists_every_route_with_its_body(server: ServerProcess) -> None:
+def test_openapi_document_lists_every_route_with_its_body_and_error_envelope(
+    server: ServerProcess,
+) -> None:
     document = server.client().get("/openapi.json").json()
     without_body = [
         f"{method.upper()} {path}"
@@ -108,6 +110,15 @@ def test_openapi_document_lists_every_route_with_its_body(server: ServerProcess)
         and not path.startswith("/api/users/{user_id}/")
     ]
     assert without_body == []
+    # Every refusal is documented as the error envelope, never FastAPI's 422 `detail` list.
+    assert "HTTPValidationError" not in json.dumps(document)
+    refusals = {
+        operation["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+    }
+    assert refusals == {"#/components/schemas/ErrorBody"}
+    assert document["components"]["schemas"]["ErrorBody"]["required"] == ["error", "code", "hint"]
     poll = document["paths"]["/api/agent/poll"]["post"]["requestBody"]
     assert poll["required"] is True
     schema = poll["content"]["application/json"]["schema"]

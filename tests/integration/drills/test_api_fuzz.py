@@ -5,9 +5,13 @@ with real credentials: an admin token for the user API, an agent token made with
 `dbward token create` for the agent API (docs/protocol.md §2.1). No answer may be a 5xx,
 and every 4xx must be the JSON error body of docs/protocol.md §2.4, `{"error", "code"}`.
 
+Each operation is fuzzed twice: with generated ids (mostly 404s) and, where its path names
+a request or an execution, with real ones, so generated bodies reach the use cases.
+
 The run is deterministic (derandomized) and bounded: a fixed number of examples per
-operation and mode, a deadline per example, a timeout per call, and held agent polls
-capped at a short `wait_ms` (the server may hold a poll for a minute, §11).
+operation and mode, a deadline per example, a timeout per call, and long-polls cut short
+(an agent poll's `wait_ms`, a request read's `?wait=`; the server may hold either for a
+minute or more, docs/protocol.md §11, docs/server.md §1.6).
 """
 
 from __future__ import annotations

@@ -68,6 +68,17 @@ class ServerProcess:
     def admin_token(self) -> str:
         return (self.state / "admin-token").read_text().strip()
 
+    def create_agent_token(self, subject: str) -> str:
+        """An agent token for `subject`, made with `dbward token create` as an operator would."""
+        env = {**os.environ, "DBWARD_SERVER_URL": self.url, "DBWARD_TOKEN": self.admin_token}
+        created = subprocess.run(
+            [DBWARD, "token", "create", "--subject", subject, "--subject-type", "agent",
+             "--role", "agent-default"],
+            capture_output=True, text=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        return created.stdout.strip()
+
     def client(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.url,

@@ -57,17 +57,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         process.proc.wait(10)
 
 
-def _agent_token(server: ServerProcess) -> str:
-    env = {**os.environ, "DBWARD_SERVER_URL": server.url, "DBWARD_TOKEN": server.admin_token}
-    created = subprocess.run(
-        [DBWARD, "token", "create", "--subject", "pg-agent", "--subject-type", "agent",
-         "--role", "agent-default"],
-        capture_output=True, text=True, env=env, timeout=30, check=False,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    return created.stdout.strip()
-
-
 def _agent(tmp_path: Path, name: str, server: ServerProcess, pg_database: str) -> AgentProcess:
     directory = tmp_path / name
     directory.mkdir()
@@ -87,7 +76,7 @@ def test_a_killed_agents_request_is_lost_then_resumed_and_run_by_another_agent(
     with psycopg.connect(pg_database, autocommit=True) as setup:
         setup.execute("CREATE TABLE held (n int)")
         setup.execute("INSERT INTO held VALUES (1)")
-    token = _agent_token(server)
+    token = server.create_agent_token("pg-agent")
     lock = psycopg.connect(pg_database)
     first = _agent(tmp_path, "agent-a", server, pg_database)
     second = _agent(tmp_path, "agent-b", server, pg_database)

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
 
 from adapters.http_api.auth import Authenticate
 from adapters.http_api.errors import install_error_handlers
@@ -14,6 +15,21 @@ from adapters.http_api.middleware import BodyLimit, VersionHeader
 
 #: Default body limit for API routes; agent result and schema-sync routes get more.
 DEFAULT_BODY_LIMIT = 1024 * 1024
+
+
+class ErrorBody(BaseModel):
+    """The error envelope (docs/server.md §8.1), as /openapi.json documents every 4xx."""
+
+    error: str
+    code: str
+    hint: str | None
+
+
+#: Every route's 4xx, documented once: FastAPI would otherwise show its own 422 `detail`
+#: list, which this API never answers (a validation failure is a 400 envelope).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "The request was refused."}
+}
 
 
 def create_app(
@@ -30,6 +46,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.authenticate = authenticate
     install_error_handlers(app)

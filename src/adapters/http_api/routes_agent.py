@@ -128,6 +128,16 @@ def _unique_operations(poll: PollRequest) -> PollRequest:
     )
 
 
+def _documented_body(decode: Callable[[bytes], object], *, required: bool = True) -> dict[str, Any]:
+    """`openapi_extra` naming the body a route reads by hand, so /openapi.json lists it."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": wire.body_schema(decode)}},
+        }
+    }
+
+
 # --- answers ----------------------------------------------------------------------------------
 
 
@@ -238,7 +248,7 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
     async def public_key(principal: Annotated[Principal, Depends(current_agent)]) -> Response:
         return _json(wire.encode_public_key(use_cases.get_public_key.get(principal)))
 
-    @router.post("/api/agent/poll")
+    @router.post("/api/agent/poll", openapi_extra=_documented_body(wire.decode_poll_request))
     async def poll(
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Response:
@@ -253,7 +263,10 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
             return _json(wire.DRAINING_POLL_RESPONSE)
         return _json(wire.encode_poll_response(_poll_response(reply)))
 
-    @router.post("/api/agent/jobs/{request_id}/claim")
+    @router.post(
+        "/api/agent/jobs/{request_id}/claim",
+        openapi_extra=_documented_body(wire.decode_claim_request, required=False),
+    )
     async def claim(
         request_id: str, request: Request, principal: Annotated[Principal, Depends(current_agent)]
     ) -> Response:
@@ -279,7 +292,10 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
         )
         return _json(wire.encode_heartbeat_reply(HeartbeatReply(cancelled=cancelled)))
 
-    @router.post("/api/agent/jobs/{execution_id}/result")
+    @router.post(
+        "/api/agent/jobs/{execution_id}/result",
+        openapi_extra=_documented_body(wire.decode_job_result),
+    )
     async def result(
         execution_id: str,
         request: Request,
@@ -291,7 +307,9 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
         )
         return _json(wire.encode_result_receipt(ResultReceipt(request_id, status.value)))
 
-    @router.post("/api/agent/schema-sync")
+    @router.post(
+        "/api/agent/schema-sync", openapi_extra=_documented_body(wire.decode_schema_report)
+    )
     async def schema_sync(
         request: Request, principal: Annotated[Principal, Depends(current_agent)]
     ) -> Response:
@@ -306,7 +324,10 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
         token = await run_in_threadpool(use_cases.claim_dry_run_job.claim, principal, job_id)
         return _json(wire.encode_dry_run_claim(token))
 
-    @router.post("/api/agent/dry-run/{job_id}/result")
+    @router.post(
+        "/api/agent/dry-run/{job_id}/result",
+        openapi_extra=_documented_body(wire.decode_dry_run_result),
+    )
     async def dry_run_result(
         job_id: str, request: Request, principal: Annotated[Principal, Depends(current_agent)]
     ) -> Response:
@@ -314,7 +335,9 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
         await run_in_threadpool(use_cases.submit_dry_run_result.submit, principal, job_id, body)
         return Response(status_code=200)
 
-    @router.post("/api/agent/preflight-result")
+    @router.post(
+        "/api/agent/preflight-result", openapi_extra=_documented_body(wire.decode_preflight_result)
+    )
     async def preflight_result(
         request: Request, principal: Annotated[Principal, Depends(current_agent)]
     ) -> Response:

@@ -21,6 +21,7 @@ string where the message is one).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, TypeVar
 
@@ -54,6 +55,7 @@ __all__ = [
     "Problem",
     "WireFormatError",
     "WrongShapeError",
+    "body_schema",
     "decode_claim_request",
     "decode_claimed_job",
     "decode_dry_run_claim",
@@ -671,3 +673,41 @@ def decode_preflight_result(raw: bytes) -> PreflightResult:
     return PreflightResult(
         body.job_id, body.claim_token, ExplainOutcome(plan=body.result, error=body.error)
     )
+
+
+# --- the bodies' JSON Schemas, for the server's OpenAPI document -------------------------
+
+#: The message each request decoder reads.
+_REQUEST_MODELS: Final[dict[Callable[[bytes], object], type[_Body]]] = {
+    decode_poll_request: _PollRequest,
+    decode_claim_request: _ClaimRequest,
+    decode_job_result: _JobResult,
+    decode_schema_report: _SchemaReport,
+    decode_dry_run_result: _DryRunResult,
+    decode_preflight_result: _PreflightResult,
+}
+
+
+def body_schema(decode: Callable[[bytes], object]) -> dict[str, Any]:
+    """The JSON Schema of the request body `decode` reads, nested models inlined.
+
+    The server's agent routes read their bodies by hand (docs/protocol.md §2.3), so FastAPI
+    cannot describe them: the routes hand this schema to the OpenAPI document instead, and
+    the document then lists every route with its body. Inlined because a `$defs` reference
+    would not resolve inside the OpenAPI document.
+    """
+    schema = _REQUEST_MODELS[decode].model_json_schema()
+    definitions = schema.pop("$defs", {})
+    inlined: dict[str, Any] = _inline(schema, definitions)
+    return inlined
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        reference = node.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/"):
+            return _inline(definitions[reference.removeprefix("#/$defs/")], definitions)
+        return {key: _inline(value, definitions) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, definitions) for item in node]
+    return node

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.config.server import load_server_settings
 from adapters.crypto.ed25519_signer import SigningKeyError
+from adapters.metrics.exposition import MetricsListener
 from adapters.store.migrations import SchemaVersionError, migrate
 from application.server.identity.bootstrap import BootstrapAction, BootstrapError
 from application.server.settings import ServerSettings
@@ -135,10 +136,20 @@ def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) 
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECS,
     )
+    listener = None
+    if settings.metrics.listen is not None:
+        try:
+            listener = MetricsListener.start(settings.metrics.listen, container.scraped_registry())
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s", settings.metrics.listen, exc)
+            return 1
+        log.info("metrics (no authentication) on http://%s/metrics", settings.metrics.listen)
     log.info("dbward server %s listening on http://%s", version, settings.listen)
     server = DrainingServer(config, container)
     try:
         server.run()
     finally:
+        if listener is not None:
+            listener.stop()
         container.store().close()
     return 0 if server.started else 1

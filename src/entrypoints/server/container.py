@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from dependency_injector import containers, providers
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from adapters.crypto.ed25519_signer import Ed25519Signer
 from adapters.files.result_store import LocalResultStore
@@ -21,10 +22,13 @@ from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, buil
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
 from adapters.http_api.routes_config import ConfigUseCases, build_config_router
 from adapters.http_api.routes_identity import build_identity_router
+from adapters.http_api.routes_metrics import build_metrics_router
 from adapters.http_api.routes_preflight import PreflightUseCases, build_preflight_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
 from adapters.memory.result_relay import InMemoryResultRelay
+from adapters.metrics.exposition import RegistryExposition
+from adapters.metrics.server import PrometheusServerMetrics, register_state_gauges
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
 from adapters.store.sql_store import SqlStore
@@ -58,6 +62,8 @@ from application.server.identity.bootstrap import Bootstrapper
 from application.server.identity.roles import RoleDirectory
 from application.server.identity.tokens import TokenService
 from application.server.identity.users import UserService
+from application.server.metrics_view import StoreGauges, ViewMetrics
+from application.server.ports.metrics import ServerMetrics
 from application.server.preflight import RunPreflight
 from application.server.readiness import StoreReadiness
 from application.server.requests.cancel import CancelRequest
@@ -88,8 +94,19 @@ def _sweep_schedule(retention: RetentionSweeps, audit: AuditMaintenance) -> tupl
     return (*retention.schedule, *audit.schedule)
 
 
-def _store(url: str) -> SqlStore:
-    return SqlStore(create_store_engine(url))
+def _store(url: str, metrics: ServerMetrics) -> SqlStore:
+    return SqlStore(create_store_engine(url), metrics)
+
+
+def _with_state_gauges(
+    registry: CollectorRegistry, notifier: AsyncioNotifier, gauges: StoreGauges
+) -> CollectorRegistry:
+    return register_state_gauges(
+        registry,
+        held_polls=lambda: notifier.waiting,
+        agents_online=gauges.agents_online,
+        audit_chain_length=gauges.audit_chain_length,
+    )
 
 
 class ServerContainer(containers.DeclarativeContainer):
@@ -98,8 +115,20 @@ class ServerContainer(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     draining = providers.Singleton(Draining)
-    store = providers.Singleton(_store, url=settings.provided.store.url)
+    #: One registry per server (never prometheus_client's global one).
+    metrics_registry = providers.Singleton(CollectorRegistry)
+    metrics = providers.Singleton(PrometheusServerMetrics, metrics_registry)
+    store = providers.Singleton(_store, url=settings.provided.store.url, metrics=metrics)
     notifier = providers.Singleton(AsyncioNotifier)
+    scraped_registry = providers.Singleton(
+        _with_state_gauges,
+        metrics_registry,
+        notifier,
+        providers.Singleton(StoreGauges, store=store, clock=clock),
+    )
+    view_metrics = providers.Singleton(
+        ViewMetrics, providers.Singleton(RegistryExposition, scraped_registry)
+    )
     result_relay = providers.Singleton(
         InMemoryResultRelay,
         settings.provided.result_channel.max_slots,
@@ -171,6 +200,7 @@ class ServerContainer(containers.DeclarativeContainer):
             notifier=notifier,
             draining=draining.provided.is_set,
             new_id=providers.Object(new_uuid),
+            metrics=metrics,
         ),
         get_request=providers.Singleton(
             GetRequest,
@@ -248,6 +278,7 @@ class ServerContainer(containers.DeclarativeContainer):
             notifier=notifier,
             draining=draining.provided.is_set,
             new_id=providers.Object(new_uuid),
+            metrics=metrics,
         ),
         record_heartbeat=providers.Singleton(RecordHeartbeat, store=store, clock=clock),
         submit_result=providers.Singleton(
@@ -308,6 +339,7 @@ class ServerContainer(containers.DeclarativeContainer):
         settings=settings,
         notifier=notifier,
         new_id=providers.Object(new_uuid),
+        metrics=metrics,
     )
     retention_sweeps = providers.Singleton(
         RetentionSweeps,
@@ -361,9 +393,11 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_agent_router(container.agents(), is_draining=draining.is_set),
             build_config_router(container.configuration()),
             build_preflight_router(container.preflight()),
+            build_metrics_router(container.view_metrics()),
         ],
         authenticate=container.authenticator().authenticate,
         version=version,
         body_limit_for=agent_body_limit(settings),
         lifespan=lifespan,
+        metrics=container.metrics(),
     )

@@ -12,11 +12,14 @@ execution, with a signed execution token and a lease.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from application.log_context import bind_ids
 from application.server.audit_events import about_request, audit_event
+from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.services import (
     DispatchNotifier,
     ExecutionTokenSigner,
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TOKEN_TTL_SECS", "ClaimJob"]
 
+log = logging.getLogger("dbward.server.agents")
+
 #: Execution tokens are valid this long after signing.
 TOKEN_TTL_SECS = 300
 
@@ -72,6 +77,7 @@ class ClaimJob:
         notifier: DispatchNotifier,
         draining: Callable[[], bool] = lambda: False,
         new_id: Callable[[], str] = new_uuid,
+        metrics: ServerMetrics = NO_METRICS,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -80,11 +86,13 @@ class ClaimJob:
         self._notifier = notifier
         self._draining = draining
         self._new_id = new_id
+        self._metrics = metrics
 
     def claim(
         self, principal: Principal, request_id: str, requested_lease_secs: int | None = None
     ) -> ClaimedJob:
         """§3.3 in order, in one transaction."""
+        bind_ids(request_id=request_id)
         if self._draining():
             raise ServerDraining()
         now = self._clock.now()
@@ -156,6 +164,10 @@ class ClaimJob:
                 )
             )
         self._notifier.notify(request_topic(record.id))
+        # `updated_at` of a dispatched request is the moment it was dispatched.
+        self._metrics.job_claimed(record.operation, (now - record.updated_at).total_seconds())
+        bind_ids(execution_id=execution.id)
+        log.info("claimed by agent %s", principal.subject_id)
         plan = (
             None
             if record.execution_plan_json is None

@@ -266,7 +266,8 @@ class TestExpansion:
             "heartbeat_interval_ms, lease_duration_secs, drain_timeout_secs, "
             "max_concurrent_tasks, statement_timeout_secs, operations, startup_retry_initial_ms, "
             "startup_retry_max_ms, startup_max_wait_secs, liveness_probe_path, "
-            "readiness_probe_path, max_result_rows, max_result_bytes, schema_sync, server, "
+            "readiness_probe_path, max_result_rows, max_result_bytes, schema_sync, metrics_listen, "
+            "log_format, server, "
             "databases)"
         )
 

@@ -941,4 +941,4 @@ class TestMetricsAndLogFormat:
 
     def test_an_unknown_log_format_is_refused(self, tmp_path: Path) -> None:
         message = error(tmp_path, config('log_format = "yaml"'))
-        assert message == "log_format: expected \"text\" or \"json\", got 'yaml'"
+        assert message == 'log_format: expected "text" or "json", got \'yaml\''

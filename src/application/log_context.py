@@ -8,12 +8,17 @@ the server's event loop and threads keep their own ids.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
+from typing import ParamSpec, TypeVar
 
-__all__ = ["LOG_ID_FIELDS", "bind_ids", "bound_ids", "current_ids"]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+__all__ = ["LOG_ID_FIELDS", "bind_ids", "bound_ids", "current_ids", "scoped_ids"]
 
 #: The field names a log line can carry, in the order the text format prints them.
 LOG_ID_FIELDS = ("request_id", "execution_id", "job_id")
@@ -44,6 +49,18 @@ def bound_ids(**ids: str | None) -> Iterator[None]:
         yield
     finally:
         _ids.reset(token)
+
+
+def scoped_ids(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run each call of `method` in a `bound_ids()` block, so the ids a use case binds
+    describe its own log lines and end with the call."""
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with bound_ids():
+            return method(*args, **kwargs)
+
+    return call
 
 
 def current_ids() -> Mapping[str, str]:

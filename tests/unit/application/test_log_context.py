@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from application.agent.threads import spawn
-from application.log_context import bind_ids, bound_ids, current_ids
+from application.log_context import bind_ids, bound_ids, current_ids, scoped_ids
 
 
 def test_a_block_binds_ids_and_restores_the_previous_ones() -> None:
@@ -47,3 +47,13 @@ def test_another_thread_does_not_see_the_ids_but_a_spawned_one_inherits_them() -
         plain.join()
         spawn("child", lambda: record("spawned")).join()
     assert seen == {"plain": {}, "spawned": {"request_id": "r-1"}}
+
+
+def test_ids_bound_in_a_scoped_call_end_with_it() -> None:
+    @scoped_ids
+    def handle(request_id: str) -> dict[str, str]:
+        bind_ids(request_id=request_id)
+        return dict(current_ids())
+
+    assert handle("r-9") == {"request_id": "r-9"}
+    assert current_ids() == {}

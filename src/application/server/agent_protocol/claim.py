@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from application.log_context import bind_ids
+from application.log_context import bind_ids, scoped_ids
 from application.server.audit_events import about_request, audit_event
 from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.services import (
@@ -88,6 +88,7 @@ class ClaimJob:
         self._new_id = new_id
         self._metrics = metrics
 
+    @scoped_ids
     def claim(
         self, principal: Principal, request_id: str, requested_lease_secs: int | None = None
     ) -> ClaimedJob:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from application.log_context import bind_ids
+from application.log_context import bind_ids, scoped_ids
 from application.server.agent_protocol.ownership import owned_execution
 from application.server.audit_events import about_request, audit_event
 from application.server.ports.result_relay import ResultRelay
@@ -86,6 +86,7 @@ class SubmitResult:
         self._relay = result_relay
         self._new_id = new_id
 
+    @scoped_ids
     def submit(
         self, principal: Principal, execution_id: str, body: JobResult
     ) -> tuple[str, RequestStatus]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from application.log_context import bind_ids
+from application.log_context import bind_ids, scoped_ids
 from application.server.audit_events import about_request, audit_event
 from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.services import (
@@ -167,6 +167,7 @@ class CreateRequest:
         self._new_id = new_id
         self._metrics = metrics
 
+    @scoped_ids
     def create(self, principal: Principal, body: CreateRequestInput) -> CreatedRequest:
         if self._draining():
             raise ServerDraining()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import sys
 from dataclasses import replace
@@ -26,13 +25,13 @@ from adapters.store.migrations import SchemaVersionError, migrate
 from application.server.identity.bootstrap import BootstrapAction, BootstrapError
 from application.server.settings import ServerSettings
 from domain.shared.errors import ConfigError
+from domain.shared.listen import LISTEN_EXAMPLE, parse_listen
 from entrypoints.logging_setup import configure_logging
 from entrypoints.server.container import ServerContainer, build_app
 from entrypoints.version import package_version
 
 log = logging.getLogger("dbward.server")
 
-_LISTEN = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})$")
 #: How long uvicorn waits for requests in flight after the server stopped accepting.
 GRACEFUL_SHUTDOWN_SECS = 10
 
@@ -59,9 +58,8 @@ class DrainingServer(uvicorn.Server):
 def _with_listen(settings: ServerSettings, listen: str | None) -> ServerSettings:
     if listen is None:
         return settings
-    match = _LISTEN.match(listen)
-    if match is None or not 1 <= int(match.group(1)) <= 65535:
-        raise ConfigError(f'--listen: expected "host:port" such as 127.0.0.1:3000, got {listen!r}')
+    if parse_listen(listen) is None:
+        raise ConfigError(f"--listen: expected {LISTEN_EXAMPLE}, got {listen!r}")
     return replace(settings, listen=listen)
 
 

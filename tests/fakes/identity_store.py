@@ -293,6 +293,9 @@ class FakeAuditRepository:
         position = self._base() + len(self.state.events)
         return ChainHead(last.id, last.event_hash, position, last.created_at)
 
+    def last_sequence(self) -> int:
+        return self._base() + len(self.state.events)
+
     def checkpoint_progress(self) -> CheckpointProgress:
         events = self.state.events
         for index in range(len(events) - 1, -1, -1):

@@ -12,6 +12,7 @@ import pytest
 
 from adapters.crypto.ed25519_verifier import Ed25519Verifier
 from application.agent.database_registry import DatabaseRegistry
+from application.agent.metrics import NO_AGENT_METRICS, AgentMetrics
 from application.agent.runner import Agent, AgentPorts
 from application.agent.settings import (
     AgentSettings,
@@ -100,6 +101,7 @@ def build_harness(
     databases: dict[str, FakeDatabase] | None = None,
     probes: FakeProbes | None = None,
     server: FakeServer | None = None,
+    metrics: AgentMetrics = NO_AGENT_METRICS,
     **server_kwargs: Any,
 ) -> Harness:
     """Wire an Agent to fakes. `databases` pre-seeds the fake database for given URLs;
@@ -117,6 +119,7 @@ def build_harness(
         probes=probes,
         clock=clock,
         random=FixedRandom(0.01),
+        metrics=metrics,
     )
     agent = Agent(settings, ports, registry, agent_build="test-build")
     return Harness(agent=agent, server=server, databases=factory, probes=probes)

@@ -43,11 +43,13 @@ from adapters.config.problems import (
     load_document,
 )
 from application.agent.settings import (
+    LOG_FORMATS,
     AgentSettings,
     DatabaseSettings,
     SchemaSyncSettings,
     ServerConnectionSettings,
 )
+from domain.shared.listen import LISTEN_EXAMPLE, parse_listen
 from domain.shared.operations import DEFAULT_OPERATIONS, OPERATION_ALIASES, Operation
 from domain.shared.scopes import InvalidScopeNameError, Scope, validate_scope_name
 
@@ -128,6 +130,8 @@ class _AgentFile(StrictModel):
     max_result_rows: int = _agent("max_result_rows", ge=1)
     max_result_bytes: int = _agent("max_result_bytes", ge=1024)
     schema_sync: _SchemaSyncFile = _SchemaSyncFile()  # frozen, so one shared default is safe
+    metrics_listen: str | None = None
+    log_format: str = _agent("log_format")
     server: _AgentServerSection
     databases: dict[str, dict[str, _AgentDatabaseSection]]
 
@@ -378,6 +382,23 @@ def _build(model: _AgentFile, path: Path, environ: Mapping[str, str]) -> AgentSe
     server = _build_server(model.server, environ, problems)
     databases = _build_databases(model.databases, problems)
     problems.extend(_check_timing(model))
+    metrics_listen = None
+    if model.metrics_listen is not None:
+        metrics_listen = parse_listen(model.metrics_listen)
+        if metrics_listen is None:
+            problems.append(
+                Problem(
+                    ("metrics_listen",),
+                    f"expected {LISTEN_EXAMPLE}, got {model.metrics_listen!r}",
+                )
+            )
+    if model.log_format not in LOG_FORMATS:
+        problems.append(
+            Problem(
+                ("log_format",),
+                f'expected "text" or "json", got {model.log_format!r}',
+            )
+        )
     if problems:
         raise config_error(path, problems)
     sync = model.schema_sync
@@ -402,6 +423,8 @@ def _build(model: _AgentFile, path: Path, environ: Mapping[str, str]) -> AgentSe
         max_result_rows=model.max_result_rows,
         max_result_bytes=model.max_result_bytes,
         schema_sync=SchemaSyncSettings(sync.enabled, sync.sync_on_startup, sync.interval_secs),
+        metrics_listen=metrics_listen,
+        log_format=model.log_format,
     )
 
 
@@ -502,7 +525,12 @@ def render_effective_config(settings: AgentSettings) -> str:
     ]
     skip = {"server", "databases", "schema_sync", "operations", "operations_configured"}
     for field in dataclasses.fields(settings):
-        if field.name == "operations":
+        if field.name == "metrics_listen":
+            if settings.metrics_listen is None:
+                lines.append("# metrics_listen: not set (no metrics served)")
+            else:
+                _assign(lines, "metrics_listen", str(settings.metrics_listen))
+        elif field.name == "operations":
             if not settings.operations_configured:
                 lines.append("# operations: not set in the file, so the defaults")
             _assign(lines, "operations", [op.value for op in settings.operations])

@@ -53,6 +53,7 @@ from application.server.settings import (
     GroupSettings,
     LogFormat,
     LoggingSettings,
+    MetricsSettings,
     PreflightSettings,
     ResultChannelSettings,
     ResultStorageSettings,
@@ -98,6 +99,7 @@ from domain.server.workflows import (
     validate_workflow,
     validate_workflows,
 )
+from domain.shared.listen import LISTEN_EXAMPLE, ListenAddress, parse_listen
 from domain.shared.operations import OPERATION_ALIASES, Operation
 from domain.shared.scopes import Scope
 
@@ -273,6 +275,10 @@ class _LoggingFile(StrictModel):
     format: str = LogFormat.TEXT.value
 
 
+class _MetricsFile(StrictModel):
+    listen: str | None = None
+
+
 class _PreflightFile(StrictModel):
     max_concurrent_per_user: int = _positive(PreflightSettings, "max_concurrent_per_user")
     max_explain_timeout_ms: int = _positive(PreflightSettings, "max_explain_timeout_ms")
@@ -297,6 +303,7 @@ class _ServerConfigFile(StrictModel):
     store: _StoreFile = _StoreFile()
     logging: _LoggingFile = _LoggingFile()
     preflight: _PreflightFile = _PreflightFile()
+    metrics: _MetricsFile = _MetricsFile()
 
 
 # --- problems and how they read ---------------------------------------------------------
@@ -499,18 +506,11 @@ def _resolve_path(base: Path, raw: str) -> Path:
     return (base / raw).absolute()
 
 
-def _build_listen(value: str, out: _Collector) -> None:
-    host, sep, port = value.rpartition(":")
-    bare = host.removeprefix("[").removesuffix("]")
-    ok = bool(sep and bare and port.isascii() and port.isdigit())
-    if ok and ":" in bare and not (host.startswith("[") and host.endswith("]")):
-        ok = False  # an IPv6 address needs brackets: [::1]:3000
-    if not ok or not 1 <= int(port) <= 65535:
-        out.error(
-            ("listen",),
-            f'expected "host:port" such as "127.0.0.1:3000" or "[::1]:3000", '
-            f"got {_describe(value)}",
-        )
+def _build_listen(value: str, key: KeyPath, out: _Collector) -> ListenAddress | None:
+    address = parse_listen(value)
+    if address is None:
+        out.error(key, f"expected {LISTEN_EXAMPLE}, got {_describe(value)}")
+    return address
 
 
 def _build_databases(
@@ -989,7 +989,12 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
     if not model.state_dir:
         out.error(("state_dir",), 'must not be empty; e.g. state_dir = "./data"')
     state_dir = _resolve_path(base, model.state_dir)
-    _build_listen(model.listen, out)
+    _build_listen(model.listen, ("listen",), out)
+    metrics_listen = (
+        None
+        if model.metrics.listen is None
+        else _build_listen(model.metrics.listen, ("metrics", "listen"), out)
+    )
     if not _VERSION.fullmatch(model.min_agent_version):
         out.error(
             ("min_agent_version",),
@@ -1062,6 +1067,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
         preflight=PreflightSettings(
             model.preflight.max_concurrent_per_user, model.preflight.max_explain_timeout_ms
         ),
+        metrics=MetricsSettings(listen=metrics_listen),
         warnings=tuple(problem_lines(path, out.warnings)),
     )
 

@@ -1,4 +1,5 @@
-"""The server's FastAPI application: routers, error envelope, version header, body limits."""
+"""The server's FastAPI application: routers, error envelope, version header, body limits,
+API metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pydantic import BaseModel
 
 from adapters.http_api.auth import Authenticate
 from adapters.http_api.errors import install_error_handlers
-from adapters.http_api.middleware import BodyLimit, VersionHeader
+from adapters.http_api.middleware import ApiMetrics, BodyLimit, VersionHeader
+from application.server.ports.metrics import NO_METRICS, ServerMetrics
 
 #: Default body limit for API routes; agent result and schema-sync routes get more.
 DEFAULT_BODY_LIMIT = 1024 * 1024
@@ -39,6 +41,7 @@ def create_app(
     version: str,
     body_limit_for: Callable[[str], int] = lambda _path: DEFAULT_BODY_LIMIT,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    metrics: ServerMetrics = NO_METRICS,
 ) -> FastAPI:
     app = FastAPI(
         title="dbward",
@@ -52,7 +55,9 @@ def create_app(
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
-    # Outermost last: the version header is added even to a 413 from the body limit.
+    # Outermost last: the version header is added even to a 413 from the body limit, and
+    # the metrics see that 413 too.
     app.add_middleware(BodyLimit, limit_for=body_limit_for)
+    app.add_middleware(ApiMetrics, metrics=metrics)
     app.add_middleware(VersionHeader, version=version)
     return app

@@ -1,14 +1,18 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it hides client disconnects from long-polls,
-Kludex/starlette#2094): the version header on every response and request body limits."""
+Kludex/starlette#2094): the version header on every response, request body limits and
+API metrics."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from application.server.ports.metrics import ServerMetrics
 
 
 class VersionHeader:
@@ -121,3 +125,36 @@ async def _send_too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+#: The route label of requests no route matched (404s, 405s): one label, whatever the path.
+UNMATCHED_ROUTE = "unmatched"
+
+
+class ApiMetrics:
+    """Reports each HTTP request's duration and status by route *template* (`/api/requests/
+    {request_id}`), never the raw path, so the label set stays bounded."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            # The router wrote the matched route into this same scope.
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            self.metrics.api_request(scope["method"], route, status, time.perf_counter() - started)

@@ -165,6 +165,11 @@ def head(conn: Connection) -> ChainHead | None:
     return ChainHead(row.id, row.event_hash, position, row.created_at)
 
 
+def last_sequence(conn: Connection) -> int:
+    """The newest event's `seq`: one primary-key lookup, no count."""
+    return int(conn.scalar(select(func.max(audit_events.c.seq))) or 0)
+
+
 def checkpoint_progress(conn: Connection) -> CheckpointProgress:
     last = conn.execute(
         select(audit_events.c.seq, audit_events.c.created_at)

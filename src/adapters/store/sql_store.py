@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.secrets_repo import SqlSecretRepository
 from adapters.store.work import SqlWorkRepository
+from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.store import AuditFilters
 from domain.server.audit import AuditEvent
 from domain.server.audit_integrity import ChainHead, CheckpointProgress, PurgeCheckpoint
@@ -49,6 +51,9 @@ class SqlAuditRepository:
     def head(self) -> ChainHead | None:
         return audit_log.head(self._conn)
 
+    def last_sequence(self) -> int:
+        return audit_log.last_sequence(self._conn)
+
     def checkpoint_progress(self) -> CheckpointProgress:
         return audit_log.checkpoint_progress(self._conn)
 
@@ -77,8 +82,9 @@ class SqlStore:
     """Write sessions take the database's write lock (BEGIN IMMEDIATE on SQLite, row locks
     and the audit advisory lock on PostgreSQL); read sessions never do."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, metrics: ServerMetrics = NO_METRICS) -> None:
         self.engine = engine
+        self._metrics = metrics
         self._reader = read_only(engine)
         # SQLite has one writer; when writers of this process queue on a Python lock
         # instead of SQLite's busy-retry backoff, a write waits microseconds, not the
@@ -87,12 +93,13 @@ class SqlStore:
 
     @contextmanager
     def write(self) -> Iterator[SqlSession]:
-        if self._write_lock is None:
-            with self.engine.begin() as conn:
-                yield SqlSession(conn)
-            return
-        with self._write_lock, self.engine.begin() as conn:
-            yield SqlSession(conn)
+        lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
+        with lock, self.engine.begin() as conn:
+            session = SqlSession(conn)
+            yield session
+        # Only committed status changes count (docs/operations.md "Metrics").
+        if session.work.status_changes:
+            self._metrics.requests_transitioned(session.work.status_changes)
 
     @contextmanager
     def read(self) -> Iterator[SqlSession]:

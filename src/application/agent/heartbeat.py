@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from application.agent.cancellation import CancelReason, CancelToken
 from application.agent.ports import Clock, ServerPort
@@ -29,12 +30,14 @@ class HeartbeatMonitor:
         execution_id: str,
         interval_secs: float,
         cancel: CancelToken,
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self._server = server
         self._clock = clock
         self._execution_id = execution_id
         self._interval = interval_secs
         self._cancel = cancel
+        self._on_failure = on_failure
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beats = 0
@@ -59,6 +62,7 @@ class HeartbeatMonitor:
         try:
             reply = self._server.heartbeat(self._execution_id)
         except (ServerConflict, ServerNotFound) as exc:
+            self._on_failure()
             self.lease_lost = True
             log.warning(
                 "execution %s: lease lost (%s); stopping the work, its result is withheld",
@@ -68,6 +72,7 @@ class HeartbeatMonitor:
             self._cancel.cancel(CancelReason.LEASE_LOST)
             return False
         except DbwardError as exc:
+            self._on_failure()
             # The lease outlives several missed beats; keep trying at the same pace.
             log.warning("execution %s: heartbeat failed: %s", self._execution_id, exc)
             return True

@@ -17,9 +17,11 @@ from application.agent.claim_backoff import ClaimBackoff
 from application.agent.database_registry import DatabaseRegistry
 from application.agent.heartbeat import HeartbeatMonitor
 from application.agent.job_tracker import JobTracker
+from application.agent.metrics import NO_AGENT_METRICS, AgentMetrics, JobOutcome
 from application.agent.ports import Clock, DatabasePort, ServerPort, SignatureVerifier
 from application.agent.result_submitter import ResultSubmitter
 from application.agent.settings import AgentSettings
+from application.log_context import bind_ids, bound_ids
 from domain.agent.errors import (
     DatabaseError,
     MigrationError,
@@ -62,6 +64,7 @@ class JobExecutor:
         after_migration: Callable[[Scope], object],
         on_finished: threading.Event,
         claim_backoff: ClaimBackoff,
+        metrics: AgentMetrics = NO_AGENT_METRICS,
     ) -> None:
         self._settings = settings
         self._server = server
@@ -73,11 +76,13 @@ class JobExecutor:
         self._after_migration = after_migration
         self._on_finished = on_finished
         self._claim_backoff = claim_backoff
+        self._metrics = metrics
 
     def run(self, job: DispatchedJob, cancel: CancelToken) -> None:
         """Entry point of a worker thread; always releases the job's slot."""
         try:
-            self._run(job, cancel)
+            with bound_ids(job_id=job.id, request_id=job.id):
+                self._run(job, cancel)
         except Exception:
             log.exception("job %s: unexpected error", job.id)
         finally:
@@ -108,6 +113,7 @@ class JobExecutor:
         claimed_at = self._clock.now()
         started = self._clock.monotonic()
         self._tracker.attach_execution(job.id, claim.execution_id)
+        bind_ids(execution_id=claim.execution_id)
         log.info(
             "job %s: claimed execution %s (%s on %s)",
             job.id,
@@ -118,6 +124,11 @@ class JobExecutor:
         result = self._execute(claim, cancel, started)
         budget = submit_budget_secs(self._lease_secs(claim, claimed_at))
         delivered = self._submitter.submit(claim.execution_id, result, budget)
+        self._metrics.job_finished(
+            job_outcome(result, delivered=delivered),
+            self._clock.monotonic() - started,
+            result_size(result),
+        )
         log.info(
             "job %s: %s in %d ms%s",
             job.id,
@@ -156,6 +167,7 @@ class JobExecutor:
             execution_id=claim.execution_id,
             interval_secs=self._settings.heartbeat_interval_ms / 1000,
             cancel=cancel,
+            on_failure=self._metrics.heartbeat_failed,
         ).start()
         try:
             output = self._dispatch(operation, claim, port, cancel)
@@ -228,6 +240,19 @@ class JobExecutor:
 
     def _elapsed_ms(self, started: float) -> int:
         return int((self._clock.monotonic() - started) * 1000)
+
+
+def job_outcome(result: JobResult, *, delivered: bool) -> JobOutcome:
+    if not delivered:
+        return JobOutcome.UNDELIVERED
+    return JobOutcome.SUCCEEDED if result.success else JobOutcome.FAILED
+
+
+def result_size(result: JobResult) -> int:
+    """Bytes of result data sent, as UTF-8 (what the server stores)."""
+    if result.result_data is None:
+        return 0
+    return len(result.result_data.encode("utf-8", "surrogatepass"))
 
 
 def _mutates_schema(operation: str) -> bool:

@@ -19,6 +19,7 @@ from application.agent.database_registry import DatabaseRegistry
 from application.agent.explain_jobs import ExplainRunner
 from application.agent.job_executor import JobExecutor
 from application.agent.job_tracker import JobTracker
+from application.agent.metrics import NO_AGENT_METRICS, AgentMetrics
 from application.agent.ports import Clock, ProbePort, Random, ServerPort
 from application.agent.settings import AgentSettings
 from application.agent.state import Readiness, ShutdownSignals
@@ -70,6 +71,7 @@ class PollLoop:
         agent_build: str,
         started_at: float,
         claim_backoff: ClaimBackoff,
+        metrics: AgentMetrics = NO_AGENT_METRICS,
     ) -> None:
         self._settings = settings
         self._server = server
@@ -85,6 +87,7 @@ class PollLoop:
         self._agent_build = agent_build
         self._started_at = started_at
         self._claim_backoff = claim_backoff
+        self._metrics = metrics
         self._probe_failing = False
         self.consecutive_failures = 0
         self.consecutive_unauthorized = 0
@@ -118,7 +121,9 @@ class PollLoop:
         except Interrupted:
             return StepResult(delay_secs=0.0, polled=False)
         except DbwardError as exc:
+            self._metrics.poll_finished(ok=False)
             return self._on_failure(exc)
+        self._metrics.poll_finished(ok=True)
         # Health may have changed while the poll was held: start jobs only where it holds now.
         healthy = self._registry.healthy_scopes()
         return self._on_success(response, healthy, limit, wait_ms, sent_at)

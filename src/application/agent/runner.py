@@ -16,6 +16,7 @@ from application.agent.database_registry import DatabaseRegistry
 from application.agent.explain_jobs import ExplainRunner
 from application.agent.job_executor import JobExecutor
 from application.agent.job_tracker import JobTracker
+from application.agent.metrics import NO_AGENT_METRICS, AgentMetrics
 from application.agent.poll_loop import PollLoop
 from application.agent.ports import Clock, ProbePort, Random, ServerPort, SignatureVerifier
 from application.agent.result_submitter import ResultSubmitter
@@ -40,6 +41,7 @@ class AgentPorts:
     probes: ProbePort
     clock: Clock
     random: Random
+    metrics: AgentMetrics = NO_AGENT_METRICS
 
 
 class Agent:
@@ -78,6 +80,7 @@ class Agent:
             after_migration=self.schema_sync.sync_scope,
             on_finished=self.signals.wake,
             claim_backoff=self.claim_backoff,
+            metrics=ports.metrics,
         )
         self.loop = PollLoop(
             settings=settings,
@@ -94,6 +97,7 @@ class Agent:
             agent_build=agent_build,
             started_at=clock.monotonic(),
             claim_backoff=self.claim_backoff,
+            metrics=ports.metrics,
         )
         self.startup = Startup(
             settings=settings,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from domain.shared.listen import ListenAddress
 from domain.shared.operations import DEFAULT_OPERATIONS, Operation
 from domain.shared.scopes import Scope
 
@@ -42,6 +43,10 @@ class ServerConnectionSettings:
     public_key: str | None = None
 
 
+#: The agent's `log_format` values.
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     server: ServerConnectionSettings
@@ -64,6 +69,10 @@ class AgentSettings:
     max_result_rows: int = 10000
     max_result_bytes: int = 10 * 1024 * 1024
     schema_sync: SchemaSyncSettings = SchemaSyncSettings()
+    #: Serve Prometheus metrics here, without authentication (docs/operations.md).
+    metrics_listen: ListenAddress | None = None
+    #: "text" or "json" (JSON lines); `DBWARD_LOG_FORMAT` overrides it.
+    log_format: str = "text"
 
     @property
     def scopes(self) -> tuple[Scope, ...]:

@@ -6,6 +6,7 @@ database refuses to stop; the drain logic, not interpreter shutdown, decides whe
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,10 @@ class Interrupted(Exception):
 
 
 def spawn(name: str, target: Callable[[], None]) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
+    """Start `target` on a daemon thread that inherits the caller's context variables, so
+    a job's heartbeats log with the job's ids (`application.log_context`)."""
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,), name=name, daemon=True)
     thread.start()
     return thread
 

@@ -21,6 +21,7 @@ from domain.server.execution_policies import (
 )
 from domain.server.sql_review import SqlReviewPolicy, resolve_review_policy
 from domain.server.workflows import Workflow, match_workflow
+from domain.shared.listen import ListenAddress
 from domain.shared.operations import Operation
 from domain.shared.scopes import Scope
 
@@ -215,6 +216,14 @@ class PreflightSettings:
     max_explain_timeout_ms: int = 10000
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """`[metrics]`: `GET /metrics` is always served (with `metrics.view`); `listen` adds
+    a listener that serves it without authentication (docs/operations.md "Metrics")."""
+
+    listen: ListenAddress | None = None
+
+
 # --- the whole file -----------------------------------------------------------------------------
 
 
@@ -240,6 +249,7 @@ class ServerSettings:
     sweeps: SweepSettings = SweepSettings()
     logging: LoggingSettings = LoggingSettings()
     preflight: PreflightSettings = PreflightSettings()
+    metrics: MetricsSettings = MetricsSettings()
     #: Config warnings (`<file>: <key>: <message>`), for the server to log at start.
     warnings: tuple[str, ...] = ()
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from application.server.audit_events import about_request, audit_event
+from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.services import (
     DispatchNotifier,
     ServerClock,
@@ -86,11 +87,13 @@ class ServerSweeps:
         settings: ServerSettings,
         notifier: DispatchNotifier,
         new_id: Callable[[], str] = new_uuid,
+        metrics: ServerMetrics = NO_METRICS,
     ) -> None:
         self._store = store
         self._settings = settings
         self._notifier = notifier
         self._new_id = new_id
+        self._metrics = metrics
 
     def run_once(self, now: datetime) -> SweepReport:
         return SweepReport(
@@ -142,6 +145,7 @@ class ServerSweeps:
                     )
                 )
             self._notifier.notify(request_topic(execution.request_id))
+        self._metrics.leases_expired(lost)
         return lost
 
     def _lost_request_expiry(self, record: RequestRecord, now: datetime) -> datetime:

@@ -11,6 +11,7 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 from adapters.config.agent import is_local_host, load_agent_settings, render_effective_config
+from adapters.metrics.exposition import MetricsListener
 from application.agent.runner import Agent
 from domain.shared.errors import ConfigError, DbwardError
 from entrypoints.agent.container import AgentContainer
@@ -32,23 +33,28 @@ def check_config(config_path: Path) -> int:
     return 0
 
 
-def build_agent(config_path: Path) -> Agent:
-    settings = load_agent_settings(config_path, os.environ)
-    container = AgentContainer(settings=settings, agent_build=package_version())
-    agent: Agent = container.agent()
-    return agent
-
-
 def run_agent(config_path: Path) -> int:
     configure_logging(os.environ)
     try:
-        agent = build_agent(config_path)
+        settings = load_agent_settings(config_path, os.environ)
+        # log_format applies from here on; DBWARD_LOG_FORMAT still wins.
+        configure_logging(os.environ, log_format=settings.log_format)
+        container = AgentContainer(settings=settings, agent_build=package_version())
+        agent: Agent = container.agent()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except DbwardError as exc:
         log.error("cannot start: %s", exc)
         return 1
+    listener: MetricsListener | None = None
+    if settings.metrics_listen is not None:
+        try:
+            listener = MetricsListener.start(settings.metrics_listen, container.metrics_registry())
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s", settings.metrics_listen, exc)
+            return 1
+        log.info("metrics (no authentication) on http://%s/metrics", settings.metrics_listen)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)
@@ -68,4 +74,8 @@ def run_agent(config_path: Path) -> int:
         agent.settings.server.url,
         ", ".join(str(scope) for scope in agent.settings.scopes),
     )
-    return agent.run()
+    try:
+        return agent.run()
+    finally:
+        if listener is not None:
+            listener.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import sys
 from dataclasses import replace
@@ -23,18 +22,19 @@ from adapters.config.server import load_server_settings
 from adapters.crypto.ed25519_signer import SigningKeyError
 from adapters.crypto.key_encryption import KeyEncryptionKeyError
 from adapters.crypto.key_files import PrivateFileError
+from adapters.metrics.exposition import MetricsListener
 from adapters.store.migrations import SchemaVersionError, migrate
 from application.server.identity.bootstrap import BootstrapAction, BootstrapError
 from application.server.ports.services import SecretUnreadable
 from application.server.settings import ServerSettings
 from domain.shared.errors import ConfigError
+from domain.shared.listen import LISTEN_EXAMPLE, parse_listen
 from entrypoints.logging_setup import configure_logging
 from entrypoints.server.container import ServerContainer, build_app
 from entrypoints.version import package_version
 
 log = logging.getLogger("dbward.server")
 
-_LISTEN = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})$")
 #: How long uvicorn waits for requests in flight after the server stopped accepting.
 GRACEFUL_SHUTDOWN_SECS = 10
 
@@ -61,9 +61,8 @@ class DrainingServer(uvicorn.Server):
 def _with_listen(settings: ServerSettings, listen: str | None) -> ServerSettings:
     if listen is None:
         return settings
-    match = _LISTEN.match(listen)
-    if match is None or not 1 <= int(match.group(1)) <= 65535:
-        raise ConfigError(f'--listen: expected "host:port" such as 127.0.0.1:3000, got {listen!r}')
+    if parse_listen(listen) is None:
+        raise ConfigError(f"--listen: expected {LISTEN_EXAMPLE}, got {listen!r}")
     return replace(settings, listen=listen)
 
 
@@ -153,10 +152,20 @@ def run_server(config_path: Path, *, listen: str | None, force_bootstrap: bool) 
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECS,
     )
+    listener = None
+    if settings.metrics.listen is not None:
+        try:
+            listener = MetricsListener.start(settings.metrics.listen, container.scraped_registry())
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s", settings.metrics.listen, exc)
+            return 1
+        log.info("metrics (no authentication) on http://%s/metrics", settings.metrics.listen)
     log.info("dbward server %s listening on http://%s", version, settings.listen)
     server = DrainingServer(config, container)
     try:
         server.run()
     finally:
+        if listener is not None:
+            listener.stop()
         container.store().close()
     return 0 if server.started else 1

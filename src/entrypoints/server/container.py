@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dependency_injector import containers, providers
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from adapters.crypto.ed25519_signer import Ed25519Signer, read_legacy_seed
 from adapters.crypto.key_encryption import AesGcmSecretCipher, load_key_encryption_key
@@ -26,6 +27,7 @@ from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, buil
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
 from adapters.http_api.routes_config import ConfigUseCases, build_config_router
 from adapters.http_api.routes_identity import build_identity_router
+from adapters.http_api.routes_metrics import build_metrics_router
 from adapters.http_api.routes_preflight import PreflightUseCases, build_preflight_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
@@ -33,6 +35,8 @@ from adapters.mcp.in_process import in_process_api, streamable_http_sessions
 from adapters.mcp.server import build_mcp_server
 from adapters.mcp.tools import fingerprint_with
 from adapters.memory.result_relay import InMemoryResultRelay
+from adapters.metrics.exposition import RegistryExposition
+from adapters.metrics.server import PrometheusServerMetrics, register_state_gauges
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
 from adapters.store.result_contents import StoreResultContents
@@ -69,6 +73,8 @@ from application.server.identity.roles import RoleDirectory
 from application.server.identity.signing_key import SigningKeyOrigin, provision_signing_seed
 from application.server.identity.tokens import TokenService
 from application.server.identity.users import UserService
+from application.server.metrics_view import StoreGauges, ViewMetrics
+from application.server.ports.metrics import ServerMetrics
 from application.server.ports.services import (
     DispatchNotifier,
     ResultContentStore,
@@ -108,8 +114,19 @@ def _sweep_schedule(retention: RetentionSweeps, audit: AuditMaintenance) -> tupl
 log = logging.getLogger("dbward.server")
 
 
-def _store(url: str) -> SqlStore:
-    return SqlStore(create_store_engine(url))
+def _store(url: str, metrics: ServerMetrics) -> SqlStore:
+    return SqlStore(create_store_engine(url), metrics)
+
+
+def _with_state_gauges(
+    registry: CollectorRegistry, notifier: AsyncioNotifier, gauges: StoreGauges
+) -> CollectorRegistry:
+    return register_state_gauges(
+        registry,
+        held_polls=lambda: notifier.waiting,
+        agents_online=gauges.agents_online,
+        audit_chain_length=gauges.audit_chain_length,
+    )
 
 
 def _cipher(settings: ServerSettings, environ: Mapping[str, str]) -> AesGcmSecretCipher:
@@ -169,10 +186,22 @@ class ServerContainer(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     draining = providers.Singleton(Draining)
-    store = providers.Singleton(_store, url=settings.provided.store.url)
+    #: One registry per server (never prometheus_client's global one).
+    metrics_registry = providers.Singleton(CollectorRegistry)
+    metrics = providers.Singleton(PrometheusServerMetrics, metrics_registry)
+    store = providers.Singleton(_store, url=settings.provided.store.url, metrics=metrics)
     local_notifier = providers.Singleton(AsyncioNotifier)
     wake_channel = providers.Singleton(_wake_channel, settings, local_notifier)
     notifier = providers.Singleton(_notifier, local_notifier, wake_channel)
+    scraped_registry = providers.Singleton(
+        _with_state_gauges,
+        metrics_registry,
+        local_notifier,
+        providers.Singleton(StoreGauges, store=store, clock=clock),
+    )
+    view_metrics = providers.Singleton(
+        ViewMetrics, providers.Singleton(RegistryExposition, scraped_registry)
+    )
     result_relay = providers.Singleton(
         InMemoryResultRelay,
         settings.provided.result_channel.max_slots,
@@ -242,6 +271,7 @@ class ServerContainer(containers.DeclarativeContainer):
             notifier=notifier,
             draining=draining.provided.is_set,
             new_id=providers.Object(new_uuid),
+            metrics=metrics,
         ),
         get_request=providers.Singleton(
             GetRequest,
@@ -319,6 +349,7 @@ class ServerContainer(containers.DeclarativeContainer):
             notifier=notifier,
             draining=draining.provided.is_set,
             new_id=providers.Object(new_uuid),
+            metrics=metrics,
         ),
         record_heartbeat=providers.Singleton(RecordHeartbeat, store=store, clock=clock),
         submit_result=providers.Singleton(
@@ -379,6 +410,7 @@ class ServerContainer(containers.DeclarativeContainer):
         settings=settings,
         notifier=notifier,
         new_id=providers.Object(new_uuid),
+        metrics=metrics,
     )
     retention_sweeps = providers.Singleton(
         RetentionSweeps,
@@ -438,11 +470,13 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_agent_router(container.agents(), is_draining=draining.is_set),
             build_config_router(container.configuration()),
             build_preflight_router(container.preflight()),
+            build_metrics_router(container.view_metrics()),
         ],
         authenticate=container.authenticator().authenticate,
         version=version,
         body_limit_for=agent_body_limit(settings),
         lifespan=lifespan,
+        metrics=container.metrics(),
     )
     # `/mcp` (docs/mcp.md §4): the MCP tools, calling this very app in-process.
     mcp_server = build_mcp_server(

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Row,
     and_,
     delete,
@@ -117,6 +118,12 @@ def request_from_row(m: Mapping[Any, Any]) -> RequestRecord:
 
 
 class SqlRequestRepository(SqlRepository):
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        #: The statuses this session's won updates moved requests to, for the metrics the
+        #: store records once the session commits.
+        self.status_changes: list[RequestStatus] = []
+
     def insert_request(self, record: RequestRecord) -> None:
         values = {
             "id": record.id,
@@ -219,7 +226,10 @@ class SqlRequestRepository(SqlRepository):
         )
         if updated_before is not None:
             statement = statement.where(requests.c.updated_at < format_timestamp(updated_before))
-        return self._conn.execute(statement).rowcount == 1
+        won: bool = self._conn.execute(statement).rowcount == 1
+        if won:
+            self.status_changes.append(to)
+        return won
 
     def replace_pending_approvers(
         self, request_id: str, step_index: int, selectors: Sequence[str]

@@ -16,12 +16,15 @@ execution, with a signed execution token and a lease.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from application.log_context import bind_ids, scoped_ids
 from application.server.agent_protocol.ownership import calling_agents
 from application.server.audit_events import about_request, audit_event
+from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.services import (
     DispatchNotifier,
     ExecutionTokenSigner,
@@ -59,6 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TOKEN_TTL_SECS", "ClaimJob"]
 
+log = logging.getLogger("dbward.server.agents")
+
 #: Execution tokens are valid this long after signing.
 TOKEN_TTL_SECS = 300
 
@@ -78,6 +83,7 @@ class ClaimJob:
         notifier: DispatchNotifier,
         draining: Callable[[], bool] = lambda: False,
         new_id: Callable[[], str] = new_uuid,
+        metrics: ServerMetrics = NO_METRICS,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -86,7 +92,9 @@ class ClaimJob:
         self._notifier = notifier
         self._draining = draining
         self._new_id = new_id
+        self._metrics = metrics
 
+    @scoped_ids
     def claim(
         self,
         principal: Principal,
@@ -96,6 +104,7 @@ class ClaimJob:
     ) -> ClaimedJob:
         """§3.3 in order, in one transaction. `agent_id` is the claim body's: the scope
         check is against that agent's last poll, or the token's agents' when it is None."""
+        bind_ids(request_id=request_id)
         if self._draining():
             raise ServerDraining()
         now = self._clock.now()
@@ -168,6 +177,10 @@ class ClaimJob:
                 )
             )
         self._notifier.notify(request_topic(record.id))
+        # `updated_at` of a dispatched request is the moment it was dispatched.
+        self._metrics.job_claimed(record.operation, (now - record.updated_at).total_seconds())
+        bind_ids(execution_id=execution.id)
+        log.info("claimed by agent %s", principal.subject_id)
         plan = (
             None
             if record.execution_plan_json is None

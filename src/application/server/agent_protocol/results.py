@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from application.log_context import bind_ids, scoped_ids
 from application.server.agent_protocol.ownership import owned_execution
 from application.server.audit_events import about_request, audit_event
 from application.server.ports.result_relay import ResultRelay
@@ -56,6 +58,9 @@ _MAX_ERROR_CLASS_CHARS = 64
 MAX_STORED_ERROR_BYTES = 4096
 
 
+log = logging.getLogger("dbward.server.agents")
+
+
 class SubmitResult:
     """One result: the content stored (or relayed), then execution, request, summary and
     audit event in one transaction. Answers the request id and its final status.
@@ -81,6 +86,7 @@ class SubmitResult:
         self._relay = result_relay
         self._new_id = new_id
 
+    @scoped_ids
     def submit(
         self, principal: Principal, execution_id: str, body: JobResult
     ) -> tuple[str, RequestStatus]:
@@ -98,6 +104,7 @@ class SubmitResult:
             record = session.work.get_request(execution.request_id)
             if record is None:
                 raise ServerDomainError("internal_error", "the execution's request is missing", 500)
+        bind_ids(request_id=record.id, execution_id=execution.id)
         # Only a live execution or one the lease sweep failed can still take a result;
         # every other status is final, so refusing on this read is safe.
         if execution.status is not ExecutionStatus.CLAIMED and not execution.lost_by_lease:
@@ -131,6 +138,7 @@ class SubmitResult:
             assert data is not None
             self._relay.put(execution.id, data)
         self._notifier.notify(request_topic(record.id))
+        log.info("result recorded: %s", final.value)
         return record.id, final
 
     def _record_result(

@@ -60,6 +60,12 @@ class AuditRepository(Protocol):
         """
         ...
 
+    def last_sequence(self) -> int:
+        """The newest event's sequence number (0 for an empty log): the chain's length
+        since its first event, purged events included, read without counting rows. On
+        PostgreSQL a rolled-back append may skip a number, so it can run slightly ahead."""
+        ...
+
     def checkpoint_progress(self) -> CheckpointProgress:
         """Events since the newest retained signed checkpoint (all retained events if none)."""
         ...

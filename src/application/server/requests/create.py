@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from application.log_context import bind_ids, scoped_ids
 from application.server.audit_events import about_request, audit_event
+from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.services import (
     DispatchNotifier,
     ServerClock,
@@ -78,6 +81,8 @@ if TYPE_CHECKING:
     from application.server.ports.store import Store
 
 __all__ = ["MAX_DETAIL_BYTES", "CreateRequest", "CreateRequestInput", "CreatedRequest"]
+
+log = logging.getLogger("dbward.server.requests")
 
 #: `detail` limit on create ("query too long (max 100KB)").
 MAX_DETAIL_BYTES = 100_000
@@ -171,6 +176,7 @@ class CreateRequest:
         notifier: DispatchNotifier,
         draining: Callable[[], bool] = lambda: False,
         new_id: Callable[[], str] = new_uuid,
+        metrics: ServerMetrics = NO_METRICS,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -180,7 +186,9 @@ class CreateRequest:
         self._notifier = notifier
         self._draining = draining
         self._new_id = new_id
+        self._metrics = metrics
 
+    @scoped_ids
     def create(self, principal: Principal, body: CreateRequestInput) -> CreatedRequest:
         if self._draining():
             raise ServerDraining()
@@ -326,6 +334,7 @@ class CreateRequest:
         created_status = transition(None, trigger)
         now = self._clock.now()
         request_id = self._new_id()
+        bind_ids(request_id=request_id)
         approvers = first_step_approvers(workflow) if needs_approval else ()
         if created_status is RequestStatus.PENDING:
             expires_at: datetime | None = now + timedelta(
@@ -436,6 +445,8 @@ class CreateRequest:
         self._notifier.notify(request_topic(record.id))
         if final_status is RequestStatus.DISPATCHED or dry_runs:
             self._notifier.notify(dispatch_topic(plan.scope))
+        self._metrics.request_created(final_status, record.operation)
+        log.info("request created: %s, %s", record.operation.value, final_status.value)
         return CreatedRequest(
             id=record.id,
             status=final_status,

@@ -15,6 +15,7 @@ import pytest
 from adapters.config.agent import is_local_host, load_agent_settings, render_effective_config
 from application.agent.settings import AgentSettings, SchemaSyncSettings
 from domain.shared.errors import ConfigError
+from domain.shared.listen import ListenAddress
 from domain.shared.operations import DEFAULT_OPERATIONS, Operation
 from domain.shared.scopes import Scope
 from tests.repo import REPO_ROOT
@@ -266,7 +267,8 @@ class TestExpansion:
             "heartbeat_interval_ms, lease_duration_secs, drain_timeout_secs, "
             "max_concurrent_tasks, statement_timeout_secs, operations, startup_retry_initial_ms, "
             "startup_retry_max_ms, startup_max_wait_secs, liveness_probe_path, "
-            "readiness_probe_path, max_result_rows, max_result_bytes, schema_sync, server, "
+            "readiness_probe_path, max_result_rows, max_result_bytes, schema_sync, metrics_listen, "
+            "log_format, server, "
             "databases)"
         )
 
@@ -822,7 +824,8 @@ class TestRender:
 
     def test_parses_with_tomllib_and_lists_every_key(self, tmp_path: Path) -> None:
         settings = load(tmp_path, config())
-        document = tomllib.loads(render_effective_config(settings))
+        text = render_effective_config(settings)
+        document = tomllib.loads(text)
         assert document["poll_wait_ms"] == 20000
         assert document["statement_timeout_secs"] == 30
         assert document["operations"] == [op.value for op in DEFAULT_OPERATIONS]
@@ -841,10 +844,14 @@ class TestRender:
         assert document["databases"] == {
             "app": {"production": {"url": "postgres://dbward:***@db.example.com:5432/app"}}
         }
+        # TOML has no null: an unset metrics_listen is a comment.
         top_level = {
-            name for name in AgentSettings.__dataclass_fields__ if name != "operations_configured"
+            name
+            for name in AgentSettings.__dataclass_fields__
+            if name not in {"operations_configured", "metrics_listen"}
         }
         assert set(document) == top_level
+        assert "# metrics_listen: not set (no metrics served)" in text
 
     def test_secrets_never_appear(self, tmp_path: Path) -> None:
         dbs = database(url="postgresql://admin:hunter2@db:5432/app?sslmode=require&password=pw2")
@@ -916,3 +923,22 @@ class TestRender:
         text = config('agent_id = "x\\u0001\\u007f"')
         document = tomllib.loads(self.render(tmp_path, text))
         assert document["agent_id"] == "x\x01\x7f"
+
+
+class TestMetricsAndLogFormat:
+    def test_metrics_listen_is_read_and_rendered_back(self, tmp_path: Path) -> None:
+        settings = load(tmp_path, config('metrics_listen = "[::1]:9464"'))
+        assert settings.metrics_listen == ListenAddress("::1", 9464)
+        assert 'metrics_listen = "[::1]:9464"' in render_effective_config(settings)
+
+    @pytest.mark.parametrize("value", ["9464", "localhost", "::1:9464", "host:0", "host:70000"])
+    def test_a_malformed_metrics_listen_is_refused(self, tmp_path: Path, value: str) -> None:
+        message = error(tmp_path, config(f'metrics_listen = "{value}"'))
+        assert message.startswith('metrics_listen: expected "host:port"')
+
+    def test_log_format_json_is_accepted(self, tmp_path: Path) -> None:
+        assert load(tmp_path, config('log_format = "json"')).log_format == "json"
+
+    def test_an_unknown_log_format_is_refused(self, tmp_path: Path) -> None:
+        message = error(tmp_path, config('log_format = "yaml"'))
+        assert message == 'log_format: expected "text" or "json", got \'yaml\''

@@ -302,6 +302,9 @@ format = "json"
 [preflight]
 max_concurrent_per_user = 2
 max_explain_timeout_ms = 4000
+
+[metrics]
+listen = "127.0.0.1:9100"
 """
 
 #: A valid config to add one refused key to; its workflow has an auto_approve table so a
@@ -385,6 +388,8 @@ liveness_probe_path = "/tmp/alive"
 readiness_probe_path = "/tmp/ready"
 max_result_rows = 100
 max_result_bytes = 4096
+metrics_listen = "127.0.0.1:9464"
+log_format = "json"
 
 [schema_sync]
 enabled = false

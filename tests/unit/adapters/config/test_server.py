@@ -39,6 +39,7 @@ from domain.server.workflows import (
     Workflow,
 )
 from domain.shared.errors import ConfigError
+from domain.shared.listen import ListenAddress
 from domain.shared.operations import Operation
 from domain.shared.scopes import Scope
 from tests.repo import REPO_ROOT
@@ -1463,3 +1464,16 @@ class TestSqlReview:
             tmp_path, config(WORKFLOW, f'[workflows.auto_approve]\nmode = "always"\n{line}')
         )
         assert message.startswith(f"workflows[0].auto_approve.{name}: applies to mode")
+
+
+def test_metrics_listen_is_optional_and_parsed(tmp_path: Path) -> None:
+    assert load(tmp_path, config(WORKFLOW)).metrics.listen is None
+    settings = load(tmp_path, config(WORKFLOW, '[metrics]\nlisten = "10.0.0.5:9100"\n'))
+    assert settings.metrics.listen == ListenAddress("10.0.0.5", 9100)
+
+
+def test_a_malformed_metrics_listen_is_refused(tmp_path: Path) -> None:
+    assert error(tmp_path, config(WORKFLOW, '[metrics]\nlisten = "9100"\n')) == (
+        'metrics.listen: expected "host:port" such as "127.0.0.1:3000" or "[::1]:3000", '
+        'got string "9100"'
+    )

@@ -75,6 +75,7 @@ from domain.server.workflows import (
 )
 from domain.shared.jobs import AgentStatus, ClaimedJob, JobResult, PollRequest
 from domain.shared.scopes import Capabilities, Scope
+from tests.fakes.metrics import RecordingServerMetrics
 from tests.server_keys import signer_from_store
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -169,6 +170,7 @@ class ServerHarness:
     agents: AgentUseCases
     sweeps: ServerSweeps
     draining: threading.Event = field(default_factory=threading.Event)
+    metrics: RecordingServerMetrics = field(default_factory=RecordingServerMetrics)
 
     # --- shortcuts -------------------------------------------------------------------------
 
@@ -247,7 +249,8 @@ def build_harness(
     settings = settings or default_settings(state_dir)
     engine = create_store_engine(settings.store.url)
     migrate(engine)
-    store = SqlStore(engine)
+    metrics = RecordingServerMetrics()
+    store = SqlStore(engine, metrics)
     clock = clock or MutableClock()
     notifier = AsyncioNotifier()
     signer = signer or signer_from_store(store)
@@ -275,6 +278,7 @@ def build_harness(
                 notifier=notifier,
                 draining=draining.is_set,
                 new_id=new_id,
+                metrics=metrics,
             ),
             get_request=GetRequest(
                 store=store,
@@ -329,6 +333,7 @@ def build_harness(
                 notifier=notifier,
                 draining=draining.is_set,
                 new_id=new_id,
+                metrics=metrics,
             ),
             record_heartbeat=RecordHeartbeat(store=store, clock=clock),
             submit_result=SubmitResult(
@@ -348,8 +353,11 @@ def build_harness(
             ),
             list_agents=ListAgents(store=store, clock=clock),
         ),
-        sweeps=ServerSweeps(store=store, settings=settings, notifier=notifier, new_id=new_id),
+        sweeps=ServerSweeps(
+            store=store, settings=settings, notifier=notifier, new_id=new_id, metrics=metrics
+        ),
         draining=draining,
+        metrics=metrics,
     )
 
 

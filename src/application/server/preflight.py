@@ -50,6 +50,7 @@ from domain.server.preflight import (
     PreflightStatus as Status,
 )
 from domain.server.rbac import Permission, Principal, authorize, has_permission
+from domain.server.request_permissions import permissions_to_create
 from domain.server.sql_classification import PARSE_FAILED
 from domain.server.text_limits import utf8_len
 from domain.server.workflows import NeedsApproval, scope_name_problem
@@ -253,7 +254,7 @@ class RunPreflight:
             self._judge.judge, scope, Operation.EXECUTE_SELECT, body.sql
         )
         registered = self._settings.is_registered(scope.database, scope.environment)
-        blockers = _blockers(judgement, registered)
+        blockers = (*_blockers(judgement, registered), *_missing_permissions(principal, judgement))
         review = judgement.review
         needs_approval = isinstance(judgement.decision, NeedsApproval)
         status = preflight_status(
@@ -488,6 +489,25 @@ def _blockers(judgement: Judgement, registered: bool) -> tuple[Blocker, ...]:
             )
         )
     return tuple(found)
+
+
+def _missing_permissions(principal: Principal, judgement: Judgement) -> tuple[Blocker, ...]:
+    """What create would refuse with 403: the permissions this SQL needs that the caller
+    lacks in the scope (the same rule create checks, `permissions_to_create`)."""
+    scope = judgement.scope
+    missing = [
+        permission
+        for permission in permissions_to_create(judgement.operation, judgement.classification)
+        if not has_permission(principal, permission, scope.database, scope.environment)
+    ]
+    return tuple(
+        Blocker(
+            "missing_permission",
+            f"you lack {permission.value} on {scope.database}/{scope.environment}",
+            f"ask an administrator for a role with {permission.value} in this scope",
+        )
+        for permission in missing
+    )
 
 
 def _skip_reason(

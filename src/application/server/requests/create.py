@@ -64,8 +64,9 @@ from application.server.settings import ServerSettings
 from domain.server.audit import AuditEvent
 from domain.server.channels import refuse_unoffered_create
 from domain.server.errors import Conflict, Validation
-from domain.server.rbac import Permission, Principal, authorize, parse_selector
+from domain.server.rbac import Principal, authorize, parse_selector
 from domain.server.request_lifecycle import RequestStatus, Trigger, transition
+from domain.server.request_permissions import permissions_to_create
 from domain.server.sql_classification import (
     PARSE_FAILED,
     Classification,
@@ -232,7 +233,10 @@ class CreateRequest:
             except MigrationDetailError as exc:
                 raise Validation(f"invalid migration detail: {exc}") from None
         # Step 9: permission, scoped to (db, env).
-        for permission in _create_permissions(operation, classification, body):
+        wanted = permissions_to_create(
+            operation, classification, emergency=body.emergency, allow_ddl=body.allow_ddl
+        )
+        for permission in wanted:
             authorize(principal, permission, database=scope.database, environment=scope.environment)
         # Step 10: share_with selectors.
         share_with = tuple(str(parse_selector(text)) for text in body.share_with)
@@ -607,29 +611,6 @@ def _parse_request_operation(name: str) -> Operation:
         return parse_operation(name)
     except UnsupportedOperationError as exc:
         raise Validation(str(exc)) from None
-
-
-def _create_permissions(
-    operation: Operation, classification: Classification | None, body: CreateRequestInput
-) -> list[Permission]:
-    """Step 9: what the requester needs for this operation (§1.3)."""
-    if body.emergency:
-        wanted = [
-            Permission.REQUEST_BREAK_GLASS_QUERY
-            if operation is Operation.EXECUTE_SELECT
-            else Permission.REQUEST_BREAK_GLASS_DML
-        ]
-        if body.allow_ddl:
-            wanted.append(Permission.REQUEST_BREAK_GLASS_DDL)
-        return wanted
-    if operation is Operation.EXECUTE_SELECT:
-        return [Permission.REQUEST_QUERY]
-    if classification is not None and classification.is_ddl_only:
-        return [Permission.REQUEST_DDL]
-    wanted = [Permission.REQUEST_DML]
-    if classification is not None and classification.contains_ddl:
-        wanted.append(Permission.REQUEST_DDL)
-    return wanted
 
 
 def _replay(existing: RequestRecord, fingerprint: str) -> CreatedRequest:

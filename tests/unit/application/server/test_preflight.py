@@ -24,7 +24,7 @@ from application.server.settings import DatabaseRegistration, ServerSettings
 from domain.server.agent_registry import record_from_poll
 from domain.server.errors import RateLimited
 from domain.server.preflight import PreflightStatus as Status
-from domain.server.rbac import BUILT_IN_ROLES, Principal, SubjectType
+from domain.server.rbac import BUILT_IN_ROLES, Grant, Permission, Principal, Role, SubjectType
 from domain.server.sql_classification import ClassifiedStatement, StatementClass, classify_batch
 from domain.server.workflows import AutoApprove, AutoApproveMode, Workflow
 from domain.shared.jobs import AgentStatus
@@ -114,9 +114,11 @@ class World:
                 self.clock.now(),
             )
 
-    def run(self, sql: str = "SELECT 1", **fields: object) -> PreflightReport:
+    def run(
+        self, sql: str = "SELECT 1", principal: Principal = ALICE, **fields: object
+    ) -> PreflightReport:
         body = PreflightInput(database="app", environment="production", sql=sql, **fields)  # type: ignore[arg-type]
-        return asyncio.run(self.preflight.run(ALICE, body))
+        return asyncio.run(self.preflight.run(principal, body))
 
     def jobs(self) -> list[object]:
         return list(self.store.work_state.preflights.values())
@@ -174,6 +176,20 @@ def test_a_user_with_three_outstanding_jobs_is_rate_limited(world: World) -> Non
     assert [e.event_type for e in world.store.events("preflight.rate_limited")] == [
         "preflight.rate_limited"
     ]
+
+
+def test_a_caller_without_the_permission_create_needs_is_told_it_would_be_refused(
+    world: World,
+) -> None:
+    preflight_only = Role("preflight-only", (Grant(Permission.REQUEST_PREFLIGHT),))
+    auditor = Principal("avery", SubjectType.USER, (preflight_only,))
+
+    report = world.run(principal=auditor, include_explain=False)
+
+    assert report.status is Status.BLOCKED
+    assert [b.code for b in report.blockers] == ["missing_permission"]
+    assert "request.query" in report.blockers[0].message
+    assert world.run(include_explain=False).status is Status.REQUESTABLE  # alice may query
 
 
 @pytest.fixture

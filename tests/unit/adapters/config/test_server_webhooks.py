@@ -130,7 +130,7 @@ def test_webhook_delivery_settings_are_read(tmp_path: Path) -> None:
             "notification_policies[0], so it would never apply; merge the two",
         ),
         (
-            "[[notification_policies]]\ndatabase = \"app\"",
+            '[[notification_policies]]\ndatabase = "app"',
             "notification_policies[0].webhooks: required key is missing; add the ids of the "
             '[[webhooks]] it sends to, e.g. webhooks = ["ops"]',
         ),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from application.agent.metrics import JobOutcome
 from domain.server.request_lifecycle import RequestStatus
+from domain.server.webhooks import DeliveryStatus
 from domain.shared.operations import Operation
 
 
@@ -17,6 +18,7 @@ class RecordingServerMetrics:
     claims: list[tuple[Operation, float]] = field(default_factory=list)
     lease_expiries: int = 0
     api: list[tuple[str, str, int]] = field(default_factory=list)
+    webhook_attempts: list[DeliveryStatus] = field(default_factory=list)
 
     def request_created(self, status: RequestStatus, operation: Operation) -> None:
         self.created.append((status, operation))
@@ -32,6 +34,9 @@ class RecordingServerMetrics:
 
     def api_request(self, method: str, route: str, status_code: int, seconds: float) -> None:
         self.api.append((method, route, status_code))
+
+    def webhook_attempted(self, status: DeliveryStatus) -> None:
+        self.webhook_attempts.append(status)
 
 
 @dataclass

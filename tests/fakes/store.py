@@ -11,6 +11,7 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from application.server.ports.store import AuditListener
 from domain.server.audit import AuditEvent
 from tests.fakes.identity_store import (
     FakeAuditRepository,
@@ -18,38 +19,72 @@ from tests.fakes.identity_store import (
     FakeSecretRepository,
     IdentityState,
 )
+from tests.fakes.webhook_store import FakeWebhookDeliveryRepository, WebhookState
 from tests.fakes.work_store import FakeWorkRepository, WorkState
 
 
+class _ListenedAudit(FakeAuditRepository):
+    """The audit repository that tells the store's listener, as the SQL store's does."""
+
+    def __init__(
+        self, session: FakeServerSession, state: IdentityState, listener: AuditListener
+    ) -> None:
+        super().__init__(state)
+        self._session = session
+        self._listener = listener
+
+    def append(self, event: AuditEvent) -> AuditEvent:
+        chained = super().append(event)
+        self._listener.on_audit(self._session, chained)
+        return chained
+
+
 class FakeServerSession:
-    def __init__(self, identity: IdentityState, work: WorkState, *, read_only: bool) -> None:
+    def __init__(
+        self,
+        identity: IdentityState,
+        work: WorkState,
+        webhooks: WebhookState,
+        *,
+        read_only: bool,
+        listener: AuditListener | None = None,
+    ) -> None:
         self.identity = FakeIdentityRepository(identity)
         self.work = FakeWorkRepository(work)
-        self.audit = FakeAuditRepository(identity, read_only=read_only)
+        self.audit: FakeAuditRepository = (
+            FakeAuditRepository(identity, read_only=read_only)
+            if listener is None or read_only
+            else _ListenedAudit(self, identity, listener)
+        )
         self.secrets = FakeSecretRepository(identity)
+        self.webhooks = FakeWebhookDeliveryRepository(webhooks)
 
 
 class FakeServerStore:
-    def __init__(self) -> None:
+    def __init__(self, listener: AuditListener | None = None) -> None:
         self.identity_state = IdentityState()
         self.work_state = WorkState()
+        self.webhook_state = WebhookState()
+        self.listener = listener
         self.rollbacks = 0
 
     @contextmanager
     def write(self) -> Iterator[FakeServerSession]:
-        saved_identity = copy.deepcopy(self.identity_state)
-        saved_work = copy.deepcopy(self.work_state)
+        states = (self.identity_state, self.work_state, self.webhook_state)
+        saved = copy.deepcopy(states)
         try:
-            yield FakeServerSession(self.identity_state, self.work_state, read_only=False)
+            yield FakeServerSession(*states, read_only=False, listener=self.listener)
         except BaseException:
-            self.identity_state.__dict__.update(saved_identity.__dict__)
-            self.work_state.__dict__.update(saved_work.__dict__)
+            for state, copied in zip(states, saved, strict=True):
+                state.__dict__.update(copied.__dict__)
             self.rollbacks += 1
             raise
 
     @contextmanager
     def read(self) -> Iterator[FakeServerSession]:
-        yield FakeServerSession(self.identity_state, self.work_state, read_only=True)
+        yield FakeServerSession(
+            self.identity_state, self.work_state, self.webhook_state, read_only=True
+        )
 
     # test helpers
     def events(self, event_type: str | None = None) -> list[AuditEvent]:

@@ -63,6 +63,7 @@ from application.server.settings import (
     StoreSettings,
     SweepSettings,
     TokenPolicySettings,
+    WebhookSettings,
     default_store_url,
 )
 from domain.server.errors import Validation
@@ -85,6 +86,13 @@ from domain.server.rbac import (
 )
 from domain.server.review_rules import ReviewRule, RuleAction
 from domain.server.sql_review import SqlReviewPolicy, validate_review_policies
+from domain.server.webhooks import (
+    NotificationPolicy,
+    RetryPolicy,
+    Webhook,
+    WebhookFormat,
+    validate_notifications,
+)
 from domain.server.workflows import (
     WILDCARD,
     ApprovalStep,
@@ -284,6 +292,28 @@ class _PreflightFile(StrictModel):
     max_explain_timeout_ms: int = _positive(PreflightSettings, "max_explain_timeout_ms")
 
 
+class _WebhookFile(StrictModel):
+    id: str
+    url: str
+    format: str = WebhookFormat.GENERIC.value
+    secret: str | None = None
+    events: list[str] = []
+
+
+class _NotificationPolicyFile(StrictModel):
+    database: str = WILDCARD
+    environment: str = WILDCARD
+    webhooks: list[str]
+    events: list[str] = []
+
+
+class _WebhookDeliveryFile(StrictModel):
+    max_attempts: int = Field(default=_default(RetryPolicy, "max_attempts"), ge=1, le=100)
+    initial_backoff_secs: float = Field(default=_default(RetryPolicy, "initial_backoff_secs"), gt=0)
+    max_backoff_secs: float = Field(default=_default(RetryPolicy, "max_backoff_secs"), gt=0)
+    timeout_secs: float = Field(default=_default(WebhookSettings, "timeout_secs"), gt=0, le=60)
+
+
 class _ServerConfigFile(StrictModel):
     state_dir: str
     listen: str = _default(ServerSettings, "listen")
@@ -304,14 +334,18 @@ class _ServerConfigFile(StrictModel):
     logging: _LoggingFile = _LoggingFile()
     preflight: _PreflightFile = _PreflightFile()
     metrics: _MetricsFile = _MetricsFile()
+    allow_private_networks: bool = False
+    webhooks: list[_WebhookFile] = []
+    notification_policies: list[_NotificationPolicyFile] = []
+    webhook_delivery: _WebhookDeliveryFile = _WebhookDeliveryFile()
 
 
 # --- problems and how they read ---------------------------------------------------------
 
 
 def _is_secret(key: KeyPath) -> bool:
-    """A store URL may carry a password: never echo it."""
-    return key == ("store", "url")
+    """A store URL may carry a password, a webhook secret is one: never echo them."""
+    return key == ("store", "url") or key_pattern(key) == ("webhooks", "*", "secret")
 
 
 #: Arrays of tables, written [[name]]: a single [name] table is a common slip.
@@ -321,6 +355,8 @@ _ARRAYS_OF_TABLES: dict[KeyPath, str] = {
     ("execution_policies",): "[[execution_policies]]",
     ("result_policies",): "[[result_policies]]",
     ("sql_review",): "[[sql_review]]",
+    ("webhooks",): "[[webhooks]]",
+    ("notification_policies",): "[[notification_policies]]",
     ("auth", "roles"): "[[auth.roles]]",
     ("auth", "groups"): "[[auth.groups]]",
     ("workflows", "*", "steps"): "[[workflows.steps]]",
@@ -340,6 +376,10 @@ _MISSING_HINTS: dict[KeyPath, str] = {
     ("auth", "roles", "*", "permissions"): "required key is missing; add permissions = [...] "
     '(e.g. ["request.query", "request.view:any"]; [] for a role used only as an approver)',
     ("auth", "groups", "*", "roles"): 'required key is missing; add roles = ["<role>", ...]',
+    ("webhooks", "*", "id"): 'required key is missing; add id = "<name>" (e.g. "ops")',
+    ("webhooks", "*", "url"): 'required key is missing; add url = "https://..."',
+    ("notification_policies", "*", "webhooks"): "required key is missing; add the ids of "
+    'the [[webhooks]] it sends to, e.g. webhooks = ["ops"]',
 }
 
 _NOT_YET = "is a dbward 0.2 setting that is not supported yet; remove it"
@@ -367,9 +407,6 @@ _SPECIAL_KEYS: dict[KeyPath, str] = {
     "an approver; name a role, group or user (allow_self_approve = true lets a requester "
     "who matches one of them approve)",
     ("trusted_proxies",): f"trusted_proxies {_NOT_YET}",
-    ("allow_private_networks",): f"allow_private_networks {_NOT_YET}",
-    ("webhooks",): f"[[webhooks]] {_NOT_YET}",
-    ("notification_policies",): f"[[notification_policies]] {_NOT_YET}",
     ("slack",): f"[slack] {_NOT_YET}",
     ("mcp",): f"[mcp] {_NOT_YET}",
     ("auth", "oidc"): f"[auth.oidc] {_NOT_YET}",
@@ -983,6 +1020,60 @@ def _build_signing(model: _SigningFile, base: Path, out: _Collector) -> SigningS
     return SigningSettings(None if raw is None else _resolve_path(base, raw))
 
 
+def _build_webhooks(
+    model: _ServerConfigFile, registry: _Registry, out: _Collector
+) -> WebhookSettings:
+    """`[[webhooks]]`, `[[notification_policies]]`, `allow_private_networks` and
+    `[webhook_delivery]` (docs/operations.md "Webhooks")."""
+    formats = [f.value for f in WebhookFormat]
+    webhooks: list[Webhook] = []
+    for index, hook in enumerate(model.webhooks):
+        chosen = _choice(hook.format, formats, ("webhooks", index, "format"), out)
+        webhooks.append(
+            Webhook(
+                id=hook.id,
+                url=hook.url,
+                format=WebhookFormat(chosen) if chosen else WebhookFormat.GENERIC,
+                secret=hook.secret,
+                events=tuple(hook.events),
+            )
+        )
+    policies: list[NotificationPolicy] = []
+    for index, policy in enumerate(model.notification_policies):
+        registry.check(policy.database, policy.environment, ("notification_policies", index), out)
+        policies.append(
+            NotificationPolicy(
+                webhooks=tuple(policy.webhooks),
+                database=policy.database,
+                environment=policy.environment,
+                events=tuple(policy.events),
+            )
+        )
+    out.domain(
+        validate_notifications(
+            webhooks, policies, allow_private_networks=model.allow_private_networks
+        )
+    )
+    delivery = model.webhook_delivery
+    if delivery.initial_backoff_secs > delivery.max_backoff_secs:
+        out.error(
+            ("webhook_delivery", "initial_backoff_secs"),
+            f"{delivery.initial_backoff_secs} is above max_backoff_secs "
+            f"({delivery.max_backoff_secs}); lower it or raise max_backoff_secs",
+        )
+    return WebhookSettings(
+        webhooks=tuple(webhooks),
+        notification_policies=tuple(policies),
+        allow_private_networks=model.allow_private_networks,
+        retry=RetryPolicy(
+            max_attempts=delivery.max_attempts,
+            initial_backoff_secs=delivery.initial_backoff_secs,
+            max_backoff_secs=delivery.max_backoff_secs,
+        ),
+        timeout_secs=delivery.timeout_secs,
+    )
+
+
 def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
     out = _Collector()
     base = path.parent
@@ -1033,6 +1124,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
     store = _build_store(model.store.url, state_dir, base, out)
     result_storage = _build_result_storage(model.result_storage, store, state_dir, base, out)
     signing = _build_signing(model.signing, base, out)
+    webhooks = _build_webhooks(model, registry, out)
     if out.errors:
         raise config_error(path, out.errors)
     sweeps = model.sweeps
@@ -1068,6 +1160,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
             model.preflight.max_concurrent_per_user, model.preflight.max_explain_timeout_ms
         ),
         metrics=MetricsSettings(listen=metrics_listen),
+        webhooks=webhooks,
         warnings=tuple(problem_lines(path, out.warnings)),
     )
 

@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from domain.server.request_lifecycle import RequestStatus
+from domain.server.webhooks import DeliveryStatus
 from domain.shared.operations import Operation
 
 __all__ = ["PrometheusServerMetrics", "StateGauges", "register_state_gauges"]
@@ -21,6 +22,12 @@ log = logging.getLogger("dbward.server.metrics")
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 #: API latencies; long-polls land in the top buckets.
 API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
+#: A webhook attempt's `result` label, by the delivery's status after it.
+WEBHOOK_RESULTS = {
+    DeliveryStatus.DELIVERED: "delivered",
+    DeliveryStatus.PENDING: "retrying",
+    DeliveryStatus.FAILED: "failed",
+}
 
 
 class PrometheusServerMetrics:
@@ -64,6 +71,13 @@ class PrometheusServerMetrics:
             ("route", "status_class"),
             registry=registry,
         )
+        self._webhooks = Counter(
+            "dbward_webhook_attempts",
+            "Webhook sends, by result: delivered, retrying (will be sent again) or failed "
+            "(given up)",
+            ("result",),
+            registry=registry,
+        )
 
     def request_created(self, status: RequestStatus, operation: Operation) -> None:
         self._created.labels(status.value, operation.value).inc()
@@ -82,6 +96,9 @@ class PrometheusServerMetrics:
     def api_request(self, method: str, route: str, status_code: int, seconds: float) -> None:
         self._api_latency.labels(method, route).observe(seconds)
         self._responses.labels(route, f"{status_code // 100}xx").inc()
+
+    def webhook_attempted(self, status: DeliveryStatus) -> None:
+        self._webhooks.labels(WEBHOOK_RESULTS[status]).inc()
 
 
 class StateGauges(Collector):

@@ -162,11 +162,16 @@ def _v4_shared_state(conn: Connection) -> None:
     schema.result_contents.create(conn)
 
 
+def _v5_webhook_deliveries(conn: Connection) -> None:
+    schema.webhook_deliveries.create(conn)
+
+
 STEPS: tuple[MigrationStep, ...] = (
     MigrationStep(1, "control-plane tables", _v1_create_tables),
     MigrationStep(2, "audit purge checkpoints", _v2_audit_purge_checkpoints),
     MigrationStep(3, "agents keyed by token subject and agent_id", _v3_agents_keyed_by_agent_id),
     MigrationStep(4, "server secrets and result contents", _v4_shared_state),
+    MigrationStep(5, "webhook deliveries", _v5_webhook_deliveries),
 )
 
 LATEST_VERSION = STEPS[-1].version

@@ -518,3 +518,30 @@ result_contents = Table(
     Column("storage_key", Text, primary_key=True),
     Column("content", LargeBinary, nullable=False),
 )
+
+#: Webhook deliveries (schema version 5, docs/operations.md "Webhooks"): the outbox,
+#: written in the transaction of the event it announces. `claimed_until` is the sender's
+#: lease on the row; `claim_token` names that sender, so only it records the outcome. No
+#: foreign key to `requests`: a delivery outlives a purged request.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("webhook_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("request_id", Text),
+    Column("body", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _ts("next_attempt_at"),
+    _ts("claimed_until", nullable=True),
+    Column("claim_token", Text),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    _ts("created_at"),
+    _ts("finished_at", nullable=True),
+    _one_of("status", ("pending", "delivered", "failed")),
+    Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_created_at", "created_at"),
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -14,19 +14,23 @@ from adapters.store import audit_log
 from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
 from adapters.store.secrets_repo import SqlSecretRepository
+from adapters.store.webhook_deliveries import SqlWebhookDeliveryRepository
 from adapters.store.work import SqlWorkRepository
 from application.server.ports.metrics import NO_METRICS, ServerMetrics
-from application.server.ports.store import AuditFilters
+from application.server.ports.store import AuditFilters, AuditListener
 from domain.server.audit import AuditEvent
 from domain.server.audit_integrity import ChainHead, CheckpointProgress, PurgeCheckpoint
 
 
 class SqlAuditRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, on_append: Callable[[AuditEvent], None]) -> None:
         self._conn = conn
+        self._on_append = on_append
 
     def append(self, event: AuditEvent) -> AuditEvent:
-        return audit_log.append_event(self._conn, event)
+        chained = audit_log.append_event(self._conn, event)
+        self._on_append(chained)
+        return chained
 
     def list(self, filters: AuditFilters, *, limit: int, offset: int) -> list[AuditEvent]:
         return audit_log.list_events(
@@ -71,20 +75,33 @@ class SqlAuditRepository:
 
 
 class SqlSession:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, listener: AuditListener | None = None) -> None:
         self.identity = SqlIdentityRepository(conn)
         self.work = SqlWorkRepository(conn)
-        self.audit = SqlAuditRepository(conn)
+        self.audit = SqlAuditRepository(conn, self._appended)
         self.secrets = SqlSecretRepository(conn)
+        self.webhooks = SqlWebhookDeliveryRepository(conn)
+        self._listener = listener
+
+    def _appended(self, event: AuditEvent) -> None:
+        if self._listener is not None:
+            self._listener.on_audit(self, event)
 
 
 class SqlStore:
     """Write sessions take the database's write lock (BEGIN IMMEDIATE on SQLite, row locks
-    and the audit advisory lock on PostgreSQL); read sessions never do."""
+    and the audit advisory lock on PostgreSQL); read sessions never do. `listener` hears
+    every audit event a write session appends, inside that session."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics = NO_METRICS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: ServerMetrics = NO_METRICS,
+        listener: AuditListener | None = None,
+    ) -> None:
         self.engine = engine
         self._metrics = metrics
+        self._listener = listener
         self._reader = read_only(engine)
         # SQLite has one writer; when writers of this process queue on a Python lock
         # instead of SQLite's busy-retry backoff, a write waits microseconds, not the
@@ -95,7 +112,7 @@ class SqlStore:
     def write(self) -> Iterator[SqlSession]:
         lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
         with lock, self.engine.begin() as conn:
-            session = SqlSession(conn)
+            session = SqlSession(conn, self._listener)
             yield session
         # Only committed status changes count (docs/operations.md "Metrics").
         if session.work.status_changes:

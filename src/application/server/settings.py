@@ -20,6 +20,7 @@ from domain.server.execution_policies import (
     resolve_result_policy,
 )
 from domain.server.sql_review import SqlReviewPolicy, resolve_review_policy
+from domain.server.webhooks import NotificationPolicy, RetryPolicy, Webhook
 from domain.server.workflows import Workflow, match_workflow
 from domain.shared.listen import ListenAddress
 from domain.shared.operations import Operation
@@ -43,6 +44,7 @@ __all__ = [
     "StoreSettings",
     "SweepSettings",
     "TokenPolicySettings",
+    "WebhookSettings",
     "default_store_url",
 ]
 
@@ -224,6 +226,20 @@ class MetricsSettings:
     listen: ListenAddress | None = None
 
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """`[[webhooks]]`, `[[notification_policies]]`, `allow_private_networks` and
+    `[webhook_delivery]` (docs/operations.md "Webhooks")."""
+
+    webhooks: tuple[Webhook, ...] = ()
+    notification_policies: tuple[NotificationPolicy, ...] = ()
+    #: Whether webhook URLs may reach private, loopback and link-local addresses.
+    allow_private_networks: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The longest one send may take (connect, write, answer).
+    timeout_secs: float = 10.0
+
+
 # --- the whole file -----------------------------------------------------------------------------
 
 
@@ -250,6 +266,7 @@ class ServerSettings:
     logging: LoggingSettings = LoggingSettings()
     preflight: PreflightSettings = PreflightSettings()
     metrics: MetricsSettings = MetricsSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     #: Config warnings (`<file>: <key>: <message>`), for the server to log at start.
     warnings: tuple[str, ...] = ()
 

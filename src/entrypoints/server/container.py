@@ -31,6 +31,7 @@ from adapters.http_api.routes_metrics import build_metrics_router
 from adapters.http_api.routes_preflight import PreflightUseCases, build_preflight_router
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
+from adapters.http_api.routes_webhooks import WebhookUseCases, build_webhook_router
 from adapters.mcp.in_process import in_process_api, streamable_http_sessions
 from adapters.mcp.server import build_mcp_server
 from adapters.mcp.tools import fingerprint_with
@@ -43,6 +44,7 @@ from adapters.store.result_contents import StoreResultContents
 from adapters.store.sql_store import SqlStore
 from adapters.store.wake_channel import PostgresWakeChannel
 from adapters.system_clock import SystemClock
+from adapters.webhooks.transport import HttpxWebhookTransport
 from application.server.agent_protocol.agents import ListAgents
 from application.server.agent_protocol.claim import ClaimJob
 from application.server.agent_protocol.explain import (
@@ -94,6 +96,12 @@ from application.server.requests.resume import ResumeRequest
 from application.server.retention import RetentionSweeps
 from application.server.settings import ServerSettings
 from application.server.sweeps import ServerSweeps, SweepJob, SweepRunner
+from application.server.webhooks import (
+    ListWebhookDeliveries,
+    ListWebhooks,
+    WebhookOutbox,
+    WebhookSender,
+)
 
 
 @dataclass
@@ -114,8 +122,8 @@ def _sweep_schedule(retention: RetentionSweeps, audit: AuditMaintenance) -> tupl
 log = logging.getLogger("dbward.server")
 
 
-def _store(url: str, metrics: ServerMetrics) -> SqlStore:
-    return SqlStore(create_store_engine(url), metrics)
+def _store(url: str, metrics: ServerMetrics, outbox: WebhookOutbox) -> SqlStore:
+    return SqlStore(create_store_engine(url), metrics, listener=outbox)
 
 
 def _with_state_gauges(
@@ -189,7 +197,13 @@ class ServerContainer(containers.DeclarativeContainer):
     #: One registry per server (never prometheus_client's global one).
     metrics_registry = providers.Singleton(CollectorRegistry)
     metrics = providers.Singleton(PrometheusServerMetrics, metrics_registry)
-    store = providers.Singleton(_store, url=settings.provided.store.url, metrics=metrics)
+    #: Queues webhook deliveries in the transaction of each audit event that causes one.
+    webhook_outbox = providers.Singleton(
+        WebhookOutbox, settings.provided.webhooks, providers.Object(new_uuid)
+    )
+    store = providers.Singleton(
+        _store, url=settings.provided.store.url, metrics=metrics, outbox=webhook_outbox
+    )
     local_notifier = providers.Singleton(AsyncioNotifier)
     wake_channel = providers.Singleton(_wake_channel, settings, local_notifier)
     notifier = providers.Singleton(_notifier, local_notifier, wake_channel)
@@ -420,6 +434,25 @@ class ServerContainer(containers.DeclarativeContainer):
         new_id=providers.Object(new_uuid),
     )
     list_results = providers.Singleton(ListResults, store=store, settings=settings)
+    webhook_transport = providers.Singleton(
+        HttpxWebhookTransport,
+        timeout_secs=settings.provided.webhooks.timeout_secs,
+        allow_private_networks=settings.provided.webhooks.allow_private_networks,
+    )
+    webhook_sender = providers.Singleton(
+        WebhookSender,
+        store=store,
+        settings=settings.provided.webhooks,
+        transport=webhook_transport,
+        clock=clock,
+        new_id=providers.Object(new_uuid),
+        metrics=metrics,
+    )
+    webhooks = providers.Singleton(
+        WebhookUseCases,
+        webhooks=providers.Singleton(ListWebhooks, settings.provided.webhooks),
+        deliveries=providers.Singleton(ListWebhookDeliveries, store),
+    )
     sweep_runner = providers.Singleton(
         SweepRunner,
         sweeps,
@@ -435,6 +468,8 @@ def build_app(container: ServerContainer) -> FastAPI:
     version: str = container.version()
     draining: Draining = container.draining()
     runner: SweepRunner = container.sweep_runner()
+    sender: WebhookSender = container.webhook_sender()
+    transport: HttpxWebhookTransport = container.webhook_transport()
     wake_channel: PostgresWakeChannel | None = container.wake_channel()
 
     @contextlib.asynccontextmanager
@@ -443,12 +478,15 @@ def build_app(container: ServerContainer) -> FastAPI:
             wake_channel.start()
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
+        sending = asyncio.create_task(sender.run(stop))
         try:
             async with mcp_sessions.run():
                 yield
         finally:
             stop.set()
             await task
+            await sending
+            transport.close()
             if wake_channel is not None:
                 await asyncio.to_thread(wake_channel.close)
 
@@ -471,6 +509,7 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_config_router(container.configuration()),
             build_preflight_router(container.preflight()),
             build_metrics_router(container.view_metrics()),
+            build_webhook_router(container.webhooks()),
         ],
         authenticate=container.authenticator().authenticate,
         version=version,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from domain.server.request_lifecycle import RequestStatus
+from domain.server.webhooks import DeliveryStatus
 from domain.shared.operations import Operation
 
 __all__ = ["NO_METRICS", "MetricsExposition", "NoServerMetrics", "ServerMetrics"]
@@ -36,6 +37,10 @@ class ServerMetrics(Protocol):
         """One HTTP request answered; `route` is the path template, never the raw path."""
         ...
 
+    def webhook_attempted(self, status: DeliveryStatus) -> None:
+        """One webhook send recorded, by the delivery's status after it (pending = will retry)."""
+        ...
+
 
 class MetricsExposition(Protocol):
     def render(self) -> tuple[bytes, str]:
@@ -59,6 +64,9 @@ class NoServerMetrics:
         pass
 
     def api_request(self, method: str, route: str, status_code: int, seconds: float) -> None:
+        pass
+
+    def webhook_attempted(self, status: DeliveryStatus) -> None:
         pass
 
 

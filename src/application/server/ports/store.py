@@ -1,8 +1,10 @@
 """The server's store port: one transaction at a time, with a repository per concern.
 
 Every state change and its audit event go through one `Store.write()` session, so they
-commit together or not at all (docs/server.md §7.1). Repositories decide races with conditional
-updates and report whether they won (a `bool` or a row count), never by reading first.
+commit together or not at all (docs/server.md §7.1), with whatever an `AuditListener`
+writes about the event (webhook deliveries, docs/operations.md "Webhooks"). Repositories
+decide races with conditional updates and report whether they won (a `bool` or a row
+count), never by reading first.
 
 The identity repository (users, tokens, group members) and the work repository (requests,
 executions, results, agents, databases, EXPLAIN jobs; one port per aggregate) are declared
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Protocol
 
 from application.server.ports.identity import IdentityRepository
+from application.server.ports.webhooks import WebhookDeliveryRepository
 from application.server.ports.work import WorkRepository
 from domain.server.audit import AuditEvent
 from domain.server.audit_integrity import ChainHead, CheckpointProgress, PurgeCheckpoint
@@ -120,6 +123,16 @@ class StoreSession(Protocol):
 
     @property
     def secrets(self) -> SecretRepository: ...
+
+    @property
+    def webhooks(self) -> WebhookDeliveryRepository: ...
+
+
+class AuditListener(Protocol):
+    """Called after each audit event a write session appends, inside that session, so
+    what it writes commits with the event or not at all (webhook deliveries)."""
+
+    def on_audit(self, session: StoreSession, event: AuditEvent) -> None: ...
 
 
 class Store(Protocol):

@@ -180,6 +180,7 @@ SERVER_EVERY_KEY = """
 state_dir = "state"
 listen = "127.0.0.1:3001"
 min_agent_version = "0.2.0"
+allow_private_networks = true
 
 [[databases]]
 name = "app"
@@ -305,6 +306,25 @@ max_explain_timeout_ms = 4000
 
 [metrics]
 listen = "127.0.0.1:9100"
+
+[[webhooks]]
+id = "ops"
+url = "http://10.0.0.5/hooks"
+format = "slack"
+secret = "s3cret"
+events = ["execution.*"]
+
+[[notification_policies]]
+database = "app"
+environment = "production"
+webhooks = ["ops"]
+events = ["request.break_glass"]
+
+[webhook_delivery]
+max_attempts = 3
+initial_backoff_secs = 1
+max_backoff_secs = 60
+timeout_secs = 5
 """
 
 #: A valid config to add one refused key to; its workflow has an auto_approve table so a

@@ -733,16 +733,6 @@ class TestDeprecatedAndUnsupported:
                 "approved request may wait to be resumed",
             ),
             (
-                '[[webhooks]]\nid = "ops"',
-                "webhooks: [[webhooks]] is a dbward 0.2 setting that is not supported yet; "
-                "remove it",
-            ),
-            (
-                '[[notification_policies]]\nwebhooks = ["ops"]',
-                "notification_policies: [[notification_policies]] is a dbward 0.2 setting "
-                "that is not supported yet; remove it",
-            ),
-            (
                 '[auth.oidc]\nissuer = "https://idp"',
                 "auth.oidc: [auth.oidc] is a dbward 0.2 setting that is not supported yet; "
                 "remove it",

@@ -47,6 +47,7 @@ from application.server.agent_protocol.public_key import GetPublicKey
 from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
 from application.server.ports.services import SqlClassifier
+from application.server.ports.store import AuditListener
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest, CreateRequestInput
@@ -245,12 +246,13 @@ def build_harness(
     signer: Ed25519Signer | None = None,
     result_stream_secs: float = 300.0,
     classifier: SqlClassifier | None = None,
+    listener: AuditListener | None = None,
 ) -> ServerHarness:
     settings = settings or default_settings(state_dir)
     engine = create_store_engine(settings.store.url)
     migrate(engine)
     metrics = RecordingServerMetrics()
-    store = SqlStore(engine, metrics)
+    store = SqlStore(engine, metrics, listener)
     clock = clock or MutableClock()
     notifier = AsyncioNotifier()
     signer = signer or signer_from_store(store)

@@ -1,0 +1,1 @@
+"""Webhook sends over httpx, behind the SSRF guard (docs/operations.md "Webhooks")."""

@@ -99,6 +99,24 @@ def test_finished_rows_are_never_claimed_and_list_filters_and_counts(
     ]
 
 
+def test_only_finished_rows_older_than_the_cutoff_are_purged(
+    repo: WebhookDeliveryRepository,
+) -> None:
+    for name in ("old-ok", "old-failed", "new-ok", "waiting"):
+        repo.add(delivery(name))
+    repo.claim_due(NOW, claim_until=NOW + timedelta(seconds=60), claim_token="t", limit=10)
+    day = timedelta(days=1)
+    finished = {"old-ok": NOW, "old-failed": NOW + timedelta(seconds=1), "new-ok": NOW + 3 * day}
+    for name, at in finished.items():
+        status = DeliveryStatus.FAILED if name == "old-failed" else DeliveryStatus.DELIVERED
+        assert repo.finish_attempt(name, "t", DeliveryOutcome(status, 1, at, 200, None, at))
+    cutoff = NOW + day
+    assert repo.purge_finished(cutoff, limit=1) == 1  # the oldest first, batch-bounded
+    assert repo.purge_finished(cutoff, limit=10) == 1
+    assert repo.purge_finished(cutoff, limit=10) == 0
+    assert sorted(d.id for d in repo.list(None, limit=10, offset=0)) == ["new-ok", "waiting"]
+
+
 @pytest.mark.integration
 def test_racing_replicas_split_the_due_rows_and_never_share_one(
     store_engine: Engine | None,

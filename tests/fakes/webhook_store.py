@@ -67,3 +67,18 @@ class FakeWebhookDeliveryRepository:
 
     def count(self, status: DeliveryStatus | None) -> int:
         return len([d for d in self.state.deliveries.values() if status in (None, d.status)])
+
+    def purge_finished(self, finished_before: datetime, limit: int) -> int:
+        done = sorted(
+            (
+                d
+                for d in self.state.deliveries.values()
+                if d.status is not DeliveryStatus.PENDING
+                and d.finished_at is not None
+                and d.finished_at < finished_before
+            ),
+            key=lambda d: d.finished_at or finished_before,
+        )[:limit]
+        for gone in done:
+            del self.state.deliveries[gone.id]
+        return len(done)

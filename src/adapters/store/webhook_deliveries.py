@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, delete, func, insert, or_, select, update
 
 from adapters.store.schema import format_timestamp, parse_timestamp, webhook_deliveries
 from application.server.ports.webhooks import DeliveryOutcome, WebhookDelivery
@@ -113,6 +113,23 @@ class SqlWebhookDeliveryRepository:
         if status is not None:
             query = query.where(_t.status == status.value)
         return int(self._conn.scalar(query) or 0)
+
+    def purge_finished(self, finished_before: datetime, limit: int) -> int:
+        # A sub-select bounds the batch: DELETE … LIMIT is not portable.
+        batch = (
+            select(_t.id)
+            .where(
+                _t.status.in_([DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value]),
+                _t.finished_at < format_timestamp(finished_before),
+            )
+            .order_by(_t.finished_at)
+            .limit(limit)
+        )
+        ids = [row[0] for row in self._conn.execute(batch)]
+        if not ids:
+            return 0
+        gone = self._conn.execute(delete(webhook_deliveries).where(_t.id.in_(ids)))
+        return int(gone.rowcount)
 
 
 def _claim_free(at: str) -> ColumnElement[bool]:

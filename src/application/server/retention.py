@@ -9,6 +9,8 @@
   deleted with everything that refers to it (approvals, pending approvers, executions,
   results and their content, dry-run jobs). Its audit events stay: the audit log has its
   own retention. Audit `request.purged`.
+- A webhook delivery that was delivered or failed is deleted `request_ttl_days` after it
+  finished; pending ones are never purged.
 
 Content is deleted *before* the row changes: if the server stops in between, the row
 still names the content and the next run deletes it again (a missing file is no error),
@@ -59,7 +61,11 @@ class RetentionSweeps:
     def schedule(self) -> tuple[SweepJob, ...]:
         """(interval, sweep) pairs for `SweepRunner`: both every `record_purge_interval_secs`."""
         interval = float(self._settings.sweeps.record_purge_interval_secs)
-        return ((interval, self.purge_results), (interval, self.purge_requests))
+        return (
+            (interval, self.purge_results),
+            (interval, self.purge_requests),
+            (interval, self.purge_webhook_deliveries),
+        )
 
     def purge_results(self, now: datetime) -> int:
         """Stored content past its retention → deleted; the summary is kept. How many."""
@@ -129,6 +135,13 @@ class RetentionSweeps:
                     )
                 )
         return purged
+
+    def purge_webhook_deliveries(self, now: datetime) -> int:
+        """Delivered or failed webhook deliveries finished `request_ttl_days` ago → deleted
+        (the audit events they announced stay). How many."""
+        cutoff = now - timedelta(days=self._settings.retention.request_ttl_days)
+        with self._store.write() as session:
+            return session.webhooks.purge_finished(cutoff, PURGE_BATCH)
 
 
 def _result_metadata(summary: ResultSummary) -> dict[str, object]:

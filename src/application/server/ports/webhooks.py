@@ -74,6 +74,11 @@ class WebhookDeliveryRepository(Protocol):
 
     def count(self, status: DeliveryStatus | None) -> int: ...
 
+    def purge_finished(self, finished_before: datetime, limit: int) -> int:
+        """Delete up to `limit` delivered or failed rows finished before `finished_before`
+        (pending rows are never purged); how many went."""
+        ...
+
 
 class WebhookTransport(Protocol):
     def send(self, url: str, body: str, headers: dict[str, str]) -> AttemptResult:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from application.server.ports.webhooks import DeliveryOutcome, WebhookDelivery
 from application.server.retention import RetentionSweeps
 from application.server.settings import RetentionSettings, SweepSettings
 from application.server.sweeps import SweepRunner
@@ -19,6 +20,7 @@ from domain.server.approvals import Approval, ApprovalAction
 from domain.server.errors import Gone, NotFound
 from domain.server.execution_policies import ResultPolicy
 from domain.server.request_lifecycle import RequestStatus
+from domain.server.webhooks import DeliveryStatus
 from tests.unit.application.server.test_requests_and_claims import (
     AGENT,
     ALICE,
@@ -217,7 +219,7 @@ def test_the_purges_run_on_the_sweep_loop_every_record_purge_interval(tmp_path: 
     server = build_harness(tmp_path, settings, clock)
     try:
         purge = purger(server)
-        assert [interval for interval, _ in purge.schedule] == [7.0, 7.0]
+        assert [interval for interval, _ in purge.schedule] == [7.0, 7.0, 7.0]
         request_id = server.create()
         server.requests.cancel_request.cancel(ALICE, request_id)
         clock.advance(2 * DAY)
@@ -237,3 +239,25 @@ def test_the_purges_run_on_the_sweep_loop_every_record_purge_interval(tmp_path: 
         asyncio.run(scenario())
     finally:
         server.close()
+
+
+# --- webhook deliveries -----------------------------------------------------------------------
+
+
+def test_finished_webhook_deliveries_are_purged_after_request_ttl_days(
+    server: ServerHarness,
+) -> None:
+    now = server.clock.now()
+    with server.store.write() as session:
+        for name in ("sent", "waiting"):
+            session.webhooks.add(
+                WebhookDelivery(name, "ops", f"e-{name}", "request.created", "{}", now, now)
+            )
+        session.webhooks.claim_due(now, claim_until=now, claim_token="t", limit=1)
+        done = DeliveryOutcome(DeliveryStatus.DELIVERED, 1, now, 200, None, now)
+        assert session.webhooks.finish_attempt("sent", "t", done)
+
+    assert purger(server).purge_webhook_deliveries(later(server, 10 * DAY - 60)) == 0
+    assert purger(server).purge_webhook_deliveries(later(server, 120)) == 1
+    with server.store.read() as session:
+        assert [d.id for d in session.webhooks.list(None, limit=5, offset=0)] == ["waiting"]

@@ -83,9 +83,19 @@ def _safe_next(target: str | None) -> str:
     return f"{PREFIX}/inbox"
 
 
+def _etag(html: str) -> str:
+    return '"' + hashlib.sha256(html.encode()).hexdigest()[:32] + '"'
+
+
+def _with_live_etag(template: str, context: dict[str, Any]) -> dict[str, Any]:
+    """The page's context plus the version of its live region as rendered now, so the
+    page's first poll already knows what it shows (a change in between is not missed)."""
+    return {**context, "live_etag": _etag(render_fragment(template, context))}
+
+
 def _live(request: Request, html: str) -> Response:
     """A live region, answered 304 when the browser already has this version."""
-    etag = '"' + hashlib.sha256(html.encode()).hexdigest()[:32] + '"'
+    etag = _etag(html)
     headers = {"etag": etag, "cache-control": "no-cache"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
@@ -185,7 +195,9 @@ def build_console_router(use_cases: ConsoleUseCases) -> APIRouter:
 
     @router.get("/inbox")
     def inbox(request: Request, session: Session) -> Response:
-        return render(request, "inbox.html", inbox_context(session))
+        return render(
+            request, "inbox.html", _with_live_etag("_inbox_live.html", inbox_context(session))
+        )
 
     @router.get("/inbox/live")
     def inbox_live(request: Request, session: Session) -> Response:
@@ -302,7 +314,8 @@ def build_console_router(use_cases: ConsoleUseCases) -> APIRouter:
 
     @router.get("/requests/{request_id}")
     def request_page(request: Request, request_id: str, session: Session) -> Response:
-        return render(request, "request.html", request_context(session, request_id))
+        context = {"session": session, **request_context(session, request_id)}
+        return render(request, "request.html", _with_live_etag("_request_live.html", context))
 
     @router.get("/requests/{request_id}/live")
     def request_live(request: Request, request_id: str, session: Session) -> Response:

@@ -35,14 +35,13 @@
 
   function live(region) {
     var url = region.getAttribute("data-live");
-    var etag = null;
+    // The version the server rendered into the page: the first poll compares against it.
+    var etag = region.getAttribute("data-etag");
     function tick() {
       poll(url, etag, function (html) {
         if (busy(region)) { return false; }
-        if (etag !== null) {
-          region.innerHTML = html;
-          region.setAttribute("data-updated", String(Date.now()));
-        }
+        region.innerHTML = html;
+        region.setAttribute("data-updated", String(Date.now()));
         return true;
       }).then(function (next) {
         if (next !== null) { etag = next; setTimeout(tick, INTERVAL_MS); }

@@ -47,7 +47,10 @@ def ensure_chromium() -> None:
             )
     if _present():
         return
-    message = f"the console tests need {CHROMIUM} and {CHROMEDRIVER} (apt-get install -y {' '.join(PACKAGES)})"
+    message = (
+        f"the console tests need {CHROMIUM} and {CHROMEDRIVER} "
+        f"(apt-get install -y {' '.join(PACKAGES)})"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

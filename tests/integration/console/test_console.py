@@ -53,9 +53,8 @@ def _until(browser: webdriver.Chrome, what: str, check: Callable[[], bool]) -> N
     try:
         wait_until(safe, DEADLINE, what)
     except AssertionError as exc:
-        raise AssertionError(
-            f"{exc}; the page at {browser.current_url} shows:\n{browser.find_element(By.TAG_NAME, 'main').text}"
-        ) from None
+        shown = browser.find_element(By.TAG_NAME, "main").text
+        raise AssertionError(f"{exc}; {browser.current_url} shows:\n{shown}") from None
 
 
 def _text(browser: webdriver.Chrome, css: str) -> str:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -172,6 +173,18 @@ def test_dev_demo_plays_the_whole_flow_on_its_own_postgres_and_ctrl_c_stops_ever
     ]
     positions = [write_step.index(line) for line in story]
     assert positions == sorted(positions), write_step
+
+    # The console's address and a sign-in token are printed; a write waits there.
+    url = f"http://127.0.0.1:{dev.port}"
+    reviewer_token = (tmp_path / ".dbward-dev" / "reviewer-token").read_text().strip()
+    assert f"{url}/ui" in out and reviewer_token in out
+    waiting = re.search(rf"{re.escape(url)}/ui/requests/([0-9a-f-]{{36}})", out)
+    assert waiting is not None, out
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {reviewer_token}"}
+    ) as reviewer:
+        pending = reviewer.get("/api/requests", params={"pending_for_me": "true"}).json()
+    assert [r["id"] for r in pending["requests"]] == [waiting.group(1)]
 
     dev_dir = tmp_path / ".dbward-dev"
     for name in ("client.toml", "reviewer.toml", "reviewer-token", "agent.toml", "server.toml"):

@@ -105,6 +105,9 @@ def _print_summary(stack: DevStack, hint: Path, console: Console) -> None:
             f"(pid {stack.postgres.pid}, data {hint / 'postgres'})"
         )
     lines += [
+        f"  console     {stack.url}/ui  (docs/console.md)",
+        f"              sign in as {REVIEWER} with {stack.reviewer_token} "
+        f"(also in {hint / 'reviewer-token'})",
         f"  {DATABASE}/{DEVELOPMENT}  {redacted(stack.database_urls[DEVELOPMENT])}  auto-approved",
         f"  {DATABASE}/{PRODUCTION}   {redacted(stack.database_urls[PRODUCTION])}  "
         f"one approval by role {REVIEWER_ROLE} (user {REVIEWER}: {hint / 'reviewer.toml'})",

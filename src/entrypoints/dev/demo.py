@@ -3,7 +3,8 @@
 Each step prints the `dbward` command that does the same thing, then does it through the API
 client: a query on `app/development` (auto-approved, answered), a write on `app/production`
 that waits, the reviewer's approval, the requester's resume, the result, and the audit chain
-verified (docs/workflows.md).
+verified (docs/workflows.md). Last, it leaves one more write pending, for the reviewer to
+approve in the web console (docs/console.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from entrypoints.dev.stack import DATABASE, DEVELOPMENT, PRODUCTION, REVIEWER, D
 QUERY = "SELECT id, name, email, country FROM customers ORDER BY id"
 WRITE = "UPDATE orders SET status = 'refunded' WHERE id = 102"
 WRITE_REASON = "refund order 102"
+CONSOLE_WRITE = "UPDATE orders SET status = 'refunded' WHERE id = 103"
+CONSOLE_WRITE_REASON = "refund order 103"
 #: How long a step may wait for the agent to run a request.
 EXECUTION_TIMEOUT_SECS = 60.0
 DEMO_COMPLETE = "Demo complete."
@@ -90,6 +93,18 @@ def play(stack: DevStack, config_hint: Path, console: Console) -> None:
         if verdict.get("valid") is not True:
             raise DemoError(f"the audit chain does not verify: {verdict}")
         console.print(f"audit chain verified: {verdict.get('total_events')} events, unbroken")
+
+        step(
+            f"Your turn, in the browser: approve a write as the {REVIEWER}",
+            f"open {stack.url}/ui and sign in with the token in {config_hint / 'reviewer-token'}",
+        )
+        waiting = requester.create_request(
+            _body(PRODUCTION, CONSOLE_WRITE, reason=CONSOLE_WRITE_REASON)
+        )
+        if waiting["status"] != "pending":
+            raise DemoError(f"the console's write is {waiting['status']}, not pending")
+        console.print(f"request {waiting['id']}: pending, in the {REVIEWER}'s inbox")
+        console.print(f"  {stack.url}/ui/requests/{waiting['id']}", markup=False)
     console.print(f"\n{DEMO_COMPLETE} The stack stays up for your own commands; Ctrl-C stops it.")
 
 

@@ -21,6 +21,7 @@ from adapters.crypto.key_encryption import AesGcmSecretCipher, load_key_encrypti
 from adapters.files.result_store import LocalResultStore
 from adapters.files.secrets import LocalSecretFiles
 from adapters.http_api.app import create_app
+from adapters.http_api.console import ConsoleUseCases, mount_console
 from adapters.http_api.mcp_endpoint import mount_mcp
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, build_agent_router
@@ -67,6 +68,7 @@ from application.server.configuration.policy_resolution import ResolvePolicies
 from application.server.configuration.roles import ListRoles
 from application.server.configuration.schemas import GetSchema
 from application.server.configuration.workflows import ListWorkflows
+from application.server.console.sessions import ConsoleSessions
 from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
@@ -453,6 +455,27 @@ class ServerContainer(containers.DeclarativeContainer):
         webhooks=providers.Singleton(ListWebhooks, settings.provided.webhooks),
         deliveries=providers.Singleton(ListWebhookDeliveries, store),
     )
+    console = providers.Singleton(
+        ConsoleUseCases,
+        sessions=providers.Singleton(
+            ConsoleSessions,
+            store=store,
+            cipher=cipher,
+            clock=clock,
+            authenticate=authenticator.provided.authenticate,
+            new_id=providers.Object(new_uuid),
+            random_bytes=providers.Object(secrets.token_bytes),
+        ),
+        requests=requests,
+        approvals=approvals,
+        run_preflight=preflight.provided.run_preflight,
+        list_databases=configuration.provided.databases,
+        list_agents=agents.provided.list_agents,
+        audit_queries=audit_queries,
+        audit_integrity=audit_integrity,
+        get_schema=preflight.provided.get_schema,
+        clock=clock,
+    )
     sweep_runner = providers.Singleton(
         SweepRunner,
         sweeps,
@@ -525,4 +548,5 @@ def build_app(container: ServerContainer) -> FastAPI:
     )
     mcp_sessions = streamable_http_sessions(mcp_server)
     mount_mcp(app, mcp_sessions.handle_request)
+    mount_console(app, container.console())  # `/ui` (docs/console.md)
     return app

@@ -156,7 +156,12 @@ class _Scorer:
         if count >= MANY_FINDINGS:
             self.raise_to(RiskLevel.HIGH, RiskFactor("many_warnings", f"{count} findings"))
         elif count:
-            self.raise_to(RiskLevel.MEDIUM, RiskFactor("review_warnings", f"{count} findings"))
+            self.raise_to(
+                RiskLevel.MEDIUM,
+                RiskFactor(
+                    "review_warnings", f"{count} finding" if count == 1 else f"{count} findings"
+                ),
+            )
         dropped = sorted({f.rule.value for f in findings if f.rule in DROP_RULES})
         if dropped:
             self.raise_to(RiskLevel.HIGH, RiskFactor("drop_operation", ", ".join(dropped)))

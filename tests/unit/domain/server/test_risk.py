@@ -200,7 +200,7 @@ def test_warnings_raise_to_medium_and_three_or_more_to_high(
     hits = tuple(hit(R.LARGE_IN_LIST, f"list {i}") for i in range(count))
     result = assess(update("small", hits=hits))
     assert result.level is level
-    assert result.factors == (RiskFactor(code, f"{count} findings"),)
+    assert result.factors == (RiskFactor(code, f"{count} finding{'' if count == 1 else 's'}"),)
 
 
 @pytest.mark.parametrize(

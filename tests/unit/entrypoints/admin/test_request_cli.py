@@ -324,7 +324,7 @@ def test_show_prints_the_risk_and_every_finding_before_the_sql(api: ScriptedApi)
                         "level": "medium",
                         "factors": [
                             {"code": "large_table", "detail": "public.big_t ~5000 rows"},
-                            {"code": "review_warnings", "detail": "1 findings"},
+                            {"code": "review_warnings", "detail": "1 finding"},
                         ],
                     },
                 },
@@ -336,7 +336,7 @@ def test_show_prints_the_risk_and_every_finding_before_the_sql(api: ScriptedApi)
     lines = result.output.splitlines()
     risk = next(line for line in lines if line.startswith("risk "))
     assert risk.split(None, 1)[1] == (
-        "medium - large_table (public.big_t ~5000 rows) - review_warnings (1 findings)"
+        "medium - large_table (public.big_t ~5000 rows) - review_warnings (1 finding)"
     )
     finding = next(line for line in lines if line.startswith("finding "))
     assert finding.split(None, 1)[1] == "warn large_in_list: IN list of 300 items"

@@ -60,6 +60,13 @@ def store_engine(request: pytest.FixtureRequest) -> Engine | None:
     return engine
 
 
+@pytest.fixture(params=BACKENDS[1:])
+def sql_store_engine(request: pytest.FixtureRequest) -> Engine:
+    """A real store's engine only: for races between two connections, which a fake has not."""
+    engine: Engine = request.getfixturevalue(f"{request.param}_store")
+    return engine
+
+
 @pytest.fixture
 def connection(store_engine: Engine | None) -> Iterator[Connection | None]:
     """A connection inside a transaction that rolls back after the test (None for the fake)."""

@@ -79,11 +79,10 @@ class TestResultContents:
 
 @pytest.mark.integration
 def test_racing_replicas_store_exactly_one_signing_key(
-    store_engine: Engine | None,
+    sql_store_engine: Engine,
 ) -> None:
     """Two stores on one database (two replicas) add the key at once: one wins, both read it."""
-    if store_engine is None:
-        pytest.skip("a race between two SQL connections")
+    store_engine = sql_store_engine
     name = f"race-{uuid.uuid4().hex}"
     barrier = threading.Barrier(2)
     won: list[bool] = []

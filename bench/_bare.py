@@ -35,7 +35,12 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 ROUND_TRIPS = 500
 RATE_CLIENTS = 8
 RATE_REQUESTS = 2000
-BODY = {"database": "app", "environment": "bench", "operation": "execute_select", "detail": "SELECT 1"}
+BODY = {
+    "database": "app",
+    "environment": "bench",
+    "operation": "execute_select",
+    "detail": "SELECT 1",
+}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -82,9 +82,17 @@ class SqlStore:
     """Write sessions take the database's write lock (BEGIN IMMEDIATE on SQLite, row locks
     and the audit advisory lock on PostgreSQL); read sessions never do."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics = NO_METRICS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: ServerMetrics = NO_METRICS,
+        on_identity_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.engine = engine
         self._metrics = metrics
+        # Called after a commit that revoked a token or changed a user's status, roles or
+        # groups: the authentication cache forgets what it knew (principal_cache.py).
+        self._on_identity_change = on_identity_change
         self._reader = read_only(engine)
         # SQLite has one writer; when writers of this process queue on a Python lock
         # instead of SQLite's busy-retry backoff, a write waits microseconds, not the
@@ -100,6 +108,8 @@ class SqlStore:
         # Only committed status changes count (docs/operations.md "Metrics").
         if session.work.status_changes:
             self._metrics.requests_transitioned(session.work.status_changes)
+        if session.identity.changed:
+            self._on_identity_change()
 
     @contextmanager
     def read(self) -> Iterator[SqlSession]:

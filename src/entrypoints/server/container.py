@@ -39,7 +39,11 @@ from adapters.metrics.exposition import RegistryExposition
 from adapters.metrics.server import PrometheusServerMetrics, register_state_gauges
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
-from adapters.store.result_contents import StoreResultContents
+from adapters.store.result_contents import (
+    SMALL_RESULT_BYTES,
+    SmallResultsInStore,
+    StoreResultContents,
+)
 from adapters.store.sql_store import SqlStore
 from adapters.store.wake_channel import PostgresWakeChannel
 from adapters.system_clock import SystemClock
@@ -69,6 +73,7 @@ from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import Bootstrapper
+from application.server.identity.principal_cache import PrincipalCache
 from application.server.identity.roles import RoleDirectory
 from application.server.identity.signing_key import SigningKeyOrigin, provision_signing_seed
 from application.server.identity.tokens import TokenService
@@ -114,8 +119,8 @@ def _sweep_schedule(retention: RetentionSweeps, audit: AuditMaintenance) -> tupl
 log = logging.getLogger("dbward.server")
 
 
-def _store(url: str, metrics: ServerMetrics) -> SqlStore:
-    return SqlStore(create_store_engine(url), metrics)
+def _store(url: str, metrics: ServerMetrics, principal_cache: PrincipalCache) -> SqlStore:
+    return SqlStore(create_store_engine(url), metrics, on_identity_change=principal_cache.clear)
 
 
 def _with_state_gauges(
@@ -166,7 +171,10 @@ def _result_store(settings: ServerSettings, store: SqlStore) -> ResultContentSto
     storage = settings.result_storage
     if storage.backend == "store":
         return StoreResultContents(store.engine, storage.max_persist_bytes)
-    return LocalResultStore(storage.root_dir, storage.max_persist_bytes)
+    files = LocalResultStore(storage.root_dir, storage.max_persist_bytes)
+    threshold = min(SMALL_RESULT_BYTES, storage.max_persist_bytes)
+    small = StoreResultContents(store.engine, threshold)
+    return SmallResultsInStore(small, files, threshold)
 
 
 def _wake_channel(settings: ServerSettings, local: AsyncioNotifier) -> PostgresWakeChannel | None:
@@ -189,7 +197,10 @@ class ServerContainer(containers.DeclarativeContainer):
     #: One registry per server (never prometheus_client's global one).
     metrics_registry = providers.Singleton(CollectorRegistry)
     metrics = providers.Singleton(PrometheusServerMetrics, metrics_registry)
-    store = providers.Singleton(_store, url=settings.provided.store.url, metrics=metrics)
+    principal_cache = providers.Singleton(PrincipalCache)
+    store = providers.Singleton(
+        _store, url=settings.provided.store.url, metrics=metrics, principal_cache=principal_cache
+    )
     local_notifier = providers.Singleton(AsyncioNotifier)
     wake_channel = providers.Singleton(_wake_channel, settings, local_notifier)
     notifier = providers.Singleton(_notifier, local_notifier, wake_channel)
@@ -215,7 +226,12 @@ class ServerContainer(containers.DeclarativeContainer):
     readiness = providers.Singleton(StoreReadiness, store)
     roles = providers.Singleton(RoleDirectory, settings.provided.auth)
     authenticator = providers.Singleton(
-        Authenticator, store=store, clock=clock, new_id=providers.Object(new_uuid), roles=roles
+        Authenticator,
+        store=store,
+        clock=clock,
+        new_id=providers.Object(new_uuid),
+        roles=roles,
+        cache=principal_cache,
     )
     tokens = providers.Singleton(
         TokenService,
@@ -473,6 +489,7 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_metrics_router(container.view_metrics()),
         ],
         authenticate=container.authenticator().authenticate,
+        authenticate_cached=container.authenticator().cached,
         version=version,
         body_limit_for=agent_body_limit(settings),
         lifespan=lifespan,

@@ -144,10 +144,12 @@ class PollForWork:
                 return reply
             deadline = started + wait_ms / 1000
             while (remaining := deadline - loop.time()) > 0:
-                await waiter.wait(min(self._recheck_secs, remaining))
+                notified = await waiter.wait(min(self._recheck_secs, remaining))
                 if self._draining():
                     return PollReply(draining=True)
-                if await asyncio.to_thread(self._has_work, body, scopes, limit):
+                # A wake-up names a dispatch in these scopes: take it at once (one
+                # transaction); only the periodic recheck looks first, read-only.
+                if notified or await asyncio.to_thread(self._has_work, body, scopes, limit):
                     reply = await asyncio.to_thread(
                         self._poll_once, principal, body, scopes, degraded, limit, upgrade
                     )

@@ -8,8 +8,8 @@ Wire-compatible with dbward 0.2; our additions are each optional for an old peer
   the store is re-read every second anyway (replicas on one PostgreSQL do not share
   notifications). That periodic look is shared (`_SharedLook`): every poll held on the
   same scopes and operations waits on one store read per second, so 500 idle agents
-  cost the store one look a second, not 500. A held poll answers with `"wait_ms": <ms held>`, which tells our agent
-  the server long-polls.
+  cost the store one look a second, not 500. A held poll answers with
+  `"wait_ms": <ms held>`, which tells our agent the server long-polls.
 * **One row per agent**: the registry is keyed by (token subject, the poll's `agent_id`),
   so agents sharing a token do not overwrite each other (docs/server.md §7.3); the first
   poll of each writes `agent.registered`.
@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from application.server.audit_events import audit_event

@@ -117,6 +117,10 @@ def request_from_row(m: Mapping[Any, Any]) -> RequestRecord:
     )
 
 
+#: Built once, executed with a parameter dict (see `executions._INSERT_EXECUTION`).
+_INSERT_REQUEST = insert(requests)
+
+
 class SqlRequestRepository(SqlRepository):
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn)
@@ -153,10 +157,9 @@ class SqlRequestRepository(SqlRepository):
             "resolved_at": optional_timestamp(record.resolved_at),
             "expires_at": optional_timestamp(record.expires_at),
         }
-        statement = insert(requests).values(**values)
         if record.idempotency_key is None:
-            self._conn.execute(statement)
-        elif not self._insert_or_conflict(statement):
+            self._conn.execute(_INSERT_REQUEST, values)
+        elif not self._insert_or_conflict(_INSERT_REQUEST, values):
             raise DuplicateIdempotencyKey(record.idempotency_key)
 
     def get_request(self, request_id: str) -> RequestRecord | None:

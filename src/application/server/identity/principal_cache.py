@@ -1,13 +1,13 @@
 """Who a bearer token was a moment ago, so that a busy caller does not cost a store read
-per API call (docs/server.md §4.6 "Authentication cache").
+per API call (docs/server.md §4.6, "Authentication cache").
 
 An entry holds the token's record and the `Principal` it resolved to (roles and groups
-included), for `ttl_secs` (5 s, the role-resolution cache of docs/server.md §4.3). It
-never outlives a change made through this process: every committed identity write (token
-revoked, user suspended or deleted, roles or group membership changed) calls `clear`, and
-an authentication that read the store before such a write cannot put its stale answer
-back (the generation check). A write this process did not make (another replica, `dbward
-token revoke` run against the store) is seen when the entry ages out: within `ttl_secs`.
+included), for `ttl_secs` (5 s). It never outlives a change made through this process:
+every committed identity write (token revoked, user suspended or deleted, roles or group
+membership changed) calls `clear`, and an authentication that read the store before such
+a write cannot put its stale answer back (the generation check). A write this process did
+not make (another replica, `dbward token revoke` run against the store) is seen when the
+entry ages out: within `ttl_secs`.
 """
 
 from __future__ import annotations

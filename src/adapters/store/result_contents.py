@@ -10,7 +10,10 @@ of a missing key is no error.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, delete, insert, select
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from sqlalchemy import Connection, Engine, delete, insert, select
 
 from adapters.store.engine import read_only
 from adapters.store.schema import result_contents
@@ -25,10 +28,17 @@ SMALL_RESULT_BYTES = 64 * 1024
 class StoreResultContents:
     """Implements `application.server.ports.services.ResultContentStore`."""
 
-    def __init__(self, engine: Engine, max_bytes: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_bytes: int,
+        begin: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ) -> None:
+        """`begin` opens a write transaction (default `engine.begin`); the server passes
+        `SqlStore.transaction`, which queues SQLite writers on one lock."""
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-        self._engine = engine
+        self._begin = begin or engine.begin
         self._reader = read_only(engine)
         self._max_bytes = max_bytes
 
@@ -41,7 +51,7 @@ class StoreResultContents:
             raise ResultContentTooLarge(
                 f"result size {len(content)} exceeds limit {self._max_bytes}"
             )
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(result_contents).where(result_contents.c.storage_key == key))
             conn.execute(insert(result_contents).values(storage_key=key, content=content))
 
@@ -53,7 +63,7 @@ class StoreResultContents:
         return None if content is None else bytes(content)
 
     def delete(self, key: str) -> None:
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(result_contents).where(result_contents.c.storage_key == key))
 
 

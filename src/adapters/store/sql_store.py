@@ -100,9 +100,16 @@ class SqlStore:
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @contextmanager
-    def write(self) -> Iterator[SqlSession]:
+    def transaction(self) -> Iterator[Connection]:
+        """A bare write transaction, queued with `write`'s (the result-content table's
+        writes use it, so they never fall back on SQLite's busy backoff either)."""
         lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
         with lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[SqlSession]:
+        with self.transaction() as conn:
             session = SqlSession(conn)
             yield session
         # Only committed status changes count (docs/operations.md "Metrics").

@@ -170,10 +170,10 @@ def _signer(
 def _result_store(settings: ServerSettings, store: SqlStore) -> ResultContentStore:
     storage = settings.result_storage
     if storage.backend == "store":
-        return StoreResultContents(store.engine, storage.max_persist_bytes)
+        return StoreResultContents(store.engine, storage.max_persist_bytes, store.transaction)
     files = LocalResultStore(storage.root_dir, storage.max_persist_bytes)
     threshold = min(SMALL_RESULT_BYTES, storage.max_persist_bytes)
-    small = StoreResultContents(store.engine, threshold)
+    small = StoreResultContents(store.engine, threshold, store.transaction)
     return SmallResultsInStore(small, files, threshold)
 
 

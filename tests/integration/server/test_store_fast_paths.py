@@ -4,10 +4,12 @@ tell the authentication cache, and small results live in the store instead of fi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection
 
 from adapters.files.result_store import LocalResultStore
 from adapters.store.engine import create_store_engine
@@ -104,6 +106,24 @@ class TestSmallResultsInStore:
         assert (files / "r" / "e" / "b").read_bytes() == b"123456789"
         assert contents.get("r/e/b") == b"123456789"
         assert contents.max_bytes == 64
+
+    def test_writes_queue_with_the_stores_other_writers(self, tmp_path: Path) -> None:
+        engine = create_store_engine(f"sqlite:///{tmp_path / 'dbward.db'}")
+        migrate(engine)
+        store = SqlStore(engine)
+        opened: list[str] = []
+
+        @contextmanager
+        def transaction() -> Iterator[Connection]:
+            opened.append("write")
+            with store.transaction() as conn:
+                yield conn
+
+        contents = StoreResultContents(engine, 8, transaction)
+        contents.put("r/e/a", b"1")
+        contents.delete("r/e/a")
+        store.close()
+        assert opened == ["write", "write"]
 
     def test_delete_removes_a_body_wherever_it_went(
         self, tiers: tuple[SmallResultsInStore, Path]

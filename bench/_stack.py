@@ -131,6 +131,51 @@ class Stack:
         )
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def verdict(met: bool) -> str:
+    """How a target prints: a missed one is reported, never an exit status, because `make
+    bench` stops at the first failing script and the ones after it must still run."""
+    return "met" if met else "NOT met"
+
+
+def route_totals(client: httpx.Client) -> dict[tuple[str, str], tuple[float, float]]:
+    """`(method, route) -> (seconds sum, count)` of the server's own API timing
+    (`dbward_http_request_duration_seconds` on `/metrics`): what each call cost inside the
+    server, without the network and the client."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    text = client.get("/metrics").raise_for_status().text
+    for line in text.splitlines():
+        if not line.startswith("dbward_http_request_duration_seconds_"):
+            continue
+        name, _, value = line.rpartition(" ")
+        kind = name.split("{", 1)[0].rsplit("_", 1)[1]
+        if kind not in ("sum", "count"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in name.split("{", 1)[1].rstrip("}").split(",") if part
+        )
+        key = (labels["method"].strip('"'), labels["route"].strip('"'))
+        entry = totals.setdefault(key, [0.0, 0.0])
+        entry[0 if kind == "sum" else 1] = float(value)
+    return {key: (entry[0], entry[1]) for key, entry in totals.items()}
+
+
+def mean_ms_between(
+    before: dict[tuple[str, str], tuple[float, float]],
+    after: dict[tuple[str, str], tuple[float, float]],
+    method: str,
+    route: str,
+) -> float:
+    """The server's mean time per call of one route between two `route_totals` reads."""
+    total, count = after.get((method, route), (0.0, 0.0))
+    total0, count0 = before.get((method, route), (0.0, 0.0))
+    return (total - total0) * 1000 / max(count - count0, 1)
+
+
 def submit(client: httpx.Client, sql: str = "SELECT 1") -> str:
     response = client.post(
         "/api/requests",

@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 
 import httpx
-from _stack import Stack, submit, wait_result
+from _stack import Stack, percentile, submit, wait_result
 
 LONG_POLL_REQUESTS = 200
 CLASSIC_REQUESTS = 40
@@ -41,11 +41,6 @@ def measure(stack: Stack, name: str, count: int, **agent_settings: int) -> list[
             latencies.append(claim_latency_ms(client, request_id))
     stack.stop_last()
     return latencies
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
-from adapters.http_api.auth import Authenticate
+from adapters.http_api.auth import Authenticate, AuthenticateCached, no_cache
 from adapters.http_api.errors import install_error_handlers
 from adapters.http_api.middleware import ApiMetrics, BodyLimit, VersionHeader
 from application.server.ports.metrics import NO_METRICS, ServerMetrics
@@ -39,6 +39,7 @@ def create_app(
     routers: Sequence[APIRouter],
     authenticate: Authenticate,
     version: str,
+    authenticate_cached: AuthenticateCached = no_cache,
     body_limit_for: Callable[[str], int] = lambda _path: DEFAULT_BODY_LIMIT,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     metrics: ServerMetrics = NO_METRICS,
@@ -52,6 +53,7 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     app.state.authenticate = authenticate
+    app.state.authenticate_cached = authenticate_cached
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)

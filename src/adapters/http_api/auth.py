@@ -2,7 +2,9 @@
 
 The token check itself is the application's `authenticate(authorization_header)` (it reads
 the store), installed on `app.state.authenticate` by the composition root, so routes only
-declare `Depends(current_principal)`.
+declare `Depends(current_principal)`. The dependency is `async`: a token the application
+has just resolved (`app.state.authenticate_cached`, memory only) costs no thread hop and
+no store read; any other goes to the thread pool, where `authenticate` may read the store.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from domain.server.channels import parse_channel
 from domain.server.errors import Forbidden
@@ -21,6 +24,14 @@ CHANNEL_HEADER = "x-dbward-channel"
 
 #: `(Authorization header or None) -> Principal`; raises `Unauthenticated`.
 Authenticate = Callable[[str | None], Principal]
+#: `(Authorization header or None) -> Principal or None`: answers from memory, never
+#: blocks and never raises; None sends the call to `Authenticate`.
+AuthenticateCached = Callable[[str | None], Principal | None]
+
+
+def no_cache(_authorization: str | None) -> None:
+    """The `AuthenticateCached` of an app without a cache: every call authenticates."""
+    return None
 
 
 class PublicForbidden(Forbidden):
@@ -34,9 +45,13 @@ def _agent_path(request: Request) -> bool:
     return path.startswith("/api/agent/") or (path == "/api/public-key" and request.method == "GET")
 
 
-def current_principal(request: Request) -> Principal:
-    authenticate: Authenticate = request.app.state.authenticate
-    principal = authenticate(request.headers.get("authorization"))
+async def current_principal(request: Request) -> Principal:
+    authorization = request.headers.get("authorization")
+    cached: AuthenticateCached = request.app.state.authenticate_cached
+    principal = cached(authorization)
+    if principal is None:
+        authenticate: Authenticate = request.app.state.authenticate
+        principal = await run_in_threadpool(authenticate, authorization)
     if principal.is_agent and not _agent_path(request):
         raise PublicForbidden("agent tokens cannot access this endpoint")
     channel = request.headers.get(CHANNEL_HEADER)
@@ -46,9 +61,9 @@ def current_principal(request: Request) -> Principal:
     return principal
 
 
-def current_agent(request: Request) -> Principal:
+async def current_agent(request: Request) -> Principal:
     """For agent endpoints: only agent tokens."""
-    principal = current_principal(request)
+    principal = await current_principal(request)
     if not principal.is_agent:
         raise PublicForbidden("agent token required")
     return principal

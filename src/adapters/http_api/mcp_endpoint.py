@@ -9,7 +9,6 @@ audits them. The tools then call the API with the same token, which authorizes e
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,7 +30,7 @@ class _TokenGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
-                await run_in_threadpool(current_principal, Request(scope))
+                await current_principal(Request(scope))
             except ServerDomainError as exc:
                 await domain_envelope(exc)(scope, receive, send)
                 return

@@ -59,6 +59,17 @@ VERIFY_BATCH_ROWS = 1000
 _FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(AuditEvent))
 _COLUMNS = tuple(audit_events.c[name] for name in _FIELDS)
 
+# Built once, executed with plain parameter dicts: an event is appended by nearly every
+# write, and `insert(...).values(**row)` re-coerces each of its columns on every call (the
+# largest item of the create route's profile, docs/performance.md).
+_HEAD = select(audit_events.c.event_hash).order_by(audit_events.c.seq.desc()).limit(1)
+_PURGED_HEAD = (
+    select(audit_purge_checkpoints.c.last_purged_hash)
+    .order_by(audit_purge_checkpoints.c.purged_through_position.desc())
+    .limit(1)
+)
+_INSERT = insert(audit_events)
+
 
 def append_event(conn: Connection, event: AuditEvent) -> AuditEvent:
     """Insert `event` chained after the current head; return it with its hashes.
@@ -72,19 +83,13 @@ def append_event(conn: Connection, event: AuditEvent) -> AuditEvent:
     if conn.get_execution_options().get(READ_ONLY):
         raise RuntimeError("append_event needs a write transaction, not a READ_ONLY one")
     _lock_chain(conn)
-    head = conn.scalar(
-        select(audit_events.c.event_hash).order_by(audit_events.c.seq.desc()).limit(1)
-    )
+    head = conn.scalar(_HEAD)
     if head is None:
-        head = conn.scalar(
-            select(audit_purge_checkpoints.c.last_purged_hash)
-            .order_by(audit_purge_checkpoints.c.purged_through_position.desc())
-            .limit(1)
-        )
+        head = conn.scalar(_PURGED_HEAD)
     linked = chain(event, head)
     values: dict[str, Any] = {name: getattr(linked, name) for name in _FIELDS}
     values["chain_version"] = CHAIN_VERSION
-    conn.execute(insert(audit_events).values(**values))
+    conn.execute(_INSERT, values)
     return linked
 
 

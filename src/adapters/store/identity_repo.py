@@ -6,11 +6,12 @@ Portable SQL only (SQLite and PostgreSQL): JSON as TEXT, timestamps as fixed-wid
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +33,8 @@ IDENTITY_LOCK_KEY = int.from_bytes(
 )
 
 _BOOTSTRAP = ProvisioningKind.BOOTSTRAP.value
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def _ts(moment: datetime | None) -> str | None:
@@ -81,11 +84,25 @@ def _token(row: Row[Any]) -> TokenRecord:
     )
 
 
+def _changes_identity(method: _Method) -> _Method:
+    """Marks a write that can change what a token authenticates as (revoked, suspended,
+    other roles or groups): `SqlStore` tells the authentication cache once it commits."""
+
+    @functools.wraps(method)
+    def marked(self: SqlIdentityRepository, *args: Any, **kwargs: Any) -> Any:
+        self.changed = True
+        return method(self, *args, **kwargs)
+
+    return cast("_Method", marked)
+
+
 class SqlIdentityRepository:
     """Runs in the caller's connection and transaction (one `StoreSession`)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        #: Whether this transaction made a `_changes_identity` write.
+        self.changed = False
 
     # --- users ------------------------------------------------------------------------
 
@@ -93,6 +110,7 @@ class SqlIdentityRepository:
         row = self._conn.execute(select(users).where(users.c.id == user_id)).first()
         return None if row is None else _user(row)
 
+    @_changes_identity
     def add_user(self, user: UserRecord) -> bool:
         values = {
             "id": user.id,
@@ -120,6 +138,7 @@ class SqlIdentityRepository:
             query = query.where(users.c.lifecycle_state == LifecycleState.ACTIVE.value)
         return [_user(row) for row in self._conn.execute(query)]
 
+    @_changes_identity
     def set_roles(self, user_id: str, roles: Sequence[str], now: datetime) -> bool:
         result = self._conn.execute(
             update(users)
@@ -128,6 +147,7 @@ class SqlIdentityRepository:
         )
         return result.rowcount == 1
 
+    @_changes_identity
     def set_status(
         self, user_id: str, status: UserStatus, *, expected: UserStatus, now: datetime
     ) -> bool:
@@ -142,6 +162,7 @@ class SqlIdentityRepository:
         )
         return result.rowcount == 1
 
+    @_changes_identity
     def soft_delete(self, user_id: str, now: datetime) -> bool:
         result = self._conn.execute(
             update(users)
@@ -150,6 +171,7 @@ class SqlIdentityRepository:
         )
         return result.rowcount == 1
 
+    @_changes_identity
     def restore_user(self, user_id: str, now: datetime) -> bool:
         result = self._conn.execute(
             update(users)
@@ -200,6 +222,7 @@ class SqlIdentityRepository:
             found.setdefault(user_id, []).append(group)
         return found
 
+    @_changes_identity
     def add_member(self, group: str, user_id: str, now: datetime) -> bool:
         exists = self._conn.scalar(
             select(func.count())
@@ -219,6 +242,7 @@ class SqlIdentityRepository:
             return False
         return True
 
+    @_changes_identity
     def remove_member(self, group: str, user_id: str) -> bool:
         result = self._conn.execute(
             delete(group_members).where(
@@ -227,6 +251,7 @@ class SqlIdentityRepository:
         )
         return result.rowcount == 1
 
+    @_changes_identity
     def remove_all_memberships(self, user_id: str) -> int:
         result = self._conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
         return int(result.rowcount)
@@ -280,6 +305,7 @@ class SqlIdentityRepository:
             query = query.limit(filters.limit)
         return [_token(row) for row in self._conn.execute(query)]
 
+    @_changes_identity
     def revoke_token(self, token_id: str, now: datetime) -> bool:
         result = self._conn.execute(
             update(tokens)
@@ -288,6 +314,7 @@ class SqlIdentityRepository:
         )
         return result.rowcount == 1
 
+    @_changes_identity
     def revoke_all_for(
         self,
         subject_type: SubjectType,

@@ -98,10 +98,14 @@ class SqlStore:
         engine: Engine,
         metrics: ServerMetrics = NO_METRICS,
         listener: AuditListener | None = None,
+        on_identity_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine = engine
         self._metrics = metrics
         self._listener = listener
+        # Called after a commit that revoked a token or changed a user's status, roles or
+        # groups: the authentication cache forgets what it knew (principal_cache.py).
+        self._on_identity_change = on_identity_change
         self._reader = read_only(engine)
         # SQLite has one writer; when writers of this process queue on a Python lock
         # instead of SQLite's busy-retry backoff, a write waits microseconds, not the
@@ -109,14 +113,23 @@ class SqlStore:
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @contextmanager
-    def write(self) -> Iterator[SqlSession]:
+    def transaction(self) -> Iterator[Connection]:
+        """A bare write transaction, queued with `write`'s (the result-content table's
+        writes use it, so they never fall back on SQLite's busy backoff either)."""
         lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
         with lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[SqlSession]:
+        with self.transaction() as conn:
             session = SqlSession(conn, self._listener)
             yield session
         # Only committed status changes count (docs/operations.md "Metrics").
         if session.work.status_changes:
             self._metrics.requests_transitioned(session.work.status_changes)
+        if session.identity.changed:
+            self._on_identity_change()
 
     @contextmanager
     def read(self) -> Iterator[SqlSession]:

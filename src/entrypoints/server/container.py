@@ -41,7 +41,11 @@ from adapters.metrics.exposition import RegistryExposition
 from adapters.metrics.server import PrometheusServerMetrics, register_state_gauges
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
-from adapters.store.result_contents import StoreResultContents
+from adapters.store.result_contents import (
+    SMALL_RESULT_BYTES,
+    SmallResultsInStore,
+    StoreResultContents,
+)
 from adapters.store.sql_store import SqlStore
 from adapters.store.wake_channel import PostgresWakeChannel
 from adapters.system_clock import SystemClock
@@ -73,6 +77,7 @@ from application.server.identity.audit_integrity import AuditIntegrity
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Authenticator
 from application.server.identity.bootstrap import Bootstrapper
+from application.server.identity.principal_cache import PrincipalCache
 from application.server.identity.roles import RoleDirectory
 from application.server.identity.signing_key import SigningKeyOrigin, provision_signing_seed
 from application.server.identity.tokens import TokenService
@@ -124,8 +129,15 @@ def _sweep_schedule(retention: RetentionSweeps, audit: AuditMaintenance) -> tupl
 log = logging.getLogger("dbward.server")
 
 
-def _store(url: str, metrics: ServerMetrics, outbox: WebhookOutbox) -> SqlStore:
-    return SqlStore(create_store_engine(url), metrics, listener=outbox)
+def _store(
+    url: str, metrics: ServerMetrics, outbox: WebhookOutbox, principal_cache: PrincipalCache
+) -> SqlStore:
+    return SqlStore(
+        create_store_engine(url),
+        metrics,
+        listener=outbox,
+        on_identity_change=principal_cache.clear,
+    )
 
 
 def _with_state_gauges(
@@ -175,8 +187,11 @@ def _signer(
 def _result_store(settings: ServerSettings, store: SqlStore) -> ResultContentStore:
     storage = settings.result_storage
     if storage.backend == "store":
-        return StoreResultContents(store.engine, storage.max_persist_bytes)
-    return LocalResultStore(storage.root_dir, storage.max_persist_bytes)
+        return StoreResultContents(store.engine, storage.max_persist_bytes, store.transaction)
+    files = LocalResultStore(storage.root_dir, storage.max_persist_bytes)
+    threshold = min(SMALL_RESULT_BYTES, storage.max_persist_bytes)
+    small = StoreResultContents(store.engine, threshold, store.transaction)
+    return SmallResultsInStore(small, files, threshold)
 
 
 def _wake_channel(settings: ServerSettings, local: AsyncioNotifier) -> PostgresWakeChannel | None:
@@ -203,8 +218,13 @@ class ServerContainer(containers.DeclarativeContainer):
     webhook_outbox = providers.Singleton(
         WebhookOutbox, settings.provided.webhooks, providers.Object(new_uuid)
     )
+    principal_cache = providers.Singleton(PrincipalCache)
     store = providers.Singleton(
-        _store, url=settings.provided.store.url, metrics=metrics, outbox=webhook_outbox
+        _store,
+        url=settings.provided.store.url,
+        metrics=metrics,
+        outbox=webhook_outbox,
+        principal_cache=principal_cache,
     )
     local_notifier = providers.Singleton(AsyncioNotifier)
     wake_channel = providers.Singleton(_wake_channel, settings, local_notifier)
@@ -231,7 +251,12 @@ class ServerContainer(containers.DeclarativeContainer):
     readiness = providers.Singleton(StoreReadiness, store)
     roles = providers.Singleton(RoleDirectory, settings.provided.auth)
     authenticator = providers.Singleton(
-        Authenticator, store=store, clock=clock, new_id=providers.Object(new_uuid), roles=roles
+        Authenticator,
+        store=store,
+        clock=clock,
+        new_id=providers.Object(new_uuid),
+        roles=roles,
+        cache=principal_cache,
     )
     tokens = providers.Singleton(
         TokenService,
@@ -535,6 +560,7 @@ def build_app(container: ServerContainer) -> FastAPI:
             build_webhook_router(container.webhooks()),
         ],
         authenticate=container.authenticator().authenticate,
+        authenticate_cached=container.authenticator().cached,
         version=version,
         body_limit_for=agent_body_limit(settings),
         lifespan=lifespan,

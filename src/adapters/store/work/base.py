@@ -37,11 +37,12 @@ class SqlRepository:
     def _all(self, query: Select[Any], record: Callable[[Row[Any]], _R]) -> list[_R]:
         return [record(row) for row in self._conn.execute(query)]
 
-    def _insert_or_conflict(self, statement: Any) -> bool:
-        """Run an INSERT in a savepoint; False when a constraint refused it."""
+    def _insert_or_conflict(self, statement: Any, values: dict[str, Any] | None = None) -> bool:
+        """Run an INSERT (with `values` as its parameters) in a savepoint; False when a
+        constraint refused it."""
         try:
             with self._conn.begin_nested():
-                self._conn.execute(statement)
+                self._conn.execute(statement, values)
         except IntegrityError:
             return False
         return True

@@ -78,11 +78,17 @@ def _result(row: Row[Any]) -> ResultSummary:
     )
 
 
+# Built once and executed with parameter dicts: `insert(...).values(**row)` coerces every
+# column again on each call, a visible share of the claim and result routes' profiles.
+_INSERT_EXECUTION = insert(executions)
+_INSERT_RESULT = insert(results)
+
+
 class SqlExecutionRepository(SqlRepository):
     # --- executions ---------------------------------------------------------------------
 
     def insert_execution(self, record: ExecutionRecord) -> None:
-        statement = insert(executions).values(
+        values = dict(
             id=record.id,
             request_id=record.request_id,
             agent_id=record.agent_id,
@@ -95,7 +101,7 @@ class SqlExecutionRepository(SqlRepository):
             error_message=record.error_message,
             created_at=format_timestamp(record.created_at),
         )
-        if not self._insert_or_conflict(statement):
+        if not self._insert_or_conflict(_INSERT_EXECUTION, values):
             raise ExecutionAlreadyClaimed(record.request_id)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord | None:
@@ -201,7 +207,8 @@ class SqlExecutionRepository(SqlRepository):
 
     def insert_result(self, summary: ResultSummary) -> None:
         self._conn.execute(
-            insert(results).values(
+            _INSERT_RESULT,
+            dict(
                 id=summary.id,
                 request_id=summary.request_id,
                 execution_id=summary.execution_id,
@@ -219,7 +226,7 @@ class SqlExecutionRepository(SqlRepository):
                 status=summary.status,
                 stored_at=format_timestamp(summary.stored_at),
                 expires_at=optional_timestamp(summary.expires_at),
-            )
+            ),
         )
 
     def latest_result(self, request_id: str) -> ResultSummary | None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Connection,
     Row,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -117,6 +118,17 @@ def request_from_row(m: Mapping[Any, Any]) -> RequestRecord:
     )
 
 
+#: Built once, executed with a parameter dict (see `executions._INSERT_EXECUTION`).
+_INSERT_REQUEST = insert(requests)
+#: A conditional status change: SET takes the parameter keys that name columns, WHERE the
+#: `_`-prefixed ones (the request, its allowed current statuses, optionally a cutoff).
+_UPDATE_STATUS = update(requests).where(
+    requests.c.id == bindparam("_id"),
+    requests.c.status.in_(bindparam("_from", expanding=True)),
+)
+_UPDATE_STATUS_IF_OLDER = _UPDATE_STATUS.where(requests.c.updated_at < bindparam("_before"))
+
+
 class SqlRequestRepository(SqlRepository):
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn)
@@ -153,10 +165,9 @@ class SqlRequestRepository(SqlRepository):
             "resolved_at": optional_timestamp(record.resolved_at),
             "expires_at": optional_timestamp(record.expires_at),
         }
-        statement = insert(requests).values(**values)
         if record.idempotency_key is None:
-            self._conn.execute(statement)
-        elif not self._insert_or_conflict(statement):
+            self._conn.execute(_INSERT_REQUEST, values)
+        elif not self._insert_or_conflict(_INSERT_REQUEST, values):
             raise DuplicateIdempotencyKey(record.idempotency_key)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
@@ -219,14 +230,13 @@ class SqlRequestRepository(SqlRepository):
             values["cancelled_by"] = changes.cancelled_by
         if changes.cancel_reason is not None:
             values["cancel_reason"] = changes.cancel_reason
-        statement = (
-            update(requests)
-            .where(requests.c.id == request_id, requests.c.status.in_(status_values(allowed_from)))
-            .values(**values)
-        )
+        values["_id"] = request_id
+        values["_from"] = list(status_values(allowed_from))
+        statement = _UPDATE_STATUS
         if updated_before is not None:
-            statement = statement.where(requests.c.updated_at < format_timestamp(updated_before))
-        won: bool = self._conn.execute(statement).rowcount == 1
+            statement = _UPDATE_STATUS_IF_OLDER
+            values["_before"] = format_timestamp(updated_before)
+        won: bool = self._conn.execute(statement, values).rowcount == 1
         if won:
             self.status_changes.append(to)
         return won

@@ -6,8 +6,10 @@ Wire-compatible with dbward 0.2; our additions are each optional for an old peer
   with nothing to return is held until matching work appears or the wait ends. The waiter
   is armed before the store is read, so a dispatch committed in between still wakes it;
   the store is re-read every second anyway (replicas on one PostgreSQL do not share
-  notifications). A held poll answers with `"wait_ms": <ms held>`, which tells our agent
-  the server long-polls.
+  notifications). That periodic look is shared (`_SharedLook`): every poll held on the
+  same scopes and operations waits on one store read per second, so 500 idle agents
+  cost the store one look a second, not 500. A held poll answers with
+  `"wait_ms": <ms held>`, which tells our agent the server long-polls.
 * **One row per agent**: the registry is keyed by (token subject, the poll's `agent_id`),
   so agents sharing a token do not overwrite each other (docs/server.md §7.3); the first
   poll of each writes `agent.registered`.
@@ -21,6 +23,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from application.server.audit_events import audit_event
@@ -63,6 +66,39 @@ MAX_POLL_SCOPES = 256
 MAX_POLL_TEXT_CHARS = 256
 #: `max_concurrent` / `in_flight` for the preflight budget when a poll has no status.
 _PREFLIGHT_DEFAULT_MAX_CONCURRENT = 1
+
+
+#: What a periodic look depends on: scopes, operations, whether jobs and preflights count.
+_LookKey = tuple[tuple[Scope, ...], tuple[str, ...], bool, bool]
+
+
+class _SharedLook:
+    """The held polls' periodic "is there work?" reads, one per key per period.
+
+    The first poll whose recheck finds no fresh answer starts the read on a worker thread;
+    every other poll held on the same key within `period_secs` awaits that same read. A
+    dispatch nobody was notified of is therefore seen within two periods, not one.
+    """
+
+    def __init__(self, period_secs: float) -> None:
+        self._period = period_secs
+        self._answers: dict[_LookKey, tuple[float, asyncio.Future[bool]]] = {}
+
+    async def has_work(self, key: _LookKey, look: Callable[[], bool]) -> bool:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        entry = self._answers.get(key)
+        if entry is None or now - entry[0] >= self._period:
+            self._forget_older_than(now - self._period)
+            entry = (now, loop.run_in_executor(None, look))
+            self._answers[key] = entry
+        # Shielded: a poll whose client went away must not cancel the others' answer.
+        return await asyncio.shield(entry[1])
+
+    def _forget_older_than(self, moment: float) -> None:
+        stale = [key for key, (at, _) in self._answers.items() if at < moment]
+        for key in stale:
+            del self._answers[key]
 
 
 @dataclass(frozen=True)
@@ -110,6 +146,7 @@ class PollForWork:
         self._draining = draining
         self._new_id = new_id
         self._recheck_secs = recheck_secs
+        self._looks = _SharedLook(recheck_secs)
 
     async def poll(self, principal: Principal, body: PollRequest) -> PollReply:
         """§3.2, in order; then, with `wait_ms` and nothing to return, the hold."""
@@ -144,10 +181,14 @@ class PollForWork:
                 return reply
             deadline = started + wait_ms / 1000
             while (remaining := deadline - loop.time()) > 0:
-                await waiter.wait(min(self._recheck_secs, remaining))
+                notified = await waiter.wait(min(self._recheck_secs, remaining))
                 if self._draining():
                     return PollReply(draining=True)
-                if await asyncio.to_thread(self._has_work, body, scopes, limit):
+                # A wake-up names a dispatch in these scopes: take it at once (one
+                # transaction); only the periodic recheck looks first, read-only.
+                if notified or await self._looks.has_work(
+                    _look_key(body, scopes, limit), partial(self._has_work, body, scopes, limit)
+                ):
                     reply = await asyncio.to_thread(
                         self._poll_once, principal, body, scopes, degraded, limit, upgrade
                     )
@@ -257,6 +298,12 @@ class PollForWork:
                     },
                 )
             )
+
+
+def _look_key(body: PollRequest, scopes: tuple[Scope, ...], limit: int) -> _LookKey:
+    """Everything `_has_work` reads from a poll, and nothing else."""
+    operations = tuple(sorted(op.value for op in body.capabilities.operations))
+    return (scopes, operations, limit > 0, _preflight_budget(body.status, 0) > 0)
 
 
 def _preflight_budget(status: AgentStatus | None, jobs: int) -> int:

@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from application.server.audit_events import audit_event
+from application.server.identity.principal_cache import CachedPrincipal, PrincipalCache
 from application.server.identity.roles import RoleDirectory
 from application.server.ports.services import ServerClock
 from application.server.ports.store import Store
 from domain.server import api_tokens
-from domain.server.api_tokens import SubjectType, lookup_prefix
+from domain.server.api_tokens import SubjectType, lookup_prefix, token_hash
 from domain.server.errors import Forbidden, ServerDomainError, Unauthenticated
 from domain.server.rbac import Principal, Role, apply_ceiling
 
@@ -62,6 +63,9 @@ class Authenticator:
     Every refusal (401, or 403 from role resolution) is recorded as an `auth.failure`
     event in its own short transaction; recording never changes the answer: a failing
     audit write is logged and the refusal still goes out as it was.
+
+    With a `PrincipalCache`, a token resolved in the last few seconds is answered from
+    memory (`cached`), without a store read; see that module for when a change is seen.
     """
 
     #: A user's `last_seen_at` is written at most this often (it costs a write).
@@ -75,6 +79,7 @@ class Authenticator:
         roles: RoleDirectory,
         *,
         failure_events_per_second: int = 10,
+        cache: PrincipalCache | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -83,11 +88,32 @@ class Authenticator:
         self._budget = _FailureBudget(failure_events_per_second)
         self._touched: dict[str, datetime] = {}
         self._touch_lock = threading.Lock()
+        self._cache = cache
 
     def __call__(self, authorization: str | None) -> Principal:
         return self.authenticate(authorization)
 
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The caller from the cache, touching neither the store nor the disk; None when
+        `authenticate` has to decide (not cached, expired, or a `last_seen_at` write due).
+        Never raises: a refusal is `authenticate`'s, with its audit event."""
+        if self._cache is None or authorization is None or not authorization.startswith(BEARER):
+            return None
+        raw = authorization[len(BEARER) :]
+        if not api_tokens.is_well_formed(raw):
+            return None
+        hit = self._cache.get(token_hash(raw))
+        if hit is None:
+            return None
+        now = self._clock.now()
+        if hit.record.is_expired(now) or self._touch_due(hit.principal, now):
+            return None
+        return hit.principal
+
     def authenticate(self, authorization: str | None) -> Principal:
+        hit = self.cached(authorization)
+        if hit is not None:
+            return hit
         try:
             principal = self._authenticate(authorization)
         except (Unauthenticated, Forbidden) as exc:
@@ -106,6 +132,8 @@ class Authenticator:
             raise Unauthenticated()  # never reaches the store
         now = self._clock.now()
         groups: list[str] = []
+        # Read before the store: a write committed meanwhile makes `put` drop this answer.
+        generation = 0 if self._cache is None else self._cache.generation
         with self._store.read() as session:
             repo = session.identity
             record = api_tokens.authenticate(raw, repo.find_by_prefix(lookup_prefix(raw)), now)
@@ -122,13 +150,16 @@ class Authenticator:
                 groups = repo.groups_of(user.id)
                 resolved = self._roles.resolve_user(user, groups)
         effective = apply_ceiling(resolved, record.scope_ceiling, record.subject_type)
-        return Principal(
+        principal = Principal(
             subject_id=record.subject_id,
             subject_type=record.subject_type,
             roles=effective,
             groups=frozenset(groups),
             token_id=record.id,
         )
+        if self._cache is not None:
+            self._cache.put(token_hash(raw), CachedPrincipal(record, principal), generation)
+        return principal
 
     def _record_failure(self, exc: ServerDomainError) -> None:
         try:
@@ -156,13 +187,16 @@ class Authenticator:
         except Exception:  # the refusal must go out as it is, whatever the audit write did
             log.warning("could not record an auth.failure audit event", exc_info=True)
 
-    def _touch(self, principal: Principal) -> None:
+    def _touch_due(self, principal: Principal, now: datetime) -> bool:
         if principal.is_agent:
-            return
+            return False
+        last = self._touched.get(principal.subject_id)
+        return last is None or now - last >= self.TOUCH_INTERVAL
+
+    def _touch(self, principal: Principal) -> None:
         now = self._clock.now()
         with self._touch_lock:
-            last = self._touched.get(principal.subject_id)
-            if last is not None and now - last < self.TOUCH_INTERVAL:
+            if not self._touch_due(principal, now):
                 return
             if len(self._touched) > 10_000:
                 self._touched.clear()

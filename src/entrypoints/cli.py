@@ -18,7 +18,6 @@ from entrypoints.admin.preflight import preflight
 from entrypoints.admin.requests import execute, request_app, whoami
 from entrypoints.admin.tokens import token_app
 from entrypoints.admin.users import user_app
-from entrypoints.agent.command import check_config, run_agent
 from entrypoints.dev.command import dev
 from entrypoints.version import package_version
 
@@ -66,6 +65,9 @@ def agent(
     ] = False,
 ) -> None:
     """Run the agent: poll the server, execute approved jobs, report results."""
+    # Lazy: the other commands never load the agent's container (dependency-injector).
+    from entrypoints.agent.command import check_config, run_agent  # noqa: PLC0415
+
     code = check_config(config) if check else run_agent(config)
     raise typer.Exit(code)
 

@@ -1,4 +1,4 @@
-"""The server's `/mcp`: the tools call the server's own API in-process (docs/mcp.md §4).
+"""The server's `/mcp`: the tools call the server's own API in-process (docs/mcp.md §2.2).
 
 Each tool call gets an `ApiClient` whose transport hands the HTTP request to the same
 FastAPI app, on the server's event loop, with the bearer token of the MCP request the call

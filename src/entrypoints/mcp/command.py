@@ -1,4 +1,4 @@
-"""`dbward mcp`: the MCP tools on stdin/stdout for a desktop assistant (docs/mcp.md §3).
+"""`dbward mcp`: the MCP tools on stdin/stdout for a desktop assistant (docs/mcp.md §2.1).
 
 The assistant starts this process; it authenticates with the client config the CLI uses
 (`--config`, `DBWARD_SERVER_URL` / `DBWARD_TOKEN`, resolved the same way) and talks to the

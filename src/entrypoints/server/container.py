@@ -22,7 +22,7 @@ from adapters.files.result_store import LocalResultStore
 from adapters.files.secrets import LocalSecretFiles
 from adapters.http_api.app import create_app
 from adapters.http_api.console import ConsoleUseCases, mount_console
-from adapters.http_api.mcp_endpoint import mount_mcp
+from adapters.http_api.mcp_endpoint import McpSessions, StartedOnFirstCall, mount_mcp
 from adapters.http_api.notifier import AsyncioNotifier
 from adapters.http_api.routes_agent import AgentUseCases, agent_body_limit, build_agent_router
 from adapters.http_api.routes_approvals import ApprovalUseCases, build_approval_router
@@ -33,9 +33,6 @@ from adapters.http_api.routes_preflight import PreflightUseCases, build_prefligh
 from adapters.http_api.routes_requests import RequestUseCases, build_request_router
 from adapters.http_api.routes_results import build_result_router
 from adapters.http_api.routes_webhooks import WebhookUseCases, build_webhook_router
-from adapters.mcp.in_process import in_process_api, streamable_http_sessions
-from adapters.mcp.server import build_mcp_server
-from adapters.mcp.tools import fingerprint_with
 from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.metrics.exposition import RegistryExposition
 from adapters.metrics.server import PrometheusServerMetrics, register_state_gauges
@@ -528,9 +525,9 @@ def build_app(container: ServerContainer) -> FastAPI:
         task = asyncio.create_task(runner.run(stop))
         sending = asyncio.create_task(sender.run(stop))
         try:
-            async with mcp_sessions.run():
-                yield
+            yield
         finally:
+            await mcp_endpoint.close()
             stop.set()
             await task
             await sending
@@ -566,13 +563,25 @@ def build_app(container: ServerContainer) -> FastAPI:
         lifespan=lifespan,
         metrics=container.metrics(),
     )
-    # `/mcp` (docs/mcp.md §4): the MCP tools, calling this very app in-process.
-    mcp_server = build_mcp_server(
-        in_process_api(app, user_agent=f"dbward-mcp/{version}"),
-        version=version,
-        fingerprint=fingerprint_with(container.classifier().redact),
-    )
-    mcp_sessions = streamable_http_sessions(mcp_server)
-    mount_mcp(app, mcp_sessions.handle_request)
+
+    # `/mcp` (docs/mcp.md §2.2): the MCP tools, calling this very app in-process. The SDK is
+    # imported on the first call only (see `StartedOnFirstCall`).
+    def build_mcp_sessions() -> McpSessions:
+        from adapters.mcp.in_process import (  # noqa: PLC0415
+            in_process_api,
+            streamable_http_sessions,
+        )
+        from adapters.mcp.server import build_mcp_server  # noqa: PLC0415
+        from adapters.mcp.tools import fingerprint_with  # noqa: PLC0415
+
+        mcp_server = build_mcp_server(
+            in_process_api(app, user_agent=f"dbward-mcp/{version}"),
+            version=version,
+            fingerprint=fingerprint_with(container.classifier().redact),
+        )
+        return streamable_http_sessions(mcp_server)
+
+    mcp_endpoint = StartedOnFirstCall(build_mcp_sessions)
+    mount_mcp(app, mcp_endpoint)
     mount_console(app, container.console())  # `/ui` (docs/console.md)
     return app

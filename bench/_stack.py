@@ -50,9 +50,11 @@ class Stack:
         self.database_url = ""
         self._cleanup = ExitStack()
 
-    def start_server(self) -> None:
+    def start_server(self, store_url: str | None = None) -> None:
+        """The server, on its default SQLite store or on the PostgreSQL at `store_url`."""
         self.database_url = self._cleanup.enter_context(fresh_postgres_database())
         config = self.dir / "server.toml"
+        store = "" if store_url is None else f'[store]\nurl = "{store_url}"\n'
         config.write_text(
             f'state_dir = "{self.dir / "state"}"\n'
             f'listen = "127.0.0.1:{self.port}"\n'
@@ -67,7 +69,7 @@ class Stack:
             "[[execution_policies]]\n"
             'database = "app"\n'
             'environment = "bench"\n'
-            "max_executions = 1\n"
+            "max_executions = 1\n" + store
         )
         self._spawn([DBWARD, "server", "--config", str(config)], "server.log")
         wait_until(self._healthy, 30, "the server's /health")

@@ -62,6 +62,9 @@ def stall(tmp_path: Path, pg_database: str, *, execution_policy: bool) -> Iterat
         with server.client() as http:
             request_id = create(http, "SELECT n FROM held")
             wait_for_status(http, request_id, "running", 30)
+        # `running` is committed before the claim's answer is sent: the agent holds the
+        # job only once it has logged the claim.
+        wait_until(lambda: "claimed execution" in agent.log(), 30, "the agent to hold the job")
         yield Stalled(server, agent, lock, request_id, time.monotonic())
     finally:
         lock.close()
@@ -110,7 +113,10 @@ def _server_killed_mid_job(stalled: Stalled) -> None:
     server.start()
     with server.client() as http:
         assert settle(http, stalled.request_id, time.monotonic() + 30) == "executed"
-    assert "result delivered after" in stalled.agent.log()
+    # The agent logs the delivery once the server's answer is back, after the status moved.
+    wait_until(
+        lambda: "result delivered after" in stalled.agent.log(), 30, "the delivery in the log"
+    )
     _assert_completed_once(stalled)
     print(f"server kill: result landed {time.monotonic() - started:.1f}s after the kill")
 

@@ -419,6 +419,21 @@ class FakeAgentRepository(_FakeRepository):
     def list_agents(self) -> list[AgentRow]:
         return [row for _, row in sorted(self.state.agents.items())]
 
+    def delete_agents_unseen_since(self, cutoff: datetime, limit: int) -> list[AgentRow]:
+        def last_seen(row: AgentRow) -> datetime:
+            assert row.record.last_seen_at is not None
+            return row.record.last_seen_at
+
+        unseen = [
+            (key, row)
+            for key, row in self.state.agents.items()
+            if row.record.last_seen_at is not None and row.record.last_seen_at < cutoff
+        ]
+        unseen.sort(key=lambda item: (last_seen(item[1]), item[0]))
+        for key, _ in unseen[:limit]:
+            del self.state.agents[key]
+        return [row for _, row in unseen[:limit]]
+
 
 class FakeDatabaseRepository(_FakeRepository):
     def ensure_database(self, scope: Scope, now: datetime) -> None:

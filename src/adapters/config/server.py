@@ -245,6 +245,7 @@ class _RetentionFile(StrictModel):
     result_ttl_days: int = _positive(RetentionSettings, "result_ttl_days")
     pending_ttl_secs: int = _positive(RetentionSettings, "pending_ttl_secs")
     approved_ttl_secs: int = _positive(RetentionSettings, "approved_ttl_secs")
+    agent_ttl_days: int = _positive(RetentionSettings, "agent_ttl_days")
 
 
 class _AuditFile(StrictModel):
@@ -1102,6 +1103,7 @@ def _build(model: _ServerConfigFile, path: Path) -> ServerSettings:
         result_ttl_days=model.retention.result_ttl_days,
         pending_ttl_secs=model.retention.pending_ttl_secs,
         approved_ttl_secs=model.retention.approved_ttl_secs,
+        agent_ttl_days=model.retention.agent_ttl_days,
     )
     result_policies = _build_result_policies(
         model.result_policies, retention.result_ttl_days, registry, out

@@ -11,6 +11,10 @@
   own retention. Audit `request.purged`.
 - A webhook delivery that was delivered or failed is deleted `request_ttl_days` after it
   finished; pending ones are never purged.
+- An agent whose last poll is older than `agent_ttl_days` leaves the registry (a replaced
+  pod, a retired host): `GET /api/agents` stays the list of agents that exist, and a
+  claim naming no agent is no longer checked against its scopes. Audit `agent.purged`.
+  If it polls again it registers again.
 
 Content is deleted *before* the row changes: if the server stops in between, the row
 still names the content and the next run deletes it again (a missing file is no error),
@@ -59,12 +63,13 @@ class RetentionSweeps:
 
     @property
     def schedule(self) -> tuple[SweepJob, ...]:
-        """(interval, sweep) pairs for `SweepRunner`: both every `record_purge_interval_secs`."""
+        """(interval, sweep) pairs for `SweepRunner`: all every `record_purge_interval_secs`."""
         interval = float(self._settings.sweeps.record_purge_interval_secs)
         return (
             (interval, self.purge_results),
             (interval, self.purge_requests),
             (interval, self.purge_webhook_deliveries),
+            (interval, self.purge_agents),
         )
 
     def purge_results(self, now: datetime) -> int:
@@ -142,6 +147,38 @@ class RetentionSweeps:
         cutoff = now - timedelta(days=self._settings.retention.request_ttl_days)
         with self._store.write() as session:
             return session.webhooks.purge_finished(cutoff, PURGE_BATCH)
+
+    def purge_agents(self, now: datetime) -> int:
+        """Agents with no poll for `agent_ttl_days` → deleted from the registry, each with
+        its audit event in the same transaction. How many."""
+        ttl_days = self._settings.retention.agent_ttl_days
+        with self._store.write() as session:
+            gone = session.work.delete_agents_unseen_since(
+                now - timedelta(days=ttl_days), PURGE_BATCH
+            )
+            for row in gone:
+                record = row.record
+                session.audit.append(
+                    audit_event(
+                        new_id=self._new_id,
+                        now=now,
+                        event_type="agent.purged",
+                        category="agent",
+                        actor=None,
+                        reason=f"agent_ttl_days ({ttl_days}) passed without a poll",
+                        resource_type="agent",
+                        resource_id=record.id,
+                        metadata={
+                            "agent_name": record.agent_id,
+                            "last_seen_at": format_timestamp(record.last_seen_at)
+                            if record.last_seen_at is not None
+                            else None,
+                            "scopes": [str(scope) for scope in record.scopes],
+                            "agent_version": record.agent_version,
+                        },
+                    )
+                )
+        return len(gone)
 
 
 def _result_metadata(summary: ResultSummary) -> dict[str, object]:

@@ -116,6 +116,8 @@ class RetentionSettings:
     pending_ttl_secs: int = 86400
     #: An approved request expires this long after approval (workflow approved_ttl_secs wins).
     approved_ttl_secs: int = 86400
+    #: An agent that has not polled for this long leaves the registry (docs/server.md §7.3).
+    agent_ttl_days: int = 7
 
 
 class AuditRedaction(StrEnum):
@@ -176,7 +178,8 @@ class SweepSettings:
     ttl_expiry_interval_secs: int = 5
     #: A dispatched request nobody claimed for this long goes back to its previous status.
     dispatch_timeout_secs: int = 300
-    #: How often expired result content and requests past `request_ttl_days` are purged.
+    #: How often expired result content, requests past `request_ttl_days` and agents past
+    #: `agent_ttl_days` are purged.
     record_purge_interval_secs: int = 3600
 
 

@@ -109,3 +109,19 @@ def test_agents_are_listed_by_subject_then_agent_id(work: WorkRepository) -> Non
         ("sub-b", "x"),
         ("sub-c", ""),
     ]
+
+
+def test_agents_unseen_since_the_cutoff_are_deleted_oldest_first_and_returned(
+    work: WorkRepository,
+) -> None:
+    for name, seen in (("new", 30), ("old", 5), ("older", 1), ("oldest", 0)):
+        work.upsert_agent(AgentUpsert(a_poll("sub-1", name, last_seen_at=at(seen))), T0)
+
+    deleted = work.delete_agents_unseen_since(at(10), limit=2)
+
+    assert [row.record.agent_id for row in deleted] == ["oldest", "older"]
+    assert deleted[0].record == a_poll("sub-1", "oldest", last_seen_at=at(0))
+    assert [row.record.agent_id for row in work.list_agents()] == ["new", "old"]
+    assert [r.record.agent_id for r in work.delete_agents_unseen_since(at(10), 10)] == ["old"]
+    assert work.delete_agents_unseen_since(at(10), 10) == []
+    assert [row.record.agent_id for row in work.list_agents()] == ["new"]

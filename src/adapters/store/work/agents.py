@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 
 from adapters.store.schema import agents
 from adapters.store.work.base import SqlRepository, optional_timestamp, parse_optional_timestamp
@@ -109,3 +109,19 @@ class SqlAgentRepository(SqlRepository):
 
     def list_agents(self) -> list[AgentRow]:
         return self._all(select(agents).order_by(agents.c.id, agents.c.agent_id), _agent)
+
+    def delete_agents_unseen_since(self, cutoff: datetime, limit: int) -> list[AgentRow]:
+        unseen = agents.c.last_seen_at < format_timestamp(cutoff)
+        due = self._all(
+            select(agents)
+            .where(unseen)
+            .order_by(agents.c.last_seen_at, agents.c.id, agents.c.agent_id)
+            .limit(limit),
+            _agent,
+        )
+        deleted = []
+        for row in due:
+            this_agent = (agents.c.id == row.record.id) & (agents.c.agent_id == row.record.agent_id)
+            if self._conn.execute(delete(agents).where(this_agent, unseen)).rowcount:
+                deleted.append(row)
+        return deleted

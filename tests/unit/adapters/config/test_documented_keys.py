@@ -270,6 +270,7 @@ audit_ttl_days = 20
 result_ttl_days = 3
 pending_ttl_secs = 60
 approved_ttl_secs = 120
+agent_ttl_days = 4
 
 [audit]
 redaction = "full"

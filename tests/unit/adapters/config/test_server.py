@@ -134,6 +134,7 @@ class TestDefaults:
             result_ttl_days=30,
             pending_ttl_secs=86400,
             approved_ttl_secs=86400,
+            agent_ttl_days=7,
         )
         assert settings.audit.redaction is AuditRedaction.LITERALS
         assert settings.result_storage == ResultStorageSettings(
@@ -234,6 +235,7 @@ class TestDefaults:
             result_ttl_days = 3
             pending_ttl_secs = 60
             approved_ttl_secs = 120
+            agent_ttl_days = 2
 
             [audit]
             redaction = "full"
@@ -331,7 +333,7 @@ class TestDefaults:
             groups=(GroupSettings("leads", ("dba", "approver")),),
             token_policy=TokenPolicySettings(0),
         )
-        assert settings.retention == RetentionSettings(10, 20, 3, 60, 120)
+        assert settings.retention == RetentionSettings(10, 20, 3, 60, 120, 2)
         assert settings.audit.redaction is AuditRedaction.FULL
         assert settings.result_storage == ResultStorageSettings(
             Path("/var/lib/dbward/results"), "store", 1024

@@ -1,6 +1,6 @@
 """The retention purge (docs/server.md §7.2): result content after the result policy's
 retention (then 410, the summary kept), whole requests after `request_ttl_days` (their
-audit events kept), each purge audited."""
+audit events kept), agents silent for `agent_ttl_days` (§7.3), each purge audited."""
 
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ def test_the_purges_run_on_the_sweep_loop_every_record_purge_interval(tmp_path: 
     server = build_harness(tmp_path, settings, clock)
     try:
         purge = purger(server)
-        assert [interval for interval, _ in purge.schedule] == [7.0, 7.0, 7.0]
+        assert [interval for interval, _ in purge.schedule] == [7.0] * 4
         request_id = server.create()
         server.requests.cancel_request.cancel(ALICE, request_id)
         clock.advance(2 * DAY)
@@ -261,3 +261,39 @@ def test_finished_webhook_deliveries_are_purged_after_request_ttl_days(
     assert purger(server).purge_webhook_deliveries(later(server, 120)) == 1
     with server.store.read() as session:
         assert [d.id for d in session.webhooks.list(None, limit=5, offset=0)] == ["waiting"]
+
+
+# --- agents -----------------------------------------------------------------------------------
+
+
+def registered(server: ServerHarness) -> list[str]:
+    with server.store.read() as session:
+        return [row.record.agent_id for row in session.work.list_agents()]
+
+
+def test_an_agent_silent_for_agent_ttl_days_leaves_the_registry_and_may_come_back(
+    tmp_path: Path,
+) -> None:
+    settings = default_settings(tmp_path, retention=RetentionSettings(agent_ttl_days=2))
+    server = build_harness(tmp_path, settings)
+    try:
+        server.poll(agent_id="pod-old")
+        later(server, DAY)
+        server.poll(agent_id="pod-new")
+        assert registered(server) == ["pod-new", "pod-old"]
+
+        assert purger(server).purge_agents(later(server, DAY - 60)) == 0
+        assert purger(server).purge_agents(later(server, 120)) == 1
+
+        assert registered(server) == ["pod-new"]
+        (event,) = server.audit_rows("agent.purged")
+        assert (event["actor_id"], event["event_category"]) == ("system", "agent")
+        assert '"agent_name":"pod-old"' in event["metadata_json"]
+        assert '"scopes":["app/production"]' in event["metadata_json"]
+
+        # Polling again is a first poll: registered again, audited again.
+        server.poll(agent_id="pod-old")
+        assert registered(server) == ["pod-new", "pod-old"]
+        assert len(server.audit_rows("agent.registered")) == 3
+    finally:
+        server.close()

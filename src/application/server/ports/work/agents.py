@@ -1,5 +1,6 @@
 """The agents port: the registry of agents, one row per (token subject, `agent_id`),
-rewritten by every poll of that agent (docs/server.md §7.3)."""
+rewritten by every poll of that agent, deleted once it has not polled for
+`[retention].agent_ttl_days` (docs/server.md §7.3)."""
 
 from __future__ import annotations
 
@@ -44,4 +45,9 @@ class AgentRepository(Protocol):
 
     def list_agents(self) -> list[AgentRow]:
         """Every agent, by subject then `agent_id`."""
+        ...
+
+    def delete_agents_unseen_since(self, cutoff: datetime, limit: int) -> list[AgentRow]:
+        """Delete up to `limit` agents whose last poll is older than `cutoff` (oldest
+        first) and return them; an agent that polls meanwhile is kept."""
         ...

@@ -489,11 +489,25 @@ def cancel_request(
     ctx: typer.Context,
     request_id: RequestId,
     reason: Annotated[str | None, typer.Option("--reason", help="Why.")] = None,
+    yes: YesOption = False,
     config: ConfigOption = None,
     output_format: FormatOption = None,
 ) -> None:
-    """Cancel the request; a running statement is cancelled at the agent's next heartbeat."""
+    """Cancel the request; a running statement is cancelled at the agent's next heartbeat.
+
+    Stopping a running request midway asks `Continue? [y/N]` first (`-y` where there is no
+    terminal): its transaction rolls back, but DDL that MySQL already committed implicitly
+    stays (docs/agent.md §3.2).
+    """
     with _session(ctx, config, output_format) as session:
+        current = session.client.get_request(request_id)
+        if current.get("status") == "running":
+            session.out.warning(
+                f"warning: request {request_id} is running: its "
+                f"{current.get('operation')} is stopped midway and rolled back, except DDL "
+                "MySQL already committed"
+            )
+            confirm(session.out, yes, f"Stop request {request_id}")
         answer = session.client.cancel_request(request_id, reason)
         _succeed(session.out, answer, lambda: session.out.data(f"Request {request_id} cancelled."))
 

@@ -247,6 +247,28 @@ def test_resuming_a_lost_execution_needs_a_confirmation(api: ScriptedApi) -> Non
 RESULT_REQUEST = {"id": "r11", "status": "executed"}
 
 
+def test_cancelling_a_running_request_needs_a_confirmation(api: ScriptedApi) -> None:
+    running = {"id": "r12", "status": "running", "operation": "migrate_up"}
+    api.on("GET", "/api/requests/r12", (200, running), (200, running))
+    api.on("POST", "/api/requests/r12/cancel", (200, {"id": "r12", "status": "cancelled"}))
+    refused = run("request", "cancel", "r12", "--format", "json")
+    assert refused.exit_code == 1
+    assert envelope(refused)["error"]["code"] == "confirmation_required"
+    assert "is running" in refused.stderr
+    assert not [call for call in api.calls if call[0] == "POST"]
+    done = run("request", "cancel", "r12", "-y", "--format", "json")
+    assert done.exit_code == 0, done.output
+    assert [call[1] for call in api.calls if call[0] == "POST"] == ["/api/requests/r12/cancel"]
+
+
+def test_cancelling_a_request_that_is_not_running_asks_nothing(api: ScriptedApi) -> None:
+    api.on("GET", "/api/requests/r13", (200, {"id": "r13", "status": "pending"}))
+    api.on("POST", "/api/requests/r13/cancel", (200, {"id": "r13", "status": "cancelled"}))
+    done = run("request", "cancel", "r13", "--format", "json")
+    assert done.exit_code == 0, done.output
+    assert envelope(done)["data"]["status"] == "cancelled"
+
+
 def test_request_list_pages_and_says_where_the_next_page_starts(api: ScriptedApi) -> None:
     row = {"id": "r12", "status": "pending", "database": "app", "environment": "dev"}
     api.on(

@@ -57,6 +57,13 @@ class ClientConfigError(Exception):
     """The client configuration cannot be used; the message says what to fix."""
 
 
+class NoServerConfigured(ClientConfigError):
+    """Nothing names a server: no environment variable, no config file with one."""
+
+    def __init__(self) -> None:
+        super().__init__(NO_SERVER_CONFIGURED)
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Where to send API calls and with which token; sources name where each came from."""
@@ -152,7 +159,7 @@ def resolve_client_config(
     url = env_url or (url_file.url if url_file else None)
     token = env_token or (token_file.token if token_file else None)
     if url is None and token is None:
-        raise ClientConfigError(NO_SERVER_CONFIGURED)
+        raise NoServerConfigured()
     searched = ", ".join(str(f.path) for f in files) or "no config file found"
     if url is None:
         raise ClientConfigError(

@@ -1,6 +1,8 @@
 """`dbward doctor`: a checklist of what a working setup needs (docs/server.md §8.4).
 
 1. the client config resolves (server URL and token, docs/server.md §8.3), with its warnings;
+   where none exists at all and `--agent`/`--server` was given, the client checks are
+   skipped: a database host checks its agent config without a client config;
 2. the server answers `/health`, reports a version (compared with this CLI's) and is `/ready`;
 3. the token is accepted (`GET /api/me`);
 4. with `--agent-config PATH`: that agent config loads as `dbward agent --check-config` loads
@@ -29,7 +31,7 @@ import typer
 
 from adapters.cli_client.api_client import ApiClient, ApiError
 from adapters.config.agent import load_agent_settings, redact_url
-from adapters.config.client import ClientConfig, ClientConfigError
+from adapters.config.client import ClientConfig, ClientConfigError, NoServerConfigured
 from application.agent.settings import DatabaseSettings
 from domain.shared.errors import DbwardError
 from entrypoints.admin.output import (
@@ -73,10 +75,15 @@ doctor_client_factory: Callable[[ClientConfig, float], ApiClient] = _default_cli
 
 
 def check_client_config(
-    config_path: Path | None, *, merge_global: bool = False
+    config_path: Path | None, *, merge_global: bool = False, optional: bool = False
 ) -> tuple[list[Check], ClientConfig | None]:
+    """`optional`: only other configs were asked about, so a machine with no client
+    config at all (a database host checking its agent config) is skipped, not failed."""
     try:
         config = load_client_config(config_path, merge_global=merge_global)
+    except NoServerConfigured as exc:
+        status: Status = "skip" if optional else "fail"
+        return [Check("client config", status, str(exc))], None
     except ClientConfigError as exc:
         return [Check("client config", "fail", str(exc))], None
     checks = [
@@ -249,7 +256,11 @@ def doctor(
 ) -> None:
     """Check the client config, the server, the token; optionally agent and server configs."""
     out = Output(output_format or OutputFormat.HUMAN)
-    checks, client_config = check_client_config(config, merge_global=merge_global)
+    checks, client_config = check_client_config(
+        config,
+        merge_global=merge_global,
+        optional=agent_config is not None or server_config is not None,
+    )
     if client_config is None:
         checks += [
             Check(name, "skip", "no usable client config")

@@ -206,6 +206,27 @@ def test_doctor_without_a_client_config_skips_the_server(
     assert [c["status"] for c in checks] == ["fail", "skip", "skip", "skip", "skip"]
 
 
+def test_doctor_of_a_server_config_alone_needs_no_client_config(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DBWARD_SERVER_URL")
+    monkeypatch.delenv("DBWARD_TOKEN")
+    config = tmp_path / "server.toml"
+    config.write_text(
+        'state_dir = "./state"\n[[databases]]\nname = "app"\nenvironments = ["dev"]\n'
+    )
+    result = run("doctor", "--server", str(config), "--format", "json")
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c["status"] for c in one_line(result)["data"]["checks"]}
+    assert checks["client config"] == "skip" and checks["token"] == "skip"
+    assert checks["server config"] == "ok"
+
+    # A client config that was asked for and is broken still fails.
+    missing = run("doctor", "--server", str(config), "--config", "nope.toml", "--format", "json")
+    assert missing.exit_code == 2
+    assert one_line(missing)["data"]["checks"][0]["status"] == "fail"
+
+
 def test_init_asks_for_url_and_hidden_token_on_a_terminal(
     api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

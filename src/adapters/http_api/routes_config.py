@@ -131,6 +131,11 @@ def build_config_router(use_cases: ConfigUseCases) -> APIRouter:
             "default": {**_result_policy_json(found.default), "source": "default"},
         }
 
+    @router.get("/api/result-policies/{policy_id}")
+    def result_policy(policy_id: str, caller: CallerDep) -> dict[str, Any]:
+        policy, default = use_cases.policies.result_policy(caller, policy_id)
+        return {**_result_policy_json(policy), "source": "default" if default else "config"}
+
     @router.get("/api/sql-review-policies")
     def review_policies(caller: CallerDep) -> dict[str, Any]:
         found = use_cases.policies.review_policies(caller)

@@ -98,6 +98,10 @@ def build_webhook_router(use_cases: WebhookUseCases) -> APIRouter:
             "notification_policies": [_policy_json(p) for p in use_cases.webhooks.policies(caller)]
         }
 
+    @router.get("/api/notification-policies/{policy_id}")
+    def notification_policy(policy_id: str, caller: CallerDep) -> dict[str, Any]:
+        return _policy_json(use_cases.webhooks.policy(caller, policy_id))
+
     @router.get("/api/webhook-deliveries")
     def deliveries(
         caller: CallerDep,

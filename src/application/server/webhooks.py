@@ -230,7 +230,7 @@ class WebhookSender:
 
 
 class ListWebhooks:
-    """`GET /api/webhooks[/{id}]` and `/api/notification-policies` (`workflow.read`)."""
+    """`GET /api/webhooks[/{id}]` and `/api/notification-policies[/{id}]` (`workflow.read`)."""
 
     def __init__(self, settings: WebhookSettings) -> None:
         self._settings = settings
@@ -244,11 +244,20 @@ class ListWebhooks:
         for hook in self._settings.webhooks:
             if hook.id == webhook_id:
                 return hook
-        raise NotFound(f"webhook {webhook_id!r} not found")
+        raise NotFound(f"webhook {webhook_id!r} not found", resource="webhook")
 
     def policies(self, principal: Principal) -> tuple[NotificationPolicy, ...]:
         authorize(principal, Permission.WORKFLOW_READ)
         return self._settings.notification_policies
+
+    def policy(self, principal: Principal, policy_id: str) -> NotificationPolicy:
+        """One notification policy by id (`np:<database>:<environment>`)."""
+        for policy in self.policies(principal):
+            if policy.id == policy_id:
+                return policy
+        raise NotFound(
+            f"notification policy {policy_id!r} not found", resource="notification_policy"
+        )
 
 
 @dataclass(frozen=True)

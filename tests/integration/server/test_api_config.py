@@ -223,6 +223,7 @@ MATRIX = (
     ("/api/workflows", WORKFLOW_READERS),
     ("/api/execution-policies", WORKFLOW_READERS),
     ("/api/result-policies", WORKFLOW_READERS),
+    ("/api/result-policies/rp:*:production", WORKFLOW_READERS),
     ("/api/sql-review-policies", WORKFLOW_READERS),
     ("/api/roles", WORKFLOW_READERS),
     ("/api/groups", USER_READERS),
@@ -305,6 +306,17 @@ def test_result_policies_with_the_default(api: Api) -> None:
     ]
     assert body["default"]["retention_days"] == 30
     assert body["default"]["delivery_mode"] == "both"
+
+
+def test_a_result_policy_by_id_the_default_included(api: Api) -> None:
+    configured = api.get("/api/result-policies/rp:*:production", "operator")
+    assert configured.status_code == 200, configured.text
+    assert (configured.json()["retention_days"], configured.json()["source"]) == (7, "config")
+    default = api.get("/api/result-policies/rp:*:*", "operator").json()
+    assert (default["retention_days"], default["source"]) == (30, "default")
+    missing = api.get("/api/result-policies/rp:app:nowhere", "operator")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "result_policy.not_found"
 
 
 def test_sql_review_policies_with_their_effective_rules_and_the_builtin(api: Api) -> None:

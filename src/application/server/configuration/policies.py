@@ -1,5 +1,5 @@
-"""`GET /api/execution-policies`, `/api/result-policies` and `/api/sql-review-policies`
-(permission `workflow.read`).
+"""`GET /api/execution-policies`, `/api/result-policies[/{id}]` and
+`/api/sql-review-policies` (permission `workflow.read`).
 
 Each listing carries the policy that applies where none matches, with its effective values
 (docs/server.md §3.1, §3.2, docs/sql-safety.md §5), so a client never has to know the
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from application.server.settings import ServerSettings
+from domain.server.errors import NotFound
 from domain.server.execution_policies import (
     DEFAULT_EXECUTION_POLICY,
     ExecutionPolicy,
@@ -52,6 +53,17 @@ class ListPolicies:
         authorize(principal, Permission.WORKFLOW_READ)
         default = ResultPolicy(retention_days=self._settings.retention.result_ttl_days)
         return ResultPolicies(self._settings.result_policies, default)
+
+    def result_policy(self, principal: Principal, policy_id: str) -> tuple[ResultPolicy, bool]:
+        """One result policy by id (`rp:<database>:<environment>`), and whether it is the
+        built-in default (`rp:*:*` when no configured entry has that id)."""
+        found = self.result_policies(principal)
+        for policy in found.policies:
+            if policy.id == policy_id:
+                return policy, False
+        if found.default.id == policy_id:
+            return found.default, True
+        raise NotFound(f"result policy {policy_id!r} not found", resource="result_policy")
 
     def review_policies(self, principal: Principal) -> ReviewPolicies:
         authorize(principal, Permission.WORKFLOW_READ)

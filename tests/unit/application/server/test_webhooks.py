@@ -13,7 +13,8 @@ import pytest
 from application.server.audit_events import audit_event
 from application.server.ports.webhooks import DeliveryOutcome, WebhookDelivery
 from application.server.settings import WebhookSettings
-from application.server.webhooks import WebhookOutbox, WebhookSender
+from application.server.webhooks import ListWebhooks, WebhookOutbox, WebhookSender
+from domain.server.errors import NotFound
 from domain.server.webhooks import (
     AttemptResult,
     DeliveryStatus,
@@ -181,6 +182,19 @@ def test_a_notification_policy_routes_its_scope_and_leaves_the_others_to_every_w
         ]
     finally:
         harness.close()
+
+
+def test_webhooks_and_notification_policies_are_found_by_id_or_404_naming_them() -> None:
+    policy = NotificationPolicy(("chat",), "app", "staging", events=("request.*",))
+    views = ListWebhooks(WebhookSettings(webhooks=(OPS, CHAT), notification_policies=(policy,)))
+    assert views.get(ALICE, "chat") == CHAT
+    assert views.policy(ALICE, "np:app:staging") == policy
+    with pytest.raises(NotFound) as missing_hook:
+        views.get(ALICE, "pager")
+    with pytest.raises(NotFound) as missing_policy:
+        views.policy(ALICE, "np:app:production")
+    assert missing_hook.value.code == "webhook.not_found"
+    assert missing_policy.value.code == "notification_policy.not_found"
 
 
 # --- sending -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Real `dbward server` and `dbward agent` processes on loopback and a real PostgreSQL. For
 each request the server's own timestamps give the latency: the execution's `started_at`
 (the claim) minus the request's `created_at`. Requests go one at a time to an idle agent.
-Target: long-poll p50 ≤ 20 ms and p99 ≤ 100 ms; the baseline is the reference agent's
+Target: long-poll p50 ≤ 20 ms and p99 ≤ 100 ms; the baseline is the dbward 0.2 agent's
 classic polling (`poll_wait_ms = 0`, `poll_interval_ms = 1000`), measured in the same run.
 """
 

@@ -4,7 +4,7 @@ One agent with `max_concurrent_tasks = 8` and long-poll; several client threads 
 create a request and wait for its result through the result stream, as `dbward execute`
 does. Prints requests per second beside the same run's bare FastAPI + uvicorn rate with
 as many client threads (`_bare.py`), and their ratio. Target: at least 0.10 of the bare
-rate. The reference's 1 s polling caps an agent near max_concurrent_tasks per second;
+rate. dbward 0.2's 1 s polling caps an agent near max_concurrent_tasks per second;
 printed for comparison, measured in the same run.
 """
 

@@ -21,7 +21,7 @@ class FakeDatabase:
     - `connect_errors`: errors raised by the next `connect` calls, in order.
     - `rows`: rows returned by selects (as JSON objects); `dml_rows`: by DML plans.
     - `fail_next`: an error the next execution raises.
-    - Executed statements are recorded joined with ";\n", as the reference sends them.
+    - Executed statements are recorded joined with ";\n", as dbward 0.2 sends them.
     - `hang`: executions block until `release` is set or the cancel token fires.
     """
 

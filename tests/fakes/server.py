@@ -1,6 +1,6 @@
 """An in-memory dbward server implementing ServerPort, scriptable for every behaviour.
 
-It signs execution tokens with a real Ed25519 key exactly as the reference server does
+It signs execution tokens with a real Ed25519 key exactly as the dbward 0.2 server does
 (docs/protocol.md §4.1), so the agent's real verification runs against it. Scripts:
 jobs for given scopes, claim conflicts, error bursts on any call, cancellations, lost
 leases, forged or expired tokens, the version gate, long-poll holds.

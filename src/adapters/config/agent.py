@@ -1,6 +1,6 @@
 """The agent's TOML config: read, expand `${VAR}`, validate strictly, build AgentSettings.
 
-docs/agent.md §5 improvement 6. The reference agent ignores unknown keys (so a typo silently
+docs/agent.md §5 improvement 6. The dbward 0.2 agent ignores unknown keys (so a typo silently
 keeps a default) and expands `${...}` over the raw text, comments included. Here:
 
 1. read the file and parse it with tomllib;
@@ -63,7 +63,7 @@ _DATABASE_SCHEMES = ("postgres://", "postgresql://", "mysql://")
 _PUBLIC_KEY = re.compile(r"[0-9a-fA-F]{64}")
 #: What an HTTP header can carry safely: printable ASCII, no spaces.
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
-#: The reference's list of hosts an http:// URL may reach without allow_insecure.
+#: dbward 0.2's list of hosts an http:// URL may reach without allow_insecure.
 _LOCAL_NETWORKS = tuple(
     ipaddress.ip_network(net)
     for net in (

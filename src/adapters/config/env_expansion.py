@@ -1,6 +1,6 @@
 """`${VAR}` and `${VAR:-default}` expansion inside config string values.
 
-The reference agent expands over the raw file text, so a `${...}` in a comment can fail the
+The dbward 0.2 agent expands over the raw file text, so a `${...}` in a comment can fail the
 load and a value containing `"` can break the TOML around it (docs/protocol.md §16.13).
 Here the file is parsed first and only string *values* are expanded, with the shell's
 meaning:

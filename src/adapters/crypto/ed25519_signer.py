@@ -3,7 +3,7 @@
 The key lives in the store, sealed with the key-encryption key, so every replica sharing
 the store signs with the one key agents fetched (docs/server.md §7.4;
 `application.server.identity.signing_key` creates or imports it). Servers before that kept
-it in `<state_dir>/signing.key`: the 32-byte Ed25519 seed, raw, as the reference stores
+it in `<state_dir>/signing.key`: the 32-byte Ed25519 seed, raw, as dbward 0.2 stores
 it. `read_legacy_seed` reads such a file once, for the import; a file others may read, or
 whose size is not 32 bytes, stops the server with a message saying what to do, because a
 truncated key would silently become a new identity that no running agent trusts.

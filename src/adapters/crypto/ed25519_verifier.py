@@ -3,7 +3,7 @@
 The server publishes its raw 32-byte public key as hex (docs/protocol.md §3.1); the
 agent loads it once at startup. An operator may pin the key in `[server].public_key`, so
 a rogue or compromised server URL cannot hand out a key of its own and sign arbitrary
-jobs (the reference trusts whatever key it is first given, §16.10).
+jobs (dbward 0.2 trusts whatever key it is first given, §16.10).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _is_curve_point(key: bytes) -> bool:
     """True if the compressed point decompresses, as ed25519-dalek's `from_bytes` demands.
 
     OpenSSL (behind `cryptography`) accepts any 32 bytes as a public key and only fails
-    later, at verification; the reference refuses such a key at startup, and so do we:
+    later, at verification; dbward 0.2 refuses such a key at startup, and so do we:
     x^2 = (y^2 - 1) / (d*y^2 + 1) must have a square root mod p.
     """
     y = (int.from_bytes(key, "little") & ((1 << 255) - 1)) % _P

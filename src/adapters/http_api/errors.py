@@ -1,6 +1,6 @@
 """The error envelope of every API response: `{"error", "code", "hint"}` (docs/server.md §8.1).
 
-Domain errors that carry their family's default code take the reference's shape
+Domain errors that carry their family's default code take dbward 0.2's shape
 (docs/protocol.md §2, `map_error`): 409 `request.conflict` "conflict: <msg>" with the hint
 "request may have been modified concurrently", 404 `<resource>.not_found` "not found: <msg>"
 (`request.not_found`, `group.not_found`…, the code the `NotFound` names), 410

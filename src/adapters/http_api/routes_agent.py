@@ -75,7 +75,7 @@ _Message = TypeVar("_Message")
 
 
 def result_body_limit(settings: ServerSettings) -> int:
-    """`2 * max_persist_bytes + 2 MiB` (22 MiB by default), as the reference's route."""
+    """`2 * max_persist_bytes + 2 MiB` (22 MiB by default), as dbward 0.2's route."""
     return 2 * settings.result_storage.max_persist_bytes + 2 * MIB
 
 
@@ -146,7 +146,7 @@ def _json(content: bytes) -> Response:
 
 
 def _draining() -> JSONResponse:
-    """The reference's bare 503 body (no `code`): agents match on it."""
+    """dbward 0.2's bare 503 body (no `code`): agents match on it."""
     return JSONResponse(status_code=503, content={"error": "server_shutting_down"})
 
 

@@ -2,7 +2,7 @@
 
 docs/server.md §4.5, §6, §8.2. Route functions are sync on purpose: they call the store,
 and FastAPI runs sync routes (and the `current_principal` dependency) in its thread pool.
-Request bodies are pydantic models with `extra="forbid"` (the reference's
+Request bodies are pydantic models with `extra="forbid"` (dbward 0.2's
 `deny_unknown_fields`); a malformed body becomes a 400 envelope (`errors.py`).
 """
 

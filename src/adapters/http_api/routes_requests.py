@@ -52,7 +52,7 @@ _EXPLAIN_PERMISSION_HINT = "Grant EXPLAIN privilege to agent DB user"
 
 
 class _CreateBody(BaseModel):
-    """The reference's `CreateRequestBody`; unknown keys are ignored."""
+    """dbward 0.2's `CreateRequestBody`; unknown keys are ignored."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 

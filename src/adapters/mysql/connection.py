@@ -95,7 +95,7 @@ CONNECTIVITY_ERRORS = frozenset(
 SERVER_TIMEOUT_ERRORS = frozenset({ER_STATEMENT_TIMEOUT, ER_QUERY_TIMEOUT})
 
 _SSL_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
-#: Options of the reference's (sqlx) URLs that mean nothing here but must not break a config.
+#: Options of dbward 0.2's (sqlx) URLs that mean nothing here but must not break a config.
 _IGNORED_OPTIONS = frozenset({"statement-cache-capacity"})
 
 #: PyMySQL's escapers without its decoders: values arrive as the server's raw text.
@@ -210,7 +210,7 @@ def _percent_decoded(text: str) -> str:
 def _ssl_arguments(params: MySqlParams) -> dict[str, Any]:
     """PyMySQL TLS arguments for the URL's ssl-mode (MySQL client semantics).
 
-    PREFERRED (the default, as in the reference) is PyMySQL's own: TLS when offered.
+    PREFERRED (the default, as in dbward 0.2) is PyMySQL's own: TLS when offered.
     REQUIRED encrypts without verifying; VERIFY_CA checks the chain; VERIFY_IDENTITY also
     the host name, against `ssl-ca` or the system trust store.
     """
@@ -282,7 +282,7 @@ def connect(
 
     utf8mb4 so every character survives. `raw_values` keeps values as the server's bytes
     (mysql_values encodes them). FOUND_ROWS makes `rows_affected` count matched rows, as
-    PostgreSQL and the reference (sqlx) do. TCP keepalive lets a silently dropped network
+    PostgreSQL and dbward 0.2 (sqlx) do. TCP keepalive lets a silently dropped network
     surface as an error instead of a read that waits forever.
     """
     flags = CLIENT.FOUND_ROWS | (CLIENT.MULTI_STATEMENTS if multi_statements else 0)

@@ -1,6 +1,6 @@
 """MySQL and MariaDB behind `DatabasePort`, with PyMySQL (docs/protocol.md §5.3-§5.6, §9.3).
 
-What this adds over the reference agent (§16 items 7, 8, 9, 12, 17):
+What this adds over the dbward 0.2 agent (§16 items 7, 8, 9, 12, 17):
 
 * Read-only SELECTs on both engines: the session *and* the transaction are READ ONLY, so a
   DDL statement (which would implicitly commit a read-only transaction and then run) is

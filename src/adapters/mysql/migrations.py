@@ -1,6 +1,6 @@
 """dbmate-compatible migrations on MySQL/MariaDB (docs/protocol.md §12, docs/agent.md §5 item 11).
 
-Differences from the reference agent, all deliberate:
+Differences from the dbward 0.2 agent, all deliberate:
 
 * `GET_LOCK('dbward.migrations.<database>')` serialises migrate_up/down/repair runs on one
   database. It is taken before the applied versions are read and held on the one
@@ -101,7 +101,7 @@ def run_mysql_migration(
     """Run one migrate_* operation on one dedicated connection, closed afterwards.
 
     `timeout_secs` bounds each version (0 = unlimited); status and repair run without a
-    timeout, as in the reference.
+    timeout, as in dbward 0.2.
     """
     return run_migration(
         operation, detail, cancel, lambda: _MySQLSession(_open(url), url, timeout_secs)

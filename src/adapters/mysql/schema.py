@@ -1,7 +1,7 @@
 """Schema snapshot of the connection's current database (docs/protocol.md §8.2).
 
 Set-based: six queries on information_schema for the whole database, however many tables
-it holds (the reference ran three more queries per table, §16 item 12). Unlike the
+it holds (dbward 0.2 ran three more queries per table, §16 item 12). Unlike the
 reference it also reports views, partitioning, PRIMARY KEY / UNIQUE / CHECK constraints,
 index columns and index types.
 

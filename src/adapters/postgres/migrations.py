@@ -1,6 +1,6 @@
 """dbmate-compatible migrations on PostgreSQL (docs/protocol.md §12, docs/agent.md §5 item 11).
 
-Differences from the reference agent, all deliberate:
+Differences from the dbward 0.2 agent, all deliberate:
 
 * A session-level `pg_advisory_lock` serialises migrate_up/down/repair runs on one
   database. It is taken *before* the applied versions are read, so two runs racing past
@@ -94,7 +94,7 @@ def run_postgres_migration(
     """Run one migrate_* operation on a fresh autocommit connection, which is closed after.
 
     `timeout_secs` bounds each statement of a migration (0 = unlimited); status and
-    repair run without a timeout, as in the reference.
+    repair run without a timeout, as in dbward 0.2.
     """
     return run_migration(
         operation,

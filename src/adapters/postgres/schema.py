@@ -1,6 +1,6 @@
 """PostgreSQL schema snapshot for schema sync (docs/protocol.md §8.2, docs/agent.md §5).
 
-The reference ran three queries per table (§8.3), missed CHECK constraints, index columns
+dbward 0.2 ran three queries per table (§8.3), missed CHECK constraints, index columns
 and types, views and partitioned tables. Here four set-based catalog queries cover every
 user table at once, so the cost does not grow with the number of round trips per table:
 the snapshot of a database with ten thousand tables takes four queries, like one with ten.
@@ -8,7 +8,7 @@ the snapshot of a database with ten thousand tables takes four queries, like one
 `pg_catalog` is read directly rather than `information_schema`: it is faster, and it does
 not hide columns the agent's user has no privilege on. `data_type` still follows
 `information_schema.columns.data_type` (`integer`, `character varying`, `ARRAY`,
-`USER-DEFINED`), which is what the reference sent and servers may display or match on.
+`USER-DEFINED`), which is what dbward 0.2 sent and servers may display or match on.
 
 Requires PostgreSQL 12 or later (`attgenerated`, `indnkeyatts`).
 """

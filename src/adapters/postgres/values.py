@@ -228,7 +228,7 @@ def bool_from_text(text: str) -> bool:
 
 def _json_int(text: str) -> int | float:
     value = int(text)
-    # Outside 64 bits JSON parsers (and the reference agent) fall back to a double.
+    # Outside 64 bits JSON parsers (and the dbward 0.2 agent) fall back to a double.
     return value if _I64_MIN <= value <= _I64_MAX else float(value)
 
 

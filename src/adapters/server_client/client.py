@@ -37,7 +37,7 @@ from domain.shared.jobs import (
 )
 
 CONNECT_TIMEOUT_SECS = 10.0
-#: The reference agent's per-call budget (§2); write and pool waits share it.
+#: The dbward 0.2 agent's per-call budget (§2); write and pool waits share it.
 READ_TIMEOUT_SECS = 30.0
 #: How much longer than the requested hold a long-poll may take before we give up on it.
 POLL_READ_MARGIN_SECS = 10.0

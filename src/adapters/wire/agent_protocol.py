@@ -313,7 +313,7 @@ class _PreflightJob(_Body):
     database: str
     environment: str
     sql: str
-    # A missing claim token is read as "", as the reference agent does (§9.2).
+    # A missing claim token is read as "", as the dbward 0.2 agent does (§9.2).
     claim_token: str | None = None
 
 

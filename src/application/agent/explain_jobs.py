@@ -1,6 +1,6 @@
 """Dry-run and preflight EXPLAIN jobs: read-only plans for approvers.
 
-Unlike the reference, these are bounded (at most `max_concurrent_tasks` at once, one at
+Unlike dbward 0.2, these are bounded (at most `max_concurrent_tasks` at once, one at
 least), tracked (drain waits for them, `in_flight_preflight` reports them) and never
 dropped: a preflight the server claimed for us always gets an answer.
 """

@@ -263,7 +263,7 @@ def _mutates_schema(operation: str) -> bool:
 
 
 def _describe(error: DatabaseError, cancel: CancelToken) -> str:
-    """Error text in the reference's shape (`driver error: …`, `migration error: …`)."""
+    """Error text in dbward 0.2's shape (`driver error: …`, `migration error: …`)."""
     if isinstance(error, MigrationError):
         return f"migration error: {error}"
     if isinstance(error, QueryCancelled) or (

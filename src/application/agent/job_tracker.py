@@ -1,5 +1,5 @@
 """Tracks the work in flight: claimed jobs (for `limit`, drain and the status block) and
-EXPLAIN jobs (bounded and waited for by drain, unlike the reference)."""
+EXPLAIN jobs (bounded and waited for by drain, unlike dbward 0.2)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ __all__ = ["AUDIT_CHECKPOINT_CHECK_SECS", "AUDIT_PURGE_INTERVAL_SECS", "AuditMai
 #: How often the checkpoint sweep looks whether a checkpoint is due
 #: (`domain.server.audit_integrity.checkpoint_due`: 100 events, or an hour with events).
 AUDIT_CHECKPOINT_CHECK_SECS = 60.0
-#: How often the purge sweep runs (the reference's `record_purge`: hourly).
+#: How often the purge sweep runs (dbward 0.2's `record_purge`: hourly).
 AUDIT_PURGE_INTERVAL_SECS = 3600.0
 
 

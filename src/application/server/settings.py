@@ -171,7 +171,7 @@ class ResultChannelSettings:
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """Background sweeps. Ours: configurable, every 5 s (the reference: fixed 60 s)."""
+    """Background sweeps. Ours: configurable, every 5 s (dbward 0.2: fixed 60 s)."""
 
     lease_reclaim_interval_secs: int = 5
     dispatch_timeout_interval_secs: int = 5

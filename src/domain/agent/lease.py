@@ -1,7 +1,7 @@
 """Leases: how long the agent may keep trying to hand in a result.
 
 docs/agent.md §5 improvement 4: submission retries until the lease end plus a grace period, and
-never for less than the reference's 300 s budget, because our server accepts a late
+never for less than dbward 0.2's 300 s budget, because our server accepts a late
 result as long as no newer execution of the request exists.
 """
 

@@ -43,7 +43,7 @@ class Direction(StrEnum):
 
     @property
     def partial_key(self) -> str:
-        """Key of the partial result, chosen by direction as the reference does."""
+        """Key of the partial result, chosen by direction as dbward 0.2 does."""
         return f"{self.done_key}_before_failure"
 
     @property
@@ -280,7 +280,7 @@ def run_plan(
     """Apply (or revert) each planned version in order; return the versions done.
 
     Cancellation is checked only between versions: migrations are never killed, because a
-    half-run DDL batch is worse than a late stop. Errors follow the reference (§12.3): a
+    half-run DDL batch is worse than a late stop. Errors follow dbward 0.2 (§12.3): a
     failure before anything was done is a plain MigrationError; after that it becomes a
     PartialMigrationError whose result data lists what was done. `apply` raises a
     DatabaseError; a PartialMigrationError from `apply` means the version's SQL ran but
@@ -323,7 +323,7 @@ def _partial(direction: Direction, done: list[str], cause: DatabaseError) -> Par
 
 
 def _dumps(value: object) -> str:
-    """Compact JSON, non-ASCII kept raw, as the reference's serde_json writes it."""
+    """Compact JSON, non-ASCII kept raw, as dbward 0.2's serde_json writes it."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 

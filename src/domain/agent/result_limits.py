@@ -1,6 +1,6 @@
 """Exact result limits (docs/agent.md §5 improvement 5).
 
-The reference reports `truncated` when a result has exactly `max_rows` rows and lets the row
+dbward 0.2 reports `truncated` when a result has exactly `max_rows` rows and lets the row
 that crosses the byte cap in. Here a driver offers each encoded row in turn; the collector
 asks for one row more than the limit to know truncation for certain, and refuses a row that
 would push the result past the byte cap, so the server's size limit is never overshot.
@@ -21,7 +21,7 @@ def row_limit_reason(max_rows: int) -> str:
 def size_limit_reason(max_bytes: int) -> str:
     """`truncation_reason` when the byte cap stopped the result.
 
-    A cap of whole mebibytes reads as the reference writes it, `size limit reached (10 MB)`
+    A cap of whole mebibytes reads as dbward 0.2 writes it, `size limit reached (10 MB)`
     for the 10 MiB default (§5.6); any other cap is given exactly, in bytes.
     """
     if max_bytes > 0 and max_bytes % MIB == 0:

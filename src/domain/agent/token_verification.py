@@ -120,7 +120,7 @@ def verify_execution_token(
 def statements_to_execute(claim: ClaimedJob) -> tuple[str, ...]:
     """The statements to run, derived only from signed data (never `execution_plan`).
 
-    With a signed plan, its statements in order (the reference runs them joined with
+    With a signed plan, its statements in order (dbward 0.2 runs them joined with
     `";\n"`); without one, the raw detail as a single text, which may itself hold
     several statements.
     """
@@ -136,5 +136,5 @@ def statements_to_execute(claim: ClaimedJob) -> tuple[str, ...]:
 
 
 def sql_to_execute(claim: ClaimedJob) -> str:
-    """The signed statements as one text, as the reference sends them to the database."""
+    """The signed statements as one text, as dbward 0.2 sends them to the database."""
     return ";\n".join(statements_to_execute(claim))

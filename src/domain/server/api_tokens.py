@@ -62,7 +62,7 @@ def new_token(random_bytes: bytes) -> str:
 def is_well_formed(raw: str) -> bool:
     """Whether `raw` could be one of our tokens: checked before any database lookup.
 
-    The length window (12-256) is the reference's: wide enough for tokens minted by other
+    The length window (12-256) is dbward 0.2's: wide enough for tokens minted by other
     dbward versions, narrow enough that junk never reaches the store.
     """
     return (

@@ -43,7 +43,7 @@ class AuditEvent:
 
 
 def hash_fields(event: AuditEvent, prev_hash: str | None) -> list[str]:
-    """The hashed fields, in the reference's order; absent values hash as ""."""
+    """The hashed fields, in dbward 0.2's order; absent values hash as ""."""
     return [
         event.id,
         event.event_type,

@@ -1,7 +1,7 @@
 """Errors the server's domain raises, each carrying the HTTP status it stands for.
 
 The status is plain data, not an HTTP library type: the domain stays free of frameworks,
-and the API layer maps every error with one generic handler into the reference's body
+and the API layer maps every error with one generic handler into dbward 0.2's body
 `{"error": <message>, "code": <code>}` (docs/server.md §8.1). Subclasses fix the status and
 a default code; callers pass a more specific code where the protocol names one
 (`token_expired`, `no_roles_resolved`, `insufficient_scope`, ...).

@@ -57,7 +57,7 @@ DEFAULT_MIGRATION_LEASE_SECS = 600
 DEFAULT_RESULT_RETENTION_DAYS = 30
 
 #: Operations that change the schema: their own timeout (default none) and lease rule.
-#: migrate_status is a plain query here, as in the reference.
+#: migrate_status is a plain query here, as in dbward 0.2.
 MIGRATION_MUTATIONS = frozenset(
     {Operation.MIGRATE_UP, Operation.MIGRATE_DOWN, Operation.MIGRATE_REPAIR}
 )
@@ -129,7 +129,7 @@ def _formula(timeout: int, cap: int) -> int:
 def policy_lease_seconds(
     policy: ExecutionPolicy, operation: Operation, workflow_override: int | None = None
 ) -> int:
-    """The reference lease (docs/protocol.md §6.2), before any request from the agent.
+    """The dbward 0.2 lease (docs/protocol.md §6.2), before any request from the agent.
 
     Queries: `max(60, min(t + 30, max_statement_timeout_secs + 30))` with t the effective
     statement timeout (60 s with the defaults). Migrations: `migration_lease_duration_secs`
@@ -162,7 +162,7 @@ def lease_seconds(
 
     so an agent may *lengthen* its lease up to the time the longest allowed query needs
     to finish and report (630 s with the defaults), never shorten it below the policy
-    lease, and an agent that sends nothing (dbward 0.2) gets exactly the reference lease.
+    lease, and an agent that sends nothing (dbward 0.2) gets exactly the dbward 0.2 lease.
     The same cap applies to migrations, whose policy lease may already exceed it (then the
     request changes nothing).
     """
@@ -244,7 +244,7 @@ def resolve_result_policy(
 ) -> ResultPolicy:
     """The policy for (database, environment); with none, `both` and the default retention.
 
-    `default_retention_days` is `[retention].result_ttl_days`, which the reference parsed
+    `default_retention_days` is `[retention].result_ttl_days`, which dbward 0.2 parsed
     but never used (§11.1); here it is the retention when no policy says otherwise.
     """
     found = resolve_scoped(policies, database, environment)

@@ -9,7 +9,7 @@ lifts the layer-2 ownership checks.
 Approval rights are different on purpose: they come only from the workflow's approver
 selectors (`is_approvable_by`), never from a permission, so no role can approve everything.
 
-Our change to the reference (docs/server.md §11.8): the built-in `admin` also holds
+Our change to dbward 0.2 (docs/server.md §11.8): the built-in `admin` also holds
 `request.view:any` and `result.view:any`, so an administrator can audit requests through the
 API without also being an operator. Everything else about the built-in roles is unchanged.
 """
@@ -305,7 +305,7 @@ def role_catalog(
     """Every known role by name: built-in first, then config, then database roles.
 
     A config role may not reuse a built-in or another config role's name (a config
-    error). Database rows named like a built-in are the reference's seeded copies and are
+    error). Database rows named like a built-in are dbward 0.2's seeded copies and are
     ignored; a database role shadowed by a config role loses to the config.
     """
     catalog: dict[str, Role] = dict(BUILT_IN_ROLES)
@@ -429,7 +429,7 @@ class Principal:
 def _check_subject_kind(principal: Principal, permission: Permission) -> None:
     """Agents may use only `agent.operate`, and only agents may use it.
 
-    The second half is ours: the reference's poll refuses user tokens with 403 before it
+    The second half is ours: dbward 0.2's poll refuses user tokens with 403 before it
     checks the permission, so a user holding `*` could never act as an agent anyway; saying
     it here keeps every entry point honest.
     """
@@ -685,7 +685,7 @@ def authorize(
 ) -> Ownership:
     """Both layers: scoped when `database` and `environment` are given, else global.
 
-    Reading one's own user record (`User(target=self)`) skips layer 1, as in the reference.
+    Reading one's own user record (`User(target=self)`) skips layer 1, as in dbward 0.2.
     """
     if isinstance(context, User) and context.target == principal.subject_id:
         _check_subject_kind(principal, permission)

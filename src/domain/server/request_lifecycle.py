@@ -5,10 +5,10 @@ Every status change in the server goes through `transition`, and the store turns
 table below is the single place that says which moves exist. Anything the table does not
 list raises `InvalidTransition`, which the API returns as 409.
 
-Where we differ from the reference (docs/server.md §7.1, docs/server.md §11):
+Where we differ from dbward 0.2 (docs/server.md §7.1, docs/server.md §11):
 
 * Late completion is real: `execution_lost + Complete` moves to `executed` / `failed`
-  (the reference's table allowed it but its repository refused the update).
+  (dbward 0.2's table allowed it but its repository refused the update).
 * A dispatch timeout keeps provenance: the request goes back to the status it had before
   it was dispatched (`dispatch_timeout_target`), not always to `approved`. Because an
   auto-approved or break-glass request can therefore rest in those statuses, the approved
@@ -43,7 +43,7 @@ class RequestStatus(StrEnum):
     EXPIRED = "expired"
 
 
-#: The reference's database trigger still admits this legacy spelling of `executed`.
+#: dbward 0.2's database trigger still admits this legacy spelling of `executed`.
 LEGACY_STATUS_ALIASES: Mapping[str, RequestStatus] = MappingProxyType(
     {"completed": RequestStatus.EXECUTED}
 )
@@ -63,7 +63,7 @@ def parse_status(raw: str) -> RequestStatus:
 class Trigger(Enum):
     """What happened to a request. The value is the label used in error messages.
 
-    The labels follow the reference's `Debug` rendering, so a 409 reads the same as a
+    The labels follow dbward 0.2's `Debug` rendering, so a 409 reads the same as a
     dbward 0.2 server's (`invalid transition: executed + Cancel`).
     """
 
@@ -149,7 +149,7 @@ DISPATCHABLE_STATUSES: frozenset[RequestStatus] = frozenset(
     {_S.APPROVED, _S.AUTO_APPROVED, _S.BREAK_GLASS, _S.EXECUTED, _S.FAILED, _S.EXECUTION_LOST}
 )
 
-#: Statuses the ttl_expiry job may expire (docs/server.md §1.6). The reference expires only
+#: Statuses the ttl_expiry job may expire (docs/server.md §1.6). dbward 0.2 expires only
 #: pending and approved; we add auto_approved and break_glass, where a timed-out dispatch
 #: now returns, and execution_lost, which waits for a resume like an approved request and
 #: gets the approved TTL from the moment its lease was lost.
@@ -222,7 +222,7 @@ def transition(
 
     `current` is None only for creation. `pre_dispatch_status` matters only for
     `DispatchTimeout`: pass the status the request had before it was dispatched to get it
-    back; without it the result is the reference's `approved`.
+    back; without it the result is dbward 0.2's `approved`.
     """
     if current is None:
         created = _CREATED.get(trigger)

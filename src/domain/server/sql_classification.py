@@ -5,7 +5,7 @@ each one a `StatementClass`; this module owns the rules that do not need a parse
 pre-parse limits, the escalation order of a batch, the multi-statement rules, and the
 execution plan.
 
-The execution plan is our improvement over the reference (§11.12): it holds the *exact
+The execution plan is our improvement over dbward 0.2 (§11.12): it holds the *exact
 source text* of each statement, not a parser's re-serialisation, so what the agent runs
 (the statements joined with `";\\n"`) is byte for byte what the approver read.
 """

@@ -12,7 +12,7 @@ or the same operation listed twice. `validate_workflows` rejects both, plus, as 
 reference does, a catch-all next to workflows that list operations. On a list that passed
 validation every match is unique; on one that did not, the first of equal scores wins.
 
-Our additions over the reference: `approved_ttl_secs` (§11.3, the approved-state TTL,
+Our additions over dbward 0.2: `approved_ttl_secs` (§11.3, the approved-state TTL,
 separate from `pending_ttl_secs`) and a *wired* `statement_timeout_secs`: it replaces the
 execution policy's `statement_timeout_secs` for the queries this workflow matches
 (execute_select, execute_dml, migrate_status), capped by the policy's
@@ -220,7 +220,7 @@ def match_workflow(
     """The most specific workflow for a request, or None (the request is then refused).
 
     Deterministic: on a validated list there is never a tie; otherwise the first of the
-    highest scores wins (the reference took the last).
+    highest scores wins (dbward 0.2 took the last).
     """
     best: Workflow | None = None
     best_score = -1

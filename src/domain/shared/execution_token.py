@@ -18,7 +18,7 @@ _CANONICAL_DETAIL_OPERATIONS = frozenset({"migrate_up", "migrate_down", "migrate
 
 
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, non-ASCII raw: the reference's `canonicalize_json`."""
+    """Sorted keys, no whitespace, non-ASCII raw: dbward 0.2's `canonicalize_json`."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -1,7 +1,7 @@
 """Operations an agent can perform, with the canonical wire names of dbward 0.2.
 
 The server accepts only the canonical names in a poll (an alias there is a 422), so the
-config rejects aliases early; claim responses are parsed leniently, as the reference does.
+config rejects aliases early; claim responses are parsed leniently, as dbward 0.2 does.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _MIGRATIONS = frozenset(
     }
 )
 
-#: Advertised when the config sets no `operations` (the reference's default 5: no repair).
+#: Advertised when the config sets no `operations` (dbward 0.2's default 5: no repair).
 DEFAULT_OPERATIONS: tuple[Operation, ...] = (
     Operation.EXECUTE_SELECT,
     Operation.EXECUTE_DML,
@@ -51,7 +51,7 @@ DEFAULT_OPERATIONS: tuple[Operation, ...] = (
     Operation.MIGRATE_STATUS,
 )
 
-#: Names the reference accepts in a claim response besides the canonical ones.
+#: Names dbward 0.2 accepts in a claim response besides the canonical ones.
 OPERATION_ALIASES: dict[str, Operation] = {
     "execute_query": Operation.EXECUTE_SELECT,
     "execute": Operation.EXECUTE_SELECT,

@@ -1,6 +1,6 @@
 """Authentication: the `Authorization: Bearer dbw_…` header becomes a `Principal`.
 
-Our change to the reference, deliberate: `auth.failure` events are rate limited (a flood of
+Our change to dbward 0.2, deliberate: `auth.failure` events are rate limited (a flood of
 bad tokens must not turn every refusal into a write transaction); the suppressed count
 rides on the next event.
 """

@@ -1,6 +1,6 @@
 """First start: the bootstrap users, tokens and token files (`docs/server.md`, First start).
 
-Our changes to the reference, each deliberate:
+Our changes to dbward 0.2, each deliberate:
 
 * The requester bootstrap token is a real requester-only token (ceiling `[requester]`),
   not a copy of the admin token.

@@ -1,8 +1,8 @@
 """API tokens: create, list, revoke and inspect (`POST/GET /api/tokens`, ...).
 
-Our change to the reference, deliberate: a token can never reach further than the token
+Our change to dbward 0.2, deliberate: a token can never reach further than the token
 that created it. A user token's effective roles must be a subset of the caller's effective
-roles, and an omitted ceiling defaults to the caller's effective roles (the reference lets
+roles, and an omitted ceiling defaults to the caller's effective roles (dbward 0.2 lets
 a `[requester]`-ceiling token mint an admin token for the same user).
 """
 

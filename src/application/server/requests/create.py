@@ -1,6 +1,6 @@
 """Creating a request (`POST /api/requests`): checks, classification, workflow, dispatch.
 
-docs/server.md §1.3. The create path is the reference's, in its order (the step numbers
+docs/server.md §1.3. The create path is dbward 0.2's, in its order (the step numbers
 below are its steps), minus what needs approvals (those endpoints come later; a request
 that needs approval is stored `pending` with its expiry and first-step approvers, ready
 for them). What we do differently (docs/server.md §7.1, docs/server.md §11):
@@ -105,7 +105,7 @@ _CREATE_EVENTS = {
 
 @dataclass(frozen=True)
 class CreateRequestInput:
-    """`POST /api/requests` (the reference's `CreateRequestBody`)."""
+    """`POST /api/requests` (dbward 0.2's `CreateRequestBody`)."""
 
     database: str
     environment: str

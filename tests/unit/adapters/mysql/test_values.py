@@ -155,7 +155,7 @@ def test_row_is_a_json_object_in_column_order_and_duplicates_keep_the_last_value
 @pytest.mark.parametrize(
     ("max_bytes", "text"),
     [
-        (10 * 1024 * 1024, "size limit reached (10 MB)"),  # the reference's wording (§5.6)
+        (10 * 1024 * 1024, "size limit reached (10 MB)"),  # dbward 0.2's wording (§5.6)
         (1024 * 1024, "size limit reached (1 MB)"),
         (10 * 1024 * 1024 + 1, "size limit reached (10485761 bytes)"),
         (10_000_000, "size limit reached (10000000 bytes)"),

@@ -89,7 +89,7 @@ def test_booleans(text: str, expected: bool) -> None:
 def test_json_is_parsed_and_falls_back_to_its_text() -> None:
     assert json_from_text('{"a": [1, null, "x"]}') == {"a": [1, None, "x"]}
     assert json_from_text("[1, 2") == "[1, 2"
-    # Beyond 64 bits integers become doubles, as JSON parsers (and the reference) do.
+    # Beyond 64 bits integers become doubles, as JSON parsers (and dbward 0.2) do.
     assert json_from_text('{"n": 123456789012345678901234567890}') == {"n": 1.2345678901234568e29}
     # A lone surrogate (accepted by PostgreSQL's json type) cannot be re-encoded: text.
     assert json_from_text('"\\ud800"') == '"\\ud800"'

@@ -149,7 +149,7 @@ class TestLease:
         with_timeout = ExecutionPolicy(migration_statement_timeout_secs=200)
         assert policy_lease_seconds(with_timeout, op) == 230
         long_timeout = ExecutionPolicy(migration_statement_timeout_secs=3600)
-        assert policy_lease_seconds(long_timeout, op) == 630  # the reference formula's cap
+        assert policy_lease_seconds(long_timeout, op) == 630  # the dbward 0.2 formula's cap
         explicit = ExecutionPolicy(
             migration_statement_timeout_secs=200, migration_lease_duration_secs=1800
         )

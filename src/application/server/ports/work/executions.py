@@ -49,7 +49,7 @@ class ExecutionAlreadyClaimed(Exception):
 
 class ExecutionStatus(StrEnum):
     CLAIMED = "claimed"
-    RUNNING = "running"  # in the reference's guards; nothing sets it
+    RUNNING = "running"  # in dbward 0.2's guards; nothing sets it
     COMPLETED = "completed"
     FAILED = "failed"
 

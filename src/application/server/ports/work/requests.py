@@ -177,7 +177,7 @@ class RequestRepository(Protocol):
     def migration_active(self, scope: Scope, exclude_request_id: str) -> bool:
         """Another migrate_up/down/repair of `scope` is running.
 
-        The reference also counts *dispatched* ones, so two dispatched migrations refuse
+        dbward 0.2 also counts *dispatched* ones, so two dispatched migrations refuse
         each other until a dispatch timeout; only a running one excludes here.
         """
         ...

@@ -238,7 +238,7 @@ def test_resume_twice_against_max_executions_1_is_409_the_second_time(
 
 
 def test_max_executions_counts_runs_without_a_stored_result(tmp_path: Path) -> None:
-    """The reference counted stored results, so `no_result_store` runs were free (§11.5)."""
+    """dbward 0.2 counted stored results, so `no_result_store` runs were free (§11.5)."""
     server = harness_with(tmp_path, max_executions=2)
     try:
         request_id = server.create(no_store=True)

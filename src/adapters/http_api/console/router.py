@@ -11,6 +11,7 @@ script polls cheaply and swaps the region only when something changed.
 # alias, which lives inside `build_console_router`, when the routes are declared.
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -47,6 +48,7 @@ from application.server.requests.decision_trace import judged_context
 from application.server.requests.queries import RequestDetails, RequestList
 from application.server.requests.results import ResultEnvelope
 from domain.server.errors import Forbidden, NotFound, ServerDomainError, Validation
+from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus, is_cancellable, is_dispatchable
 
 __all__ = ["ConsoleUseCases", "build_console_router"]
@@ -322,53 +324,36 @@ def build_console_router(use_cases: ConsoleUseCases) -> APIRouter:
         context = {"session": session, **request_context(session, request_id)}
         return _live(request, render_fragment("_request_live.html", context))
 
-    @router.post("/requests/{request_id}/approve")
-    def approve(
-        request_id: str,
-        session: Session,
-        comment: Annotated[str, Form()] = "",
-        csrf: Annotated[str | None, Form()] = None,
-    ) -> Response:
-        check_csrf(sessions, session, csrf)
-        use_cases.approvals.approve_request.approve(
-            session.principal, request_id, comment=comment.strip() or None, selector=None
+    # Approve, reject, resume, cancel: one text field (an approver's `comment`, the
+    # requester's `reason`) and the CSRF token, then back to the request's page.
+    def on_request(
+        act: Callable[[Principal, str, str | None], object], field: str
+    ) -> Callable[..., Response]:
+        def handler(
+            request_id: str,
+            session: Session,
+            text: Annotated[str, Form(alias=field)] = "",
+            csrf: Annotated[str | None, Form()] = None,
+        ) -> Response:
+            check_csrf(sessions, session, csrf)
+            act(session.principal, request_id, text.strip() or None)
+            return _redirect(f"{PREFIX}/requests/{request_id}")
+
+        return handler
+
+    def approve(principal: Principal, request_id: str, comment: str | None) -> object:
+        approvals = use_cases.approvals.approve_request
+        return approvals.approve(principal, request_id, comment=comment, selector=None)
+
+    for action, field, act in (
+        ("approve", "comment", approve),
+        ("reject", "comment", use_cases.approvals.reject_request.reject),
+        ("resume", "reason", requests.resume_request.resume),
+        ("cancel", "reason", requests.cancel_request.cancel),
+    ):
+        router.add_api_route(
+            f"/requests/{{request_id}}/{action}", on_request(act, field), methods=["POST"]
         )
-        return _redirect(f"{PREFIX}/requests/{request_id}")
-
-    @router.post("/requests/{request_id}/reject")
-    def reject(
-        request_id: str,
-        session: Session,
-        comment: Annotated[str, Form()] = "",
-        csrf: Annotated[str | None, Form()] = None,
-    ) -> Response:
-        check_csrf(sessions, session, csrf)
-        use_cases.approvals.reject_request.reject(
-            session.principal, request_id, comment.strip() or None
-        )
-        return _redirect(f"{PREFIX}/requests/{request_id}")
-
-    @router.post("/requests/{request_id}/resume")
-    def resume(
-        request_id: str,
-        session: Session,
-        reason: Annotated[str, Form()] = "",
-        csrf: Annotated[str | None, Form()] = None,
-    ) -> Response:
-        check_csrf(sessions, session, csrf)
-        requests.resume_request.resume(session.principal, request_id, reason.strip() or None)
-        return _redirect(f"{PREFIX}/requests/{request_id}")
-
-    @router.post("/requests/{request_id}/cancel")
-    def cancel(
-        request_id: str,
-        session: Session,
-        reason: Annotated[str, Form()] = "",
-        csrf: Annotated[str | None, Form()] = None,
-    ) -> Response:
-        check_csrf(sessions, session, csrf)
-        requests.cancel_request.cancel(session.principal, request_id, reason.strip() or None)
-        return _redirect(f"{PREFIX}/requests/{request_id}")
 
     # --- result ---------------------------------------------------------------------------
 

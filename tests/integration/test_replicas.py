@@ -103,6 +103,13 @@ def test_two_replicas_on_one_postgresql_store_share_keys_results_and_wake_ups(
         key_b = httpx.get(f"{b.url}/api/public-key", headers=as_agent).json()["public_key"]
         assert key_a == key_b
         with a.client() as on_a, b.client() as on_b:
+            # Each replica says its LISTEN connection is up.
+            for client in (on_a, on_b):
+                wait_until(
+                    lambda c=client: "dbward_wake_listener_connected 1.0" in c.get("/metrics").text,
+                    10,
+                    "the wake listener gauge",
+                )
             head = on_a.get("/api/audit/head").json()
             Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_b)).verify(
                 bytes.fromhex(head["signature"]), head["signed_message"].encode()

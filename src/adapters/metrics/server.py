@@ -128,11 +128,26 @@ def register_state_gauges(
     held_polls: Callable[[], float],
     agents_online: Callable[[], float],
     audit_chain_length: Callable[[], float],
+    wake_listener_connected: Callable[[], float] | None = None,
 ) -> CollectorRegistry:
-    """`registry` with the server's scrape-time gauges registered."""
+    """`registry` with the server's scrape-time gauges registered; the wake listener's
+    only where there is one (a PostgreSQL store)."""
+    listener = (
+        ()
+        if wake_listener_connected is None
+        else (
+            (
+                "dbward_wake_listener_connected",
+                "1 while this replica LISTENs for the other replicas' wake-ups, 0 while it "
+                "reconnects",
+                wake_listener_connected,
+            ),
+        )
+    )
     registry.register(
         StateGauges(
             (
+                *listener,
                 (
                     "dbward_held_long_polls",
                     "Long-polls held open now (agent polls, request and result waits)",

@@ -138,13 +138,19 @@ def _store(
 
 
 def _with_state_gauges(
-    registry: CollectorRegistry, notifier: AsyncioNotifier, gauges: StoreGauges
+    registry: CollectorRegistry,
+    notifier: AsyncioNotifier,
+    gauges: StoreGauges,
+    wake_channel: PostgresWakeChannel | None,
 ) -> CollectorRegistry:
     return register_state_gauges(
         registry,
         held_polls=lambda: notifier.waiting,
         agents_online=gauges.agents_online,
         audit_chain_length=gauges.audit_chain_length,
+        wake_listener_connected=None
+        if wake_channel is None
+        else lambda: float(wake_channel.listening.is_set()),
     )
 
 
@@ -231,6 +237,7 @@ class ServerContainer(containers.DeclarativeContainer):
         metrics_registry,
         local_notifier,
         providers.Singleton(StoreGauges, store=store, clock=clock),
+        wake_channel,
     )
     view_metrics = providers.Singleton(
         ViewMetrics, providers.Singleton(RegistryExposition, scraped_registry)

@@ -93,6 +93,22 @@ def test_state_gauges_are_read_at_scrape_time() -> None:
     assert found[("dbward_held_long_polls", ())] == 4
     assert found[("dbward_agents_online", ())] == 2
     assert found[("dbward_audit_chain_length", ())] == 17
+    assert ("dbward_wake_listener_connected", ()) not in found  # no PostgreSQL store
+
+
+def test_the_wake_listener_gauge_follows_the_listener() -> None:
+    registry = CollectorRegistry()
+    listening = [True]
+    register_state_gauges(
+        registry,
+        held_polls=lambda: 0,
+        agents_online=lambda: 0,
+        audit_chain_length=lambda: 0,
+        wake_listener_connected=lambda: float(listening[0]),
+    )
+    assert samples(registry)[("dbward_wake_listener_connected", ())] == 1
+    listening[0] = False
+    assert samples(registry)[("dbward_wake_listener_connected", ())] == 0
 
 
 def test_a_gauge_that_cannot_be_read_is_left_out_of_the_scrape() -> None:

@@ -1,5 +1,5 @@
 """The agents port: the registry of agents, one row per (token subject, `agent_id`),
-rewritten by every poll of that agent (docs/server.md §7.3)."""
+rewritten by that agent's polls (docs/server.md §7.3, docs/protocol.md §3.2 step 3)."""
 
 from __future__ import annotations
 

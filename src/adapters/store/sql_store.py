@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine
 from adapters.store import audit_log
 from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
+from adapters.store.result_contents import SqlResultContentRepository
 from adapters.store.secrets_repo import SqlSecretRepository
 from adapters.store.webhook_deliveries import SqlWebhookDeliveryRepository
 from adapters.store.work import SqlWorkRepository
@@ -81,6 +82,7 @@ class SqlSession:
         self.audit = SqlAuditRepository(conn, self._appended)
         self.secrets = SqlSecretRepository(conn)
         self.webhooks = SqlWebhookDeliveryRepository(conn)
+        self.result_contents = SqlResultContentRepository(conn)
         self._listener = listener
 
     def _appended(self, event: AuditEvent) -> None:

@@ -45,6 +45,10 @@ class SqlResultContentRepository:
     def add(self, key: str, content: bytes) -> None:
         self._conn.execute(_INSERT, {"storage_key": key, "content": content})
 
+    def get(self, key: str) -> bytes | None:
+        content = self._conn.scalar(_SELECT, {"key": key})
+        return None if content is None else bytes(content)
+
     def remove(self, key: str) -> None:
         self._conn.execute(_DELETE, {"key": key})
 
@@ -85,8 +89,7 @@ class StoreResultContents:
 
     def get(self, key: str) -> bytes | None:
         with self._reader.connect() as conn:
-            content = conn.scalar(_SELECT, {"key": key})
-        return None if content is None else bytes(content)
+            return SqlResultContentRepository(conn).get(key)
 
     def delete(self, key: str) -> None:
         with self._begin() as conn:

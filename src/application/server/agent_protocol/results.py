@@ -27,6 +27,7 @@ from application.server.ports.services import (
     ResultContentStore,
     ServerClock,
     request_topic,
+    result_topic,
 )
 from application.server.ports.work.executions import (
     ExecutionCompletion,
@@ -129,6 +130,7 @@ class SubmitResult:
         if plan.relay and body.result_data is not None:
             self._relay.put(execution.id, body.result_data)
         self._notifier.notify(request_topic(record.id))
+        self._notifier.notify(result_topic(record.id))
         log.info("result recorded: %s", final.value)
         return record.id, final
 

@@ -160,6 +160,13 @@ def request_topic(request_id: str) -> str:
     return f"request:{request_id}"
 
 
+def result_topic(request_id: str) -> str:
+    """A request's result stream may end: its result arrived, or it reached a final status
+    without running (rejected, cancelled, expired). Notified beside `request_topic`, so a
+    stream is not woken by the changes that cannot end it (a claim)."""
+    return f"result:{request_id}"
+
+
 def preflight_topic(job_id: str) -> str:
     """A preflight EXPLAIN job was answered."""
     return f"preflight:{job_id}"

@@ -119,6 +119,10 @@ class ResultContentRepository(Protocol):
         """Store `content` under `key`, a key nothing holds yet (each attempt has its own)."""
         ...
 
+    def get(self, key: str) -> bytes | None:
+        """The body under `key`; None when the table holds none."""
+        ...
+
 
 class StoreSession(Protocol):
     @property

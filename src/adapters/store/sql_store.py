@@ -27,9 +27,14 @@ class SqlAuditRepository:
     def __init__(self, conn: Connection, on_append: Callable[[AuditEvent], None]) -> None:
         self._conn = conn
         self._on_append = on_append
+        #: The hash of the event this session appended last: the chain's head until the
+        #: session ends (it holds the chain), so the next append need not read it again.
+        #: Forgotten by anything else that changes the chain.
+        self._appended_head: str | None = None
 
     def append(self, event: AuditEvent) -> AuditEvent:
-        chained = audit_log.append_event(self._conn, event)
+        chained = audit_log.append_event(self._conn, event, head_hash=self._appended_head)
+        self._appended_head = chained.event_hash
         self._on_append(chained)
         return chained
 
@@ -66,9 +71,11 @@ class SqlAuditRepository:
         return audit_log.newest_checkpoint_before(self._conn, cutoff)
 
     def purge_through(self, event_id: str) -> int:
+        self._appended_head = None
         return audit_log.purge_through(self._conn, event_id)
 
     def add_purge_checkpoint(self, checkpoint: PurgeCheckpoint) -> None:
+        self._appended_head = None
         audit_log.add_purge_checkpoint(self._conn, checkpoint)
 
     def purge_checkpoint_for(self, last_purged_hash: str) -> PurgeCheckpoint | None:

@@ -7,7 +7,18 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, exists, false, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    bindparam,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from adapters.store.schema import approvals, executions, requests, results
 from adapters.store.work.base import (
@@ -82,6 +93,13 @@ def _result(row: Row[Any]) -> ResultSummary:
 # column again on each call, a visible share of the claim and result routes' profiles.
 _INSERT_EXECUTION = insert(executions)
 _INSERT_RESULT = insert(results)
+_GET_EXECUTION = select(executions).where(executions.c.id == bindparam("_id"))
+_LATEST_RESULT = (
+    select(results)
+    .where(results.c.request_id == bindparam("_request_id"))
+    .order_by(results.c.stored_at.desc(), results.c.id.desc())
+    .limit(1)
+)
 
 
 class SqlExecutionRepository(SqlRepository):
@@ -105,7 +123,7 @@ class SqlExecutionRepository(SqlRepository):
             raise ExecutionAlreadyClaimed(record.request_id)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        return self._first(select(executions).where(executions.c.id == execution_id), _execution)
+        return self._first(_GET_EXECUTION, _execution, {"_id": execution_id})
 
     def list_executions(self, request_id: str, limit: int) -> list[ExecutionRecord]:
         return self._all(
@@ -230,13 +248,7 @@ class SqlExecutionRepository(SqlRepository):
         )
 
     def latest_result(self, request_id: str) -> ResultSummary | None:
-        return self._first(
-            select(results)
-            .where(results.c.request_id == request_id)
-            .order_by(results.c.stored_at.desc(), results.c.id.desc())
-            .limit(1),
-            _result,
-        )
+        return self._first(_LATEST_RESULT, _result, {"_request_id": request_id})
 
     def result_for_execution(self, execution_id: str) -> ResultSummary | None:
         return self._first(select(results).where(results.c.execution_id == execution_id), _result)

@@ -17,8 +17,11 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adapters.store.schema import approvals, executions, requests, results
 from adapters.store.work.base import (
@@ -92,6 +95,22 @@ def _result(row: Row[Any]) -> ResultSummary:
 # Built once and executed with parameter dicts: `insert(...).values(**row)` coerces every
 # column again on each call, a visible share of the claim and result routes' profiles.
 _INSERT_EXECUTION = insert(executions)
+#: The partial unique index `ux_executions_one_claimed` as a conflict target: a second
+#: claimed execution of a request is not inserted (nothing returned) instead of raising, so no
+#: savepoint is needed to keep the caller's transaction usable (SQLite and PostgreSQL
+#: both take `ON CONFLICT (request_id) WHERE status = 'claimed' DO NOTHING`).
+_ONE_CLAIMED: dict[str, Any] = {
+    "index_elements": [executions.c.request_id],
+    "index_where": text("status = 'claimed'"),
+}
+_INSERT_EXECUTION_UNLESS_CLAIMED = {
+    "sqlite": sqlite_insert(executions)
+    .on_conflict_do_nothing(**_ONE_CLAIMED)
+    .returning(executions.c.id),
+    "postgresql": postgresql_insert(executions)
+    .on_conflict_do_nothing(**_ONE_CLAIMED)
+    .returning(executions.c.id),
+}
 _INSERT_RESULT = insert(results)
 _GET_EXECUTION = select(executions).where(executions.c.id == bindparam("_id"))
 _LATEST_RESULT = (
@@ -119,7 +138,13 @@ class SqlExecutionRepository(SqlRepository):
             error_message=record.error_message,
             created_at=format_timestamp(record.created_at),
         )
-        if not self._insert_or_conflict(_INSERT_EXECUTION, values):
+        statement = _INSERT_EXECUTION_UNLESS_CLAIMED.get(self._conn.dialect.name)
+        if statement is None:
+            inserted = self._insert_or_conflict(_INSERT_EXECUTION, values)
+        else:
+            # RETURNING names the inserted row; nothing comes back when it conflicted.
+            inserted = self._conn.execute(statement, values).first() is not None
+        if not inserted:
             raise ExecutionAlreadyClaimed(record.request_id)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord | None:

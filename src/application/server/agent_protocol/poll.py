@@ -276,7 +276,7 @@ class PollForWork:
         write = register
         if not register and not upgrade:
             with self._store.read() as session:
-                jobs = session.work.dispatched_requests(scopes, body.capabilities.operations, limit)
+                jobs = _not_running_here(session, body, scopes, limit)
                 dry_runs = session.work.pending_dry_run_jobs(scopes, MAX_DRY_RUN_JOBS)
                 budget = _preflight_budget(body.status, len(jobs))
                 write = budget > 0 and session.work.has_pending_preflight(scopes, now)
@@ -285,9 +285,7 @@ class PollForWork:
                 if register:
                     self._register(session, principal, body, upsert)
                 if not upgrade:
-                    jobs = session.work.dispatched_requests(
-                        scopes, body.capabilities.operations, limit
-                    )
+                    jobs = _not_running_here(session, body, scopes, limit)
                     dry_runs = session.work.pending_dry_run_jobs(scopes, MAX_DRY_RUN_JOBS)
                     budget = _preflight_budget(body.status, len(jobs))
                     if budget > 0:
@@ -385,6 +383,18 @@ def _registry_upsert(
     return AgentUpsert(
         record=record, operations=body.capabilities.operations, token_id=principal.token_id
     )
+
+
+def _not_running_here(
+    session: StoreSession, body: PollRequest, scopes: tuple[Scope, ...], limit: int
+) -> list[RequestRecord]:
+    """§3.2 step 4, less the requests the agent lists in `status.active_jobs`: it is
+    claiming them already, so offering them again would only answer the poll at once
+    instead of holding it for the next dispatch."""
+    running = {job.request_id for job in body.status.active_jobs} if body.status else set()
+    fetched = limit + len(running) if limit > 0 else 0
+    jobs = session.work.dispatched_requests(scopes, body.capabilities.operations, fetched)
+    return [job for job in jobs if job.id not in running][:limit]
 
 
 def _look_key(body: PollRequest, scopes: tuple[Scope, ...], limit: int) -> _LookKey:

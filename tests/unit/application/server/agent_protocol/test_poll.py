@@ -15,7 +15,7 @@ from application.server.agent_protocol.poll import REGISTRY_REFRESH_SECS, PollRe
 from application.server.ports.work.explain_jobs import PreflightJobRecord
 from domain.server.agent_registry import AgentRecord
 from domain.server.errors import Forbidden, Validation
-from domain.shared.jobs import AgentStatus
+from domain.shared.jobs import ActiveJobStatus, AgentStatus
 from domain.shared.operations import Operation
 from domain.shared.versions import version_lt
 from tests.unit.application.server.test_requests_and_claims import (
@@ -109,6 +109,22 @@ def test_a_poll_that_changes_what_the_server_acts_on_rewrites_the_row_at_once(
     server.clock.advance(1)
     server.poll(**{"status": _status(0), **change})
     assert _row(server).last_seen_at == T0 + timedelta(seconds=1)
+
+
+def test_a_poll_leaves_out_the_jobs_the_agent_says_it_is_running(
+    server: ServerHarness,
+) -> None:
+    first, second = server.create(detail="SELECT 1"), server.create(detail="SELECT 2")
+    running = replace(
+        _status(1),
+        active_jobs=(
+            ActiveJobStatus(request_id=first, operation="execute_select", elapsed_secs=0),
+        ),
+    )
+    reply = server.poll(status=running, limit=1)
+    assert [job.id for job in reply.jobs] == [second]
+    server.claim(second)
+    assert server.poll(status=running, limit=1).jobs == ()  # only its own is dispatched
 
 
 @pytest.mark.parametrize(

@@ -103,9 +103,10 @@ def _registry_key(upsert: AgentUpsert) -> _RegistryKey:
 class _RegistryWrites:
     """What this process last wrote to each agent's row, and when.
 
-    Only this process's own writes are remembered: after a restart, or for an agent whose
-    polls another replica served in between, the first poll writes again, so the row is
-    never older than `REGISTRY_REFRESH_SECS` behind a poll that changed nothing it keys.
+    Only this process's own writes are remembered: after a restart the first poll of
+    each agent writes again, and with replicas each one rewrites the row at least every
+    `REGISTRY_REFRESH_SECS` for the polls it serves, so a row another replica rewrote in
+    between is put right within that time.
     """
 
     def __init__(self, refresh_secs: float) -> None:

@@ -41,6 +41,9 @@ class LocalResultStore:
     def root_dir(self) -> Path:
         return self._root
 
+    def kept_in_store(self, size: int) -> bool:
+        return False
+
     def put(self, key: str, content: bytes) -> None:
         if len(content) > self._max_bytes:
             raise ResultContentTooLarge(

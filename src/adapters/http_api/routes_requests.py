@@ -241,6 +241,11 @@ def _is_json(raw: str) -> bool:
     return True
 
 
+#: A result this small is checked and spliced on the event loop: tens of microseconds,
+#: less than the hand-off to a worker thread that a large one gets.
+_INLINE_ENVELOPE_CHARS = 16 * 1024
+
+
 def _envelope(envelope: ResultEnvelope) -> Response:
     """The result envelope. The agent's JSON is spliced in as sent, never re-serialised:
     a 10 MB result is not parsed into objects and back, and no number changes on the way."""
@@ -393,6 +398,9 @@ def build_request_router(use_cases: RequestUseCases) -> APIRouter:
         envelope = await use_cases.wait_for_result.wait(principal, request_id)
         if envelope is None:
             return Response(status_code=204)
+        raw = envelope.result_data_raw
+        if raw is None or len(raw) <= _INLINE_ENVELOPE_CHARS:
+            return _envelope(envelope)
         return await run_in_threadpool(_envelope, envelope)
 
     @router.get("/api/requests/{request_id}/result/content")

@@ -228,78 +228,102 @@ def _tools(dialect: str) -> _Tools:
     )
 
 
+#: Texts up to this long are judged once per (text, dialect) and remembered: services
+#: send the same statements over and over, and both verdicts are pure functions of the
+#: text (immutable values, safe to share). Longer texts are never kept.
+_REMEMBERED_TEXT_CHARS = 4096
+#: How many verdicts of each kind are remembered (least recently used go first).
+_REMEMBERED_VERDICTS = 1024
+
+
 class SqlglotClassifier:
     """Classifies with sqlglot's AST, slices with its tokenizer; stateless and thread-safe."""
 
     def classify(self, sql: str, dialect: str) -> Classification:
-        tools = _tools(dialect)
-        rejection = pre_parse_rejection(sql)
-        if rejection is not None:
-            return Classification.rejected(rejection)
-        try:
-            tokens = tools.slice_tokens(sql)
-        except Exception:  # sqlglot's TokenError, or worse: fail closed either way
-            if _NAIVE_DO_OR_LOAD.search(sql):
-                return Classification.rejected("DO and LOAD statements are not allowed")
-            return classify_batch(
-                [
-                    ClassifiedStatement(
-                        sql.strip(),
-                        StatementClass.PARSE_FAILURE,
-                        "could not be tokenized (an unterminated string, quote or comment?)",
-                    )
-                ]
-            )
-        if tools.name == "mysql" and _dashes_before_unicode_space(sql):
-            return Classification.rejected(
-                "'--' followed by a non-ASCII space is ambiguous in MySQL (a comment only "
-                "before an ASCII space or control character): use '-- ' or /* */"
-            )
-        if tools.name == "postgres" and _foreign_dollar_tag(sql, tokens):
-            return Classification.rejected(
-                "a dollar-quote tag must be a PostgreSQL identifier ($tag$, not starting "
-                "with a digit): other tags do not open a string in PostgreSQL"
-            )
-        if "\\" in sql and not _same_tokens_both_ways(tools, sql, tokens):
-            return Classification.rejected(
-                "a backslash next to a quote makes this SQL ambiguous (it depends on the "
-                f"server's {_BACKSLASH_SETTING[tools.name]}): escape quotes by doubling them"
-            )
-        segments = _split(sql, tokens)
-        if len(segments) > MAX_STATEMENTS:
-            return Classification.rejected(
-                f"too many statements ({len(segments)}; at most {MAX_STATEMENTS})"
-            )
-        statements = []
-        created: set[TableRef] = set()
-        for segment in segments:
-            verdict = _classify_tokens(tools, sql, segment.tokens)
-            facts = _index_on_new_table(verdict.facts, created)
-            if verdict.creates is not None:
-                created.add(verdict.creates)
-            statements.append(
-                ClassifiedStatement(
-                    segment.text,
-                    verdict.kind,
-                    verdict.reason,
-                    is_safe_set=verdict.is_safe_set,
-                    facts=facts,
-                )
-            )
-        return classify_batch(statements)
+        if len(sql) <= _REMEMBERED_TEXT_CHARS:
+            return _remembered_classification(sql, dialect)
+        return _classify(sql, dialect)
 
     def redact(self, sql: str, dialect: str) -> str:
         """Every literal becomes `?` (not NULL, not placeholders); comments are dropped."""
-        tools = _tools(dialect)
-        if not sql.strip():
-            return ""
-        if pre_parse_rejection(sql) is not None:
-            return REDACTION_FAILED
-        try:
-            segments = _split(sql, tools.slice_tokens(sql))
-            return "; ".join(_redact_statement(tools, sql, s.tokens) for s in segments)
-        except Exception:  # parse errors, unsupported generation, recursion: never leak
-            return REDACTION_FAILED
+        if len(sql) <= _REMEMBERED_TEXT_CHARS:
+            return _remembered_redaction(sql, dialect)
+        return _redact(sql, dialect)
+
+
+def _classify(sql: str, dialect: str) -> Classification:
+    tools = _tools(dialect)
+    rejection = pre_parse_rejection(sql)
+    if rejection is not None:
+        return Classification.rejected(rejection)
+    try:
+        tokens = tools.slice_tokens(sql)
+    except Exception:  # sqlglot's TokenError, or worse: fail closed either way
+        if _NAIVE_DO_OR_LOAD.search(sql):
+            return Classification.rejected("DO and LOAD statements are not allowed")
+        return classify_batch(
+            [
+                ClassifiedStatement(
+                    sql.strip(),
+                    StatementClass.PARSE_FAILURE,
+                    "could not be tokenized (an unterminated string, quote or comment?)",
+                )
+            ]
+        )
+    if tools.name == "mysql" and _dashes_before_unicode_space(sql):
+        return Classification.rejected(
+            "'--' followed by a non-ASCII space is ambiguous in MySQL (a comment only "
+            "before an ASCII space or control character): use '-- ' or /* */"
+        )
+    if tools.name == "postgres" and _foreign_dollar_tag(sql, tokens):
+        return Classification.rejected(
+            "a dollar-quote tag must be a PostgreSQL identifier ($tag$, not starting "
+            "with a digit): other tags do not open a string in PostgreSQL"
+        )
+    if "\\" in sql and not _same_tokens_both_ways(tools, sql, tokens):
+        return Classification.rejected(
+            "a backslash next to a quote makes this SQL ambiguous (it depends on the "
+            f"server's {_BACKSLASH_SETTING[tools.name]}): escape quotes by doubling them"
+        )
+    segments = _split(sql, tokens)
+    if len(segments) > MAX_STATEMENTS:
+        return Classification.rejected(
+            f"too many statements ({len(segments)}; at most {MAX_STATEMENTS})"
+        )
+    statements = []
+    created: set[TableRef] = set()
+    for segment in segments:
+        verdict = _classify_tokens(tools, sql, segment.tokens)
+        facts = _index_on_new_table(verdict.facts, created)
+        if verdict.creates is not None:
+            created.add(verdict.creates)
+        statements.append(
+            ClassifiedStatement(
+                segment.text,
+                verdict.kind,
+                verdict.reason,
+                is_safe_set=verdict.is_safe_set,
+                facts=facts,
+            )
+        )
+    return classify_batch(statements)
+
+
+def _redact(sql: str, dialect: str) -> str:
+    tools = _tools(dialect)
+    if not sql.strip():
+        return ""
+    if pre_parse_rejection(sql) is not None:
+        return REDACTION_FAILED
+    try:
+        segments = _split(sql, tools.slice_tokens(sql))
+        return "; ".join(_redact_statement(tools, sql, s.tokens) for s in segments)
+    except Exception:  # parse errors, unsupported generation, recursion: never leak
+        return REDACTION_FAILED
+
+
+_remembered_classification = functools.lru_cache(maxsize=_REMEMBERED_VERDICTS)(_classify)
+_remembered_redaction = functools.lru_cache(maxsize=_REMEMBERED_VERDICTS)(_redact)
 
 
 def _index_on_new_table(facts: StatementFacts, created: set[TableRef]) -> StatementFacts:

@@ -71,21 +71,27 @@ _PURGED_HEAD = (
 _INSERT = insert(audit_events)
 
 
-def append_event(conn: Connection, event: AuditEvent) -> AuditEvent:
+def append_event(
+    conn: Connection, event: AuditEvent, *, head_hash: str | None = None
+) -> AuditEvent:
     """Insert `event` chained after the current head; return it with its hashes.
 
     Runs inside the caller's transaction (`with engine.begin() as conn:`), so the event
     commits or rolls back with the state change it records. `event.prev_hash` and
-    `event.event_hash` are ignored and recomputed.
+    `event.event_hash` are ignored and recomputed. `head_hash`: the head's hash when the
+    caller knows it, because this transaction appended the head itself (it holds the
+    chain since, so nothing else appended after it); the head is read otherwise.
     """
     if not conn.in_transaction():
         raise RuntimeError("append_event must run inside the caller's transaction (engine.begin())")
     if conn.get_execution_options().get(READ_ONLY):
         raise RuntimeError("append_event needs a write transaction, not a READ_ONLY one")
-    _lock_chain(conn)
-    head = conn.scalar(_HEAD)
+    head = head_hash
     if head is None:
-        head = conn.scalar(_PURGED_HEAD)
+        _lock_chain(conn)
+        head = conn.scalar(_HEAD)
+        if head is None:
+            head = conn.scalar(_PURGED_HEAD)
     linked = chain(event, head)
     values: dict[str, Any] = {name: getattr(linked, name) for name in _FIELDS}
     values["chain_version"] = CHAIN_VERSION

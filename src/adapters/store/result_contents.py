@@ -13,16 +13,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 
 from adapters.store.engine import read_only
 from adapters.store.schema import result_contents
 from application.server.ports.services import ResultContentStore, ResultContentTooLarge
 
-__all__ = ["SMALL_RESULT_BYTES", "SmallResultsInStore", "StoreResultContents"]
+__all__ = [
+    "SMALL_RESULT_BYTES",
+    "SmallResultsInStore",
+    "SqlResultContentRepository",
+    "StoreResultContents",
+]
 
 #: The local backend keeps results up to this size in the store instead of a file.
 SMALL_RESULT_BYTES = 64 * 1024
+
+#: Built once, executed with parameter dicts.
+_INSERT = insert(result_contents)
+_DELETE = delete(result_contents).where(result_contents.c.storage_key == bindparam("key"))
+_SELECT = select(result_contents.c.content).where(result_contents.c.storage_key == bindparam("key"))
+
+
+class SqlResultContentRepository:
+    """Implements `application.server.ports.store.ResultContentRepository`: the table's
+    writes inside a store session's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, key: str, content: bytes) -> None:
+        self._conn.execute(_INSERT, {"storage_key": key, "content": content})
+
+    def get(self, key: str) -> bytes | None:
+        content = self._conn.scalar(_SELECT, {"key": key})
+        return None if content is None else bytes(content)
+
+    def remove(self, key: str) -> None:
+        self._conn.execute(_DELETE, {"key": key})
 
 
 class StoreResultContents:
@@ -52,19 +80,20 @@ class StoreResultContents:
                 f"result size {len(content)} exceeds limit {self._max_bytes}"
             )
         with self._begin() as conn:
-            conn.execute(delete(result_contents).where(result_contents.c.storage_key == key))
-            conn.execute(insert(result_contents).values(storage_key=key, content=content))
+            table = SqlResultContentRepository(conn)
+            table.remove(key)
+            table.add(key, content)
+
+    def kept_in_store(self, size: int) -> bool:
+        return size <= self._max_bytes
 
     def get(self, key: str) -> bytes | None:
         with self._reader.connect() as conn:
-            content = conn.scalar(
-                select(result_contents.c.content).where(result_contents.c.storage_key == key)
-            )
-        return None if content is None else bytes(content)
+            return SqlResultContentRepository(conn).get(key)
 
     def delete(self, key: str) -> None:
         with self._begin() as conn:
-            conn.execute(delete(result_contents).where(result_contents.c.storage_key == key))
+            SqlResultContentRepository(conn).remove(key)
 
 
 class SmallResultsInStore:
@@ -88,6 +117,9 @@ class SmallResultsInStore:
     @property
     def max_bytes(self) -> int:
         return self._large.max_bytes
+
+    def kept_in_store(self, size: int) -> bool:
+        return size <= self._threshold
 
     def put(self, key: str, content: bytes) -> None:
         if len(content) <= self._threshold:

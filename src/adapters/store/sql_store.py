@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine
 from adapters.store import audit_log
 from adapters.store.engine import read_only
 from adapters.store.identity_repo import SqlIdentityRepository
+from adapters.store.result_contents import SqlResultContentRepository
 from adapters.store.secrets_repo import SqlSecretRepository
 from adapters.store.webhook_deliveries import SqlWebhookDeliveryRepository
 from adapters.store.work import SqlWorkRepository
@@ -26,9 +27,14 @@ class SqlAuditRepository:
     def __init__(self, conn: Connection, on_append: Callable[[AuditEvent], None]) -> None:
         self._conn = conn
         self._on_append = on_append
+        #: The hash of the event this session appended last: the chain's head until the
+        #: session ends (it holds the chain), so the next append need not read it again.
+        #: Forgotten by anything else that changes the chain.
+        self._appended_head: str | None = None
 
     def append(self, event: AuditEvent) -> AuditEvent:
-        chained = audit_log.append_event(self._conn, event)
+        chained = audit_log.append_event(self._conn, event, head_hash=self._appended_head)
+        self._appended_head = chained.event_hash
         self._on_append(chained)
         return chained
 
@@ -65,9 +71,11 @@ class SqlAuditRepository:
         return audit_log.newest_checkpoint_before(self._conn, cutoff)
 
     def purge_through(self, event_id: str) -> int:
+        self._appended_head = None
         return audit_log.purge_through(self._conn, event_id)
 
     def add_purge_checkpoint(self, checkpoint: PurgeCheckpoint) -> None:
+        self._appended_head = None
         audit_log.add_purge_checkpoint(self._conn, checkpoint)
 
     def purge_checkpoint_for(self, last_purged_hash: str) -> PurgeCheckpoint | None:
@@ -81,6 +89,7 @@ class SqlSession:
         self.audit = SqlAuditRepository(conn, self._appended)
         self.secrets = SqlSecretRepository(conn)
         self.webhooks = SqlWebhookDeliveryRepository(conn)
+        self.result_contents = SqlResultContentRepository(conn)
         self._listener = listener
 
     def _appended(self, event: AuditEvent) -> None:

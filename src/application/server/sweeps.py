@@ -31,6 +31,7 @@ from application.server.ports.services import (
     ServerClock,
     dispatch_topic,
     request_topic,
+    result_topic,
 )
 from application.server.ports.work.requests import RequestRecord, RequestUpdate
 from application.server.requests.common import new_uuid
@@ -220,6 +221,7 @@ class ServerSweeps:
                     metadata={"from": record.status.value},
                 )
             self._notifier.notify(request_topic(record.id))
+            self._notifier.notify(result_topic(record.id))
         return count
 
     # --- EXPLAIN jobs -----------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The server's view of its agents (docs/server.md §7.3, docs/protocol.md §3.2, §3.10).
 
-Every poll rewrites the agent's row; nothing else does. Health is therefore never stored:
+Polls write the agent's row (at once when something the server acts on changed, else
+at most every few seconds: docs/protocol.md §3.2 step 3); nothing else does. Health is
+therefore never stored:
 it is derived on read from `last_seen_at` and the load the agent last reported, so a
 crashed agent turns `offline` without any job having to notice.
 

@@ -24,8 +24,25 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
+#: `len("2026-05-01T12:05:00.123456Z")`: every timestamp `format_timestamp` writes.
+_STORED_LENGTH = 27
+
+
 def parse_timestamp(stored: str) -> datetime:
-    """A stored timestamp back as an aware UTC datetime."""
+    """A stored timestamp back as an aware UTC datetime.
+
+    What `format_timestamp` wrote is parsed by `fromisoformat`, many times faster than
+    `strptime` (a request row holds four, and the hot paths read rows many times over);
+    anything else goes through `strptime`, which refuses what is not of the format.
+    """
+    if (
+        len(stored) == _STORED_LENGTH
+        and stored[10] == "T"
+        and stored[19] == "."
+        and stored[20:26].isdigit()
+        and stored[-1] == "Z"
+    ):
+        return datetime.fromisoformat(stored[:-1]).replace(tzinfo=UTC)
     return datetime.strptime(stored, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
 

@@ -762,10 +762,14 @@ def test_long_poll_returns_a_job_dispatched_during_the_hold(harness: ServerHarne
         replies: list[dict[str, Any]] = []
         answered_at: list[float] = []
 
+        # A new agent build: the held poll's first look rewrites the agent's row at once
+        # (docs/protocol.md §3.2 step 3), which is how the test sees it happen.
+        held = {**POLL, "wait_ms": 20_000, "agent_build": "held"}
+
         def held_poll() -> None:
             response = httpx.post(
                 f"{live.url}/api/agent/poll",
-                json={**POLL, "wait_ms": 20_000},
+                json=held,
                 headers=AGENT_H,
                 timeout=30,
             )

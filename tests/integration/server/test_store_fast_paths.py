@@ -1,5 +1,6 @@
 """The store's parts of the lean request path, on a real SQLite store: identity writes
-tell the authentication cache, and small results live in the store instead of files."""
+tell the authentication cache, small results live in the store instead of files, and a
+session's audit appends read the chain head once."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 
 from adapters.files.result_store import LocalResultStore
 from adapters.store.engine import create_store_engine
@@ -18,6 +20,7 @@ from adapters.store.result_contents import SmallResultsInStore, StoreResultConte
 from adapters.store.sql_store import SqlStore
 from application.server.ports.identity import UserRecord
 from domain.server.api_tokens import SubjectType, TokenRecord, TokenStatus
+from domain.server.audit import AuditEvent
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +139,41 @@ class TestSmallResultsInStore:
         contents.delete("r/e/missing")
         assert contents.get("r/e/small") is None
         assert contents.get("r/e/large") is None
+
+
+class TestAuditAppendsOfOneSession:
+    def _event(self, n: int) -> AuditEvent:
+        return AuditEvent(
+            id=f"e{n}",
+            event_type="test.event",
+            event_category="test",
+            outcome="success",
+            actor_id="alice",
+            actor_type="user",
+            created_at=f"2030-01-01T00:00:0{n}.000000Z",
+        )
+
+    def test_later_appends_chain_after_the_sessions_own_without_reading_the_head(
+        self, changes: tuple[SqlStore, list[None]]
+    ) -> None:
+        store, _ = changes
+        heads: list[str] = []
+
+        def count_head_reads(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.startswith("SELECT audit_events.event_hash"):
+                heads.append(statement)
+
+        event.listen(store.engine, "before_cursor_execute", count_head_reads)
+        with store.write() as session:
+            first = session.audit.append(self._event(1))
+            second = session.audit.append(self._event(2))
+        with store.write() as session:
+            third = session.audit.append(self._event(3))
+        assert len(heads) == 2  # once per session
+        assert (second.prev_hash, third.prev_hash) == (first.event_hash, second.event_hash)
+        with store.read() as session:
+            assert [e.event_hash for e in session.audit.chain()] == [
+                first.event_hash,
+                second.event_hash,
+                third.event_hash,
+            ]

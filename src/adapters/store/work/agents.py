@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 
 from adapters.store.schema import agents
 from adapters.store.work.base import SqlRepository, optional_timestamp, parse_optional_timestamp
@@ -59,11 +59,13 @@ def _agent(row: Row[Any]) -> AgentRow:
     )
 
 
+#: Built once: every claim reads the claimant's agents.
+_SUBJECT_AGENTS = select(agents).where(agents.c.id == bindparam("_id")).order_by(agents.c.agent_id)
+
+
 class SqlAgentRepository(SqlRepository):
     def subject_agents(self, subject_id: str) -> list[AgentRow]:
-        return self._all(
-            select(agents).where(agents.c.id == subject_id).order_by(agents.c.agent_id), _agent
-        )
+        return self._all(_SUBJECT_AGENTS, _agent, {"_id": subject_id})
 
     def upsert_agent(self, upsert: AgentUpsert, now: datetime) -> bool:
         """Insert the agent's row, or rewrite it when it exists; two replicas' first polls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import Row, bindparam, insert, select
 
 from adapters.store.schema import approvals
 from adapters.store.work.base import SqlRepository
@@ -26,6 +26,14 @@ def _approval(row: Row[Any]) -> Approval:
     )
 
 
+#: Built once: every result read checks the reader's approvals.
+_REQUEST_APPROVALS = (
+    select(approvals)
+    .where(approvals.c.request_id == bindparam("_request_id"))
+    .order_by(approvals.c.created_at, approvals.c.id)
+)
+
+
 class SqlApprovalRepository(SqlRepository):
     def insert_approval(self, approval: Approval) -> bool:
         # The partial unique index (request, actor, step) WHERE action = 'approve' refuses a
@@ -44,9 +52,4 @@ class SqlApprovalRepository(SqlRepository):
         )
 
     def approvals_for_request(self, request_id: str) -> list[Approval]:
-        return self._all(
-            select(approvals)
-            .where(approvals.c.request_id == request_id)
-            .order_by(approvals.c.created_at, approvals.c.id),
-            _approval,
-        )
+        return self._all(_REQUEST_APPROVALS, _approval, {"_request_id": request_id})

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, false, or_
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, bindparam, false, or_
 from sqlalchemy.exc import IntegrityError
 
 from domain.server.request_lifecycle import RequestStatus
@@ -30,12 +30,22 @@ class SqlRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def _first(self, query: Select[Any], record: Callable[[Row[Any]], _R]) -> _R | None:
-        row = self._conn.execute(query).first()
+    def _first(
+        self,
+        query: Select[Any],
+        record: Callable[[Row[Any]], _R],
+        params: dict[str, Any] | None = None,
+    ) -> _R | None:
+        row = self._conn.execute(query, params).first()
         return None if row is None else record(row)
 
-    def _all(self, query: Select[Any], record: Callable[[Row[Any]], _R]) -> list[_R]:
-        return [record(row) for row in self._conn.execute(query)]
+    def _all(
+        self,
+        query: Select[Any],
+        record: Callable[[Row[Any]], _R],
+        params: dict[str, Any] | None = None,
+    ) -> list[_R]:
+        return [record(row) for row in self._conn.execute(query, params)]
 
     def _insert_or_conflict(self, statement: Any, values: dict[str, Any] | None = None) -> bool:
         """Run an INSERT (with `values` as its parameters) in a savepoint; False when a
@@ -69,6 +79,30 @@ def scope_filter(
     if not scopes:
         return false()
     return or_(*(and_(database == s.database, environment == s.environment) for s in scopes))
+
+
+def bound_scope_filter(
+    database: ColumnElement[Any], environment: ColumnElement[Any], count: int
+) -> ColumnElement[bool]:
+    """`scope_filter` for `count` scopes with bound parameters (`_db0`, `_env0`, …), for
+    statements built once per scope count; `scope_params` gives their values."""
+    if count == 0:
+        return false()
+    return or_(
+        *(
+            and_(database == bindparam(f"_db{n}"), environment == bindparam(f"_env{n}"))
+            for n in range(count)
+        )
+    )
+
+
+def scope_params(scopes: Collection[Scope]) -> dict[str, str]:
+    """The parameters of a `bound_scope_filter` for `scopes`, in order."""
+    params: dict[str, str] = {}
+    for n, scope in enumerate(scopes):
+        params[f"_db{n}"] = scope.database
+        params[f"_env{n}"] = scope.environment
+    return params
 
 
 def status_values(statuses: Iterable[RequestStatus]) -> list[str]:

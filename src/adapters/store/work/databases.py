@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 
 from adapters.store.schema import databases, schema_snapshots
 from adapters.store.work.base import SqlRepository, database_id
@@ -28,10 +28,18 @@ def _snapshot(row: Row[Any]) -> SchemaSnapshot:
     )
 
 
+#: Built once: every request's creation looks up its database and its schema snapshot.
+_DATABASE_ID = select(databases.c.id).where(databases.c.id == bindparam("_id"))
+_SCHEMA_SNAPSHOT = select(schema_snapshots).where(
+    schema_snapshots.c.database_name == bindparam("_database"),
+    schema_snapshots.c.environment == bindparam("_environment"),
+)
+
+
 class SqlDatabaseRepository(SqlRepository):
     def ensure_database(self, scope: Scope, now: datetime) -> None:
         row_id = database_id(scope)
-        present = self._conn.scalar(select(databases.c.id).where(databases.c.id == row_id))
+        present = self._conn.scalar(_DATABASE_ID, {"_id": row_id})
         if present is not None:
             return
         self._insert_or_conflict(
@@ -68,9 +76,7 @@ class SqlDatabaseRepository(SqlRepository):
 
     def get_schema_snapshot(self, scope: Scope) -> SchemaSnapshot | None:
         return self._first(
-            select(schema_snapshots).where(
-                schema_snapshots.c.database_name == scope.database,
-                schema_snapshots.c.environment == scope.environment,
-            ),
+            _SCHEMA_SNAPSHOT,
             _snapshot,
+            {"_database": scope.database, "_environment": scope.environment},
         )

@@ -7,7 +7,21 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, exists, false, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    bindparam,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adapters.store.schema import approvals, executions, requests, results
 from adapters.store.work.base import (
@@ -81,7 +95,30 @@ def _result(row: Row[Any]) -> ResultSummary:
 # Built once and executed with parameter dicts: `insert(...).values(**row)` coerces every
 # column again on each call, a visible share of the claim and result routes' profiles.
 _INSERT_EXECUTION = insert(executions)
+#: The partial unique index `ux_executions_one_claimed` as a conflict target: a second
+#: claimed execution of a request is not inserted (nothing returned) instead of raising, so no
+#: savepoint is needed to keep the caller's transaction usable (SQLite and PostgreSQL
+#: both take `ON CONFLICT (request_id) WHERE status = 'claimed' DO NOTHING`).
+_ONE_CLAIMED: dict[str, Any] = {
+    "index_elements": [executions.c.request_id],
+    "index_where": text("status = 'claimed'"),
+}
+_INSERT_EXECUTION_UNLESS_CLAIMED = {
+    "sqlite": sqlite_insert(executions)
+    .on_conflict_do_nothing(**_ONE_CLAIMED)
+    .returning(executions.c.id),
+    "postgresql": postgresql_insert(executions)
+    .on_conflict_do_nothing(**_ONE_CLAIMED)
+    .returning(executions.c.id),
+}
 _INSERT_RESULT = insert(results)
+_GET_EXECUTION = select(executions).where(executions.c.id == bindparam("_id"))
+_LATEST_RESULT = (
+    select(results)
+    .where(results.c.request_id == bindparam("_request_id"))
+    .order_by(results.c.stored_at.desc(), results.c.id.desc())
+    .limit(1)
+)
 
 
 class SqlExecutionRepository(SqlRepository):
@@ -101,11 +138,17 @@ class SqlExecutionRepository(SqlRepository):
             error_message=record.error_message,
             created_at=format_timestamp(record.created_at),
         )
-        if not self._insert_or_conflict(_INSERT_EXECUTION, values):
+        statement = _INSERT_EXECUTION_UNLESS_CLAIMED.get(self._conn.dialect.name)
+        if statement is None:
+            inserted = self._insert_or_conflict(_INSERT_EXECUTION, values)
+        else:
+            # RETURNING names the inserted row; nothing comes back when it conflicted.
+            inserted = self._conn.execute(statement, values).first() is not None
+        if not inserted:
             raise ExecutionAlreadyClaimed(record.request_id)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        return self._first(select(executions).where(executions.c.id == execution_id), _execution)
+        return self._first(_GET_EXECUTION, _execution, {"_id": execution_id})
 
     def list_executions(self, request_id: str, limit: int) -> list[ExecutionRecord]:
         return self._all(
@@ -230,13 +273,7 @@ class SqlExecutionRepository(SqlRepository):
         )
 
     def latest_result(self, request_id: str) -> ResultSummary | None:
-        return self._first(
-            select(results)
-            .where(results.c.request_id == request_id)
-            .order_by(results.c.stored_at.desc(), results.c.id.desc())
-            .limit(1),
-            _result,
-        )
+        return self._first(_LATEST_RESULT, _result, {"_request_id": request_id})
 
     def result_for_execution(self, execution_id: str) -> ResultSummary | None:
         return self._first(select(results).where(results.c.execution_id == execution_id), _result)

@@ -8,16 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Table, and_, exists, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from adapters.store.schema import dry_run_jobs, preflight_jobs, requests
 from adapters.store.work.base import (
     SqlRepository,
+    bound_scope_filter,
     optional_timestamp,
     parse_optional_timestamp,
     scope_filter,
+    scope_params,
     status_values,
 )
 from application.server.ports.work.explain_jobs import (
@@ -122,6 +138,43 @@ def _preflight(row: Row[Any]) -> PreflightJobRecord:
     )
 
 
+#: Statements of the poll's looks, built once per number of scopes (docs/protocol.md
+#: §3.2 steps 6 and 7): a poll names the same scopes every time.
+_SCOPE_COUNTS_KEPT = 64
+
+
+@lru_cache(maxsize=_SCOPE_COUNTS_KEPT)
+def _pending_dry_runs(scope_count: int) -> Select[Any]:
+    return (
+        select(dry_run_jobs)
+        .where(
+            dry_run_jobs.c.status == DryRunStatus.PENDING.value,
+            bound_scope_filter(
+                dry_run_jobs.c.database_name, dry_run_jobs.c.environment, scope_count
+            ),
+            # A finished request's job waits for the sweep to fail it; never offered.
+            ~exists().where(
+                requests.c.id == dry_run_jobs.c.request_id,
+                requests.c.status.in_(status_values(TERMINAL_STATUSES)),
+            ),
+        )
+        .order_by(dry_run_jobs.c.created_at, dry_run_jobs.c.id)
+        .limit(bindparam("_limit"))
+    )
+
+
+@lru_cache(maxsize=_SCOPE_COUNTS_KEPT)
+def _any_pending_preflight(scope_count: int) -> Select[Any]:
+    pending: Exists = exists().where(
+        preflight_jobs.c.status == PreflightStatus.PENDING.value,
+        preflight_jobs.c.expires_at > bindparam("_now"),
+        bound_scope_filter(
+            preflight_jobs.c.database_name, preflight_jobs.c.environment, scope_count
+        ),
+    )
+    return select(pending)
+
+
 class SqlExplainJobRepository(SqlRepository):
     # --- dry-run jobs -------------------------------------------------------------------
 
@@ -145,19 +198,9 @@ class SqlExplainJobRepository(SqlRepository):
         if not scopes or limit <= 0:
             return []
         return self._all(
-            select(dry_run_jobs)
-            .where(
-                dry_run_jobs.c.status == DryRunStatus.PENDING.value,
-                scope_filter(dry_run_jobs.c.database_name, dry_run_jobs.c.environment, scopes),
-                # A finished request's job waits for the sweep to fail it; never offered.
-                ~exists().where(
-                    requests.c.id == dry_run_jobs.c.request_id,
-                    requests.c.status.in_(status_values(TERMINAL_STATUSES)),
-                ),
-            )
-            .order_by(dry_run_jobs.c.created_at, dry_run_jobs.c.id)
-            .limit(limit),
+            _pending_dry_runs(len(scopes)),
             _dry_run,
+            {**scope_params(scopes), "_limit": limit},
         )
 
     def claim_dry_run_job(
@@ -243,7 +286,8 @@ class SqlExplainJobRepository(SqlRepository):
     def has_pending_preflight(self, scopes: Collection[Scope], now: datetime) -> bool:
         if not scopes:
             return False
-        return bool(self._conn.scalar(select(exists().where(self._pending_preflight(scopes, now)))))
+        params = {**scope_params(scopes), "_now": format_timestamp(now)}
+        return bool(self._conn.scalar(_any_pending_preflight(len(scopes)), params))
 
     def outstanding_preflight_jobs(self, requester: str, now: datetime) -> int:
         return int(

@@ -127,6 +127,20 @@ _UPDATE_STATUS = update(requests).where(
     requests.c.status.in_(bindparam("_from", expanding=True)),
 )
 _UPDATE_STATUS_IF_OLDER = _UPDATE_STATUS.where(requests.c.updated_at < bindparam("_before"))
+_GET_REQUEST = select(requests).where(requests.c.id == bindparam("_id"))
+#: The poll's query (docs/protocol.md §3.2 step 4), with and without an operations filter.
+_DISPATCHED = (
+    select(requests)
+    .where(
+        requests.c.status == RequestStatus.DISPATCHED.value,
+        requests.c.database_id.in_(bindparam("_databases", expanding=True)),
+    )
+    .order_by(requests.c.updated_at, requests.c.id)
+    .limit(bindparam("_limit"))
+)
+_DISPATCHED_FOR_OPERATIONS = _DISPATCHED.where(
+    requests.c.operation.in_(bindparam("_operations", expanding=True))
+)
 
 
 class SqlRequestRepository(SqlRepository):
@@ -171,7 +185,7 @@ class SqlRequestRepository(SqlRepository):
             raise DuplicateIdempotencyKey(record.idempotency_key)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
-        return self._first(select(requests).where(requests.c.id == request_id), _request)
+        return self._first(_GET_REQUEST, _request, {"_id": request_id})
 
     def find_idempotent(self, requester: str, idempotency_key: str) -> RequestRecord | None:
         return self._first(
@@ -272,15 +286,15 @@ class SqlRequestRepository(SqlRepository):
     ) -> list[RequestRecord]:
         if not scopes or limit <= 0:
             return []
-        query = select(requests).where(
-            requests.c.status == RequestStatus.DISPATCHED.value,
-            requests.c.database_id.in_(sorted(database_id(s) for s in scopes)),
-        )
+        params: dict[str, Any] = {
+            "_databases": sorted(database_id(s) for s in scopes),
+            "_limit": limit,
+        }
+        query = _DISPATCHED
         if operations:
-            query = query.where(requests.c.operation.in_(sorted(op.value for op in operations)))
-        return self._all(
-            query.order_by(requests.c.updated_at, requests.c.id).limit(limit), _request
-        )
+            query = _DISPATCHED_FOR_OPERATIONS
+            params["_operations"] = sorted(op.value for op in operations)
+        return self._all(query, _request, params)
 
     def lock_migrations(self, scope: Scope) -> None:
         # PostgreSQL: a transaction-scoped advisory lock per database, so two replicas'

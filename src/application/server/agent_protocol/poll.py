@@ -13,6 +13,11 @@ Wire-compatible with dbward 0.2; our additions are each optional for an old peer
 * **One row per agent**: the registry is keyed by (token subject, the poll's `agent_id`),
   so agents sharing a token do not overwrite each other (docs/server.md §7.3); the first
   poll of each writes `agent.registered`.
+* **Registry writes only when due** (`_RegistryWrites`): a poll rewrites the agent's row
+  when something the server acts on changed (scopes, operations, draining, saturation,
+  versions, token) or the row this process wrote is `REGISTRY_REFRESH_SECS` old, so an
+  agent polling in a busy loop is not a write transaction per poll; such a poll reads its
+  work in a read transaction (docs/protocol.md §3.2 step 3).
 * **Version gate**: `min_agent_version` is a setting, not the server's own version, and
   versions compare by the one rule of `domain.shared.versions`.
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -50,6 +55,7 @@ __all__ = [
     "MAX_POLL_SCOPES",
     "MAX_POLL_TEXT_CHARS",
     "MAX_POLL_WAIT_MS",
+    "REGISTRY_REFRESH_SECS",
     "PollForWork",
     "PollReply",
 ]
@@ -66,6 +72,56 @@ MAX_POLL_SCOPES = 256
 MAX_POLL_TEXT_CHARS = 256
 #: `max_concurrent` / `in_flight` for the preflight budget when a poll has no status.
 _PREFLIGHT_DEFAULT_MAX_CONCURRENT = 1
+#: A poll that changes nothing the server acts on rewrites the agent's row (last seen,
+#: load, active jobs, uptime) at most this often: far inside the 60 s after which an agent
+#: counts as offline.
+REGISTRY_REFRESH_SECS = 5.0
+#: Beyond this many remembered agents, entries older than the refresh period are dropped.
+_REMEMBERED_AGENTS = 1024
+
+
+#: What makes a poll's registry write due at once: what claims, dispatch hints and the
+#: agents listing act on, as opposed to the load figures refreshed every few seconds.
+_RegistryKey = tuple[object, ...]
+
+
+def _registry_key(upsert: AgentUpsert) -> _RegistryKey:
+    record = upsert.record
+    return (
+        upsert.token_id,
+        record.scopes,
+        record.degraded_scopes,
+        upsert.operations,
+        record.status,
+        record.max_concurrent,
+        record.in_flight >= record.max_concurrent,
+        record.agent_version,
+        record.agent_build,
+    )
+
+
+class _RegistryWrites:
+    """What this process last wrote to each agent's row, and when.
+
+    Only this process's own writes are remembered: after a restart the first poll of
+    each agent writes again, and with replicas each one rewrites the row at least every
+    `REGISTRY_REFRESH_SECS` for the polls it serves, so a row another replica rewrote in
+    between is put right within that time.
+    """
+
+    def __init__(self, refresh_secs: float) -> None:
+        self._refresh = timedelta(seconds=refresh_secs)
+        self._written: dict[tuple[str, str], tuple[_RegistryKey, datetime]] = {}
+
+    def due(self, upsert: AgentUpsert, now: datetime) -> bool:
+        entry = self._written.get((upsert.record.id, upsert.record.agent_id))
+        return entry is None or entry[0] != _registry_key(upsert) or now - entry[1] >= self._refresh
+
+    def wrote(self, upsert: AgentUpsert, now: datetime) -> None:
+        if len(self._written) >= _REMEMBERED_AGENTS:
+            cutoff = now - self._refresh
+            self._written = {key: e for key, e in self._written.items() if e[1] > cutoff}
+        self._written[(upsert.record.id, upsert.record.agent_id)] = (_registry_key(upsert), now)
 
 
 #: What a periodic look depends on: scopes, operations, whether jobs and preflights count.
@@ -137,6 +193,7 @@ class PollForWork:
         draining: Callable[[], bool] = lambda: False,
         new_id: Callable[[], str] = new_uuid,
         recheck_secs: float = LONG_POLL_RECHECK_SECS,
+        registry_refresh_secs: float = REGISTRY_REFRESH_SECS,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -147,6 +204,7 @@ class PollForWork:
         self._new_id = new_id
         self._recheck_secs = recheck_secs
         self._looks = _SharedLook(recheck_secs)
+        self._registry_writes = _RegistryWrites(registry_refresh_secs)
 
     async def poll(self, principal: Principal, body: PollRequest) -> PollReply:
         """§3.2, in order; then, with `wait_ms` and nothing to return, the hold."""
@@ -210,19 +268,33 @@ class PollForWork:
         upgrade: bool,
     ) -> PollReply:
         now = self._clock.now()
-        with self._store.write() as session:
-            self._register(session, principal, body, scopes, degraded, now)
-            jobs: list[RequestRecord] = []
-            dry_runs: list[DryRunJobRecord] = []
-            preflights: list[PreflightJobRecord] = []
-            if not upgrade:
-                jobs = session.work.dispatched_requests(scopes, body.capabilities.operations, limit)
+        upsert = _registry_upsert(principal, body, scopes, degraded, now)
+        register = self._registry_writes.due(upsert, now)
+        jobs: list[RequestRecord] = []
+        dry_runs: list[DryRunJobRecord] = []
+        preflights: list[PreflightJobRecord] = []
+        # A write transaction only to write the row or to claim preflight jobs.
+        write = register
+        if not register and not upgrade:
+            with self._store.read() as session:
+                jobs = _not_running_here(session, body, scopes, limit)
                 dry_runs = session.work.pending_dry_run_jobs(scopes, MAX_DRY_RUN_JOBS)
                 budget = _preflight_budget(body.status, len(jobs))
-                if budget > 0:
-                    preflights = session.work.claim_preflight_jobs(
-                        scopes, principal.subject_id, self._new_id(), now, budget
-                    )
+                write = budget > 0 and session.work.has_pending_preflight(scopes, now)
+        if write:
+            with self._store.write() as session:
+                if register:
+                    self._register(session, principal, body, upsert)
+                if not upgrade:
+                    jobs = _not_running_here(session, body, scopes, limit)
+                    dry_runs = session.work.pending_dry_run_jobs(scopes, MAX_DRY_RUN_JOBS)
+                    budget = _preflight_budget(body.status, len(jobs))
+                    if budget > 0:
+                        preflights = session.work.claim_preflight_jobs(
+                            scopes, principal.subject_id, self._new_id(), now, budget
+                        )
+            if register:
+                self._registry_writes.wrote(upsert, now)
         return PollReply(
             jobs=tuple(jobs),
             dry_run_jobs=tuple(dry_runs),
@@ -255,31 +327,22 @@ class PollForWork:
     ) -> None:
         """After an empty hold: the agent was here all along, so it is not offline."""
         now = self._clock.now()
+        upsert = _registry_upsert(principal, body, scopes, degraded, now)
+        if not self._registry_writes.due(upsert, now):
+            return
         with self._store.write() as session:
-            self._register(session, principal, body, scopes, degraded, now)
+            self._register(session, principal, body, upsert)
+        self._registry_writes.wrote(upsert, now)
 
     def _register(
         self,
         session: StoreSession,
         principal: Principal,
         body: PollRequest,
-        scopes: tuple[Scope, ...],
-        degraded: tuple[Scope, ...],
-        now: datetime,
+        upsert: AgentUpsert,
     ) -> None:
-        record = record_from_poll(
-            principal.subject_id,
-            scopes,
-            body.status,
-            now,
-            agent_id=body.agent_id,
-            degraded_scopes=degraded,
-            agent_version=body.agent_version,
-            agent_build=body.agent_build,
-        )
-        upsert = AgentUpsert(
-            record=record, operations=body.capabilities.operations, token_id=principal.token_id
-        )
+        now = upsert.record.last_seen_at
+        assert now is not None
         if session.work.upsert_agent(upsert, now):
             session.audit.append(
                 audit_event(
@@ -291,13 +354,48 @@ class PollForWork:
                     resource_type="agent",
                     resource_id=principal.subject_id,
                     metadata={
-                        "agent_name": record.agent_id,
-                        "scopes": [str(scope) for scope in scopes],
+                        "agent_name": upsert.record.agent_id,
+                        "scopes": [str(scope) for scope in upsert.record.scopes],
                         "agent_version": body.agent_version,
                         "agent_build": body.agent_build,
                     },
                 )
             )
+
+
+def _registry_upsert(
+    principal: Principal,
+    body: PollRequest,
+    scopes: tuple[Scope, ...],
+    degraded: tuple[Scope, ...],
+    now: datetime,
+) -> AgentUpsert:
+    """The registry row a poll stands for."""
+    record = record_from_poll(
+        principal.subject_id,
+        scopes,
+        body.status,
+        now,
+        agent_id=body.agent_id,
+        degraded_scopes=degraded,
+        agent_version=body.agent_version,
+        agent_build=body.agent_build,
+    )
+    return AgentUpsert(
+        record=record, operations=body.capabilities.operations, token_id=principal.token_id
+    )
+
+
+def _not_running_here(
+    session: StoreSession, body: PollRequest, scopes: tuple[Scope, ...], limit: int
+) -> list[RequestRecord]:
+    """§3.2 step 4, less the requests the agent lists in `status.active_jobs`: it is
+    claiming them already, so offering them again would only answer the poll at once
+    instead of holding it for the next dispatch."""
+    running = {job.request_id for job in body.status.active_jobs} if body.status else set()
+    fetched = limit + len(running) if limit > 0 else 0
+    jobs = session.work.dispatched_requests(scopes, body.capabilities.operations, fetched)
+    return [job for job in jobs if job.id not in running][:limit]
 
 
 def _look_key(body: PollRequest, scopes: tuple[Scope, ...], limit: int) -> _LookKey:

@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from application.server.ports.services import (
     ResultContentStore,
     ServerClock,
     request_topic,
+    result_topic,
 )
 from application.server.ports.work.executions import (
     ExecutionCompletion,
@@ -34,7 +35,7 @@ from application.server.ports.work.executions import (
     ExecutionStatus,
     ResultSummary,
 )
-from application.server.ports.work.requests import RequestUpdate
+from application.server.ports.work.requests import RequestRecord, RequestUpdate
 from application.server.requests.common import new_uuid
 from application.server.settings import AuditRedaction, ServerSettings
 from domain.server.errors import Conflict, PayloadTooLarge, ServerDomainError
@@ -92,26 +93,56 @@ class SubmitResult:
     ) -> tuple[str, RequestStatus]:
         """§3.5, with late completion accepted (see the module docstring).
 
-        Races are decided in the write transaction, never from the first read: each
-        attempt stores its content under its own key (`<request>/<execution>/<attempt>`),
-        the result row records the key that won, and a losing attempt deletes only its
-        own file. Whether a result is "late" is also decided there, so a lease sweep that
-        commits between the read and the write cannot turn an acceptable result into a 409.
+        Races are decided in the write transaction that records the result. A body kept
+        in the store's own table (`ResultContentStore.kept_in_store`), or no body, needs
+        nothing else: checks, body and records are that one transaction. A body bound
+        for a file is written between a read that checks the call and that write: each
+        attempt stores it under its own key (`<request>/<execution>/<attempt>`), the
+        result row records the key that won, and a losing attempt deletes only its own
+        file. Whether a result is "late" is decided in the write either way, so a lease
+        sweep that commits in between cannot turn an acceptable result into a 409.
         """
         authorize(principal, Permission.AGENT_OPERATE)
-        with self._store.read() as session:
-            execution = owned_execution(session, principal, execution_id)
-            record = session.work.get_request(execution.request_id)
-            if record is None:
-                raise ServerDomainError("internal_error", "the execution's request is missing", 500)
-        bind_ids(request_id=record.id, execution_id=execution.id)
-        # Only a live execution or one the lease sweep failed can still take a result;
-        # every other status is final, so refusing on this read is safe.
-        if execution.status is not ExecutionStatus.CLAIMED and not execution.lost_by_lease:
-            raise Conflict(f"execution is {execution.status.value}, cannot submit result")
-        transition(record.status, Trigger.complete(success=body.success))
-        data = body.result_data
-        data_bytes = None if data is None else data.encode("utf-8", "surrogatepass")
+        data_bytes = (
+            None if body.result_data is None else body.result_data.encode("utf-8", "surrogatepass")
+        )
+        if data_bytes is None or self._result_store.kept_in_store(len(data_bytes)):
+            with self._store.write() as session:
+                execution, record = _submittable(session, principal, execution_id, body)
+                plan = self._plan(record, execution, body, data_bytes)
+                if plan.stored_bytes is not None:
+                    session.result_contents.add(plan.key, plan.stored_bytes)
+                final = self._record_result(session, principal, execution, body, plan)
+        else:
+            with self._store.read() as session:
+                execution, record = _submittable(session, principal, execution_id, body)
+            plan = self._plan(record, execution, body, data_bytes)
+            if plan.stored_bytes is not None:
+                self._result_store.put(plan.key, plan.stored_bytes)
+            try:
+                with self._store.write() as session:
+                    final = self._record_result(session, principal, execution, body, plan)
+            except BaseException:
+                if plan.stored_bytes is not None:
+                    # This attempt's own file, never the winner's.
+                    self._result_store.delete(plan.key)
+                raise
+        if plan.relay and body.result_data is not None:
+            self._relay.put(execution.id, body.result_data)
+        self._notifier.notify(request_topic(record.id))
+        self._notifier.notify(result_topic(record.id))
+        log.info("result recorded: %s", final.value)
+        return record.id, final
+
+    def _plan(
+        self,
+        record: RequestRecord,
+        execution: ExecutionRecord,
+        body: JobResult,
+        data_bytes: bytes | None,
+    ) -> _ResultPlan:
+        """Where the body goes: stored under a key of its own, relayed, or nowhere (413
+        when it is over the size limit)."""
         limit = self._settings.result_storage.max_persist_bytes
         if data_bytes is not None and len(data_bytes) > limit:
             raise PayloadTooLarge(f"result size {len(data_bytes)} exceeds limit {limit}")
@@ -119,38 +150,25 @@ class SubmitResult:
         persist = data_bytes is not None and (
             not body.success or (not record.no_store and policy.persists_successes)
         )
-        # Not persisted (stream-only policy, or a request with no_store): relayed in memory.
-        relay = body.success and data is not None and not persist
-        now = self._clock.now()
-        key = f"{record.id}/{execution.id}/{uuid.uuid4().hex}"
-        if persist:
-            assert data_bytes is not None
-            self._result_store.put(key, data_bytes)
-        try:
-            final = self._record_result(
-                principal, execution, body, now, key if persist else "", data_bytes, policy
-            )
-        except BaseException:
-            if persist:
-                self._result_store.delete(key)  # this attempt's own file, never the winner's
-            raise
-        if relay:
-            assert data is not None
-            self._relay.put(execution.id, data)
-        self._notifier.notify(request_topic(record.id))
-        log.info("result recorded: %s", final.value)
-        return record.id, final
+        return _ResultPlan(
+            key=f"{record.id}/{execution.id}/{uuid.uuid4().hex}",
+            stored_bytes=data_bytes if persist else None,
+            # Not persisted (stream-only policy, or a request with no_store): relayed.
+            relay=body.success and data_bytes is not None and not persist,
+            policy=policy,
+            now=self._clock.now(),
+        )
 
     def _record_result(
         self,
+        session: StoreSession,
         principal: Principal,
         execution: ExecutionRecord,
         body: JobResult,
-        now: datetime,
-        storage_key: str,
-        data_bytes: bytes | None,
-        policy: ResultPolicy,
+        plan: _ResultPlan,
     ) -> RequestStatus:
+        """Execution, request, result summary and audit event, in the caller's write."""
+        now = plan.now
         error = None
         if not body.success:
             error = truncate_utf8(body.error_message or "execution failed", MAX_STORED_ERROR_BYTES)
@@ -159,83 +177,109 @@ class SubmitResult:
             finished_at=now,
             error_message=error,
         )
-        with self._store.write() as session:
-            late = False
-            if not session.work.complete_execution(execution.id, completion):
-                # Not live any more (on PostgreSQL the UPDATE waited for a concurrent
-                # sweep or result to commit, so these reads see what it wrote). A lease
-                # loss with no newer execution is a late completion; anything else lost.
-                refusal = _late_refusal(session, execution.id)
-                if refusal is not None:
-                    raise Conflict(refusal)
-                late = True
-                if not session.work.complete_execution(
-                    execution.id, replace(completion, late=True)
-                ):
-                    raise Conflict("execution already completed")
-            record = session.work.get_request(execution.request_id)
-            if record is None:
-                raise ServerDomainError("internal_error", "the execution's request is missing", 500)
-            final = transition(record.status, Trigger.complete(success=body.success))
-            if final is not record.status and not session.work.update_request_status(
-                record.id,
-                allowed_from={record.status},
-                to=final,
+        late = False
+        if not session.work.complete_execution(execution.id, completion):
+            # Not live any more (on PostgreSQL the UPDATE waited for a concurrent
+            # sweep or result to commit, so these reads see what it wrote). A lease
+            # loss with no newer execution is a late completion; anything else lost.
+            refusal = _late_refusal(session, execution.id)
+            if refusal is not None:
+                raise Conflict(refusal)
+            late = True
+            if not session.work.complete_execution(execution.id, replace(completion, late=True)):
+                raise Conflict("execution already completed")
+        record = session.work.get_request(execution.request_id)
+        if record is None:
+            raise ServerDomainError("internal_error", "the execution's request is missing", 500)
+        final = transition(record.status, Trigger.complete(success=body.success))
+        if final is not record.status and not session.work.update_request_status(
+            record.id,
+            allowed_from={record.status},
+            to=final,
+            now=now,
+            changes=RequestUpdate(resolved_at=now),
+        ):
+            raise Conflict("concurrent status change")
+        truncated, truncation_reason = _truncation(body)
+        stored = plan.stored_bytes
+        retention = plan.policy.retention_days
+        session.work.insert_result(
+            ResultSummary(
+                id=f"res-{execution.id}",
+                request_id=record.id,
+                execution_id=execution.id,
+                success=body.success,
+                rows_affected=body.rows_affected,
+                duration_ms=body.duration_ms,
+                truncated=truncated,
+                truncation_reason=truncation_reason,
+                error_message=error,
+                storage_backend=None if stored is None else self._settings.result_storage.backend,
+                storage_key="" if stored is None else plan.key,
+                content_length=0 if stored is None else len(stored),
+                checksum_sha256=None if stored is None else hashlib.sha256(stored).hexdigest(),
+                retention_days=retention,
+                stored_at=now,
+                expires_at=None if stored is None else now + timedelta(days=retention),
+            )
+        )
+        metadata: dict[str, Any] = {"agent_id": principal.subject_id, "late": late}
+        if body.success and body.rows_affected is not None:
+            metadata["rows_affected"] = body.rows_affected
+        if body.duration_ms is not None:
+            metadata["duration_ms"] = body.duration_ms
+        if body.success and record.operation in (Operation.MIGRATE_UP, Operation.MIGRATE_DOWN):
+            metadata.update(_migration_outcome(body.result_data))
+        reason = None
+        if error is not None:
+            reason, redacted = _audit_error(error, self._settings.audit.redaction)
+            if redacted:
+                metadata["error_length"] = len(error)
+        session.audit.append(
+            audit_event(
+                new_id=self._new_id,
                 now=now,
-                changes=RequestUpdate(resolved_at=now),
-            ):
-                raise Conflict("concurrent status change")
-            truncated, truncation_reason = _truncation(body)
-            stored = bool(storage_key) and data_bytes is not None
-            retention = policy.retention_days
-            session.work.insert_result(
-                ResultSummary(
-                    id=f"res-{execution.id}",
-                    request_id=record.id,
-                    execution_id=execution.id,
-                    success=body.success,
-                    rows_affected=body.rows_affected,
-                    duration_ms=body.duration_ms,
-                    truncated=truncated,
-                    truncation_reason=truncation_reason,
-                    error_message=error,
-                    storage_backend=self._settings.result_storage.backend if stored else None,
-                    storage_key=storage_key if stored else "",
-                    content_length=len(data_bytes) if stored and data_bytes else 0,
-                    checksum_sha256=hashlib.sha256(data_bytes).hexdigest()
-                    if stored and data_bytes is not None
-                    else None,
-                    retention_days=retention,
-                    stored_at=now,
-                    expires_at=now + timedelta(days=retention) if stored else None,
-                )
+                event_type="execution.completed" if body.success else "execution.failed",
+                category="execution",
+                actor=principal,
+                outcome="success" if body.success else "failure",
+                reason=reason,
+                metadata=metadata,
+                **about_request(record, execution.id),
             )
-            metadata: dict[str, Any] = {"agent_id": principal.subject_id, "late": late}
-            if body.success and body.rows_affected is not None:
-                metadata["rows_affected"] = body.rows_affected
-            if body.duration_ms is not None:
-                metadata["duration_ms"] = body.duration_ms
-            if body.success and record.operation in (Operation.MIGRATE_UP, Operation.MIGRATE_DOWN):
-                metadata.update(_migration_outcome(body.result_data))
-            reason = None
-            if error is not None:
-                reason, redacted = _audit_error(error, self._settings.audit.redaction)
-                if redacted:
-                    metadata["error_length"] = len(error)
-            session.audit.append(
-                audit_event(
-                    new_id=self._new_id,
-                    now=now,
-                    event_type="execution.completed" if body.success else "execution.failed",
-                    category="execution",
-                    actor=principal,
-                    outcome="success" if body.success else "failure",
-                    reason=reason,
-                    metadata=metadata,
-                    **about_request(record, execution.id),
-                )
-            )
+        )
         return final
+
+
+@dataclass(frozen=True)
+class _ResultPlan:
+    """What one submission does with its body, decided once its request is known."""
+
+    #: The body's key if it is stored: each attempt has its own.
+    key: str
+    #: The body, when it is stored (a failure's always; a success's unless relayed).
+    stored_bytes: bytes | None
+    #: A success's body not stored, relayed in memory to the waiting client instead.
+    relay: bool
+    policy: ResultPolicy
+    now: datetime
+
+
+def _submittable(
+    session: StoreSession, principal: Principal, execution_id: str, body: JobResult
+) -> tuple[ExecutionRecord, RequestRecord]:
+    """The caller's execution and its request, if this result may still be recorded."""
+    execution = owned_execution(session, principal, execution_id)
+    record = session.work.get_request(execution.request_id)
+    if record is None:
+        raise ServerDomainError("internal_error", "the execution's request is missing", 500)
+    bind_ids(request_id=record.id, execution_id=execution.id)
+    # Only a live execution or one the lease sweep failed can still take a result;
+    # every other status is final, so refusing on this read is safe.
+    if execution.status is not ExecutionStatus.CLAIMED and not execution.lost_by_lease:
+        raise Conflict(f"execution is {execution.status.value}, cannot submit result")
+    transition(record.status, Trigger.complete(success=body.success))
+    return execution, record
 
 
 def _late_refusal(session: StoreSession, execution_id: str) -> str | None:

@@ -25,7 +25,12 @@ from application.server.approvals.pending import (
     take_pending,
 )
 from application.server.audit_events import about_request, audit_event
-from application.server.ports.services import DispatchNotifier, ServerClock, request_topic
+from application.server.ports.services import (
+    DispatchNotifier,
+    ServerClock,
+    request_topic,
+    result_topic,
+)
 from application.server.ports.work.requests import RequestUpdate
 from application.server.requests.common import new_uuid
 from application.server.settings import ServerSettings
@@ -144,6 +149,7 @@ class ApproveRequest:
                 )
         if pending is None:
             self._notifier.notify(request_topic(request_id))
+            self._notifier.notify(result_topic(request_id))  # found expired
             raise RequestExpired()
         self._notifier.notify(request_topic(request_id))
         return ApprovedStep(

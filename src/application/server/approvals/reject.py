@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 
 from application.server.approvals.pending import RequestExpired, check_comment, take_pending
 from application.server.audit_events import about_request, audit_event
-from application.server.ports.services import DispatchNotifier, ServerClock, request_topic
+from application.server.ports.services import (
+    DispatchNotifier,
+    ServerClock,
+    request_topic,
+    result_topic,
+)
 from application.server.ports.work.requests import RequestUpdate
 from application.server.requests.common import new_uuid
 from domain.server.approvals import Approval, ApprovalAction, rejection_selector
@@ -94,6 +99,7 @@ class RejectRequest:
                     )
                 )
         self._notifier.notify(request_topic(request_id))
+        self._notifier.notify(result_topic(request_id))  # rejected, or found expired
         if pending is None:
             raise RequestExpired()
         return request_id, target

@@ -99,6 +99,12 @@ class ResultContentStore(Protocol):
     @property
     def max_bytes(self) -> int: ...
 
+    def kept_in_store(self, size: int) -> bool:
+        """Whether content of `size` bytes lives in the store's own `result_contents`
+        table: then a write session adds it (`StoreSession.result_contents`) in the
+        transaction that records the result, instead of `put` beforehand."""
+        ...
+
     def put(self, key: str, content: bytes) -> None: ...
 
     def get(self, key: str) -> bytes | None: ...
@@ -152,6 +158,13 @@ def dispatch_topic(scope: Scope) -> str:
 def request_topic(request_id: str) -> str:
     """A request changed status, or its result arrived."""
     return f"request:{request_id}"
+
+
+def result_topic(request_id: str) -> str:
+    """A request's result stream may end: its result arrived, or it reached a final status
+    without running (rejected, cancelled, expired). Notified beside `request_topic`, so a
+    stream is not woken by the changes that cannot end it (a claim)."""
+    return f"result:{request_id}"
 
 
 def preflight_topic(job_id: str) -> str:

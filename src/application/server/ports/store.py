@@ -111,6 +111,19 @@ class SecretRepository(Protocol):
         ...
 
 
+class ResultContentRepository(Protocol):
+    """Result bodies kept in the store's `result_contents` table, written inside the
+    session's transaction (`ResultContentStore.kept_in_store` says which bodies)."""
+
+    def add(self, key: str, content: bytes) -> None:
+        """Store `content` under `key`, a key nothing holds yet (each attempt has its own)."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The body under `key`; None when the table holds none."""
+        ...
+
+
 class StoreSession(Protocol):
     @property
     def identity(self) -> IdentityRepository: ...
@@ -126,6 +139,9 @@ class StoreSession(Protocol):
 
     @property
     def webhooks(self) -> WebhookDeliveryRepository: ...
+
+    @property
+    def result_contents(self) -> ResultContentRepository: ...
 
 
 class AuditListener(Protocol):

@@ -16,7 +16,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from application.server.audit_events import SYSTEM_ACTOR, about_request, audit_event
-from application.server.ports.services import DispatchNotifier, ServerClock, request_topic
+from application.server.ports.services import (
+    DispatchNotifier,
+    ServerClock,
+    request_topic,
+    result_topic,
+)
 from application.server.ports.work.requests import RequestFilters, RequestRecord, RequestUpdate
 from application.server.requests.common import MAX_REASON_BYTES, new_uuid
 from domain.server.errors import Conflict, NotFound, Validation
@@ -80,6 +85,7 @@ class CancelRequest:
             if target is None:
                 raise Conflict("concurrent status change")
         self._notifier.notify(request_topic(record.id))
+        self._notifier.notify(result_topic(record.id))
         return record.id, target
 
     def cancel_all_of(self, requester: str, reason: str) -> list[str]:
@@ -102,6 +108,7 @@ class CancelRequest:
                 offset += _PAGE
         for request_id in cancelled:
             self._notifier.notify(request_topic(request_id))
+            self._notifier.notify(result_topic(request_id))
         return cancelled
 
     def _cancel_one(

@@ -8,7 +8,10 @@ deleted answers 410 on both routes; its summary stays in the store.
 
 The stream is a long-poll: it arms a notifier waiter *before* reading the store, waits on
 it, and re-reads at least every second (a notification is a hint; between replicas it
-travels by PostgreSQL NOTIFY, docs/server.md §7.4). One that times out answers 204 with no body.
+travels by PostgreSQL NOTIFY, docs/server.md §7.4). It waits on `result_topic`, which
+only the changes that can end it announce (a result, a final status), so a claim does
+not cost it a read. One that times out answers 204 with no body. A body kept in the
+store's table is read in the same transaction as the summary that names it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from application.server.ports.services import (
     DispatchNotifier,
     ResultContentStore,
     ServerClock,
-    request_topic,
+    result_topic,
 )
 from application.server.ports.work.executions import ExecutionStatus, ResultSummary
 from application.server.requests.common import LONG_POLL_RECHECK_SECS
@@ -36,7 +39,7 @@ from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
 
 if TYPE_CHECKING:
-    from application.server.ports.store import Store
+    from application.server.ports.store import Store, StoreSession
 
 __all__ = [
     "RESULT_STREAM_SECS",
@@ -110,7 +113,7 @@ class WaitForResult:
         A draining server lets its held streams go at once (204): clients come back to
         another replica.
         """
-        with self._notifier.arm([request_topic(request_id)]) as waiter:
+        with self._notifier.arm([result_topic(request_id)]) as waiter:
             outcome = await asyncio.to_thread(self._final_result, principal, request_id)
             if outcome is not None:
                 return outcome
@@ -132,13 +135,14 @@ class WaitForResult:
             if record.status not in _RAN:
                 return None
             summary = session.work.latest_result(record.id)
-        if summary is None:
-            executed = record.status is RequestStatus.EXECUTED
-            return ResultEnvelope(
-                success=executed, error_message=None if executed else "no result was recorded"
-            )
-        _refuse_purged(summary)
-        return _envelope(summary, self._result_store, self._relay)
+            if summary is None:
+                executed = record.status is RequestStatus.EXECUTED
+                return ResultEnvelope(
+                    success=executed, error_message=None if executed else "no result was recorded"
+                )
+            _refuse_purged(summary)
+            content = _content_in_session(session, summary, self._result_store)
+        return _envelope(summary, self._result_store, self._relay, content)
 
 
 class GetResultContent:
@@ -198,19 +202,32 @@ class GetResultContent:
         return _envelope(summary, self._result_store, self._relay)
 
 
+def _content_in_session(
+    session: StoreSession, summary: ResultSummary, result_store: ResultContentStore
+) -> bytes | None:
+    """The stored body, read in the session that read its summary when it is kept in the
+    store's table; None when it is elsewhere (or was written elsewhere before)."""
+    if not summary.has_stored_content or not result_store.kept_in_store(summary.content_length):
+        return None
+    return session.result_contents.get(summary.storage_key)
+
+
 def _envelope(
     summary: ResultSummary,
     result_store: ResultContentStore,
     relay: ResultRelay,
+    content: bytes | None = None,
 ) -> ResultEnvelope:
-    """The envelope of `summary`, its body from the content store or else the relay.
+    """The envelope of `summary`, its body from `content` (already read), the content
+    store, or else the relay.
 
     A stored body that is missing is Gone, never a success with `result_data: null`: the
     client would take an empty answer for the real one (docs/server.md §7.4).
     """
     raw: str | None = None
     if summary.has_stored_content:
-        content = result_store.get(summary.storage_key)
+        if content is None:
+            content = result_store.get(summary.storage_key)
         if content is None:
             raise Gone(
                 "the result was stored but its content is missing from the result storage; "

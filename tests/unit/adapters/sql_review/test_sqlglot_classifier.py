@@ -825,3 +825,16 @@ def test_only_schema_ddl_refused_for_its_object_kind_is_break_glass_eligible(
     classification = SqlglotClassifier().classify(sql, "postgresql")
     assert classification.kind is StatementClass.REJECTED
     assert classification.break_glass_ddl_only is eligible
+
+
+def test_a_short_text_is_judged_once_and_a_long_one_every_time() -> None:
+    classifier = SqlglotClassifier()
+    short = "SELECT id FROM remembered_verdicts WHERE id = 1"
+    assert classifier.classify(short, "postgresql") is classifier.classify(short, "postgresql")
+    assert (
+        classifier.redact(short, "postgresql") == "SELECT id FROM remembered_verdicts WHERE id = ?"
+    )
+    assert classifier.classify(short, "mysql") is not classifier.classify(short, "postgresql")
+    long = "SELECT 1 AS x" + " " * 5000
+    first, second = classifier.classify(long, "postgresql"), classifier.classify(long, "postgresql")
+    assert first == second and first is not second

@@ -32,6 +32,11 @@ from adapters.memory.result_relay import InMemoryResultRelay
 from adapters.sql_review.sqlglot_classifier import SqlglotClassifier
 from adapters.store.engine import create_store_engine
 from adapters.store.migrations import migrate
+from adapters.store.result_contents import (
+    SMALL_RESULT_BYTES,
+    SmallResultsInStore,
+    StoreResultContents,
+)
 from adapters.store.schema import audit_events
 from adapters.store.sql_store import SqlStore
 from application.server.agent_protocol.agents import ListAgents
@@ -46,7 +51,7 @@ from application.server.agent_protocol.poll import PollForWork, PollReply
 from application.server.agent_protocol.public_key import GetPublicKey
 from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
-from application.server.ports.services import SqlClassifier
+from application.server.ports.services import ResultContentStore, SqlClassifier
 from application.server.ports.store import AuditListener
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
@@ -247,7 +252,10 @@ def build_harness(
     result_stream_secs: float = 300.0,
     classifier: SqlClassifier | None = None,
     listener: AuditListener | None = None,
+    small_results_in_store: bool = False,
 ) -> ServerHarness:
+    """`small_results_in_store`: bodies up to `SMALL_RESULT_BYTES` go to the store's
+    table, as the server's local backend does; by default every body is a file."""
     settings = settings or default_settings(state_dir)
     engine = create_store_engine(settings.store.url)
     migrate(engine)
@@ -259,6 +267,13 @@ def build_harness(
     results = LocalResultStore(
         settings.result_storage.root_dir, settings.result_storage.max_persist_bytes
     )
+    contents: ResultContentStore = results
+    if small_results_in_store:
+        contents = SmallResultsInStore(
+            StoreResultContents(engine, SMALL_RESULT_BYTES, store.transaction),
+            results,
+            SMALL_RESULT_BYTES,
+        )
     relay = InMemoryResultRelay(
         settings.result_channel.max_slots, settings.result_channel.slot_ttl_secs
     )
@@ -297,7 +312,7 @@ def build_harness(
                 store=store,
                 settings=settings,
                 notifier=notifier,
-                result_store=results,
+                result_store=contents,
                 result_relay=relay,
                 draining=draining.is_set,
                 wait_secs=result_stream_secs,
@@ -307,7 +322,7 @@ def build_harness(
                 store=store,
                 settings=settings,
                 clock=clock,
-                result_store=results,
+                result_store=contents,
                 result_relay=relay,
             ),
             list_executions=ListExecutions(store=store),
@@ -343,7 +358,7 @@ def build_harness(
                 settings=settings,
                 clock=clock,
                 notifier=notifier,
-                result_store=results,
+                result_store=contents,
                 result_relay=relay,
                 new_id=new_id,
             ),

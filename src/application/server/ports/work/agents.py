@@ -1,6 +1,6 @@
 """The agents port: the registry of agents, one row per (token subject, `agent_id`),
-rewritten by every poll of that agent, deleted once it has not polled for
-`[retention].agent_ttl_days` (docs/server.md §7.3)."""
+rewritten by that agent's polls (docs/server.md §7.3, docs/protocol.md §3.2 step 3),
+deleted once it has not polled for `[retention].agent_ttl_days`."""
 
 from __future__ import annotations
 

@@ -4,14 +4,18 @@ within limits and the preflight budget, and the long-poll hold."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from application.server.agent_protocol.poll import PollReply
+from application.server.agent_protocol.poll import REGISTRY_REFRESH_SECS, PollReply
 from application.server.ports.work.explain_jobs import PreflightJobRecord
+from domain.server.agent_registry import AgentRecord
 from domain.server.errors import Forbidden, Validation
+from domain.shared.jobs import ActiveJobStatus, AgentStatus
 from domain.shared.operations import Operation
 from domain.shared.versions import version_lt
 from tests.unit.application.server.test_requests_and_claims import (
@@ -54,6 +58,73 @@ def test_agents_sharing_a_token_register_and_keep_their_own_rows(
         ("replica-a", (PROD,)),
         ("replica-b", (STAGING,)),
     ]
+
+
+def _row(server: ServerHarness) -> AgentRecord:
+    with server.store.read() as session:
+        (row,) = session.work.subject_agents("agent")
+    return row.record
+
+
+def _status(in_flight: int, max_concurrent: int = 4) -> AgentStatus:
+    return AgentStatus(
+        in_flight=in_flight,
+        in_flight_preflight=0,
+        max_concurrent=max_concurrent,
+        draining=False,
+        uptime_secs=5,
+    )
+
+
+def test_polls_that_change_only_the_load_rewrite_the_row_every_few_seconds(
+    server: ServerHarness,
+) -> None:
+    server.poll(status=_status(0))
+    first_seen = _row(server).last_seen_at
+    server.clock.advance(1)
+    server.poll(status=_status(1))
+    assert _row(server).last_seen_at == first_seen
+    assert _row(server).in_flight == 0  # not yet rewritten: only the load changed
+
+    server.clock.advance(REGISTRY_REFRESH_SECS)
+    server.poll(status=_status(1))
+    assert _row(server).last_seen_at == T0 + timedelta(seconds=1 + REGISTRY_REFRESH_SECS)
+    assert _row(server).in_flight == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"scopes": (("app", "production"), ("app", "staging"))},
+        {"status": _status(4)},  # saturated
+        {"status": replace(_status(0), draining=True)},
+        {"agent_build": "9.9.9"},
+        {"operations": (Operation.EXECUTE_SELECT,)},
+    ],
+)
+def test_a_poll_that_changes_what_the_server_acts_on_rewrites_the_row_at_once(
+    server: ServerHarness, change: dict[str, Any]
+) -> None:
+    server.poll(status=_status(0))
+    server.clock.advance(1)
+    server.poll(**{"status": _status(0), **change})
+    assert _row(server).last_seen_at == T0 + timedelta(seconds=1)
+
+
+def test_a_poll_leaves_out_the_jobs_the_agent_says_it_is_running(
+    server: ServerHarness,
+) -> None:
+    first, second = server.create(detail="SELECT 1"), server.create(detail="SELECT 2")
+    running = replace(
+        _status(1),
+        active_jobs=(
+            ActiveJobStatus(request_id=first, operation="execute_select", elapsed_secs=0),
+        ),
+    )
+    reply = server.poll(status=running, limit=1)
+    assert [job.id for job in reply.jobs] == [second]
+    server.claim(second)
+    assert server.poll(status=running, limit=1).jobs == ()  # only its own is dispatched
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from adapters.store.schema import result_contents
 from application.server.ports.work.executions import ExecutionStatus
 from application.server.settings import AuditRedaction, AuditSettings
 from domain.server.errors import Conflict, PayloadTooLarge
@@ -48,6 +52,46 @@ def test_result_completes_the_request_and_persists_a_summary(server: ServerHarne
     assert [(e.execution.status, e.has_stored_result) for e in history] == [
         (ExecutionStatus.COMPLETED, True)
     ]
+
+
+def test_a_small_result_kept_in_the_store_is_one_write_with_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = build_harness(tmp_path, small_results_in_store=True)
+    try:
+        request_id = harness.create()
+        harness.poll()
+        claim = harness.claim(request_id)
+        opened: list[str] = []
+        write, read = harness.store.write, harness.store.read
+
+        def counted(kind: str, open_session: Callable[[], Any]) -> Callable[[], Any]:
+            def session() -> Any:
+                opened.append(kind)
+                return open_session()
+
+            return session
+
+        monkeypatch.setattr(harness.store, "write", counted("write", write))
+        monkeypatch.setattr(harness.store, "read", counted("read", read))
+        final = harness.agents.submit_result.submit(AGENT, claim.execution_id, ok())
+        assert final == (request_id, RequestStatus.EXECUTED)
+        assert opened == ["write"]
+        monkeypatch.undo()
+        envelope = harness.requests.get_result_content.get(ALICE, request_id)
+        assert envelope.result_data["rows"] == [{"x": 1}]
+        assert not [p for p in harness.results.root_dir.rglob("*") if p.is_file()]
+        # A refused second attempt leaves no body behind: it rolled back with its records.
+        with pytest.raises(Conflict):
+            harness.agents.submit_result.submit(AGENT, claim.execution_id, ok())
+        with harness.store.read() as session:
+            kept = session.work.latest_result(request_id)
+        assert kept is not None
+        with harness.store.engine.connect() as conn:
+            keys = conn.execute(select(result_contents.c.storage_key)).scalars().all()
+        assert keys == [kept.storage_key]
+    finally:
+        harness.close()
 
 
 def test_dml_result_carries_rows_affected_into_the_audit(server: ServerHarness) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from application.server.ports.result_relay import ResultRelay
+from application.server.ports.services import request_topic, result_topic
 from application.server.requests.results import GetResultContent
 from domain.server.errors import Forbidden, Gone, NotFound
 from domain.server.execution_policies import DeliveryMode, ResultPolicy
@@ -48,6 +49,46 @@ def test_result_stream_of_a_cancelled_request(server: ServerHarness) -> None:
     assert (envelope.success, envelope.error_message) == (False, "request cancelled")
     with pytest.raises(NotFound):
         server.requests.get_result_content.get(ALICE, request_id)
+
+
+def test_only_what_can_end_a_result_stream_wakes_it(
+    server: ServerHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics: list[str] = []
+    notify = server.notifier.notify
+
+    def recorded(topic: str) -> None:
+        topics.append(topic)
+        notify(topic)
+
+    monkeypatch.setattr(server.notifier, "notify", recorded)
+    request_id = server.create()
+    server.poll()
+    claim = server.claim(request_id)
+    assert request_topic(request_id) in topics
+    assert result_topic(request_id) not in topics  # a claim cannot end the stream
+
+    async def wait_for_the_result() -> float:
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.create_task(server.requests.wait_for_result.wait(ALICE, request_id))
+
+        async def armed() -> None:
+            while server.notifier.waiting == 0:
+                await asyncio.sleep(0.001)
+
+        # Armed once the stream's first look found no result.
+        await asyncio.wait_for(armed(), 5)
+        submitted = loop.time()
+        await asyncio.to_thread(server.agents.submit_result.submit, AGENT, claim.execution_id, ok())
+        envelope = await waiting
+        assert envelope is not None and envelope.success
+        return loop.time() - submitted
+
+    # Woken by the result's notification, not found by the once-a-second recheck.
+    assert asyncio.run(wait_for_the_result()) < 0.5
+    cancelled = server.create()
+    server.requests.cancel_request.cancel(ALICE, cancelled)
+    assert result_topic(cancelled) in topics
 
 
 class ForgetfulRelay:

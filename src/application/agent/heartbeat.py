@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from application.agent.cancellation import CancelReason, CancelToken
 from application.agent.ports import Clock, ServerPort
-from application.agent.threads import spawn
+from application.agent.threads import BackgroundTask, start_task
 from domain.agent.errors import ServerConflict, ServerNotFound
 from domain.shared.errors import DbwardError
 
@@ -39,18 +39,18 @@ class HeartbeatMonitor:
         self._cancel = cancel
         self._on_failure = on_failure
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: BackgroundTask | None = None
         self.beats = 0
         self.lease_lost = False
 
     def start(self) -> HeartbeatMonitor:
-        self._thread = spawn(f"heartbeat-{self._execution_id}", self._run)
+        self._task = start_task(f"heartbeat-{self._execution_id}", self._run)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        if self._task is not None:
+            self._task.join()
 
     def _run(self) -> None:
         while not self._clock.wait(self._stop, self._interval):

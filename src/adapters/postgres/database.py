@@ -880,20 +880,21 @@ _TYPE_LOOKUP_SQL = (
 
 def _timeout_setting(timeout_secs: int) -> str:
     """statement_timeout value; 0 means no timeout, as in PostgreSQL."""
-    return f"{max(timeout_secs, 0) * 1000}ms"
+    return f"{max(int(timeout_secs), 0) * 1000}ms"
 
 
 def _begin(connection: Connection, begin: str, timeout_secs: int) -> None:
-    """Open the transaction and set its statement timeout.
+    """Open the transaction and set its statement timeout, in one round trip.
 
-    The timeout is set with `set_config(..., true)` (a bind parameter, LOCAL to the
-    transaction), which is a SELECT: it takes the transaction's first snapshot, after which
-    PostgreSQL refuses `SET TRANSACTION READ WRITE`. A plan cannot undo the read-only mode.
+    The timeout is set with `set_config(..., true)` (LOCAL to the transaction), which is a
+    SELECT: it takes the transaction's first snapshot, after which PostgreSQL refuses
+    `SET TRANSACTION READ WRITE`. A plan cannot undo the read-only mode. Both statements
+    go in one simple-protocol message, so the value is a literal: digits and `ms` only,
+    built from an integer (`_timeout_setting`).
     """
-    connection.execute(begin)
     connection.execute(
-        "SELECT pg_catalog.set_config('statement_timeout', %s, true)",
-        (_timeout_setting(timeout_secs),),
+        f"{begin}; SELECT pg_catalog.set_config('statement_timeout',"
+        f" '{_timeout_setting(timeout_secs)}', true)"
     )
 
 

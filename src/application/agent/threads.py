@@ -14,6 +14,8 @@ for another to end (a job and its heartbeats run side by side); a thread idle fo
 from __future__ import annotations
 
 import contextvars
+import heapq
+import itertools
 import queue
 import threading
 import time
@@ -125,6 +127,78 @@ def start_task(name: str, target: Callable[[], None]) -> BackgroundTask:
     task = BackgroundTask(name, target)
     _IDLE_THREADS.start(task)
     return task
+
+
+class ScheduledCall:
+    """A call `call_later` will make unless cancelled first."""
+
+    def __init__(self, timers: _Timers, name: str, callback: Callable[[], None]) -> None:
+        self._timers = timers
+        self.name = name
+        self.callback: Callable[[], None] | None = callback
+
+    def cancel(self) -> None:
+        """After this returns the call is not started any more (one already started runs
+        on, as with `threading.Timer.cancel`)."""
+        self._timers.cancel(self)
+
+
+class _Timers:
+    """One thread for every pending `call_later`, instead of a `threading.Timer` thread
+    each: a statement's deadline was a thread started per job (docs/performance.md,
+    "Agent"). Calls that are due run through `start_task`, each on a thread of its own,
+    so one that blocks delays no other."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._due: list[tuple[float, int, ScheduledCall]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_later(
+        self, name: str, delay_secs: float, callback: Callable[[], None]
+    ) -> ScheduledCall:
+        call = ScheduledCall(self, name, callback)
+        due = time.monotonic() + max(delay_secs, 0.0)
+        with self._changed:
+            heapq.heappush(self._due, (due, next(self._order), call))
+            if self._thread is None:
+                self._thread = spawn("dbward-timers", self._run)
+            elif self._due[0][2] is call:
+                self._changed.notify()  # earlier than what the thread sleeps towards
+        return call
+
+    def cancel(self, call: ScheduledCall) -> None:
+        # Dropped from the heap when it comes to the top; its callback goes now.
+        with self._changed:
+            call.callback = None
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                while self._due and self._due[0][2].callback is None:
+                    heapq.heappop(self._due)
+                if not self._due:
+                    self._changed.wait()
+                    continue
+                due, _, call = self._due[0]
+                now = time.monotonic()
+                if now < due:
+                    self._changed.wait(due - now)
+                    continue
+                heapq.heappop(self._due)
+                callback, call.callback = call.callback, None
+                if callback is not None:
+                    start_task(call.name, callback)
+
+
+_TIMERS = _Timers()
+
+
+def call_later(name: str, delay_secs: float, callback: Callable[[], None]) -> ScheduledCall:
+    """`threading.Timer(delay_secs, callback)` without a thread of its own while it waits:
+    the callback runs on a `start_task` thread named `name`, unless cancelled first."""
+    return _TIMERS.call_later(name, delay_secs, callback)
 
 
 class _Outcome(Generic[T]):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 
 import pytest
 
-from application.agent.threads import start_task
+from application.agent.threads import call_later, start_task
 
 _LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("label", default="none")
 
@@ -105,3 +106,50 @@ def test_an_uncaught_error_is_reported_and_the_thread_goes_on(
     ran = threading.Event()
     start_task("after", ran.set)
     _wait(ran)
+
+
+# --- call_later ------------------------------------------------------------------------
+
+
+def test_a_scheduled_call_runs_after_its_delay_on_a_thread_named_after_it() -> None:
+    names: list[str] = []
+    ran = threading.Event()
+    started = time.monotonic()
+
+    def fire() -> None:
+        names.append(threading.current_thread().name)
+        ran.set()
+
+    call_later("deadline-1", 0.1, fire)
+    _wait(ran)
+    assert time.monotonic() - started >= 0.1
+    assert names == ["deadline-1"]
+
+
+def test_a_cancelled_call_never_runs() -> None:
+    fired = threading.Event()
+    call_later("cancelled", 0.05, fired.set).cancel()
+    witness = threading.Event()
+    call_later("witness", 0.1, witness.set)
+    _wait(witness)  # due after the cancelled one: the timer thread has been past it
+    assert not fired.is_set()
+
+
+def test_an_earlier_call_scheduled_later_is_not_held_behind_a_later_one() -> None:
+    late = threading.Event()
+    early = threading.Event()
+    call_later("late", 30, late.set)
+    started = time.monotonic()
+    call_later("early", 0.05, early.set)
+    _wait(early)
+    assert time.monotonic() - started < 5
+    assert not late.is_set()
+
+
+def test_a_call_that_blocks_does_not_delay_the_next() -> None:
+    release = threading.Event()
+    second = threading.Event()
+    call_later("blocking", 0.01, lambda: release.wait(5) and None)
+    call_later("second", 0.05, second.set)
+    _wait(second)
+    release.set()

@@ -189,7 +189,16 @@ class _Timers:
                 heapq.heappop(self._due)
                 callback, call.callback = call.callback, None
                 if callback is not None:
-                    start_task(call.name, callback)
+                    try:
+                        start_task(call.name, callback)
+                    except Exception as exc:
+                        # No thread to be had (a process at its limit): reported, and the
+                        # other deadlines are still kept.
+                        threading.excepthook(
+                            threading.ExceptHookArgs(
+                                (type(exc), exc, exc.__traceback__, threading.current_thread())
+                            )
+                        )
 
 
 _TIMERS = _Timers()

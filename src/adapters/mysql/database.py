@@ -30,6 +30,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -81,6 +82,7 @@ from adapters.sql_common.envelope import (
 from adapters.sql_common.errors import TransactionControlRefused
 from adapters.sql_common.pool import ConnectionPool
 from application.agent.cancellation import CancelToken
+from application.agent.threads import ScheduledCall, call_later
 from domain.agent.errors import DatabaseError, QueryCancelled, QueryTimeout
 from domain.agent.result_limits import ResultLimits, RowCollector
 from domain.shared.explain import ExplainRefused, check_explainable
@@ -675,7 +677,7 @@ class _Interrupter:
         self._lock = threading.Lock()
         self._reason: str | None = None
         self._done = threading.Event()
-        self._timer: threading.Timer | None = None
+        self._timer: ScheduledCall | None = None
         self._unregister: Callable[[], None] | None = None
 
     @property
@@ -684,12 +686,11 @@ class _Interrupter:
 
     def arm(self, timeout_secs: int, cancel: CancelToken | None) -> None:
         if timeout_secs > 0:
-            self._timer = threading.Timer(
-                timeout_secs + CLIENT_DEADLINE_MARGIN_SECS, self._fire, args=(_TIMEOUT,)
+            self._timer = call_later(
+                "mysql-deadline",
+                timeout_secs + CLIENT_DEADLINE_MARGIN_SECS,
+                partial(self._fire, _TIMEOUT),
             )
-            self._timer.name = "mysql-deadline"
-            self._timer.daemon = True
-            self._timer.start()
         if cancel is not None:
             self._unregister = cancel.on_cancel(self._on_cancel)
 

@@ -75,6 +75,7 @@ from adapters.sql_common.envelope import (
 from adapters.sql_common.errors import TransactionControlRefused, only_database_errors_logged_to
 from adapters.sql_common.pool import DEFAULT_MAX_IDLE, ConnectionPool
 from application.agent.cancellation import CancelToken
+from application.agent.threads import ScheduledCall, call_later
 from domain.agent.errors import (
     DatabaseAuthError,
     DatabaseError,
@@ -259,7 +260,7 @@ class _StatementGuard:
         self._finished = threading.Event()
         self._stopping = False
         self._unregister: Callable[[], None] | None = None
-        self._timer: threading.Timer | None = None
+        self._timer: ScheduledCall | None = None
         self._armed = False
         self.cancelled = False
         self.deadline_passed = False
@@ -275,11 +276,9 @@ class _StatementGuard:
             return
         self._armed = True
         if self._timeout_secs > 0:
-            self._timer = threading.Timer(
-                self._timeout_secs + DEADLINE_GRACE_SECS, self._on_deadline
+            self._timer = call_later(
+                "dbward-pg-deadline", self._timeout_secs + DEADLINE_GRACE_SECS, self._on_deadline
             )
-            self._timer.daemon = True
-            self._timer.start()
         if self._cancel is not None:
             self._unregister = self._cancel.on_cancel(self._on_cancel)
 
@@ -880,20 +879,21 @@ _TYPE_LOOKUP_SQL = (
 
 def _timeout_setting(timeout_secs: int) -> str:
     """statement_timeout value; 0 means no timeout, as in PostgreSQL."""
-    return f"{max(timeout_secs, 0) * 1000}ms"
+    return f"{max(int(timeout_secs), 0) * 1000}ms"
 
 
 def _begin(connection: Connection, begin: str, timeout_secs: int) -> None:
-    """Open the transaction and set its statement timeout.
+    """Open the transaction and set its statement timeout, in one round trip.
 
-    The timeout is set with `set_config(..., true)` (a bind parameter, LOCAL to the
-    transaction), which is a SELECT: it takes the transaction's first snapshot, after which
-    PostgreSQL refuses `SET TRANSACTION READ WRITE`. A plan cannot undo the read-only mode.
+    The timeout is set with `set_config(..., true)` (LOCAL to the transaction), which is a
+    SELECT: it takes the transaction's first snapshot, after which PostgreSQL refuses
+    `SET TRANSACTION READ WRITE`. A plan cannot undo the read-only mode. Both statements
+    go in one simple-protocol message, so the value is a literal: digits and `ms` only,
+    built from an integer (`_timeout_setting`).
     """
-    connection.execute(begin)
     connection.execute(
-        "SELECT pg_catalog.set_config('statement_timeout', %s, true)",
-        (_timeout_setting(timeout_secs),),
+        f"{begin}; SELECT pg_catalog.set_config('statement_timeout',"
+        f" '{_timeout_setting(timeout_secs)}', true)"
     )
 
 

@@ -46,6 +46,9 @@ _ERROR_BODY_PREVIEW = 200
 #: How much of a 2xx body that is not JSON is worth carrying in an exception message.
 _MALFORMED_BODY_PREVIEW = 80
 
+#: The header of a call with a body (never changed by httpx, so shared by every call).
+_JSON_BODY_HEADERS = {"Content-Type": "application/json"}
+
 _Message = TypeVar("_Message")
 
 
@@ -124,7 +127,7 @@ class HttpServerClient:
         return _decoded(wire.decode_public_key, response, "public-key response")
 
     def poll(self, request: PollRequest) -> PollResponse:
-        timeout = self._timeout
+        timeout = None
         if request.wait_ms > 0:
             # The server may hold the answer for wait_ms; only a silence past that is a fault.
             read = request.wait_ms / 1000 + POLL_READ_MARGIN_SECS
@@ -193,16 +196,14 @@ class HttpServerClient:
         """Send one request (`body` is encoded JSON); return a 2xx response or raise a
         domain error."""
         what = f"{method} {path}"
-        headers: dict[str, str] = {}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
         try:
             response = self._client.request(
                 method,
                 self._base_url + path,
                 content=body,
-                headers=headers,
-                timeout=timeout or self._timeout,
+                headers=None if body is None else _JSON_BODY_HEADERS,
+                # The client's own timeout unless the call has one: httpx copies a passed one.
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
         except httpx.TimeoutException as exc:
             raise ServerUnreachable(f"{what}: timed out ({type(exc).__name__})") from exc

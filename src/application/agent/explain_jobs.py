@@ -12,7 +12,7 @@ import logging
 from application.agent.database_registry import DatabaseRegistry
 from application.agent.job_tracker import JobTracker
 from application.agent.ports import ServerPort
-from application.agent.threads import spawn
+from application.agent.threads import start_task
 from domain.agent.errors import DatabaseError, ServerConflict, ServerError, ServerNotFound
 from domain.shared.errors import DbwardError
 from domain.shared.explain import ExplainRefused, check_explainable
@@ -44,14 +44,14 @@ class ExplainRunner:
             return False
         if not self._tracker.try_start_explain(job.id, self._max_parallel):
             return False
-        spawn(f"dry-run-{job.id}", lambda: self._run_dry_run(job))
+        start_task(f"dry-run-{job.id}", lambda: self._run_dry_run(job))
         return True
 
     def accept_preflight(self, job: PreflightJob, *, refuse_reason: str | None = None) -> bool:
         """Answer a preflight the server claimed for us: a plan, or an error, never silence."""
         if not self._tracker.start_explain_unbounded(job.id):
             return False
-        spawn(f"preflight-{job.id}", lambda: self._run_preflight(job, refuse_reason))
+        start_task(f"preflight-{job.id}", lambda: self._run_preflight(job, refuse_reason))
         return True
 
     def _run_dry_run(self, job: DryRunJob) -> None:

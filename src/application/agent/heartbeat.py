@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from application.agent.cancellation import CancelReason, CancelToken
 from application.agent.ports import Clock, ServerPort
-from application.agent.threads import spawn
+from application.agent.threads import BackgroundTask, start_task
 from domain.agent.errors import ServerConflict, ServerNotFound
 from domain.shared.errors import DbwardError
 
@@ -39,22 +39,42 @@ class HeartbeatMonitor:
         self._cancel = cancel
         self._on_failure = on_failure
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        #: Guards `_beating` against `stop()`: a beat starts only while not stopped.
+        self._lock = threading.Lock()
+        self._beating = False
+        self._task: BackgroundTask | None = None
         self.beats = 0
         self.lease_lost = False
 
     def start(self) -> HeartbeatMonitor:
-        self._thread = spawn(f"heartbeat-{self._execution_id}", self._run)
+        self._task = start_task(f"heartbeat-{self._execution_id}", self._run)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        """After this returns no beat is in flight and none starts: `lease_lost` is final.
+
+        Only a beat in flight is waited for. A monitor waiting for its next beat (most
+        jobs end before the first) is left to wake up and end by itself, so the job does
+        not wait for that thread on its way to the result (docs/performance.md, "Agent").
+        """
+        with self._lock:
+            self._stop.set()
+            beating = self._beating
+        if beating and self._task is not None:
+            self._task.join()
 
     def _run(self) -> None:
         while not self._clock.wait(self._stop, self._interval):
-            if not self.beat():
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._beating = True
+            try:
+                keep_going = self.beat()
+            finally:
+                with self._lock:
+                    self._beating = False
+            if not keep_going:
                 return
 
     def beat(self) -> bool:

@@ -23,7 +23,7 @@ from application.agent.metrics import NO_AGENT_METRICS, AgentMetrics
 from application.agent.ports import Clock, ProbePort, Random, ServerPort
 from application.agent.settings import AgentSettings
 from application.agent.state import Readiness, ShutdownSignals
-from application.agent.threads import Interrupted, call_interruptibly, spawn
+from application.agent.threads import Interrupted, call_interruptibly, start_task
 from domain.agent.errors import AgentFatalError, ServerUnauthorized
 from domain.shared.backoff import FullJitterBackoff
 from domain.shared.errors import DbwardError
@@ -259,7 +259,7 @@ class PollLoop:
             cancel = self._tracker.try_start(job, self._clock.monotonic())
             if cancel is None:
                 continue  # already being handled: a repeated delivery
-            spawn(f"job-{job.id}", partial(self._executor.run, job, cancel))
+            start_task(f"job-{job.id}", partial(self._executor.run, job, cancel))
             started += 1
         return started
 

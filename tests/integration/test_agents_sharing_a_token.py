@@ -90,20 +90,34 @@ def test_two_agents_sharing_one_token_each_claim_their_own_environment(
                 )
             )
             list(pool.map(lambda rid: wait_for_status(client, rid, "executed", 60), ids))
-            listed = client.get("/api/agents").json()["agents"]
+
+            # The registry shows each agent's last poll: one sent while its slots were
+            # still full says `saturated` until the next poll, a moment later.
+            my, pg = ({"database": "app", "environment": env} for env in ("my", "pg"))
+            expected = [
+                ("shared-agent", "replica-my", "healthy", [my]),
+                ("shared-agent", "replica-pg", "healthy", [pg]),
+            ]
+            seen: list[object] = []
+
+            def listed_healthy() -> bool:
+                agents = client.get("/api/agents").json()["agents"]
+                seen[:] = [
+                    (a["id"], a["agent_id"], a["status"], a["capabilities"]["scopes"])
+                    for a in agents
+                ]
+                return seen == expected
+
+            try:
+                wait_until(listed_healthy, 10, "both agents healthy with their own scopes")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; last listed: {seen}") from None
     finally:
         for agent in (on_pg, on_my):
             agent.kill()
 
     for agent in (on_pg, on_my):
         assert "server answered 403" not in agent.log(), agent.log()
-    assert [
-        (entry["id"], entry["agent_id"], entry["status"], entry["capabilities"]["scopes"])
-        for entry in listed
-    ] == [
-        ("shared-agent", "replica-my", "healthy", [{"database": "app", "environment": "my"}]),
-        ("shared-agent", "replica-pg", "healthy", [{"database": "app", "environment": "pg"}]),
-    ]
 
 
 def _sleeping_backends(admin: psycopg.Connection[Any], marker: str) -> list[int]:

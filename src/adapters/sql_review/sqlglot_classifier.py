@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -237,17 +237,29 @@ _REMEMBERED_VERDICTS = 1024
 
 
 class SqlglotClassifier:
-    """Classifies with sqlglot's AST, slices with its tokenizer; stateless and thread-safe."""
+    """Classifies with sqlglot's AST, slices with its tokenizer; thread-safe.
+
+    `remember=False` judges every text afresh: what a text costs the first time it is
+    seen (`bench/classify.py`), since a remembered verdict costs next to nothing.
+    """
+
+    def __init__(self, *, remember: bool = True) -> None:
+        self._classification: Callable[[str, str], Classification] = _classify
+        self._redaction: Callable[[str, str], str] = _redact
+        if remember:
+            remembered = functools.lru_cache(maxsize=_REMEMBERED_VERDICTS)
+            self._classification = remembered(_classify)
+            self._redaction = remembered(_redact)
 
     def classify(self, sql: str, dialect: str) -> Classification:
         if len(sql) <= _REMEMBERED_TEXT_CHARS:
-            return _remembered_classification(sql, dialect)
+            return self._classification(sql, dialect)
         return _classify(sql, dialect)
 
     def redact(self, sql: str, dialect: str) -> str:
         """Every literal becomes `?` (not NULL, not placeholders); comments are dropped."""
         if len(sql) <= _REMEMBERED_TEXT_CHARS:
-            return _remembered_redaction(sql, dialect)
+            return self._redaction(sql, dialect)
         return _redact(sql, dialect)
 
 
@@ -320,10 +332,6 @@ def _redact(sql: str, dialect: str) -> str:
         return "; ".join(_redact_statement(tools, sql, s.tokens) for s in segments)
     except Exception:  # parse errors, unsupported generation, recursion: never leak
         return REDACTION_FAILED
-
-
-_remembered_classification = functools.lru_cache(maxsize=_REMEMBERED_VERDICTS)(_classify)
-_remembered_redaction = functools.lru_cache(maxsize=_REMEMBERED_VERDICTS)(_redact)
 
 
 def _index_on_new_table(facts: StatementFacts, created: set[TableRef]) -> StatementFacts:

@@ -838,3 +838,10 @@ def test_a_short_text_is_judged_once_and_a_long_one_every_time() -> None:
     long = "SELECT 1 AS x" + " " * 5000
     first, second = classifier.classify(long, "postgresql"), classifier.classify(long, "postgresql")
     assert first == second and first is not second
+
+
+def test_a_classifier_told_not_to_remember_judges_every_text_afresh() -> None:
+    fresh = SqlglotClassifier(remember=False)
+    short = "SELECT id FROM remembered_verdicts WHERE id = 1"
+    first, second = fresh.classify(short, "postgresql"), fresh.classify(short, "postgresql")
+    assert first == second and first is not second

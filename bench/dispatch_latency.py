@@ -31,14 +31,20 @@ def claim_latency_ms(client: httpx.Client, request_id: str) -> float:
     return (started - _ts(request["created_at"])).total_seconds() * 1000
 
 
-def measure(stack: Stack, name: str, count: int, **agent_settings: int) -> list[float]:
-    stack.start_agent(name, **agent_settings)
+def dispatch_latencies(stack: Stack, count: int) -> list[float]:
+    """`count` requests one at a time, each waited for; their create -> claim latencies."""
     latencies: list[float] = []
     with stack.client() as client:
         for _ in range(count):
             request_id = submit(client)
             wait_result(client, request_id)
             latencies.append(claim_latency_ms(client, request_id))
+    return latencies
+
+
+def measure(stack: Stack, name: str, count: int, **agent_settings: int) -> list[float]:
+    stack.start_agent(name, **agent_settings)
+    latencies = dispatch_latencies(stack, count)
     stack.stop_last()
     return latencies
 

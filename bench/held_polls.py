@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import httpx
-from _stack import Stack, percentile, submit, verdict, wait_result
-from dispatch_latency import claim_latency_ms
+from _stack import Stack, percentile, verdict
+from dispatch_latency import dispatch_latencies
 
 HELD = 500
 TOKENS = 5
@@ -37,16 +37,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def dispatch_latencies(stack: Stack, count: int) -> list[float]:
-    latencies: list[float] = []
-    with stack.client() as client:
-        for _ in range(count):
-            request_id = submit(client)
-            wait_result(client, request_id)
-            latencies.append(claim_latency_ms(client, request_id))
-    return latencies
 
 
 def agent_tokens(stack: Stack, count: int) -> list[str]:

@@ -14,6 +14,8 @@ from adapters.http_api.auth import Authenticate, AuthenticateCached, no_cache
 from adapters.http_api.errors import install_error_handlers
 from adapters.http_api.middleware import ApiMetrics, BodyLimit, VersionHeader
 from application.server.ports.metrics import NO_METRICS, ServerMetrics
+from application.server.ports.store import StoreCalls
+from application.server.store_calls import IN_THREADS
 
 #: Default body limit for API routes; agent result and schema-sync routes get more.
 DEFAULT_BODY_LIMIT = 1024 * 1024
@@ -43,6 +45,7 @@ def create_app(
     body_limit_for: Callable[[str], int] = lambda _path: DEFAULT_BODY_LIMIT,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     metrics: ServerMetrics = NO_METRICS,
+    store_calls: StoreCalls = IN_THREADS,
 ) -> FastAPI:
     app = FastAPI(
         title="dbward",
@@ -54,6 +57,7 @@ def create_app(
     )
     app.state.authenticate = authenticate
     app.state.authenticate_cached = authenticate_cached
+    app.state.store_calls = store_calls
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)

@@ -3,8 +3,9 @@
 The token check itself is the application's `authenticate(authorization_header)` (it reads
 the store), installed on `app.state.authenticate` by the composition root, so routes only
 declare `Depends(current_principal)`. The dependency is `async`: a token the application
-has just resolved (`app.state.authenticate_cached`, memory only) costs no thread hop and
-no store read; any other goes to the thread pool, where `authenticate` may read the store.
+has just resolved (`app.state.authenticate_cached`, memory only) costs no store read; any
+other goes to `authenticate`, which may read the store, as short store work
+(`app.state.store_calls`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
+from application.server.ports.store import StoreCalls
 from domain.server.channels import parse_channel
 from domain.server.errors import Forbidden
 from domain.server.rbac import Principal
@@ -51,7 +52,8 @@ async def current_principal(request: Request) -> Principal:
     principal = cached(authorization)
     if principal is None:
         authenticate: Authenticate = request.app.state.authenticate
-        principal = await run_in_threadpool(authenticate, authorization)
+        calls: StoreCalls = request.app.state.store_calls
+        principal = await calls.short(authenticate, authorization)
     if principal.is_agent and not _agent_path(request):
         raise PublicForbidden("agent tokens cannot access this endpoint")
     channel = request.headers.get(CHANNEL_HEADER)

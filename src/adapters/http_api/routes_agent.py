@@ -39,8 +39,10 @@ from application.server.agent_protocol.poll import PollForWork, PollReply
 from application.server.agent_protocol.public_key import GetPublicKey
 from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
+from application.server.ports.store import StoreCalls
 from application.server.requests.common import ServerDraining
 from application.server.settings import ServerSettings
+from application.server.store_calls import IN_THREADS
 from domain.server.errors import ServerDomainError, Validation
 from domain.server.rbac import Principal
 from domain.shared.jobs import (
@@ -241,7 +243,14 @@ class AgentUseCases:
     list_agents: ListAgents
 
 
-def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bool]) -> APIRouter:
+def build_agent_router(
+    use_cases: AgentUseCases,
+    *,
+    is_draining: Callable[[], bool],
+    calls: StoreCalls = IN_THREADS,
+) -> APIRouter:
+    """The agent protocol's routes; the claim, heartbeat and result are short store work
+    (`calls`), a result body bound for a file long work."""
     router = APIRouter()
 
     @router.get("/api/public-key")
@@ -272,7 +281,7 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
     ) -> Response:
         body = await _read(request, wire.decode_claim_request, required=False)
         try:
-            job = await run_in_threadpool(
+            job = await calls.short(
                 use_cases.claim_job.claim,
                 principal,
                 request_id,
@@ -287,9 +296,7 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
     async def heartbeat(
         execution_id: str, principal: Annotated[Principal, Depends(current_agent)]
     ) -> Response:
-        cancelled = await run_in_threadpool(
-            use_cases.record_heartbeat.record, principal, execution_id
-        )
+        cancelled = await calls.short(use_cases.record_heartbeat.record, principal, execution_id)
         return _json(wire.encode_heartbeat_reply(HeartbeatReply(cancelled=cancelled)))
 
     @router.post(
@@ -302,9 +309,9 @@ def build_agent_router(use_cases: AgentUseCases, *, is_draining: Callable[[], bo
         principal: Annotated[Principal, Depends(current_agent)],
     ) -> Response:
         body = await _read(request, wire.decode_job_result)
-        request_id, status = await run_in_threadpool(
-            use_cases.submit_result.submit, principal, execution_id, body
-        )
+        submit = use_cases.submit_result
+        run = calls.long if submit.is_long_work(body) else calls.short
+        request_id, status = await run(submit.submit, principal, execution_id, body)
         return _json(wire.encode_result_receipt(ResultReceipt(request_id, status.value)))
 
     @router.post(

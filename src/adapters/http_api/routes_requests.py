@@ -25,6 +25,7 @@ from adapters.http_api.input_checks import (
     MAX_OFFSET,
     refuse_lone_surrogates,
 )
+from application.server.ports.store import StoreCalls
 from application.server.ports.work.explain_jobs import DryRunJobRecord, DryRunStatus
 from application.server.ports.work.requests import RequestRecord
 from application.server.requests.cancel import CancelRequest
@@ -42,6 +43,7 @@ from application.server.requests.queries import (
 )
 from application.server.requests.results import GetResultContent, ResultEnvelope, WaitForResult
 from application.server.requests.resume import ResumeRequest
+from application.server.store_calls import IN_THREADS
 from domain.server.approvals import Approval, ApprovalProgress
 from domain.server.rbac import Principal
 from domain.shared.timestamps import format_timestamp
@@ -299,33 +301,36 @@ class RequestUseCases:
     resume_request: ResumeRequest
 
 
-def build_request_router(use_cases: RequestUseCases) -> APIRouter:
+def build_request_router(use_cases: RequestUseCases, calls: StoreCalls = IN_THREADS) -> APIRouter:
+    """The request routes; creating a request and waiting for its result are store work
+    through `calls` (short for a statement of a few lines), the others run on FastAPI's
+    thread pool."""
     router = APIRouter()
 
     @router.post("/api/requests")
-    def create(
+    async def create(
         body: _CreateBody,
         request: Request,
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Response:
+        create_request = use_cases.create_request
+        created_input = CreateRequestInput(
+            database=body.database,
+            environment=body.environment,
+            detail=body.detail,
+            operation=body.operation,
+            reason=body.reason,
+            idempotency_key=body.idempotency_key,
+            metadata=body.metadata,
+            emergency=body.emergency,
+            allow_ddl=body.allow_ddl,
+            no_store=body.no_store or body.no_result_store,
+            share_with=tuple(body.share_with),
+            client_ip=request.client.host if request.client else None,
+        )
+        run = calls.long if create_request.is_long_work(created_input) else calls.short
         try:
-            created = use_cases.create_request.create(
-                principal,
-                CreateRequestInput(
-                    database=body.database,
-                    environment=body.environment,
-                    detail=body.detail,
-                    operation=body.operation,
-                    reason=body.reason,
-                    idempotency_key=body.idempotency_key,
-                    metadata=body.metadata,
-                    emergency=body.emergency,
-                    allow_ddl=body.allow_ddl,
-                    no_store=body.no_store or body.no_result_store,
-                    share_with=tuple(body.share_with),
-                    client_ip=request.client.host if request.client else None,
-                ),
-            )
+            created = await run(create_request.create, principal, created_input)
         except ServerDraining:
             return _draining()
         return _json(

@@ -42,14 +42,22 @@ _POSTGRES_DRIVERS = ("postgres", "postgresql", "postgresql+psycopg")
 _SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
 
 
-def create_store_engine(url: str, **engine_kwargs: Any) -> Engine:
+def create_store_engine(
+    url: str, *, background_checkpoints: bool = False, **engine_kwargs: Any
+) -> Engine:
     """An engine for `sqlite:///path` or `postgresql://…` (rewritten to psycopg 3).
 
     `engine_kwargs` go to `sqlalchemy.create_engine` (pool sizes, `echo`, …).
+    `background_checkpoints` (SQLite only): no commit copies the WAL back into the
+    database (`wal_autocheckpoint = 0`); the caller runs `WalCheckpointer`
+    (adapters/store/sqlite_calls.py) instead.
     """
     parsed = make_url(url)
     if parsed.drivername in _SQLITE_DRIVERS:
-        return _sqlite_engine(parsed, engine_kwargs)
+        engine = _sqlite_engine(parsed, engine_kwargs)
+        if background_checkpoints:
+            event.listen(engine, "connect", _no_autocheckpoint)
+        return engine
     if parsed.drivername in _POSTGRES_DRIVERS:
         return _postgres_engine(parsed, engine_kwargs)
     raise ValueError(
@@ -108,6 +116,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _connection_record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint = 0")
 
 
 def _locked(error: BaseException) -> bool:

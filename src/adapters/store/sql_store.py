@@ -121,6 +121,11 @@ class SqlStore:
         # backoff's tens of milliseconds. PostgreSQL writers run concurrently.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
+    def writer_busy(self) -> bool:
+        """Whether a thread of this process holds the write lock now (SQLite only; on
+        PostgreSQL writers do not queue here, so never)."""
+        return self._write_lock is not None and self._write_lock.locked()
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A bare write transaction, queued with `write`'s (the result-content table's

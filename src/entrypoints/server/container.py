@@ -44,6 +44,7 @@ from adapters.store.result_contents import (
     StoreResultContents,
 )
 from adapters.store.sql_store import SqlStore
+from adapters.store.sqlite_calls import SqliteStoreCalls, WalCheckpointer
 from adapters.store.wake_channel import PostgresWakeChannel
 from adapters.system_clock import SystemClock
 from adapters.webhooks.transport import HttpxWebhookTransport
@@ -87,6 +88,7 @@ from application.server.ports.services import (
     SecretCipher,
     ServerClock,
 )
+from application.server.ports.store import StoreCalls
 from application.server.preflight import RunPreflight
 from application.server.readiness import StoreReadiness
 from application.server.requests.cancel import CancelRequest
@@ -99,6 +101,7 @@ from application.server.requests.results import GetResultContent, WaitForResult
 from application.server.requests.resume import ResumeRequest
 from application.server.retention import RetentionSweeps
 from application.server.settings import ServerSettings
+from application.server.store_calls import IN_THREADS
 from application.server.sweeps import ServerSweeps, SweepJob, SweepRunner
 from application.server.webhooks import (
     ListWebhookDeliveries,
@@ -130,11 +133,23 @@ def _store(
     url: str, metrics: ServerMetrics, outbox: WebhookOutbox, principal_cache: PrincipalCache
 ) -> SqlStore:
     return SqlStore(
-        create_store_engine(url),
+        # SQLite: the WAL is copied back by `WalCheckpointer`, never inside a commit that
+        # may run on the event loop (adapters/store/sqlite_calls.py).
+        create_store_engine(url, background_checkpoints=True),
         metrics,
         listener=outbox,
         on_identity_change=principal_cache.clear,
     )
+
+
+def _store_calls(settings: ServerSettings, store: SqlStore) -> StoreCalls:
+    """Where store work runs (docs/server.md §7.1): short work on the event loop with
+    SQLite, everything on worker threads with PostgreSQL."""
+    return SqliteStoreCalls(store.writer_busy) if settings.store.is_sqlite else IN_THREADS
+
+
+def _wal_checkpointer(settings: ServerSettings, store: SqlStore) -> WalCheckpointer | None:
+    return WalCheckpointer(store.engine) if settings.store.is_sqlite else None
 
 
 def _with_state_gauges(
@@ -229,6 +244,8 @@ class ServerContainer(containers.DeclarativeContainer):
         outbox=webhook_outbox,
         principal_cache=principal_cache,
     )
+    store_calls = providers.Singleton(_store_calls, settings, store)
+    wal_checkpointer = providers.Singleton(_wal_checkpointer, settings, store)
     local_notifier = providers.Singleton(AsyncioNotifier)
     wake_channel = providers.Singleton(_wake_channel, settings, local_notifier)
     notifier = providers.Singleton(_notifier, local_notifier, wake_channel)
@@ -324,6 +341,7 @@ class ServerContainer(containers.DeclarativeContainer):
             clock=clock,
             notifier=notifier,
             draining=draining.provided.is_set,
+            calls=store_calls,
         ),
         list_requests=providers.Singleton(ListRequests, store=store),
         cancel_request=cancel_request,
@@ -335,6 +353,7 @@ class ServerContainer(containers.DeclarativeContainer):
             result_store=result_store,
             result_relay=result_relay,
             draining=draining.provided.is_set,
+            calls=store_calls,
         ),
         get_result_content=providers.Singleton(
             GetResultContent,
@@ -384,6 +403,7 @@ class ServerContainer(containers.DeclarativeContainer):
             server_version=version,
             draining=draining.provided.is_set,
             new_id=providers.Object(new_uuid),
+            calls=store_calls,
         ),
         claim_job=providers.Singleton(
             ClaimJob,
@@ -523,11 +543,15 @@ def build_app(container: ServerContainer) -> FastAPI:
     sender: WebhookSender = container.webhook_sender()
     transport: HttpxWebhookTransport = container.webhook_transport()
     wake_channel: PostgresWakeChannel | None = container.wake_channel()
+    store_calls: StoreCalls = container.store_calls()
+    checkpointer: WalCheckpointer | None = container.wal_checkpointer()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if wake_channel is not None:
             wake_channel.start()
+        if checkpointer is not None:
+            checkpointer.start()
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         sending = asyncio.create_task(sender.run(stop))
@@ -541,6 +565,8 @@ def build_app(container: ServerContainer) -> FastAPI:
             transport.close()
             if wake_channel is not None:
                 await asyncio.to_thread(wake_channel.close)
+            if checkpointer is not None:
+                await asyncio.to_thread(checkpointer.stop)
 
     app = create_app(
         routers=[
@@ -554,10 +580,10 @@ def build_app(container: ServerContainer) -> FastAPI:
                 version=version,
                 is_draining=draining.is_set,
             ),
-            build_request_router(container.requests()),
+            build_request_router(container.requests(), store_calls),
             build_approval_router(container.approvals()),
             build_result_router(container.list_results()),
-            build_agent_router(container.agents(), is_draining=draining.is_set),
+            build_agent_router(container.agents(), is_draining=draining.is_set, calls=store_calls),
             build_config_router(container.configuration()),
             build_preflight_router(container.preflight()),
             build_metrics_router(container.view_metrics()),
@@ -569,6 +595,7 @@ def build_app(container: ServerContainer) -> FastAPI:
         body_limit_for=agent_body_limit(settings),
         lifespan=lifespan,
         metrics=container.metrics(),
+        store_calls=store_calls,
     )
 
     # `/mcp` (docs/mcp.md §2.2): the MCP tools, calling this very app in-process. The SDK is

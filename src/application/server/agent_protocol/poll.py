@@ -38,6 +38,7 @@ from application.server.ports.work.explain_jobs import DryRunJobRecord, Prefligh
 from application.server.ports.work.requests import RequestRecord
 from application.server.requests.common import LONG_POLL_RECHECK_SECS, new_uuid
 from application.server.settings import ServerSettings
+from application.server.store_calls import IN_THREADS
 from domain.server.agent_registry import record_from_poll, validate_poll_scopes
 from domain.server.errors import Forbidden, Validation
 from domain.server.rbac import Permission, Principal, authorize
@@ -46,7 +47,7 @@ from domain.shared.scopes import Scope
 from domain.shared.versions import version_lt
 
 if TYPE_CHECKING:
-    from application.server.ports.store import Store, StoreSession
+    from application.server.ports.store import Store, StoreCalls, StoreSession
 
 __all__ = [
     "DEFAULT_POLL_LIMIT",
@@ -131,13 +132,14 @@ _LookKey = tuple[tuple[Scope, ...], tuple[str, ...], bool, bool]
 class _SharedLook:
     """The held polls' periodic "is there work?" reads, one per key per period.
 
-    The first poll whose recheck finds no fresh answer starts the read on a worker thread;
-    every other poll held on the same key within `period_secs` awaits that same read. A
-    dispatch nobody was notified of is therefore seen within two periods, not one.
+    The first poll whose recheck finds no fresh answer starts the read (a task of its
+    own); every other poll held on the same key within `period_secs` awaits that same
+    read. A dispatch nobody was notified of is therefore seen within two periods, not one.
     """
 
-    def __init__(self, period_secs: float) -> None:
+    def __init__(self, period_secs: float, calls: StoreCalls) -> None:
         self._period = period_secs
+        self._calls = calls
         self._answers: dict[_LookKey, tuple[float, asyncio.Future[bool]]] = {}
 
     async def has_work(self, key: _LookKey, look: Callable[[], bool]) -> bool:
@@ -146,7 +148,7 @@ class _SharedLook:
         entry = self._answers.get(key)
         if entry is None or now - entry[0] >= self._period:
             self._forget_older_than(now - self._period)
-            entry = (now, loop.run_in_executor(None, look))
+            entry = (now, asyncio.ensure_future(self._calls.short(look)))
             self._answers[key] = entry
         # Shielded: a poll whose client went away must not cancel the others' answer.
         return await asyncio.shield(entry[1])
@@ -178,8 +180,8 @@ class PollReply:
 class PollForWork:
     """One agent poll: the registry update, then the jobs it may take, perhaps after a hold.
 
-    Async because a held poll waits on the event loop, not in a thread; every store
-    access goes to a worker thread.
+    Async because a held poll waits on the event loop, not in a thread; store work runs
+    where `calls` puts short work.
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class PollForWork:
         new_id: Callable[[], str] = new_uuid,
         recheck_secs: float = LONG_POLL_RECHECK_SECS,
         registry_refresh_secs: float = REGISTRY_REFRESH_SECS,
+        calls: StoreCalls = IN_THREADS,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -203,7 +206,8 @@ class PollForWork:
         self._draining = draining
         self._new_id = new_id
         self._recheck_secs = recheck_secs
-        self._looks = _SharedLook(recheck_secs)
+        self._calls = calls
+        self._looks = _SharedLook(recheck_secs, calls)
         self._registry_writes = _RegistryWrites(registry_refresh_secs)
 
     async def poll(self, principal: Principal, body: PollRequest) -> PollReply:
@@ -222,13 +226,13 @@ class PollForWork:
         wait_ms = min(max(body.wait_ms, 0), MAX_POLL_WAIT_MS)
         limit = min(DEFAULT_POLL_LIMIT if body.limit is None else body.limit, MAX_POLL_LIMIT)
         if wait_ms == 0 or upgrade:
-            return await asyncio.to_thread(
+            return await self._calls.short(
                 self._poll_once, principal, body, scopes, degraded, limit, upgrade
             )
         loop = asyncio.get_running_loop()
         started = loop.time()
         with self._notifier.arm([dispatch_topic(scope) for scope in scopes]) as waiter:
-            reply = await asyncio.to_thread(
+            reply = await self._calls.short(
                 self._poll_once, principal, body, scopes, degraded, limit, upgrade
             )
             if reply.jobs or reply.preflight_jobs:
@@ -247,7 +251,7 @@ class PollForWork:
                 if notified or await self._looks.has_work(
                     _look_key(body, scopes, limit), partial(self._has_work, body, scopes, limit)
                 ):
-                    reply = await asyncio.to_thread(
+                    reply = await self._calls.short(
                         self._poll_once, principal, body, scopes, degraded, limit, upgrade
                     )
                     if reply.has_work:
@@ -255,7 +259,7 @@ class PollForWork:
         # Rounded, not truncated: float arithmetic makes a full 400 ms hold 399.99… ms.
         held = max(round((loop.time() - started) * 1000), 0)
         if not reply.has_work:
-            await asyncio.to_thread(self._touch, principal, body, scopes, degraded)
+            await self._calls.short(self._touch, principal, body, scopes, degraded)
         return replace(reply, wait_ms=held)
 
     def _poll_once(

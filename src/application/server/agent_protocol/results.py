@@ -62,6 +62,10 @@ MAX_STORED_ERROR_BYTES = 4096
 log = logging.getLogger("dbward.server.agents")
 
 
+#: The largest result body whose submission is short store work (`is_long_work`).
+SHORT_BODY_BYTES = 64 * 1024
+
+
 class SubmitResult:
     """One result: the content stored (or relayed), then execution, request, summary and
     audit event in one transaction. Answers the request id and its final status.
@@ -88,6 +92,15 @@ class SubmitResult:
         self._new_id = new_id
 
     @scoped_ids
+    def is_long_work(self, body: JobResult) -> bool:
+        """Whether submitting `body` may take long (`StoreCalls.long`): a body that may
+        be bound for a file or an object store, or too large to call short. Judged from
+        its length in characters, without encoding it: UTF-8 takes at most 4 bytes each."""
+        if body.result_data is None:
+            return False
+        most_bytes = 4 * len(body.result_data)
+        return most_bytes > SHORT_BODY_BYTES or not self._result_store.kept_in_store(most_bytes)
+
     def submit(
         self, principal: Principal, execution_id: str, body: JobResult
     ) -> tuple[str, RequestStatus]:

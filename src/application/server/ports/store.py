@@ -14,11 +14,11 @@ beside the use cases that need them: `application.server.ports.identity` and the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 from application.server.ports.identity import IdentityRepository
 from application.server.ports.webhooks import WebhookDeliveryRepository
@@ -149,6 +149,26 @@ class AuditListener(Protocol):
     what it writes commits with the event or not at all (webhook deliveries)."""
 
     def on_audit(self, session: StoreSession, event: AuditEvent) -> None: ...
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class StoreCalls(Protocol):
+    """Runs the use cases' synchronous store work from async code (routes, long-polls).
+
+    `short`: a few statements in one or two transactions and nothing else that waits
+    (no file, no network, no parse of a large text). On SQLite such work takes tens of
+    microseconds of local I/O, less than handing it to a worker thread and back, so it may
+    run on the event loop itself; on PostgreSQL every statement is a network round trip
+    and it goes to a worker thread. `long`: anything else, always on a worker thread
+    (docs/server.md §7.1, "Where store work runs").
+    """
+
+    async def short(self, work: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T: ...
+
+    async def long(self, work: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T: ...
 
 
 class Store(Protocol):

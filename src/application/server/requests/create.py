@@ -103,6 +103,10 @@ _CREATE_EVENTS = {
 }
 
 
+#: The longest SQL text whose request is created as short store work (`is_long_work`).
+SHORT_SQL_CHARS = 4096
+
+
 @dataclass(frozen=True)
 class CreateRequestInput:
     """`POST /api/requests` (dbward 0.2's `CreateRequestBody`)."""
@@ -188,6 +192,13 @@ class CreateRequest:
         self._draining = draining
         self._new_id = new_id
         self._metrics = metrics
+
+    @staticmethod
+    def is_long_work(body: CreateRequestInput) -> bool:
+        """Whether creating `body` may take long (`StoreCalls.long`): its SQL is parsed
+        twice (classification, redaction for the audit log), quick for a statement of a
+        few lines, not for a long migration script."""
+        return len(body.detail) > SHORT_SQL_CHARS
 
     @scoped_ids
     def create(self, principal: Principal, body: CreateRequestInput) -> CreatedRequest:

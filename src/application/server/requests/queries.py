@@ -24,6 +24,7 @@ from application.server.ports.work.explain_jobs import DryRunJobRecord
 from application.server.ports.work.requests import RequestFilters, RequestRecord, RequestViewer
 from application.server.requests.common import LONG_POLL_RECHECK_SECS
 from application.server.requests.snapshots import workflow_from_snapshot
+from application.server.store_calls import IN_THREADS
 from domain.server.agent_registry import QueueHint, queue_hint
 from domain.server.approvals import (
     Approval,
@@ -44,7 +45,7 @@ from domain.server.rbac import (
 from domain.server.request_lifecycle import RequestStatus, is_terminal, parse_status
 
 if TYPE_CHECKING:
-    from application.server.ports.store import Store, StoreSession
+    from application.server.ports.store import Store, StoreCalls, StoreSession
 
 __all__ = [
     "MAX_WAIT_SECS",
@@ -120,12 +121,14 @@ class GetRequest:
         notifier: DispatchNotifier,
         draining: Callable[[], bool] = lambda: False,
         recheck_secs: float = LONG_POLL_RECHECK_SECS,
+        calls: StoreCalls = IN_THREADS,
     ) -> None:
         self._store = store
         self._clock = clock
         self._notifier = notifier
         self._draining = draining
         self._recheck_secs = recheck_secs
+        self._calls = calls
 
     def get(self, principal: Principal, request_id: str) -> RequestDetails:
         now = self._clock.now()
@@ -164,9 +167,9 @@ class GetRequest:
         """
         wait = min(max(wait_secs, 0.0), MAX_WAIT_SECS)
         if wait <= 0:
-            return await asyncio.to_thread(self.get, principal, request_id)
+            return await self._calls.short(self.get, principal, request_id)
         with self._notifier.arm([request_topic(request_id)]) as waiter:
-            details = await asyncio.to_thread(self.get, principal, request_id)
+            details = await self._calls.short(self.get, principal, request_id)
             initial = details.record.status
             if is_terminal(initial):
                 return details
@@ -174,7 +177,7 @@ class GetRequest:
             deadline = loop.time() + wait
             while (remaining := deadline - loop.time()) > 0 and not self._draining():
                 await waiter.wait(min(self._recheck_secs, remaining))
-                details = await asyncio.to_thread(self.get, principal, request_id)
+                details = await self._calls.short(self.get, principal, request_id)
                 if details.record.status is not initial:
                     break
         return details

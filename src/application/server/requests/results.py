@@ -33,13 +33,14 @@ from application.server.ports.work.executions import ExecutionStatus, ResultSumm
 from application.server.requests.common import LONG_POLL_RECHECK_SECS
 from application.server.requests.result_access import readable_result
 from application.server.settings import ServerSettings
+from application.server.store_calls import IN_THREADS
 from domain.server.errors import Conflict, Gone, NotFound
 from domain.server.execution_policies import DeliveryMode
 from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
 
 if TYPE_CHECKING:
-    from application.server.ports.store import Store, StoreSession
+    from application.server.ports.store import Store, StoreCalls, StoreSession
 
 __all__ = [
     "RESULT_STREAM_SECS",
@@ -97,6 +98,7 @@ class WaitForResult:
         draining: Callable[[], bool] = lambda: False,
         wait_secs: float = RESULT_STREAM_SECS,
         recheck_secs: float = LONG_POLL_RECHECK_SECS,
+        calls: StoreCalls = IN_THREADS,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -106,6 +108,7 @@ class WaitForResult:
         self._draining = draining
         self._wait_secs = wait_secs
         self._recheck_secs = recheck_secs
+        self._calls = calls
 
     async def wait(self, principal: Principal, request_id: str) -> ResultEnvelope | None:
         """The result once the request is done; None (→ 204) after `wait_secs`.
@@ -114,20 +117,30 @@ class WaitForResult:
         another replica.
         """
         with self._notifier.arm([result_topic(request_id)]) as waiter:
-            outcome = await asyncio.to_thread(self._final_result, principal, request_id)
+            outcome = await self._calls.short(self._final_result, principal, request_id)
             if outcome is not None:
-                return outcome
+                return await self._with_body(outcome)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._wait_secs
             while (remaining := deadline - loop.time()) > 0 and not self._draining():
                 await waiter.wait(min(self._recheck_secs, remaining))
-                outcome = await asyncio.to_thread(self._final_result, principal, request_id)
+                outcome = await self._calls.short(self._final_result, principal, request_id)
                 if outcome is not None:
-                    return outcome
+                    return await self._with_body(outcome)
         return None
 
-    def _final_result(self, principal: Principal, request_id: str) -> ResultEnvelope | None:
-        """The result if the request is done, else None (keep waiting)."""
+    async def _with_body(self, outcome: ResultEnvelope | ResultSummary) -> ResultEnvelope:
+        """A summary whose body lives outside the store is read from there (a file, or
+        an object store) as long work."""
+        if isinstance(outcome, ResultEnvelope):
+            return outcome
+        return await self._calls.long(_envelope, outcome, self._result_store, self._relay)
+
+    def _final_result(
+        self, principal: Principal, request_id: str
+    ) -> ResultEnvelope | ResultSummary | None:
+        """The result if the request is done, else None (keep waiting); the summary alone
+        when its body is stored outside the store's own table (`_with_body` reads it)."""
         with self._store.read() as session:
             record = readable_result(session, self._settings, principal, request_id)
             if record.status in _ENDED_UNRUN:
@@ -142,6 +155,8 @@ class WaitForResult:
                 )
             _refuse_purged(summary)
             content = _content_in_session(session, summary, self._result_store)
+        if content is None and summary.has_stored_content:
+            return summary
         return _envelope(summary, self._result_store, self._relay, content)
 
 

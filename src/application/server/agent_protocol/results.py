@@ -91,7 +91,6 @@ class SubmitResult:
         self._relay = result_relay
         self._new_id = new_id
 
-    @scoped_ids
     def is_long_work(self, body: JobResult) -> bool:
         """Whether submitting `body` may take long (`StoreCalls.long`): a body that may
         be bound for a file or an object store, or too large to call short. Judged from
@@ -101,6 +100,7 @@ class SubmitResult:
         most_bytes = 4 * len(body.result_data)
         return most_bytes > SHORT_BODY_BYTES or not self._result_store.kept_in_store(most_bytes)
 
+    @scoped_ids
     def submit(
         self, principal: Principal, execution_id: str, body: JobResult
     ) -> tuple[str, RequestStatus]:

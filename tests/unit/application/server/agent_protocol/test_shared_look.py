@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 from application.server.agent_protocol.poll import _SharedLook
+from application.server.store_calls import IN_THREADS
 from domain.shared.scopes import Scope
 
 KEY = ((Scope("app", "prod"),), ("execute_select",), True, False)
@@ -22,7 +23,7 @@ def test_polls_held_on_the_same_scopes_wait_on_one_store_read() -> None:
         return True
 
     async def main() -> list[bool]:
-        shared = _SharedLook(period_secs=60)
+        shared = _SharedLook(period_secs=60, calls=IN_THREADS)
         waiting = [asyncio.create_task(shared.has_work(KEY, look)) for _ in range(500)]
         await asyncio.sleep(0.05)
         release.set()
@@ -40,7 +41,7 @@ def test_other_scopes_and_a_later_period_read_again() -> None:
         return False
 
     async def main() -> None:
-        shared = _SharedLook(period_secs=0.05)
+        shared = _SharedLook(period_secs=0.05, calls=IN_THREADS)
         assert await shared.has_work(KEY, look) is False
         assert await shared.has_work(OTHER, look) is False
         assert await shared.has_work(KEY, look) is False  # same period: shared
@@ -59,7 +60,7 @@ def test_a_poll_that_goes_away_does_not_cancel_the_others_answer() -> None:
         return True
 
     async def main() -> bool:
-        shared = _SharedLook(period_secs=60)
+        shared = _SharedLook(period_secs=60, calls=IN_THREADS)
         gone = asyncio.create_task(shared.has_work(KEY, look))
         staying = asyncio.create_task(shared.has_work(KEY, look))
         await asyncio.sleep(0.02)

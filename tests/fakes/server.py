@@ -83,12 +83,17 @@ class FakeServer:
         server_version: str = "0.2.0",
         min_agent_version: str = "0.2.0",
         honour_wait: bool = True,
+        claims_with_poll: bool = False,
     ) -> None:
+        """`claims_with_poll`: claim the jobs of a poll that asks (`PollRequest.claim`),
+        as our server does; by default the key is ignored, as by dbward 0.2."""
         self._clock = clock
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self.server_version = server_version
         self.min_agent_version = min_agent_version
         self.honour_wait = honour_wait
+        self.claims_with_poll = claims_with_poll
+        self.poll_claims: list[tuple[str, int]] = []
         self.public_key_override: str | None = None
         self._cond = threading.Condition()
         self.requests: dict[str, FakeRequest] = {}
@@ -236,8 +241,21 @@ class FakeServer:
             preflights = []
             while self.pending_preflights:
                 preflights.append(self.pending_preflights.popleft())
+            claimed: list[ClaimedJob] = []
+            if self.claims_with_poll and request.claim is not None:
+                lease = request.claim.lease_duration_secs or 60
+                offered = []
+                for job in jobs:
+                    try:
+                        claimed.append(self._claim_locked(job.id, lease))
+                    except ServerConflict:
+                        offered.append(job)  # the agent's own claim call meets the 409
+                    else:
+                        self.poll_claims.append((job.id, lease))
+                jobs = offered
             return self._response(
                 jobs=tuple(jobs),
+                claimed_jobs=tuple(claimed),
                 dry_run_jobs=dry_runs,
                 preflight_jobs=tuple(preflights),
                 held=request.wait_ms if self.honour_wait and request.wait_ms > 0 else None,
@@ -260,6 +278,7 @@ class FakeServer:
         preflight_jobs: tuple[PreflightJob, ...] = (),
         upgrade_required: bool = False,
         held: int | None = None,
+        claimed_jobs: tuple[ClaimedJob, ...] = (),
     ) -> PollResponse:
         return PollResponse(
             jobs=jobs,
@@ -269,23 +288,28 @@ class FakeServer:
             min_agent_version=self.min_agent_version,
             upgrade_required=upgrade_required,
             held_wait_ms=held,
+            claimed_jobs=claimed_jobs,
         )
 
     def claim(self, request_id: str, lease_duration_secs: int) -> ClaimedJob:
         with self._cond:
             self._enter("claim")
             self.claims.append((request_id, lease_duration_secs))
-            request = self.requests.get(request_id)
-            if request is None:
-                raise ServerNotFound(404, "not found: request not found", "request.not_found")
-            if request_id in self.conflict_on_claim or request.status != "dispatched":
-                raise ServerConflict(409, "conflict: request is not dispatched", "request.conflict")
-            request.status = "running"
-            execution_id = str(uuid.uuid4())
-            request.executions.append(execution_id)
-            self.executions[execution_id] = request
-            self._cond.notify_all()
-            return self._claimed(request, execution_id, lease_duration_secs)
+            return self._claim_locked(request_id, lease_duration_secs)
+
+    def _claim_locked(self, request_id: str, lease_duration_secs: int) -> ClaimedJob:
+        """The claim, with `_cond` held by the caller."""
+        request = self.requests.get(request_id)
+        if request is None:
+            raise ServerNotFound(404, "not found: request not found", "request.not_found")
+        if request_id in self.conflict_on_claim or request.status != "dispatched":
+            raise ServerConflict(409, "conflict: request is not dispatched", "request.conflict")
+        request.status = "running"
+        execution_id = str(uuid.uuid4())
+        request.executions.append(execution_id)
+        self.executions[execution_id] = request
+        self._cond.notify_all()
+        return self._claimed(request, execution_id, lease_duration_secs)
 
     def _claimed(self, request: FakeRequest, execution_id: str, lease: int) -> ClaimedJob:
         now: datetime = self._clock.now()  # type: ignore[attr-defined]

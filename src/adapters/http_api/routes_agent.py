@@ -191,6 +191,7 @@ def _poll_response(reply: PollReply) -> PollResponse:
         min_agent_version=reply.min_agent_version,
         upgrade_required=reply.upgrade_required,
         held_wait_ms=reply.wait_ms,
+        claimed_jobs=reply.claimed_jobs,
     )
 
 
@@ -267,7 +268,11 @@ def build_agent_router(
         if not principal.is_agent:
             raise PublicForbidden("agent token required")
         body = await _read(request, wire.decode_poll_request)
-        reply = await use_cases.poll_for_work.poll(principal, _unique_operations(body))
+
+        async def connected() -> bool:
+            return not await request.is_disconnected()
+
+        reply = await use_cases.poll_for_work.poll(principal, _unique_operations(body), connected)
         if reply.draining:
             return _json(wire.DRAINING_POLL_RESPONSE)
         return _json(wire.encode_poll_response(_poll_response(reply)))

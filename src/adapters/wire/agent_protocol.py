@@ -39,6 +39,7 @@ from domain.shared.jobs import (
     ExplainOutcome,
     HeartbeatReply,
     JobResult,
+    PollClaim,
     PollRequest,
     PollResponse,
     PreflightJob,
@@ -202,6 +203,10 @@ class _AgentStatus(_Body):
     active_jobs: list[_ActiveJob] = []
 
 
+class _PollClaim(_Body):
+    lease_duration_secs: U32 | None = None
+
+
 class _PollRequest(_Body):
     agent_id: str | None = None
     capabilities: _Capabilities
@@ -213,13 +218,16 @@ class _PollRequest(_Body):
     agent_build: str | None = None
     wait_ms: U32 | None = None
     degraded_scopes: list[_Scope] = []
+    # Ours, additive: claim the answer's jobs for this agent (§3.2).
+    claim: _PollClaim | None = None
 
 
 def encode_poll_request(request: PollRequest) -> bytes:
     """dbward 0.2's keys always (nulls included), then our additive ones when they say
     something: `wait_ms` only to ask for a hold, `degraded_scopes` only when a database is
-    down. A classic poll is so byte-identical to a dbward 0.2 agent's apart from
-    `agent_build`, which a dbward 0.2 server ignores.
+    down, `claim` only when the agent wants its jobs claimed. A classic poll is so
+    byte-identical to a dbward 0.2 agent's apart from `agent_build`, which a dbward 0.2
+    server ignores.
     """
     status = request.status
     fields: dict[str, Any] = {
@@ -253,6 +261,10 @@ def encode_poll_request(request: PollRequest) -> bytes:
         fields["wait_ms"] = request.wait_ms
     if request.degraded_scopes:
         fields["degraded_scopes"] = [_Scope.of(scope) for scope in request.degraded_scopes]
+    if request.claim is not None:
+        fields["claim"] = _PollClaim.model_construct(
+            lease_duration_secs=request.claim.lease_duration_secs
+        )
     return _encode(_PollRequest.model_construct(**fields))
 
 
@@ -284,6 +296,7 @@ def decode_poll_request(raw: bytes) -> PollRequest:
         wait_ms=body.wait_ms or 0,
         degraded_scopes=tuple(scope.scope() for scope in body.degraded_scopes),
         agent_id=body.agent_id,
+        claim=None if body.claim is None else PollClaim(body.claim.lease_duration_secs),
     )
 
 
@@ -317,6 +330,22 @@ class _PreflightJob(_Body):
     claim_token: str | None = None
 
 
+class _ClaimedJob(_Body):
+    execution_id: str
+    request_id: str
+    execution_token: str
+    operation: str
+    database: str
+    environment: str
+    detail: str
+    # Every key is always sent; an older server may leave out the optional ones.
+    statement_timeout_secs: U32 | None = None
+    max_rows: U32 | None = None
+    lease_expires_at: str
+    execution_plan: list[str] | None = None
+    execution_plan_json: str | None = None
+
+
 class _PollResponse(_Body):
     # A draining dbward 0.2 server answers `{"jobs": []}` only: every key is optional.
     jobs: list[_DispatchedJob] | None = None
@@ -328,6 +357,8 @@ class _PollResponse(_Body):
     # Ours, additive: the hold the server honoured. Anything but an integer is read as
     # "this server does not long-poll", never as a malformed answer.
     wait_ms: Any = None
+    # Ours, additive: the jobs claimed for the agent because its poll asked (§3.2).
+    claimed_jobs: list[_ClaimedJob] | None = None
 
 
 #: A draining server's answer to every poll, held ones included (§3.2 step 1, §11.2).
@@ -335,7 +366,8 @@ DRAINING_POLL_RESPONSE: Final = _encode(_PollResponse.model_construct(jobs=[]))
 
 
 def encode_poll_response(response: PollResponse) -> bytes:
-    """Every key, and `wait_ms` only when the server took the long-poll path (§11.2)."""
+    """Every key, `wait_ms` only when the server took the long-poll path (§11.2) and
+    `claimed_jobs` only when it claimed some (§3.2)."""
     fields: dict[str, Any] = {
         "jobs": [
             _DispatchedJob.model_construct(
@@ -374,6 +406,8 @@ def encode_poll_response(response: PollResponse) -> bytes:
     }
     if response.held_wait_ms is not None:
         fields["wait_ms"] = response.held_wait_ms
+    if response.claimed_jobs:
+        fields["claimed_jobs"] = [_claimed_job_model(job) for job in response.claimed_jobs]
     return _encode(_PollResponse.model_construct(**fields))
 
 
@@ -417,6 +451,7 @@ def decode_poll_response(raw: bytes) -> PollResponse:
         min_agent_version=body.min_agent_version,
         upgrade_required=bool(body.upgrade_required),
         held_wait_ms=held if isinstance(held, int) and not isinstance(held, bool) else None,
+        claimed_jobs=tuple(_claimed_job(job) for job in body.claimed_jobs or ()),
     )
 
 
@@ -445,43 +480,24 @@ def decode_claim_request(raw: bytes) -> ClaimRequest:
     return ClaimRequest(body.lease_duration_secs, body.agent_id)
 
 
-class _ClaimedJob(_Body):
-    execution_id: str
-    request_id: str
-    execution_token: str
-    operation: str
-    database: str
-    environment: str
-    detail: str
-    # Every key is always sent; an older server may leave out the optional ones.
-    statement_timeout_secs: U32 | None = None
-    max_rows: U32 | None = None
-    lease_expires_at: str
-    execution_plan: list[str] | None = None
-    execution_plan_json: str | None = None
-
-
-def encode_claimed_job(job: ClaimedJob) -> bytes:
-    return _encode(
-        _ClaimedJob.model_construct(
-            execution_id=job.execution_id,
-            request_id=job.request_id,
-            execution_token=job.execution_token,
-            operation=job.operation,
-            database=job.database,
-            environment=job.environment,
-            detail=job.detail,
-            statement_timeout_secs=job.statement_timeout_secs,
-            max_rows=job.max_rows,
-            lease_expires_at=job.lease_expires_at,
-            execution_plan=None if job.execution_plan is None else list(job.execution_plan),
-            execution_plan_json=job.execution_plan_json,
-        )
+def _claimed_job_model(job: ClaimedJob) -> _ClaimedJob:
+    return _ClaimedJob.model_construct(
+        execution_id=job.execution_id,
+        request_id=job.request_id,
+        execution_token=job.execution_token,
+        operation=job.operation,
+        database=job.database,
+        environment=job.environment,
+        detail=job.detail,
+        statement_timeout_secs=job.statement_timeout_secs,
+        max_rows=job.max_rows,
+        lease_expires_at=job.lease_expires_at,
+        execution_plan=None if job.execution_plan is None else list(job.execution_plan),
+        execution_plan_json=job.execution_plan_json,
     )
 
 
-def decode_claimed_job(raw: bytes) -> ClaimedJob:
-    body = _decode(_ClaimedJob, raw)
+def _claimed_job(body: _ClaimedJob) -> ClaimedJob:
     return ClaimedJob(
         execution_id=body.execution_id,
         request_id=body.request_id,
@@ -496,6 +512,14 @@ def decode_claimed_job(raw: bytes) -> ClaimedJob:
         execution_plan=None if body.execution_plan is None else tuple(body.execution_plan),
         execution_plan_json=body.execution_plan_json,
     )
+
+
+def encode_claimed_job(job: ClaimedJob) -> bytes:
+    return _encode(_claimed_job_model(job))
+
+
+def decode_claimed_job(raw: bytes) -> ClaimedJob:
+    return _claimed_job(_decode(_ClaimedJob, raw))
 
 
 # --- POST /api/agent/jobs/{execution_id}/heartbeat (§3.4): no body, this answer ---------

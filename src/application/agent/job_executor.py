@@ -78,38 +78,25 @@ class JobExecutor:
         self._claim_backoff = claim_backoff
         self._metrics = metrics
 
-    def run(self, job: DispatchedJob, cancel: CancelToken) -> None:
-        """Entry point of a worker thread; always releases the job's slot."""
+    def run(
+        self, job: DispatchedJob, cancel: CancelToken, claimed: ClaimedJob | None = None
+    ) -> None:
+        """Entry point of a worker thread; always releases the job's slot. `claimed`: the
+        server already claimed the job for this agent, with its poll (docs/protocol.md
+        §3.2): it is run without a claim call."""
         try:
             with bound_ids(job_id=job.id, request_id=job.id):
-                self._run(job, cancel)
+                self._run(job, cancel, claimed)
         except Exception:
             log.exception("job %s: unexpected error", job.id)
         finally:
             self._tracker.finish(job.id)
             self._on_finished.set()
 
-    def _run(self, job: DispatchedJob, cancel: CancelToken) -> None:
-        if self._registry.port_for(job.scope) is None:
-            # The database went down while the poll was held: leave the job to others.
-            log.debug("job %s: %s is unavailable here, not claiming", job.id, job.scope)
+    def _run(self, job: DispatchedJob, cancel: CancelToken, claimed: ClaimedJob | None) -> None:
+        claim = self._claim(job) if claimed is None else claimed
+        if claim is None:
             return
-        try:
-            claim = self._server.claim(job.id, self._settings.lease_duration_secs)
-        except ServerConflict as exc:
-            pause = self._claim_backoff.record_failure(job.id)
-            log.debug("job %s: not claimable (%s); skipped for %.0fs", job.id, exc, pause)
-            return
-        except DbwardError as exc:
-            pause = self._claim_backoff.record_failure(job.id)
-            log.warning(
-                "job %s: claim failed: %s (offered again while dispatched, next try in %.0fs)",
-                job.id,
-                exc,
-                pause,
-            )
-            return
-        self._claim_backoff.clear(job.id)
         claimed_at = self._clock.now()
         started = self._clock.monotonic()
         self._tracker.attach_execution(job.id, claim.execution_id)
@@ -138,6 +125,30 @@ class JobExecutor:
         )
         if delivered and result.success and _mutates_schema(claim.operation):
             self._after_migration(claim.scope)
+
+    def _claim(self, job: DispatchedJob) -> ClaimedJob | None:
+        """The claim call (§3.3); None when the job is not ours to run."""
+        if self._registry.port_for(job.scope) is None:
+            # The database went down while the poll was held: leave the job to others.
+            log.debug("job %s: %s is unavailable here, not claiming", job.id, job.scope)
+            return None
+        try:
+            claim = self._server.claim(job.id, self._settings.lease_duration_secs)
+        except ServerConflict as exc:
+            pause = self._claim_backoff.record_failure(job.id)
+            log.debug("job %s: not claimable (%s); skipped for %.0fs", job.id, exc, pause)
+            return None
+        except DbwardError as exc:
+            pause = self._claim_backoff.record_failure(job.id)
+            log.warning(
+                "job %s: claim failed: %s (offered again while dispatched, next try in %.0fs)",
+                job.id,
+                exc,
+                pause,
+            )
+            return None
+        self._claim_backoff.clear(job.id)
+        return claim
 
     def _execute(self, claim: ClaimedJob, cancel: CancelToken, started: float) -> JobResult:
         def failed(message: str) -> JobResult:

@@ -27,7 +27,7 @@ from application.agent.threads import Interrupted, call_interruptibly, start_tas
 from domain.agent.errors import AgentFatalError, ServerUnauthorized
 from domain.shared.backoff import FullJitterBackoff
 from domain.shared.errors import DbwardError
-from domain.shared.jobs import AgentStatus, PollRequest, PollResponse
+from domain.shared.jobs import AgentStatus, DispatchedJob, PollClaim, PollRequest, PollResponse
 from domain.shared.operations import UnsupportedOperationError, parse_operation
 from domain.shared.scopes import Capabilities, Scope
 from domain.shared.versions import AGENT_PROTOCOL_VERSION
@@ -113,9 +113,9 @@ class PollLoop:
         try:
             # A held poll is abandoned on shutdown, and when a database goes down or comes
             # back, so the next poll advertises the right scopes at once.
-            response = call_interruptibly(
+            response, adopted = call_interruptibly(
                 "poll",
-                lambda: self._server.poll(request),
+                lambda: self._poll_and_adopt(request),
                 (self._signals.drain, self._registry.changed),
             )
         except Interrupted:
@@ -126,7 +126,31 @@ class PollLoop:
         self._metrics.poll_finished(ok=True)
         # Health may have changed while the poll was held: start jobs only where it holds now.
         healthy = self._registry.healthy_scopes()
-        return self._on_success(response, healthy, limit, wait_ms, sent_at)
+        return self._on_success(response, healthy, limit, wait_ms, sent_at, adopted)
+
+    def _poll_and_adopt(self, request: PollRequest) -> tuple[PollResponse, int]:
+        """The poll, and at once the jobs the server claimed for this agent, on the poll's
+        own thread: they are ours even when the loop has abandoned this poll (a shutdown
+        signal, a database going down or back), and only we can run them now."""
+        response = self._server.poll(request)
+        return response, self._start_claimed(response)
+
+    def _start_claimed(self, response: PollResponse) -> int:
+        started = 0
+        for claimed in response.claimed_jobs:
+            job = DispatchedJob(
+                id=claimed.request_id,
+                operation=claimed.operation,
+                database=claimed.database,
+                environment=claimed.environment,
+            )
+            cancel = self._tracker.try_start(job, self._clock.monotonic())
+            if cancel is None:
+                log.warning("job %s: claimed for this agent twice; running it once", job.id)
+                continue
+            start_task(f"job-{job.id}", partial(self._executor.run, job, cancel, claimed))
+            started += 1
+        return started
 
     def _mark_alive(self) -> None:
         try:
@@ -162,6 +186,9 @@ class PollLoop:
             degraded_scopes=tuple(
                 scope for scope in self._registry.scopes if scope not in advertised
             ),
+            # Jobs come back claimed from a server that knows the key (§3.2); dbward 0.2
+            # ignores it, and its jobs are claimed one call each as before.
+            claim=PollClaim(self._settings.lease_duration_secs) if limit > 0 else None,
         )
 
     # --- outcomes ------------------------------------------------------------------
@@ -193,6 +220,7 @@ class PollLoop:
         limit: int,
         wait_ms: int,
         sent_at: float,
+        adopted: int = 0,
     ) -> StepResult:
         if self.consecutive_failures >= UNREACHABLE_AFTER_FAILURES:
             log.info("server reachable again")
@@ -201,7 +229,7 @@ class PollLoop:
         self._apply_version_gate(response)
         self._refresh_readiness(healthy)
 
-        started = self._start_jobs(response, healthy, limit)
+        started = adopted + self._start_jobs(response, healthy, limit - adopted)
         self._start_explains(response, healthy)
 
         if started and self._tracker.in_flight < self._settings.max_concurrent_tasks:

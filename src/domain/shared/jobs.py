@@ -129,6 +129,10 @@ class PollRequest:
     #: The agent's configured name; dbward 0.2 always sends null (§2.1). Our server keys
     #: its registry by (token subject, agent_id).
     agent_id: str | None = None
+    #: Ours, additive (§3.2): claim the jobs of the answer for this agent, with this
+    #: lease, so they come back claimed instead of each needing a claim call. A dbward 0.2
+    #: server ignores it and answers unclaimed jobs, which the agent then claims itself.
+    claim: PollClaim | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,17 @@ class PollResponse:
     #: The hold the server says it honoured (our servers echo `wait_ms`); None when the
     #: server ignores long-polling, in which case the agent paces itself.
     held_wait_ms: int | None = None
+    #: Jobs the server claimed for this agent because the poll asked (`PollRequest.claim`):
+    #: each exactly what a claim call would have answered.
+    claimed_jobs: tuple[ClaimedJob, ...] = ()
+
+
+@dataclass(frozen=True)
+class PollClaim:
+    """A poll's request to have its jobs claimed (additive, §3.2): the lease the agent
+    asks for, as in a claim's body; `None` takes the execution policy's."""
+
+    lease_duration_secs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -391,6 +391,17 @@ class ServerContainer(containers.DeclarativeContainer):
             new_id=providers.Object(new_uuid),
         ),
     )
+    claim_job = providers.Singleton(
+        ClaimJob,
+        store=store,
+        settings=settings,
+        clock=clock,
+        signer=signer,
+        notifier=notifier,
+        draining=draining.provided.is_set,
+        new_id=providers.Object(new_uuid),
+        metrics=metrics,
+    )
     agents = providers.Singleton(
         AgentUseCases,
         get_public_key=providers.Singleton(GetPublicKey, signer=signer),
@@ -404,18 +415,9 @@ class ServerContainer(containers.DeclarativeContainer):
             draining=draining.provided.is_set,
             new_id=providers.Object(new_uuid),
             calls=store_calls,
+            claim_job=claim_job,
         ),
-        claim_job=providers.Singleton(
-            ClaimJob,
-            store=store,
-            settings=settings,
-            clock=clock,
-            signer=signer,
-            notifier=notifier,
-            draining=draining.provided.is_set,
-            new_id=providers.Object(new_uuid),
-            metrics=metrics,
-        ),
+        claim_job=claim_job,
         record_heartbeat=providers.Singleton(RecordHeartbeat, store=store, clock=clock),
         submit_result=providers.Singleton(
             SubmitResult,

@@ -8,6 +8,7 @@ Authentication is a small token table (the identity half provides the real one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import itertools
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from domain.server.audit_integrity import verify_chain
 from domain.server.errors import Unauthenticated
 from domain.server.rbac import Principal
 from domain.server.request_lifecycle import RequestStatus
-from domain.shared.jobs import AgentStatus, JobResult, PollRequest
+from domain.shared.jobs import AgentStatus, JobResult, PollClaim, PollRequest
 from domain.shared.migration_files import MigrationFile, build_detail, detail_json
 from domain.shared.operations import DEFAULT_OPERATIONS
 from domain.shared.scopes import Capabilities, Scope
@@ -287,6 +288,142 @@ def test_auto_approved_request_flows_end_to_end(client: TestClient, harness: Ser
     ]
     listing = client.get("/api/requests", headers=ALICE_H).json()
     assert (listing["total"], listing["requests"][0]["id"]) == (1, created["id"])
+
+
+# --- a poll that claims (docs/protocol.md §3.2 step 9) -----------------------------------------
+
+
+def test_a_poll_that_asks_answers_its_jobs_claimed_and_ready_to_run(
+    client: TestClient, harness: ServerHarness
+) -> None:
+    created = create(client, "SELECT 42 AS answer")
+    raw = client.post(
+        "/api/agent/poll",
+        json={**POLL, "claim": {"lease_duration_secs": 90}},
+        headers=AGENT_H,
+    )
+    answer = raw.json()
+    assert answer["jobs"] == []
+    [job] = answer["claimed_jobs"]
+    assert job["request_id"] == created["id"]
+    assert job["detail"] == "SELECT 42 AS answer"
+    # Exactly what a claim call answers, read by the agent with the claim's own decoder.
+    [decoded] = wire.decode_poll_response(raw.content).claimed_jobs
+    key = client.get("/api/public-key", headers=AGENT_H).json()["public_key"]
+    verifier = Ed25519Verifier(pinned_hex=key)
+    verifier.load_public_key(key)
+    now = harness.clock.now()
+    token = verify_execution_token(decoded, now=now, check_signature=verifier.verify)
+    assert token.requester_subject_id == "alice"
+    shown = client.get(f"/api/requests/{created['id']}", headers=ALICE_H).json()
+    assert shown["status"] == "running"
+    history = client.get(f"/api/requests/{created['id']}/executions", headers=ALICE_H).json()
+    [execution] = history["executions"]
+    assert (execution["id"], execution["status"]) == (job["execution_id"], "claimed")
+    assert harness.audit_types(created["id"])[-1] == "execution.started"
+    # The lease the poll asked for, as a claim body's would be.
+    lease = datetime.fromisoformat(job["lease_expires_at"]) - now
+    assert timedelta(seconds=89) < lease <= timedelta(seconds=90)
+    done = result(client, job["execution_id"], {"success": True, "result_data": ROWS})
+    assert done.json() == {"request_id": created["id"], "status": "executed"}
+    # The job is gone from later polls, claimed or not.
+    assert poll(client, claim={})["jobs"] == []
+
+
+def test_a_poll_without_the_key_leaves_its_jobs_unclaimed_as_dbward_0_2(
+    client: TestClient,
+) -> None:
+    created = create(client)
+    answer = poll(client)
+    assert [job["id"] for job in answer["jobs"]] == [created["id"]]
+    assert "claimed_jobs" not in answer
+    shown = client.get(f"/api/requests/{created['id']}", headers=ALICE_H).json()
+    assert shown["status"] == "dispatched"
+
+
+def test_a_job_whose_claim_is_refused_stays_offered(client: TestClient) -> None:
+    created = create(client)
+    # A draining agent gets no claims made for it (§3.2 step 9): the job is offered, and
+    # the agent's own claim call would meet the answer and handle it as always.
+    answer = poll(
+        client,
+        claim={"lease_duration_secs": 60},
+        status={**POLL["status"], "draining": True},
+    )
+    assert [job["id"] for job in answer["jobs"]] == [created["id"]]
+    assert "claimed_jobs" not in answer
+    shown = client.get(f"/api/requests/{created['id']}", headers=ALICE_H).json()
+    assert shown["status"] == "dispatched"
+
+
+def test_nothing_is_claimed_for_an_agent_that_went_away(harness: ServerHarness) -> None:
+    request_id = harness.create()
+    body = replace(wire.decode_poll_request(json.dumps(POLL).encode()), claim=PollClaim(60))
+
+    async def gone() -> bool:
+        return False
+
+    reply = asyncio.run(harness.agents.poll_for_work.poll(AGENT, body, gone))
+    assert [job.id for job in reply.jobs] == [request_id]
+    assert reply.claimed_jobs == ()
+    with harness.store.read() as session:
+        record = session.work.get_request(request_id)
+    assert record is not None and record.status is RequestStatus.DISPATCHED
+
+
+def test_a_held_poll_replaced_by_a_newer_one_claims_nothing(harness: ServerHarness) -> None:
+    """The agent gave the held poll up (a shutdown signal, a database gone down) and
+    polled again: a job dispatched now reaches the held poll unclaimed."""
+    with LiveServer(make_app(harness)) as live:
+        httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)
+        replies: list[dict[str, Any]] = []
+        held = {**POLL, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
+
+        def held_poll() -> None:
+            response = httpx.post(
+                f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30
+            )
+            replies.append(response.json())
+
+        thread = threading.Thread(target=held_poll)
+        thread.start()
+        wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
+        # The newer poll: answered at once (no hold), nothing to take yet.
+        newer = httpx.post(
+            f"{live.url}/api/agent/poll", json={**POLL, "limit": 0}, headers=AGENT_H, timeout=10
+        )
+        assert newer.json()["jobs"] == []
+        request_id = harness.create()
+        thread.join(10)
+    assert [job["id"] for job in replies[0]["jobs"]] == [request_id]
+    assert "claimed_jobs" not in replies[0]
+    with harness.store.read() as session:
+        record = session.work.get_request(request_id)
+    assert record is not None and record.status is RequestStatus.DISPATCHED
+
+
+def test_a_held_poll_claims_the_job_dispatched_during_the_hold(harness: ServerHarness) -> None:
+    with LiveServer(make_app(harness)) as live:
+        httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)
+        replies: list[dict[str, Any]] = []
+        held = {**POLL, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
+
+        def held_poll() -> None:
+            response = httpx.post(
+                f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30
+            )
+            replies.append(response.json())
+
+        thread = threading.Thread(target=held_poll)
+        thread.start()
+        wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
+        request_id = harness.create()
+        thread.join(10)
+    assert replies[0]["jobs"] == []
+    assert [job["request_id"] for job in replies[0]["claimed_jobs"]] == [request_id]
+    with harness.store.read() as session:
+        record = session.work.get_request(request_id)
+    assert record is not None and record.status is RequestStatus.RUNNING
 
 
 def test_errors_use_the_envelope_and_protocol_codes(client: TestClient) -> None:

@@ -41,7 +41,7 @@ from application.server.requests.common import ServerDraining, new_uuid
 from application.server.requests.decision_trace import requester_role
 from application.server.requests.snapshots import workflow_from_snapshot
 from application.server.settings import ServerSettings
-from domain.server.agent_registry import advertises
+from domain.server.agent_registry import AgentState, advertises
 from domain.server.errors import Conflict, Forbidden, NotFound
 from domain.server.execution_policies import (
     MIGRATION_MUTATIONS,
@@ -101,9 +101,16 @@ class ClaimJob:
         request_id: str,
         requested_lease_secs: int | None = None,
         agent_id: str | None = None,
+        *,
+        for_poll: bool = False,
     ) -> ClaimedJob:
         """§3.3 in order, in one transaction. `agent_id` is the claim body's: the scope
-        check is against that agent's last poll, or the token's agents' when it is None."""
+        check is against that agent's last poll, or the token's agents' when it is None.
+
+        `for_poll`: the claim is made for a poll that asked for it (§3.2 step 9), which
+        is refused (409) once the agent's latest poll said it is draining: a poll held
+        from before its shutdown signal must not take new work for it.
+        """
         bind_ids(request_id=request_id)
         if self._draining():
             raise ServerDraining()
@@ -112,6 +119,8 @@ class ClaimJob:
             agents = calling_agents(session, principal, agent_id)
             if not agents:
                 raise NotFound("agent not registered")
+            if for_poll and any(agent.status is AgentState.DRAINING for agent in agents):
+                raise Conflict("the agent is draining")
             authorize(principal, Permission.AGENT_OPERATE)
             record = session.work.get_request(request_id)
             if record is None:

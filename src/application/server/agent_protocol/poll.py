@@ -25,12 +25,14 @@ Wire-compatible with dbward 0.2; our additions are each optional for an old peer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
+from application.server.agent_protocol.claim import ClaimJob
 from application.server.audit_events import audit_event
 from application.server.ports.services import DispatchNotifier, ServerClock, dispatch_topic
 from application.server.ports.work.agents import AgentUpsert
@@ -40,9 +42,9 @@ from application.server.requests.common import LONG_POLL_RECHECK_SECS, new_uuid
 from application.server.settings import ServerSettings
 from application.server.store_calls import IN_THREADS
 from domain.server.agent_registry import record_from_poll, validate_poll_scopes
-from domain.server.errors import Forbidden, Validation
+from domain.server.errors import Forbidden, ServerDomainError, Validation
 from domain.server.rbac import Permission, Principal, authorize
-from domain.shared.jobs import AgentStatus, PollRequest
+from domain.shared.jobs import AgentStatus, ClaimedJob, PollClaim, PollRequest
 from domain.shared.scopes import Scope
 from domain.shared.versions import version_lt
 
@@ -125,6 +127,31 @@ class _RegistryWrites:
         self._written[(upsert.record.id, upsert.record.agent_id)] = (_registry_key(upsert), now)
 
 
+class _NewestPolls:
+    """Which poll of each agent (token subject, `agent_id`) reached this process last.
+
+    Only that one may have its jobs claimed (§3.2 step 9). An agent that gave up a held
+    poll (a shutdown signal, a database gone down or back) has sent a newer one since, so
+    the older poll, still held here, answers its jobs unclaimed and they stay dispatched
+    for whoever takes them. Forgetting everything past `_REMEMBERED_AGENTS` agents only
+    turns the claims of the polls then held into offers.
+    """
+
+    def __init__(self) -> None:
+        self._newest: dict[tuple[str, str | None], int] = {}
+        self._numbers = itertools.count()
+
+    def started(self, subject: str, agent_id: str | None) -> int:
+        if len(self._newest) >= _REMEMBERED_AGENTS:
+            self._newest.clear()
+        number = next(self._numbers)
+        self._newest[(subject, agent_id)] = number
+        return number
+
+    def is_newest(self, subject: str, agent_id: str | None, number: int) -> bool:
+        return self._newest.get((subject, agent_id)) == number
+
+
 #: What a periodic look depends on: scopes, operations, whether jobs and preflights count.
 _LookKey = tuple[tuple[Scope, ...], tuple[str, ...], bool, bool]
 
@@ -171,10 +198,16 @@ class PollReply:
     wait_ms: int | None = None
     #: The server is draining: the answer is the bare `{"jobs": []}`.
     draining: bool = False
+    #: Jobs claimed for the agent because its poll asked (§3.2 step 9, additive).
+    claimed_jobs: tuple[ClaimedJob, ...] = ()
 
     @property
     def has_work(self) -> bool:
         return bool(self.jobs or self.dry_run_jobs or self.preflight_jobs)
+
+
+async def _always_connected() -> bool:
+    return True
 
 
 class PollForWork:
@@ -197,6 +230,7 @@ class PollForWork:
         recheck_secs: float = LONG_POLL_RECHECK_SECS,
         registry_refresh_secs: float = REGISTRY_REFRESH_SECS,
         calls: StoreCalls = IN_THREADS,
+        claim_job: ClaimJob | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -207,11 +241,62 @@ class PollForWork:
         self._new_id = new_id
         self._recheck_secs = recheck_secs
         self._calls = calls
+        self._claim_job = claim_job
+        self._newest_polls = _NewestPolls()
         self._looks = _SharedLook(recheck_secs, calls)
         self._registry_writes = _RegistryWrites(registry_refresh_secs)
 
-    async def poll(self, principal: Principal, body: PollRequest) -> PollReply:
-        """§3.2, in order; then, with `wait_ms` and nothing to return, the hold."""
+    async def poll(
+        self,
+        principal: Principal,
+        body: PollRequest,
+        connected: Callable[[], Awaitable[bool]] = _always_connected,
+    ) -> PollReply:
+        """§3.2, in order; then, with `wait_ms` and nothing to return, the hold; then, when
+        the poll asks for it, the claim of the jobs it answers with. Nothing is claimed
+        for an agent that went away while its poll was held (`connected` says whether it
+        still waits for the answer), nor for a poll the agent has since replaced with a
+        newer one (`_NewestPolls`): their jobs stay dispatched for others."""
+        number = self._newest_polls.started(principal.subject_id, body.agent_id)
+        reply = await self._poll(principal, body)
+        claim_job = self._claim_job
+        if body.claim is None or not reply.jobs or claim_job is None:
+            return reply
+        newest = self._newest_polls.is_newest(principal.subject_id, body.agent_id, number)
+        if not newest or not await connected():
+            return reply
+        return await self._claim_for_agent(claim_job, principal, body, body.claim, reply)
+
+    async def _claim_for_agent(
+        self,
+        claim_job: ClaimJob,
+        principal: Principal,
+        body: PollRequest,
+        claim: PollClaim,
+        reply: PollReply,
+    ) -> PollReply:
+        """§3.2 step 9: each job claimed as the agent's own claim call would (§3.3), one
+        transaction each. A job whose claim is refused stays among the offered `jobs`:
+        the agent's claim call then meets the same answer and handles it as always
+        (a lost race silently, any other refusal logged and backed off)."""
+        claimed: list[ClaimedJob] = []
+        offered: list[RequestRecord] = []
+        for job in reply.jobs:
+            try:
+                claimed.append(
+                    await self._calls.short(
+                        partial(claim_job.claim, for_poll=True),
+                        principal,
+                        job.id,
+                        claim.lease_duration_secs,
+                        body.agent_id,
+                    )
+                )
+            except ServerDomainError:
+                offered.append(job)
+        return replace(reply, jobs=tuple(offered), claimed_jobs=tuple(claimed))
+
+    async def _poll(self, principal: Principal, body: PollRequest) -> PollReply:
         if self._draining():
             return PollReply(draining=True)
         if not principal.is_agent:

@@ -20,7 +20,14 @@ from application.agent.database_registry import DatabaseRegistry
 from application.agent.poll_loop import StepResult
 from application.agent.runner import Agent, AgentPorts
 from application.agent.settings import AgentSettings, DatabaseSettings
-from domain.shared.jobs import ActiveJobStatus, ClaimedJob, DispatchedJob, PollRequest, PollResponse
+from domain.shared.jobs import (
+    ActiveJobStatus,
+    ClaimedJob,
+    DispatchedJob,
+    PollClaim,
+    PollRequest,
+    PollResponse,
+)
 from domain.shared.operations import Operation
 from domain.shared.scopes import Scope
 from domain.shared.versions import AGENT_PROTOCOL_VERSION
@@ -362,3 +369,59 @@ def test_a_job_dispatched_during_a_held_long_poll_is_claimed_at_once(
     assert server.wait_for(lambda: any(c[0] == request.id for c in server.claims), timeout=0.5)
     assert time.monotonic() - dispatched_at < 0.5  # well under poll_interval_ms
     assert server.wait_for(lambda: server.result_for(request.id) is not None)
+
+
+# --- jobs claimed with the poll (docs/protocol.md §3.2 step 9) -------------------------------
+
+
+def test_a_poll_with_free_slots_asks_the_server_to_claim_its_jobs() -> None:
+    rig = make_rig()
+    rig.step()
+    assert rig.last_poll.limit == 2
+    assert rig.last_poll.claim == PollClaim(rig.agent.settings.lease_duration_secs)
+    rig.occupy_slot("a")
+    rig.occupy_slot("b")
+    rig.step()
+    assert rig.last_poll.limit == 0
+    assert rig.last_poll.claim is None
+
+
+def test_jobs_the_server_claimed_with_the_poll_run_without_a_claim_call() -> None:
+    rig = make_rig(claims_with_poll=True)
+    request = rig.server.dispatch("SELECT 1")
+    result = rig.step()
+    assert result.jobs_started == 1
+    rig.wait_idle()
+    assert rig.server.claims == []
+    assert rig.server.poll_claims == [(request.id, rig.agent.settings.lease_duration_secs)]
+    delivered = rig.server.result_for(request.id)
+    assert delivered is not None and delivered.success
+
+
+def test_a_server_that_ignores_the_key_gets_a_claim_call_per_job_as_from_dbward_0_2() -> None:
+    rig = make_rig()
+    request = rig.server.dispatch("SELECT 1")
+    rig.step()
+    rig.wait_idle()
+    assert rig.server.poll_claims == []
+    assert rig.server.claims == [(request.id, rig.agent.settings.lease_duration_secs)]
+    delivered = rig.server.result_for(request.id)
+    assert delivered is not None and delivered.success
+
+
+def test_a_job_claimed_in_the_answer_to_an_abandoned_poll_still_runs() -> None:
+    """A held poll given up (here: a database came back, so the loop re-polls at once)
+    may still come back with a job the server claimed for us: only we can run it."""
+    rig = make_rig(make_settings(poll_wait_ms=10_000), claims_with_poll=True)
+    outcome: list[StepResult] = []
+    stepping = threading.Thread(target=lambda: outcome.append(rig.step()))
+    stepping.start()
+    assert rig.server.wait_for(lambda: len(rig.server.polls) == 1), "the poll was not sent"
+    rig.agent.registry.changed.set()
+    stepping.join(5)
+    assert outcome[0].polled is False  # the loop gave the held poll up
+    request = rig.server.dispatch("SELECT 1")
+    assert rig.server.wait_for(lambda: rig.server.result_for(request.id) is not None)
+    delivered = rig.server.result_for(request.id)
+    assert delivered is not None and delivered.success
+    assert rig.server.claims == []

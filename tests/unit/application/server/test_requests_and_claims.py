@@ -279,6 +279,16 @@ def build_harness(
     )
     draining = threading.Event()
     classifier = classifier or SqlglotClassifier()
+    claim_job = ClaimJob(
+        store=store,
+        settings=settings,
+        clock=clock,
+        signer=signer,
+        notifier=notifier,
+        draining=draining.is_set,
+        new_id=new_id,
+        metrics=metrics,
+    )
     return ServerHarness(
         settings=settings,
         store=store,
@@ -341,17 +351,9 @@ def build_harness(
                 draining=draining.is_set,
                 new_id=new_id,
                 recheck_secs=0.05,
+                claim_job=claim_job,
             ),
-            claim_job=ClaimJob(
-                store=store,
-                settings=settings,
-                clock=clock,
-                signer=signer,
-                notifier=notifier,
-                draining=draining.is_set,
-                new_id=new_id,
-                metrics=metrics,
-            ),
+            claim_job=claim_job,
             record_heartbeat=RecordHeartbeat(store=store, clock=clock),
             submit_result=SubmitResult(
                 store=store,

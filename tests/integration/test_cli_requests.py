@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +227,16 @@ def test_reject_cancel_and_the_error_exit_codes(stack: Stack) -> None:
     assert nobody.json("whoami", expect=1)["error"]["code"] == "unauthorized"
 
 
+EXECUTE_SELECT_2 = ("execute", "SELECT 2", "-d", "app", "-e", "staging", "-y")
+#: Runs argv[1:] with SIGINT at its default, as from a terminal, even when the suite itself
+#: runs with SIGINT ignored (started in the background by a non-interactive shell), which
+#: a child would otherwise inherit.
+_SIGINT_BY_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def test_a_request_no_agent_serves_times_out_or_is_interrupted(stack: Stack) -> None:
     rita = stack.rita
     timed_out = rita.json(
@@ -235,7 +246,7 @@ def test_a_request_no_agent_serves_times_out_or_is_interrupted(stack: Stack) -> 
     assert timed_out["data"]["queue_hint"] == "no_agents"
 
     waiting = subprocess.Popen(
-        [str(DBWARD), "execute", "SELECT 2", "-d", "app", "-e", "staging", "-y"],
+        [sys.executable, "-c", _SIGINT_BY_DEFAULT, str(DBWARD), *EXECUTE_SELECT_2],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

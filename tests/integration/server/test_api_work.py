@@ -402,6 +402,46 @@ def test_a_held_poll_replaced_by_a_newer_one_claims_nothing(harness: ServerHarne
     assert record is not None and record.status is RequestStatus.DISPATCHED
 
 
+def test_a_held_poll_whose_agent_hung_up_claims_nothing(harness: ServerHarness) -> None:
+    """The agent was killed while its poll was held: the job stays dispatched for the
+    next agent, not claimed for one that will never run it."""
+    with LiveServer(make_app(harness)) as live:
+        httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)
+        body = json.dumps(
+            {**POLL, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
+        ).encode()
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as agent:
+            agent.sendall(
+                b"POST /api/agent/poll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: Bearer {AGENT_TOKEN}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
+        connections = live.server.server_state.connections
+        wait_until(lambda: not connections, 10, "the server to see the agent hang up")
+        request_id = harness.create()
+
+        def status() -> RequestStatus | None:
+            with harness.store.read() as session:
+                record = session.work.get_request(request_id)
+            return None if record is None else record.status
+
+        # Whatever the held poll did when the dispatch woke it, it claimed nothing; a
+        # poll from a live agent then takes the job.
+        wait_until(lambda: harness.notifier.waiting == 0, 10, "the held poll to end")
+        assert status() is RequestStatus.DISPATCHED
+        taken = httpx.post(
+            f"{live.url}/api/agent/poll",
+            json={**POLL, "claim": {"lease_duration_secs": 60}},
+            headers=AGENT_H,
+            timeout=10,
+        ).json()
+    assert [job["request_id"] for job in taken["claimed_jobs"]] == [request_id]
+    assert status() is RequestStatus.RUNNING
+
+
 def test_a_held_poll_claims_the_job_dispatched_during_the_hold(harness: ServerHarness) -> None:
     with LiveServer(make_app(harness)) as live:
         httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)

@@ -94,6 +94,7 @@ from application.server.readiness import StoreReadiness
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest
+from application.server.requests.fresh_results import FreshResults
 from application.server.requests.judgement import JudgeSql
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
 from application.server.requests.result_list import ListResults
@@ -267,6 +268,7 @@ class ServerContainer(containers.DeclarativeContainer):
     cipher = providers.Singleton(_cipher, settings, environ)
     signer = providers.Singleton(_signer, store, cipher, clock, settings.provided.state_dir)
     result_store = providers.Singleton(_result_store, settings, store)
+    fresh_results = providers.Singleton(FreshResults)
     classifier = providers.Singleton(SqlglotClassifier)
 
     readiness = providers.Singleton(StoreReadiness, store)
@@ -354,6 +356,7 @@ class ServerContainer(containers.DeclarativeContainer):
             result_relay=result_relay,
             draining=draining.provided.is_set,
             calls=store_calls,
+            fresh=fresh_results,
         ),
         get_result_content=providers.Singleton(
             GetResultContent,
@@ -428,6 +431,7 @@ class ServerContainer(containers.DeclarativeContainer):
             result_store=result_store,
             result_relay=result_relay,
             new_id=providers.Object(new_uuid),
+            fresh=fresh_results,
         ),
         sync_schema=providers.Singleton(
             SyncSchema,

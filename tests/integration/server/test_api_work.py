@@ -35,6 +35,7 @@ from adapters.http_api.routes_agent import agent_body_limit, build_agent_router
 from adapters.http_api.routes_requests import build_request_router
 from adapters.server_client.client import HttpServerClient
 from adapters.wire import agent_protocol as wire
+from application.server.requests.results import ResultEnvelope
 from application.server.settings import StoreSettings
 from domain.agent.errors import ServerConflict as AgentConflict
 from domain.agent.token_verification import verify_execution_token
@@ -1103,6 +1104,51 @@ def test_result_data_reaches_the_client_exactly(client: TestClient) -> None:
     result(client, job["execution_id"], {"success": True, "result_data": "plain text, NaN"})
     text = client.get(f"/api/requests/{second['id']}/result/content", headers=ALICE_H)
     assert text.json()["result_data"] == "plain text, NaN"
+
+
+# --- a woken stream answers the result just recorded (docs/server.md §1.8) --------------------
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        JobResult(success=True, result_data=ROWS, rows_affected=None, duration_ms=3),
+        JobResult(success=True, result_data="plain text, \ud800 NaN"),
+        JobResult(success=False, error_message='relation "nope" does not exist'),
+        JobResult(success=True, rows_affected=2),
+    ],
+    ids=["rows", "text-with-a-lone-surrogate", "failure", "no-body"],
+)
+def test_a_stream_woken_by_a_result_answers_it_without_reading_it_back(
+    harness: ServerHarness, outcome: JobResult
+) -> None:
+    request_id = harness.create()
+    harness.poll()
+    job = harness.claim(request_id)
+    reads: list[None] = []
+    read = harness.store.read
+
+    def counted_read() -> Any:
+        reads.append(None)
+        return read()
+
+    async def scenario() -> ResultEnvelope | None:
+        waiting = asyncio.create_task(harness.requests.wait_for_result.wait(ALICE, request_id))
+        deadline = time.monotonic() + 10
+        while harness.notifier.waiting == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert harness.notifier.waiting > 0, "the stream did not start waiting"
+        harness.agents.submit_result.submit(AGENT, job.execution_id, outcome)
+        # The stream runs only from here on (the submission ran on this loop's thread).
+        harness.store.read = counted_read  # type: ignore[method-assign]
+        return await asyncio.wait_for(waiting, 10)
+
+    answered = asyncio.run(scenario())
+    assert reads == []
+    # What a stream started now reads from the store: the same envelope.
+    stored = asyncio.run(harness.requests.wait_for_result.wait(ALICE, request_id))
+    assert answered == stored
+    assert answered is not None and answered.success is outcome.success
 
 
 def _race_results(url: str, execution_id: str, payloads: list[str]) -> dict[int, int]:

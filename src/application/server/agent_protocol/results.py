@@ -37,6 +37,7 @@ from application.server.ports.work.executions import (
 )
 from application.server.ports.work.requests import RequestRecord, RequestUpdate
 from application.server.requests.common import new_uuid
+from application.server.requests.results import RAN_STATUSES, result_envelope
 from application.server.settings import AuditRedaction, ServerSettings
 from domain.server.errors import Conflict, PayloadTooLarge, ServerDomainError
 from domain.server.execution_policies import ResultPolicy
@@ -48,6 +49,7 @@ from domain.shared.operations import Operation
 
 if TYPE_CHECKING:
     from application.server.ports.store import Store, StoreSession
+    from application.server.requests.fresh_results import FreshResults
 
 __all__ = ["SubmitResult"]
 
@@ -81,14 +83,16 @@ class SubmitResult:
         result_store: ResultContentStore,
         result_relay: ResultRelay,
         new_id: Callable[[], str] = new_uuid,
+        fresh: FreshResults | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
         self._notifier = notifier
         self._result_store = result_store
-        # Shared with the request use cases: this side fills it, the client side reads it.
+        # Shared with the request use cases: this side fills them, the client side reads.
         self._relay = result_relay
+        self._fresh = fresh
         self._new_id = new_id
 
     def is_long_work(self, body: JobResult) -> bool:
@@ -125,7 +129,7 @@ class SubmitResult:
                 plan = self._plan(record, execution, body, data_bytes)
                 if plan.stored_bytes is not None:
                     session.result_contents.add(plan.key, plan.stored_bytes)
-                final = self._record_result(session, principal, execution, body, plan)
+                final, summary = self._record_result(session, principal, execution, body, plan)
         else:
             with self._store.read() as session:
                 execution, record = _submittable(session, principal, execution_id, body)
@@ -134,7 +138,7 @@ class SubmitResult:
                 self._result_store.put(plan.key, plan.stored_bytes)
             try:
                 with self._store.write() as session:
-                    final = self._record_result(session, principal, execution, body, plan)
+                    final, summary = self._record_result(session, principal, execution, body, plan)
             except BaseException:
                 if plan.stored_bytes is not None:
                     # This attempt's own file, never the winner's.
@@ -142,6 +146,17 @@ class SubmitResult:
                 raise
         if plan.relay and body.result_data is not None:
             self._relay.put(execution.id, body.result_data)
+        if (
+            self._fresh is not None
+            and summary is not None
+            and final in RAN_STATUSES
+            and (data_bytes is None or len(data_bytes) <= SHORT_BODY_BYTES)
+        ):
+            # The stream woken below answers this instead of reading it back.
+            self._fresh.put(
+                record.id,
+                result_envelope(summary, self._result_store, self._relay, plan.stored_bytes),
+            )
         self._notifier.notify(request_topic(record.id))
         self._notifier.notify(result_topic(record.id))
         log.info("result recorded: %s", final.value)
@@ -179,8 +194,10 @@ class SubmitResult:
         execution: ExecutionRecord,
         body: JobResult,
         plan: _ResultPlan,
-    ) -> RequestStatus:
-        """Execution, request, result summary and audit event, in the caller's write."""
+    ) -> tuple[RequestStatus, ResultSummary | None]:
+        """Execution, request, result summary and audit event, in the caller's write; the
+        final status, and the summary unless the result came late (a newer execution's
+        may be the request's latest)."""
         now = plan.now
         error = None
         if not body.success:
@@ -216,26 +233,25 @@ class SubmitResult:
         truncated, truncation_reason = _truncation(body)
         stored = plan.stored_bytes
         retention = plan.policy.retention_days
-        session.work.insert_result(
-            ResultSummary(
-                id=f"res-{execution.id}",
-                request_id=record.id,
-                execution_id=execution.id,
-                success=body.success,
-                rows_affected=body.rows_affected,
-                duration_ms=body.duration_ms,
-                truncated=truncated,
-                truncation_reason=truncation_reason,
-                error_message=error,
-                storage_backend=None if stored is None else self._settings.result_storage.backend,
-                storage_key="" if stored is None else plan.key,
-                content_length=0 if stored is None else len(stored),
-                checksum_sha256=None if stored is None else hashlib.sha256(stored).hexdigest(),
-                retention_days=retention,
-                stored_at=now,
-                expires_at=None if stored is None else now + timedelta(days=retention),
-            )
+        summary = ResultSummary(
+            id=f"res-{execution.id}",
+            request_id=record.id,
+            execution_id=execution.id,
+            success=body.success,
+            rows_affected=body.rows_affected,
+            duration_ms=body.duration_ms,
+            truncated=truncated,
+            truncation_reason=truncation_reason,
+            error_message=error,
+            storage_backend=None if stored is None else self._settings.result_storage.backend,
+            storage_key="" if stored is None else plan.key,
+            content_length=0 if stored is None else len(stored),
+            checksum_sha256=None if stored is None else hashlib.sha256(stored).hexdigest(),
+            retention_days=retention,
+            stored_at=now,
+            expires_at=None if stored is None else now + timedelta(days=retention),
         )
+        session.work.insert_result(summary)
         metadata: dict[str, Any] = {"agent_id": principal.subject_id, "late": late}
         if body.success and body.rows_affected is not None:
             metadata["rows_affected"] = body.rows_affected
@@ -261,7 +277,7 @@ class SubmitResult:
                 **about_request(record, execution.id),
             )
         )
-        return final
+        return final, None if late else summary
 
 
 @dataclass(frozen=True)

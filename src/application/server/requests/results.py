@@ -41,12 +41,15 @@ from domain.server.request_lifecycle import RequestStatus
 
 if TYPE_CHECKING:
     from application.server.ports.store import Store, StoreCalls, StoreSession
+    from application.server.requests.fresh_results import FreshResults
 
 __all__ = [
+    "RAN_STATUSES",
     "RESULT_STREAM_SECS",
     "GetResultContent",
     "ResultEnvelope",
     "WaitForResult",
+    "result_envelope",
 ]
 
 #: `GET …/result/stream` holds this long, then answers 204.
@@ -55,7 +58,7 @@ RESULT_STREAM_SECS = 300
 #: Finished without running: the stream answers a failure naming the status.
 _ENDED_UNRUN = (RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.EXPIRED)
 #: Finished running: the stream answers the result.
-_RAN = (RequestStatus.EXECUTED, RequestStatus.FAILED)
+RAN_STATUSES = (RequestStatus.EXECUTED, RequestStatus.FAILED)
 #: The statuses whose result content may be read (a lost execution may have left one).
 _MAY_HAVE_RESULT = (RequestStatus.EXECUTED, RequestStatus.FAILED, RequestStatus.EXECUTION_LOST)
 
@@ -99,6 +102,7 @@ class WaitForResult:
         wait_secs: float = RESULT_STREAM_SECS,
         recheck_secs: float = LONG_POLL_RECHECK_SECS,
         calls: StoreCalls = IN_THREADS,
+        fresh: FreshResults | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -109,6 +113,7 @@ class WaitForResult:
         self._wait_secs = wait_secs
         self._recheck_secs = recheck_secs
         self._calls = calls
+        self._fresh = fresh
 
     async def wait(self, principal: Principal, request_id: str) -> ResultEnvelope | None:
         """The result once the request is done; None (→ 204) after `wait_secs`.
@@ -116,14 +121,20 @@ class WaitForResult:
         A draining server lets its held streams go at once (204): clients come back to
         another replica.
         """
+        fresh = self._fresh
         with self._notifier.arm([result_topic(request_id)]) as waiter:
+            since = 0.0 if fresh is None else fresh.moment()
+            # Reads the request (and refuses a caller who may not read it) once per call.
             outcome = await self._calls.short(self._final_result, principal, request_id)
             if outcome is not None:
                 return await self._with_body(outcome)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._wait_secs
             while (remaining := deadline - loop.time()) > 0 and not self._draining():
-                await waiter.wait(min(self._recheck_secs, remaining))
+                notified = await waiter.wait(min(self._recheck_secs, remaining))
+                recorded = None if fresh is None or not notified else fresh.get(request_id, since)
+                if recorded is not None:
+                    return recorded
                 outcome = await self._calls.short(self._final_result, principal, request_id)
                 if outcome is not None:
                     return await self._with_body(outcome)
@@ -134,7 +145,7 @@ class WaitForResult:
         an object store) as long work."""
         if isinstance(outcome, ResultEnvelope):
             return outcome
-        return await self._calls.long(_envelope, outcome, self._result_store, self._relay)
+        return await self._calls.long(result_envelope, outcome, self._result_store, self._relay)
 
     def _final_result(
         self, principal: Principal, request_id: str
@@ -145,7 +156,7 @@ class WaitForResult:
             record = readable_result(session, self._settings, principal, request_id)
             if record.status in _ENDED_UNRUN:
                 return ResultEnvelope(success=False, error_message=f"request {record.status}")
-            if record.status not in _RAN:
+            if record.status not in RAN_STATUSES:
                 return None
             summary = session.work.latest_result(record.id)
             if summary is None:
@@ -157,7 +168,7 @@ class WaitForResult:
             content = _content_in_session(session, summary, self._result_store)
         if content is None and summary.has_stored_content:
             return summary
-        return _envelope(summary, self._result_store, self._relay, content)
+        return result_envelope(summary, self._result_store, self._relay, content)
 
 
 class GetResultContent:
@@ -214,7 +225,7 @@ class GetResultContent:
                 raise Gone("this result was delivered by stream only and is not stored")
         if summary.expires_at is not None and summary.expires_at < now:
             raise Gone("the stored result has expired")
-        return _envelope(summary, self._result_store, self._relay)
+        return result_envelope(summary, self._result_store, self._relay)
 
 
 def _content_in_session(
@@ -227,7 +238,7 @@ def _content_in_session(
     return session.result_contents.get(summary.storage_key)
 
 
-def _envelope(
+def result_envelope(
     summary: ResultSummary,
     result_store: ResultContentStore,
     relay: ResultRelay,

@@ -56,6 +56,7 @@ from application.server.ports.store import AuditListener
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest, CreateRequestInput
+from application.server.requests.fresh_results import FreshResults
 from application.server.requests.queries import GetRequest, ListExecutions, ListRequests
 from application.server.requests.results import GetResultContent, WaitForResult
 from application.server.requests.resume import ResumeRequest
@@ -279,6 +280,7 @@ def build_harness(
     )
     draining = threading.Event()
     classifier = classifier or SqlglotClassifier()
+    fresh = FreshResults()
     claim_job = ClaimJob(
         store=store,
         settings=settings,
@@ -327,6 +329,7 @@ def build_harness(
                 draining=draining.is_set,
                 wait_secs=result_stream_secs,
                 recheck_secs=0.05,
+                fresh=fresh,
             ),
             get_result_content=GetResultContent(
                 store=store,
@@ -363,6 +366,7 @@ def build_harness(
                 result_store=contents,
                 result_relay=relay,
                 new_id=new_id,
+                fresh=fresh,
             ),
             sync_schema=SyncSchema(store=store, settings=settings, clock=clock, new_id=new_id),
             claim_dry_run_job=ClaimDryRunJob(store=store, clock=clock, new_id=new_id),

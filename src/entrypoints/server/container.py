@@ -575,7 +575,12 @@ def build_app(container: ServerContainer) -> FastAPI:
                 await asyncio.to_thread(checkpointer.stop)
 
     app = create_app(
+        # Routes are matched in order, each miss a regex match: the agent's and the
+        # requests' routes, which every request goes through, come first (no path of
+        # theirs is also another router's).
         routers=[
+            build_agent_router(container.agents(), is_draining=draining.is_set, calls=store_calls),
+            build_request_router(container.requests(), store_calls),
             build_identity_router(
                 tokens=container.tokens(),
                 users=container.users(),
@@ -586,10 +591,8 @@ def build_app(container: ServerContainer) -> FastAPI:
                 version=version,
                 is_draining=draining.is_set,
             ),
-            build_request_router(container.requests(), store_calls),
             build_approval_router(container.approvals()),
             build_result_router(container.list_results()),
-            build_agent_router(container.agents(), is_draining=draining.is_set, calls=store_calls),
             build_config_router(container.configuration()),
             build_preflight_router(container.preflight()),
             build_metrics_router(container.view_metrics()),

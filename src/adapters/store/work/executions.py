@@ -113,6 +113,16 @@ _INSERT_EXECUTION_UNLESS_CLAIMED = {
 }
 _INSERT_RESULT = insert(results)
 _GET_EXECUTION = select(executions).where(executions.c.id == bindparam("_id"))
+#: Built once: every result completes its live execution (a late one builds its own).
+_COMPLETE_LIVE = (
+    update(executions)
+    .where(executions.c.id == bindparam("_id"), executions.c.status.in_(_LIVE))
+    .values(
+        status=bindparam("_status"),
+        finished_at=bindparam("_finished_at"),
+        error_message=bindparam("_error_message"),
+    )
+)
 _LATEST_RESULT = (
     select(results)
     .where(results.c.request_id == bindparam("_request_id"))
@@ -201,21 +211,25 @@ class SqlExecutionRepository(SqlRepository):
             "finished_at": format_timestamp(completion.finished_at),
             "error_message": completion.error_message,
         }
-        statement = update(executions).where(executions.c.id == execution_id)
-        if completion.late:
-            current = self.get_execution(execution_id)
-            if current is None:
-                return False
-            statement = statement.where(
+        if not completion.late:
+            parameters = {"_id": execution_id, **{f"_{k}": v for k, v in values.items()}}
+            return self._conn.execute(_COMPLETE_LIVE, parameters).rowcount == 1
+        current = self.get_execution(execution_id)
+        if current is None:
+            return False
+        statement = (
+            update(executions)
+            .where(
+                executions.c.id == execution_id,
                 executions.c.status == ExecutionStatus.FAILED.value,
                 executions.c.error_message == LEASE_EXPIRED_MESSAGE,
                 ~self._newer_than(
                     execution_id, current.request_id, format_timestamp(current.created_at)
                 ),
             )
-        else:
-            statement = statement.where(executions.c.status.in_(_LIVE))
-        return self._conn.execute(statement.values(**values)).rowcount == 1
+            .values(**values)
+        )
+        return self._conn.execute(statement).rowcount == 1
 
     def expired_leases(self, now: datetime, limit: int) -> list[ExecutionRecord]:
         return self._all(

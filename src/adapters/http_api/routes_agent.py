@@ -14,6 +14,7 @@ the others hand their store work to the thread pool.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import Callable
@@ -152,6 +153,31 @@ def _draining() -> JSONResponse:
     return JSONResponse(status_code=503, content={"error": "server_shutting_down"})
 
 
+class _HangUpWatch:
+    """Whether the agent is still connected, for a poll whose jobs are claimed for it.
+
+    The body is read, so the next ASGI message can only be `http.disconnect`: one waiting
+    task per poll notices it, where asking at the moment (`Request.is_disconnected`)
+    costs a cancel scope each time.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._next: asyncio.Task[object] | None = None
+
+    def __enter__(self) -> _HangUpWatch:
+        self._next = asyncio.ensure_future(self._request.receive())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._next is not None:
+            self._next.cancel()
+
+    async def connected(self) -> bool:
+        await asyncio.sleep(0)  # a hang-up already seen by the server reaches the task
+        return self._next is not None and not self._next.done()
+
+
 def _poll_response(reply: PollReply) -> PollResponse:
     """The use case's records as the poll's answer: what the agent is offered."""
     return PollResponse(
@@ -268,11 +294,13 @@ def build_agent_router(
         if not principal.is_agent:
             raise PublicForbidden("agent token required")
         body = await _read(request, wire.decode_poll_request)
-
-        async def connected() -> bool:
-            return not await request.is_disconnected()
-
-        reply = await use_cases.poll_for_work.poll(principal, _unique_operations(body), connected)
+        if body.claim is None:
+            reply = await use_cases.poll_for_work.poll(principal, _unique_operations(body))
+        else:
+            with _HangUpWatch(request) as watch:
+                reply = await use_cases.poll_for_work.poll(
+                    principal, _unique_operations(body), watch.connected
+                )
         if reply.draining:
             return _json(wire.DRAINING_POLL_RESPONSE)
         return _json(wire.encode_poll_response(_poll_response(reply)))

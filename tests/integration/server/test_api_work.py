@@ -372,23 +372,30 @@ def test_nothing_is_claimed_for_an_agent_that_went_away(harness: ServerHarness) 
     assert record is not None and record.status is RequestStatus.DISPATCHED
 
 
+def _hold_a_claiming_poll(
+    live: LiveServer, harness: ServerHarness
+) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """A registered agent's poll asking for claims, held by the server (its answer lands
+    in the list once the thread ends)."""
+    httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)
+    replies: list[dict[str, Any]] = []
+    held = {**POLL, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
+
+    def held_poll() -> None:
+        response = httpx.post(f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30)
+        replies.append(response.json())
+
+    thread = threading.Thread(target=held_poll)
+    thread.start()
+    wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
+    return thread, replies
+
+
 def test_a_held_poll_replaced_by_a_newer_one_claims_nothing(harness: ServerHarness) -> None:
     """The agent gave the held poll up (a shutdown signal, a database gone down) and
     polled again: a job dispatched now reaches the held poll unclaimed."""
     with LiveServer(make_app(harness)) as live:
-        httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)
-        replies: list[dict[str, Any]] = []
-        held = {**POLL, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
-
-        def held_poll() -> None:
-            response = httpx.post(
-                f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30
-            )
-            replies.append(response.json())
-
-        thread = threading.Thread(target=held_poll)
-        thread.start()
-        wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
+        thread, replies = _hold_a_claiming_poll(live, harness)
         # The newer poll: answered at once (no hold), nothing to take yet.
         newer = httpx.post(
             f"{live.url}/api/agent/poll", json={**POLL, "limit": 0}, headers=AGENT_H, timeout=10
@@ -445,19 +452,7 @@ def test_a_held_poll_whose_agent_hung_up_claims_nothing(harness: ServerHarness) 
 
 def test_a_held_poll_claims_the_job_dispatched_during_the_hold(harness: ServerHarness) -> None:
     with LiveServer(make_app(harness)) as live:
-        httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)
-        replies: list[dict[str, Any]] = []
-        held = {**POLL, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
-
-        def held_poll() -> None:
-            response = httpx.post(
-                f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30
-            )
-            replies.append(response.json())
-
-        thread = threading.Thread(target=held_poll)
-        thread.start()
-        wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
+        thread, replies = _hold_a_claiming_poll(live, harness)
         request_id = harness.create()
         thread.join(10)
     assert replies[0]["jobs"] == []

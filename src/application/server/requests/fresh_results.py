@@ -19,8 +19,10 @@ from application.server.requests.results import ResultEnvelope
 
 #: How long an envelope waits for the streams of its request.
 KEEP_SECS = 5.0
-#: The most envelopes kept at once; the oldest go first.
+#: The most envelopes kept at once, and the most result text they hold between them;
+#: past either the oldest go first (a result is at most 64 KiB here).
 MAX_KEPT = 1024
+MAX_KEPT_CHARS = 8 * 1024 * 1024
 
 
 class FreshResults:
@@ -31,24 +33,34 @@ class FreshResults:
         self,
         keep_secs: float = KEEP_SECS,
         max_kept: int = MAX_KEPT,
+        max_kept_chars: int = MAX_KEPT_CHARS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._keep = keep_secs
         self._max = max_kept
+        self._max_chars = max_kept_chars
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._kept: OrderedDict[str, tuple[float, ResultEnvelope]] = OrderedDict()
+        self._chars = 0
 
     def put(self, request_id: str, envelope: ResultEnvelope) -> None:
         now = self._monotonic()
         with self._lock:
-            self._kept.pop(request_id, None)
+            self._forget(request_id)
             self._kept[request_id] = (now, envelope)
+            self._chars += _chars(envelope)
             while self._kept:
-                at, _ = next(iter(self._kept.values()))
-                if len(self._kept) <= self._max and now - at < self._keep:
+                oldest, (at, _) = next(iter(self._kept.items()))
+                within = len(self._kept) <= self._max and self._chars <= self._max_chars
+                if within and now - at < self._keep:
                     break
-                self._kept.popitem(last=False)
+                self._forget(oldest)
+
+    def _forget(self, request_id: str) -> None:
+        entry = self._kept.pop(request_id, None)
+        if entry is not None:
+            self._chars -= _chars(entry[1])
 
     def moment(self) -> float:
         """Now, on the clock `get`'s `since` is read against."""
@@ -63,3 +75,7 @@ class FreshResults:
         if entry is None or entry[0] < since or self._monotonic() - entry[0] >= self._keep:
             return None
         return entry[1]
+
+
+def _chars(envelope: ResultEnvelope) -> int:
+    return len(envelope.result_data_raw or "") + len(envelope.error_message or "")

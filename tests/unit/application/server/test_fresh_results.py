@@ -47,3 +47,15 @@ def test_envelopes_go_after_keep_secs_and_past_the_size_bound() -> None:
     fresh.put("r-3", DONE)
     fresh.put("r-4", DONE)
     assert [fresh.get(r, since) for r in ("r-2", "r-3", "r-4")] == [None, DONE, DONE]
+
+
+def test_the_oldest_go_when_the_kept_text_passes_its_bound() -> None:
+    clock = Clock()
+    fresh = FreshResults(keep_secs=5, max_kept_chars=25, monotonic=clock)
+    since = fresh.moment()
+    body = ResultEnvelope(success=True, result_data_raw="x" * 10)
+    for request_id in ("r-1", "r-2", "r-3"):
+        fresh.put(request_id, body)
+    assert [fresh.get(r, since) for r in ("r-1", "r-2", "r-3")] == [None, body, body]
+    fresh.put("r-2", body)  # recorded again: counted once
+    assert [fresh.get(r, since) for r in ("r-2", "r-3")] == [body, body]

@@ -12,7 +12,6 @@ does that from a thread of its own (docs/server.md §7.1, "Where store work runs
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import threading
@@ -20,6 +19,8 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Engine
+
+from application.server.store_calls import StoreCallsInThreads
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -30,20 +31,18 @@ log = logging.getLogger("dbward.server")
 CHECKPOINT_PERIOD_SECS = 1.0
 
 
-class SqliteStoreCalls:
-    """`StoreCalls` for the SQLite store; `writer_busy` says whether another thread holds
-    the store's write lock right now (`SqlStore.writer_busy`)."""
+class SqliteStoreCalls(StoreCallsInThreads):
+    """`StoreCalls` for the SQLite store: long work on threads as for any store, short
+    work on the loop; `writer_busy` says whether another thread holds the store's write
+    lock right now (`SqlStore.writer_busy`)."""
 
     def __init__(self, writer_busy: Callable[[], bool]) -> None:
         self._writer_busy = writer_busy
 
     async def short(self, work: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         if self._writer_busy():
-            return await asyncio.to_thread(work, *args, **kwargs)
+            return await super().short(work, *args, **kwargs)
         return work(*args, **kwargs)
-
-    async def long(self, work: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        return await asyncio.to_thread(work, *args, **kwargs)
 
 
 class WalCheckpointer:

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, delete, func, insert, select
 
 from adapters.store.engine import READ_ONLY
+from adapters.store.prepared import prepared
 from adapters.store.schema import audit_events, audit_purge_checkpoints, format_timestamp
 from domain.server.audit import CHAIN_VERSION, AuditEvent, chain
 from domain.server.audit_integrity import (
@@ -62,13 +63,13 @@ _COLUMNS = tuple(audit_events.c[name] for name in _FIELDS)
 # Built once, executed with plain parameter dicts: an event is appended by nearly every
 # write, and `insert(...).values(**row)` re-coerces each of its columns on every call (the
 # largest item of the create route's profile, docs/performance.md).
-_HEAD = select(audit_events.c.event_hash).order_by(audit_events.c.seq.desc()).limit(1)
-_PURGED_HEAD = (
+_HEAD = prepared(select(audit_events.c.event_hash).order_by(audit_events.c.seq.desc()).limit(1))
+_PURGED_HEAD = prepared(
     select(audit_purge_checkpoints.c.last_purged_hash)
     .order_by(audit_purge_checkpoints.c.purged_through_position.desc())
     .limit(1)
 )
-_INSERT = insert(audit_events)
+_INSERT = prepared(insert(audit_events))
 
 
 def append_event(

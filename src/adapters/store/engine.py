@@ -11,13 +11,19 @@ transactions from deadlocking on a lock upgrade. A connection that only reads ca
 a plain deferred `BEGIN` with the `READ_ONLY` execution option (`read_only(engine)`), so long
 reads such as audit verification do not hold the write lock.
 
+The SQLite pool hands out the connection returned last (LIFO): in WAL mode a connection drops its
+whole page cache when another connection committed since its own last transaction, so the
+event loop, which runs most store work one session after the other, keeps reusing one
+connection whose cache stays warm (about 100 page reads a request fewer).
+
 PostgreSQL: the psycopg 3 driver, `pool_pre_ping`, and READ COMMITTED pinned explicitly:
 the audit chain append (`audit_log.append_event`) reads the chain head after taking an
 advisory lock, which sees the previous holder's commit only under READ COMMITTED.
 
-Both engines are created with `hide_parameters=True`: bound parameters (a request's SQL,
-token hashes, result keys) never appear in SQLAlchemy's log lines or exception messages,
-which end up in the server log.
+Both engines connect with `prepared.PreparedConnection`, which runs the request path's
+marked statements (and SQLite's BEGIN) on the DBAPI cursor. Both are created with
+`hide_parameters=True`: bound parameters (a request's SQL, token hashes, result keys) never
+appear in SQLAlchemy's log lines or exception messages, which end up in the server log.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+
+from adapters.store.prepared import PreparedConnection
 
 #: Execution option: on SQLite, begin with a deferred `BEGIN` instead of `BEGIN IMMEDIATE`.
 #: Only for connections that never write. No effect on PostgreSQL.
@@ -57,18 +65,22 @@ def create_store_engine(
         engine = _sqlite_engine(parsed, engine_kwargs)
         if background_checkpoints:
             event.listen(engine, "connect", _no_autocheckpoint)
-        return engine
-    if parsed.drivername in _POSTGRES_DRIVERS:
-        return _postgres_engine(parsed, engine_kwargs)
-    raise ValueError(
-        f"unsupported store URL scheme {parsed.drivername!r}: "
-        "use sqlite:///<path> or postgresql://user@host/db"
-    )
+    elif parsed.drivername in _POSTGRES_DRIVERS:
+        engine = _postgres_engine(parsed, engine_kwargs)
+    else:
+        raise ValueError(
+            f"unsupported store URL scheme {parsed.drivername!r}: "
+            "use sqlite:///<path> or postgresql://user@host/db"
+        )
+    engine._connection_cls = PreparedConnection
+    return engine
 
 
 def read_only(engine: Engine) -> Engine:
     """The same engine and pool, but its SQLite transactions begin deferred (`BEGIN`)."""
-    return engine.execution_options(**{READ_ONLY: True})
+    reader = engine.execution_options(**{READ_ONLY: True})
+    reader._connection_cls = engine._connection_cls
+    return reader
 
 
 def _postgres_engine(url: URL, engine_kwargs: dict[str, Any]) -> Engine:
@@ -91,6 +103,7 @@ def _sqlite_engine(url: URL, engine_kwargs: dict[str, Any]) -> Engine:
     connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
     connect_args.update(engine_kwargs.pop("connect_args", {}))
     engine_kwargs.setdefault("hide_parameters", True)
+    engine_kwargs.setdefault("pool_use_lifo", True)
     engine = create_engine(
         url.set(drivername="sqlite+pysqlite"), connect_args=connect_args, **engine_kwargs
     )
@@ -146,7 +159,8 @@ def _switch_to_wal(cursor: Any) -> Any:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    if conn.get_execution_options().get(READ_ONLY):
-        conn.exec_driver_sql("BEGIN")
+    begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+    if isinstance(conn, PreparedConnection):
+        conn.execute_text(begin)
     else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, insert, select, update
 
+from adapters.store.prepared import prepared
 from adapters.store.schema import agents
 from adapters.store.work.base import SqlRepository, optional_timestamp, parse_optional_timestamp
 from application.server.ports.work.agents import AgentRow, AgentUpsert
@@ -60,7 +61,9 @@ def _agent(row: Row[Any]) -> AgentRow:
 
 
 #: Built once: every claim reads the claimant's agents.
-_SUBJECT_AGENTS = select(agents).where(agents.c.id == bindparam("_id")).order_by(agents.c.agent_id)
+_SUBJECT_AGENTS = prepared(
+    select(agents).where(agents.c.id == bindparam("_id")).order_by(agents.c.agent_id)
+)
 
 
 class SqlAgentRepository(SqlRepository):

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, insert, select, update
 
+from adapters.store.prepared import prepared
 from adapters.store.schema import databases, schema_snapshots
 from adapters.store.work.base import SqlRepository, database_id
 from application.server.ports.work.databases import SchemaSnapshot
@@ -29,10 +30,12 @@ def _snapshot(row: Row[Any]) -> SchemaSnapshot:
 
 
 #: Built once: every request's creation looks up its database and its schema snapshot.
-_DATABASE_ID = select(databases.c.id).where(databases.c.id == bindparam("_id"))
-_SCHEMA_SNAPSHOT = select(schema_snapshots).where(
-    schema_snapshots.c.database_name == bindparam("_database"),
-    schema_snapshots.c.environment == bindparam("_environment"),
+_DATABASE_ID = prepared(select(databases.c.id).where(databases.c.id == bindparam("_id")))
+_SCHEMA_SNAPSHOT = prepared(
+    select(schema_snapshots).where(
+        schema_snapshots.c.database_name == bindparam("_database"),
+        schema_snapshots.c.environment == bindparam("_environment"),
+    )
 )
 
 

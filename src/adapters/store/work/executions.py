@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from adapters.store.prepared import prepared
 from adapters.store.schema import approvals, executions, requests, results
 from adapters.store.work.base import (
     SqlRepository,
@@ -94,7 +95,7 @@ def _result(row: Row[Any]) -> ResultSummary:
 
 # Built once and executed with parameter dicts: `insert(...).values(**row)` coerces every
 # column again on each call, a visible share of the claim and result routes' profiles.
-_INSERT_EXECUTION = insert(executions)
+_INSERT_EXECUTION = prepared(insert(executions))
 #: The partial unique index `ux_executions_one_claimed` as a conflict target: a second
 #: claimed execution of a request is not inserted (nothing returned) instead of raising, so no
 #: savepoint is needed to keep the caller's transaction usable (SQLite and PostgreSQL
@@ -111,10 +112,10 @@ _INSERT_EXECUTION_UNLESS_CLAIMED = {
     .on_conflict_do_nothing(**_ONE_CLAIMED)
     .returning(executions.c.id),
 }
-_INSERT_RESULT = insert(results)
-_GET_EXECUTION = select(executions).where(executions.c.id == bindparam("_id"))
+_INSERT_RESULT = prepared(insert(results))
+_GET_EXECUTION = prepared(select(executions).where(executions.c.id == bindparam("_id")))
 #: Built once: every result completes its live execution (a late one builds its own).
-_COMPLETE_LIVE = (
+_COMPLETE_LIVE = prepared(
     update(executions)
     .where(executions.c.id == bindparam("_id"), executions.c.status.in_(_LIVE))
     .values(
@@ -123,7 +124,7 @@ _COMPLETE_LIVE = (
         error_message=bindparam("_error_message"),
     )
 )
-_LATEST_RESULT = (
+_LATEST_RESULT = prepared(
     select(results)
     .where(results.c.request_id == bindparam("_request_id"))
     .order_by(results.c.stored_at.desc(), results.c.id.desc())

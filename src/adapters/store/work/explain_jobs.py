@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 
+from adapters.store.prepared import prepared
 from adapters.store.schema import dry_run_jobs, preflight_jobs, requests
 from adapters.store.work.base import (
     SqlRepository,
@@ -145,7 +146,7 @@ _SCOPE_COUNTS_KEPT = 64
 
 @lru_cache(maxsize=_SCOPE_COUNTS_KEPT)
 def _pending_dry_runs(scope_count: int) -> Select[Any]:
-    return (
+    return prepared(
         select(dry_run_jobs)
         .where(
             dry_run_jobs.c.status == DryRunStatus.PENDING.value,
@@ -172,7 +173,7 @@ def _any_pending_preflight(scope_count: int) -> Select[Any]:
             preflight_jobs.c.database_name, preflight_jobs.c.environment, scope_count
         ),
     )
-    return select(pending)
+    return prepared(select(pending))
 
 
 class SqlExplainJobRepository(SqlRepository):

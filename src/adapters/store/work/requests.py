@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 
+from adapters.store.prepared import prepared
 from adapters.store.schema import approvals, request_pending_approvers, requests
 from adapters.store.work.base import (
     SqlRepository,
@@ -119,17 +120,21 @@ def request_from_row(m: Mapping[Any, Any]) -> RequestRecord:
 
 
 #: Built once, executed with a parameter dict (see `executions._INSERT_EXECUTION`).
-_INSERT_REQUEST = insert(requests)
+_INSERT_REQUEST = prepared(insert(requests))
 #: A conditional status change: SET takes the parameter keys that name columns, WHERE the
 #: `_`-prefixed ones (the request, its allowed current statuses, optionally a cutoff).
-_UPDATE_STATUS = update(requests).where(
-    requests.c.id == bindparam("_id"),
-    requests.c.status.in_(bindparam("_from", expanding=True)),
+_UPDATE_STATUS = prepared(
+    update(requests).where(
+        requests.c.id == bindparam("_id"),
+        requests.c.status.in_(bindparam("_from", expanding=True)),
+    )
 )
-_UPDATE_STATUS_IF_OLDER = _UPDATE_STATUS.where(requests.c.updated_at < bindparam("_before"))
-_GET_REQUEST = select(requests).where(requests.c.id == bindparam("_id"))
+_UPDATE_STATUS_IF_OLDER = prepared(
+    _UPDATE_STATUS.where(requests.c.updated_at < bindparam("_before"))
+)
+_GET_REQUEST = prepared(select(requests).where(requests.c.id == bindparam("_id")))
 #: The poll's query (docs/protocol.md §3.2 step 4), with and without an operations filter.
-_DISPATCHED = (
+_DISPATCHED = prepared(
     select(requests)
     .where(
         requests.c.status == RequestStatus.DISPATCHED.value,
@@ -138,8 +143,8 @@ _DISPATCHED = (
     .order_by(requests.c.updated_at, requests.c.id)
     .limit(bindparam("_limit"))
 )
-_DISPATCHED_FOR_OPERATIONS = _DISPATCHED.where(
-    requests.c.operation.in_(bindparam("_operations", expanding=True))
+_DISPATCHED_FOR_OPERATIONS = prepared(
+    _DISPATCHED.where(requests.c.operation.in_(bindparam("_operations", expanding=True)))
 )
 
 

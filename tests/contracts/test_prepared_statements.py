@@ -16,6 +16,7 @@ from adapters.store.prepared import _PLANS, PreparedConnection, PreparedResult
 from adapters.store.schema import requests
 from adapters.store.sql_store import SqlAuditRepository
 from adapters.store.work import SqlWorkRepository
+from adapters.store.work import executions as execution_statements
 from adapters.store.work import requests as request_statements
 from application.server.ports.work.executions import ExecutionRecord, ExecutionStatus
 from domain.server.audit import AuditEvent
@@ -169,6 +170,13 @@ def test_the_request_paths_statements_all_compile_for_the_prepared_path(
     )
     plans = _PLANS[conn.dialect]
     used = {statement_id for statement_id, _ in plans}
-    for statement in (_GET, _UPDATE, request_statements._DISPATCHED, audit_log._INSERT):
+    claim_insert = execution_statements._INSERT_EXECUTION_UNLESS_CLAIMED[conn.dialect.name]
+    for statement in (
+        _GET,
+        _UPDATE,
+        request_statements._DISPATCHED,
+        claim_insert,
+        audit_log._INSERT,
+    ):
         assert id(statement) in used
     assert all(plan is not None for plan in plans.values())

@@ -155,9 +155,18 @@ _TRANSACTION_CONTROL_TAGS = frozenset(
     }
 )
 #: The second layer of the select path: should the plan ever leave `BEGIN READ ONLY`, what
-#: starts next is read-only too. Set outside the transaction (a ROLLBACK would undo it
-#: otherwise); the session reset (`RESET ALL`) takes it away before the connection is reused.
+#: starts next is read-only too. A pooled session has it from its first instant and gets it
+#: back with every reset (`PostgresDatabase._session_settings`), always outside a
+#: transaction, so no ROLLBACK in a plan can undo it; a DML batch turns it off for itself
+#: (`_DML_SESSION`), in the round trip that sets its timeout, and the reset after the batch
+#: turns it on again. A select therefore needs no round trip of its own for it.
 _READ_ONLY_SESSION = "SET default_transaction_read_only = on"
+#: What a DML batch's session sets before the batch: writable transactions, and the batch's
+#: statement timeout (a literal from `_timeout_setting`: digits and `ms` only).
+_DML_SESSION = (
+    "SET default_transaction_read_only = off;"
+    " SELECT pg_catalog.set_config('statement_timeout', '{timeout}', false)"
+)
 
 #: libpq gives no SQLSTATE for a failure while connecting (the server's FATAL error reaches
 #: psycopg only as text). These are the server's own messages for 28P01 / 28000 (English
@@ -463,7 +472,11 @@ class PostgresDatabase:
     def close(self) -> None:
         self._pool.close()
 
-    def _open_connection(self, connect_timeout: float | None = None) -> Connection:
+    def _open_connection(
+        self, connect_timeout: float | None = None, *, read_only: bool = True
+    ) -> Connection:
+        """A new session with `_session_settings`; `read_only=False` only for the migration
+        runner's own connection, which runs DDL outside any transaction."""
         params = dict(self._params)
         params.setdefault("application_name", APPLICATION_NAME)
         if connect_timeout is not None:
@@ -479,22 +492,25 @@ class PostgresDatabase:
         except psycopg.Error as exc:
             raise classify_connect_error(exc, self._secrets) from None
         try:
-            connection.execute(self._session_settings(connection))
+            connection.execute(self._session_settings(connection, read_only=read_only))
         except psycopg.Error as exc:
             if not self._refused_client_check(exc):
                 _close_quietly(connection)
                 raise classify_error(exc, broken=connection.broken) from None
             try:
-                connection.execute(self._session_settings(connection))
+                connection.execute(self._session_settings(connection, read_only=read_only))
             except psycopg.Error as again:
                 _close_quietly(connection)
                 raise classify_error(again, broken=connection.broken) from None
         return connection
 
-    def _session_settings(self, connection: Connection) -> str:
+    def _session_settings(self, connection: Connection, *, read_only: bool = True) -> str:
         """The SETs a session starts with, and gets back after each job's reset: hex
-        bytea, and the dead-client check where the server has it."""
+        bytea, read-only transactions by default (`_READ_ONLY_SESSION`), and the
+        dead-client check where the server has it."""
         settings = "SET bytea_output = 'hex'"
+        if read_only:
+            settings += "; " + _READ_ONLY_SESSION
         if self._client_check and connection.info.server_version >= _CLIENT_CHECK_MIN_VERSION:
             settings += f"; SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}"
         return settings
@@ -517,7 +533,7 @@ class PostgresDatabase:
 
     def _open_migration_connection(self) -> Connection:
         """A new connection for the migration runner, which owns (and closes) it."""
-        return self._open_connection()
+        return self._open_connection(read_only=False)
 
     def _acquire(self) -> Connection:
         """A pooled connection known to be alive, or a new one.
@@ -594,7 +610,6 @@ class PostgresDatabase:
         guard = _StatementGuard(connection, cancel, timeout_secs)
         reusable = False
         try:
-            connection.execute(_READ_ONLY_SESSION)
             _begin(connection, "BEGIN READ ONLY", timeout_secs)
             streamed = self._stream_select(connection, encoded, limits, guard)
             guard.disarm()
@@ -724,10 +739,7 @@ class PostgresDatabase:
         guard = _StatementGuard(connection, cancel, timeout_secs)
         reusable = False
         try:
-            connection.execute(
-                "SELECT pg_catalog.set_config('statement_timeout', %s, false)",
-                (_timeout_setting(timeout_secs),),
-            )
+            connection.execute(_DML_SESSION.format(timeout=_timeout_setting(timeout_secs)))
             rows = _ResultRows(self._column_types, connection, limits, dml=True)
             rows_affected = self._run_batch(connection, batch, guard, rows)
             guard.disarm()

@@ -76,6 +76,8 @@ def event_hash(event: AuditEvent, prev_hash: str | None) -> str:
 
 
 def chain(event: AuditEvent, prev_hash: str | None) -> AuditEvent:
-    """The event linked after `prev_hash`, with its hash computed."""
-    linked = AuditEvent(**{**event.__dict__, "prev_hash": prev_hash, "event_hash": ""})
-    return AuditEvent(**{**linked.__dict__, "event_hash": event_hash(linked, prev_hash)})
+    """The event linked after `prev_hash`, with its hash computed (the hash takes
+    `prev_hash` as given and never the event's own link fields)."""
+    return AuditEvent(
+        **{**event.__dict__, "prev_hash": prev_hash, "event_hash": event_hash(event, prev_hash)}
+    )

@@ -105,12 +105,14 @@ _ONE_CLAIMED: dict[str, Any] = {
     "index_where": text("status = 'claimed'"),
 }
 _INSERT_EXECUTION_UNLESS_CLAIMED = {
-    "sqlite": sqlite_insert(executions)
-    .on_conflict_do_nothing(**_ONE_CLAIMED)
-    .returning(executions.c.id),
-    "postgresql": postgresql_insert(executions)
-    .on_conflict_do_nothing(**_ONE_CLAIMED)
-    .returning(executions.c.id),
+    "sqlite": prepared(
+        sqlite_insert(executions).on_conflict_do_nothing(**_ONE_CLAIMED).returning(executions.c.id)
+    ),
+    "postgresql": prepared(
+        postgresql_insert(executions)
+        .on_conflict_do_nothing(**_ONE_CLAIMED)
+        .returning(executions.c.id)
+    ),
 }
 _INSERT_RESULT = prepared(insert(results))
 _GET_EXECUTION = prepared(select(executions).where(executions.c.id == bindparam("_id")))

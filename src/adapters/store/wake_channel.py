@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from application.server.ports.services import DispatchNotifier, NotificationWaiter
+from application.server.ports.work.requests import RequestRecord
 from domain.shared.backoff import FullJitterBackoff
 
 __all__ = ["WAKE_CHANNEL", "PostgresWakeChannel"]
@@ -71,8 +72,9 @@ class PostgresWakeChannel:
     def arm(self, topics: Iterable[str]) -> NotificationWaiter:
         return self._local.arm(topics)
 
-    def notify(self, topic: str) -> None:
-        self._local.notify(topic)
+    def notify(self, topic: str, job: RequestRecord | None = None) -> None:
+        """The named `job` stays in this process: the other replicas look it up."""
+        self._local.notify(topic, job)
         self._topics.put(topic)
 
     def notify_all(self) -> None:

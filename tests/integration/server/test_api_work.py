@@ -27,6 +27,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from adapters.crypto.ed25519_signer import Ed25519Signer
 from adapters.crypto.ed25519_verifier import Ed25519Verifier
@@ -460,6 +461,89 @@ def test_a_held_poll_claims_the_job_dispatched_during_the_hold(harness: ServerHa
     with harness.store.read() as session:
         record = session.work.get_request(request_id)
     assert record is not None and record.status is RequestStatus.RUNNING
+
+
+def _held_claiming_poll(
+    live: LiveServer, agent_id: str, operations: list[str] | None = None
+) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """One more claiming poll, of the agent `agent_id`, held by the server."""
+    capabilities = {**POLL["capabilities"]}
+    if operations is not None:
+        capabilities["operations"] = operations
+    body = {**POLL, "agent_id": agent_id, "capabilities": capabilities}
+    httpx.post(f"{live.url}/api/agent/poll", json=body, headers=AGENT_H, timeout=10)
+    replies: list[dict[str, Any]] = []
+    held = {**body, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
+
+    def held_poll() -> None:
+        response = httpx.post(f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30)
+        replies.append(response.json())
+
+    thread = threading.Thread(target=held_poll)
+    thread.start()
+    return thread, replies
+
+
+def test_a_held_poll_claims_a_created_request_without_looking_for_it(
+    harness: ServerHarness,
+) -> None:
+    """Creation names the request it dispatched: the woken poll claims it at once, with
+    no read of the dispatched requests after the creation (the hold's first look, which
+    may still be running when the test creates, comes before it)."""
+    statements: list[str] = []
+
+    def listen(_conn: Any, _cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with LiveServer(make_app(harness)) as live:
+        thread, replies = _held_claiming_poll(live, "agent-a")
+        wait_until(lambda: harness.notifier.waiting == 1, 10, "the poll to be held")
+        event.listen(harness.store.engine, "before_cursor_execute", listen)
+        try:
+            request_id = harness.create()
+            thread.join(10)
+        finally:
+            event.remove(harness.store.engine, "before_cursor_execute", listen)
+    assert [job["request_id"] for job in replies[0]["claimed_jobs"]] == [request_id]
+    created = next(i for i, sql in enumerate(statements) if sql.startswith("INSERT INTO requests"))
+    looks = [
+        sql
+        for sql in statements[created:]
+        if sql.startswith("SELECT requests.id") and "ORDER BY requests.updated_at" in sql
+    ]
+    assert looks == []
+    assert harness.status(request_id) is RequestStatus.RUNNING
+
+
+def test_the_poll_that_loses_a_named_request_keeps_holding(harness: ServerHarness) -> None:
+    """Two agents wait; the first creation goes to one of them, and the other, whose
+    claim of the same request was refused, stays held for the next."""
+    with LiveServer(make_app(harness)) as live:
+        first = _held_claiming_poll(live, "agent-a")
+        wait_until(lambda: harness.notifier.waiting == 1, 10, "agent-a's poll to be held")
+        second = _held_claiming_poll(live, "agent-b")
+        wait_until(lambda: harness.notifier.waiting == 2, 10, "agent-b's poll to be held")
+        one = harness.create()
+        wait_until(lambda: bool(first[1] or second[1]), 10, "one poll to answer")
+        assert harness.notifier.waiting == 1
+        other = harness.create()
+        for thread, _ in (first, second):
+            thread.join(10)
+    claimed = [
+        job["request_id"] for _, replies in (first, second) for job in replies[0]["claimed_jobs"]
+    ]
+    assert sorted(claimed) == sorted([one, other])
+
+
+def test_a_named_request_the_poll_cannot_run_leaves_it_held(harness: ServerHarness) -> None:
+    with LiveServer(make_app(harness)) as live:
+        thread, replies = _held_claiming_poll(live, "agent-a", operations=["execute_dml"])
+        wait_until(lambda: harness.notifier.waiting == 1, 10, "the poll to be held")
+        select = harness.create()
+        dml = harness.create(detail="DELETE FROM t WHERE id = 1", operation="execute_dml")
+        thread.join(10)
+    assert [job["request_id"] for job in replies[0]["claimed_jobs"]] == [dml]
+    assert harness.status(select) is RequestStatus.DISPATCHED
 
 
 def test_errors_use_the_envelope_and_protocol_codes(client: TestClient) -> None:

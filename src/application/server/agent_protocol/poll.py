@@ -258,12 +258,16 @@ class PollForWork:
         still waits for the answer), nor for a poll the agent has since replaced with a
         newer one (`_NewestPolls`): their jobs stay dispatched for others."""
         number = self._newest_polls.started(principal.subject_id, body.agent_id)
-        reply = await self._poll(principal, body)
+
+        async def may_claim() -> bool:
+            newest = self._newest_polls.is_newest(principal.subject_id, body.agent_id, number)
+            return newest and await connected()
+
+        reply = await self._poll(principal, body, may_claim)
         claim_job = self._claim_job
-        if body.claim is None or not reply.jobs or claim_job is None:
+        if body.claim is None or not reply.jobs or reply.claimed_jobs or claim_job is None:
             return reply
-        newest = self._newest_polls.is_newest(principal.subject_id, body.agent_id, number)
-        if not newest or not await connected():
+        if not await may_claim():
             return reply
         return await self._claim_for_agent(claim_job, principal, body, body.claim, reply)
 
@@ -296,7 +300,12 @@ class PollForWork:
                 offered.append(job)
         return replace(reply, jobs=tuple(offered), claimed_jobs=tuple(claimed))
 
-    async def _poll(self, principal: Principal, body: PollRequest) -> PollReply:
+    async def _poll(
+        self,
+        principal: Principal,
+        body: PollRequest,
+        may_claim: Callable[[], Awaitable[bool]] = _always_connected,
+    ) -> PollReply:
         if self._draining():
             return PollReply(draining=True)
         if not principal.is_agent:
@@ -331,6 +340,13 @@ class PollForWork:
                 notified = await waiter.wait(min(self._recheck_secs, remaining))
                 if self._draining():
                     return PollReply(draining=True)
+                named = waiter.named_jobs() if notified else None
+                if named is not None:
+                    taken = await self._take_named(principal, body, scopes, limit, named, may_claim)
+                    if taken is None:
+                        continue
+                    reply = taken
+                    break
                 # A wake-up names a dispatch in these scopes: take it at once (one
                 # transaction); only the periodic recheck looks first, read-only.
                 if notified or await self._looks.has_work(
@@ -343,9 +359,41 @@ class PollForWork:
                         break
         # Rounded, not truncated: float arithmetic makes a full 400 ms hold 399.99… ms.
         held = max(round((loop.time() - started) * 1000), 0)
-        if not reply.has_work:
+        if not reply.has_work and not reply.claimed_jobs:
             await self._calls.short(self._touch, principal, body, scopes, degraded)
         return replace(reply, wait_ms=held)
+
+    async def _take_named(
+        self,
+        principal: Principal,
+        body: PollRequest,
+        scopes: tuple[Scope, ...],
+        limit: int,
+        named: tuple[RequestRecord, ...],
+        may_claim: Callable[[], Awaitable[bool]],
+    ) -> PollReply | None:
+        """A held poll woken by dispatches that named their requests (request creation
+        does): the ones this poll would have found are claimed for the agent (the claim
+        reads the request again in its own transaction, so a named request another poll
+        took, or one cancelled since, is refused there), or offered when the poll does
+        not ask for claims or may not claim now; no read transaction looks for them
+        first. None keeps the poll held: nothing named is for it, or every claim was
+        refused (another agent won; a refusal of any other kind is met by the periodic
+        look within a second, which offers the job as before). Work the names leave out
+        (dry runs, preflights, older dispatches) is found by the agent's next poll."""
+        jobs = _wanted(named, body, scopes, limit)
+        if not jobs:
+            return None
+        offer = PollReply(
+            jobs=jobs,
+            server_version=self._server_version,
+            min_agent_version=self._settings.min_agent_version,
+        )
+        claim_job = self._claim_job
+        if body.claim is None or claim_job is None or not await may_claim():
+            return offer
+        claimed = await self._claim_for_agent(claim_job, principal, body, body.claim, offer)
+        return claimed if claimed.claimed_jobs else None
 
     def _poll_once(
         self,
@@ -485,6 +533,24 @@ def _not_running_here(
     fetched = limit + len(running) if limit > 0 else 0
     jobs = session.work.dispatched_requests(scopes, body.capabilities.operations, fetched)
     return [job for job in jobs if job.id not in running][:limit]
+
+
+def _wanted(
+    named: tuple[RequestRecord, ...], body: PollRequest, scopes: tuple[Scope, ...], limit: int
+) -> tuple[RequestRecord, ...]:
+    """Of the named dispatches, what `_not_running_here` would return: in the poll's
+    scopes and operations, not listed as running, at most `limit`."""
+    running = {job.request_id for job in body.status.active_jobs} if body.status else set()
+    operations = set(body.capabilities.operations)
+    unique = {job.id: job for job in named}.values()
+    wanted = [
+        job
+        for job in unique
+        if job.scope in scopes
+        and (not operations or job.operation in operations)
+        and job.id not in running
+    ]
+    return tuple(wanted[: max(limit, 0)])
 
 
 def _look_key(body: PollRequest, scopes: tuple[Scope, ...], limit: int) -> _LookKey:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from domain.server.errors import PayloadTooLarge
 from domain.server.sql_classification import Classification
 from domain.shared.scopes import Scope
+
+if TYPE_CHECKING:
+    from application.server.ports.work.requests import RequestRecord
 
 
 class SqlClassifier(Protocol):
@@ -123,6 +126,12 @@ class NotificationWaiter(Protocol):
         """True when notified (since arming or the last `wait`), False on timeout."""
         ...
 
+    def named_jobs(self) -> tuple[RequestRecord, ...] | None:
+        """The dispatched requests the notifications `wait` consumed named (`notify`'s
+        `job`), or None when one of them named none: then only the store says what is
+        there. Valid until the next `wait`."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> NotificationWaiter: ...
@@ -136,14 +145,18 @@ class DispatchNotifier(Protocol):
     `arm` is called on the event loop, *before* the caller checks the store, so a change
     committed between the check and the wait still wakes it. `notify` is called after
     the commit from any thread (sync use cases run in a thread pool); it must be
-    thread-safe and never block. Notifications are hints: every waiter re-reads the store,
+    thread-safe and never block. Notifications are hints: every waiter re-reads the store
+    (or, for a dispatch that names its request, claims that request, which re-reads it),
     and re-checks it periodically anyway. With a PostgreSQL store they also reach the
-    other replicas (docs/server.md §7.4).
+    other replicas (docs/server.md §7.4), without the request.
     """
 
     def arm(self, topics: Iterable[str]) -> NotificationWaiter: ...
 
-    def notify(self, topic: str) -> None: ...
+    def notify(self, topic: str, job: RequestRecord | None = None) -> None:
+        """`job`: on a dispatch topic, the request just dispatched, as committed: the
+        waiting polls of this process may claim it without looking for it first."""
+        ...
 
     def notify_all(self) -> None:
         """Wake every waiter (server draining: held polls answer at once)."""

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -458,7 +458,12 @@ class CreateRequest:
                 raise Conflict("concurrent request with the same idempotency key") from None
             return _replay(existing, fingerprint)
         self._notifier.notify(request_topic(record.id))
-        if final_status is RequestStatus.DISPATCHED or dry_runs:
+        if final_status is RequestStatus.DISPATCHED:
+            # Named, so a poll held here claims it without looking for it (poll.py); its
+            # dry runs, if any, go to the agent's next poll.
+            dispatched = replace(record, status=final_status, pre_dispatch_status=created_status)
+            self._notifier.notify(dispatch_topic(plan.scope), dispatched)
+        elif dry_runs:
             self._notifier.notify(dispatch_topic(plan.scope))
         self._metrics.request_created(final_status, record.operation)
         log.info("request created: %s, %s", record.operation.value, final_status.value)

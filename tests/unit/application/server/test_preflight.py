@@ -54,6 +54,9 @@ class Waiter:
         await asyncio.sleep(0)
         return True
 
+    def named_jobs(self) -> None:
+        return None
+
     def close(self) -> None:
         pass
 
@@ -74,7 +77,7 @@ class Notifier:
     def arm(self, topics: Iterable[str]) -> NotificationWaiter:
         return Waiter(self.answer)
 
-    def notify(self, topic: str) -> None:
+    def notify(self, topic: str, job: object = None) -> None:
         self.topics.append(topic)
 
     def notify_all(self) -> None:

@@ -53,6 +53,7 @@ from application.server.agent_protocol.results import SubmitResult
 from application.server.agent_protocol.schema_sync import SyncSchema
 from application.server.ports.services import ResultContentStore, SqlClassifier
 from application.server.ports.store import AuditListener
+from application.server.ports.work.requests import RequestRecord
 from application.server.requests.cancel import CancelRequest
 from application.server.requests.common import new_uuid
 from application.server.requests.create import CreateRequest, CreateRequestInput
@@ -217,11 +218,14 @@ class ServerHarness:
     ) -> ClaimedJob:
         return self.agents.claim_job.claim(principal, request_id, lease, agent_id)
 
-    def status(self, request_id: str) -> RequestStatus:
+    def get(self, request_id: str) -> RequestRecord:
         with self.store.read() as session:
             record = session.work.get_request(request_id)
         assert record is not None
-        return record.status
+        return record
+
+    def status(self, request_id: str) -> RequestStatus:
+        return self.get(request_id).status
 
     def audit_types(self, request_id: str | None = None) -> list[str]:
         with self.store.engine.connect() as conn:
@@ -465,6 +469,39 @@ def test_notifier_wakes_from_other_threads_and_loses_nothing() -> None:
 
     assert asyncio.run(scenario()) == (True, False, False, True)
     notifier.notify("a")  # nobody armed: a no-op
+
+
+def test_a_waiter_collects_the_jobs_named_until_a_notification_names_none(
+    server: ServerHarness,
+) -> None:
+    notifier = AsyncioNotifier()
+    first = server.get(server.create())
+    second = server.get(server.create())
+
+    async def scenario() -> list[tuple[str, ...] | None]:
+        seen: list[tuple[str, ...] | None] = []
+
+        def named() -> tuple[str, ...] | None:
+            jobs = waiter.named_jobs()
+            return None if jobs is None else tuple(job.id for job in jobs)
+
+        with notifier.arm(["a"]) as waiter:
+            await asyncio.to_thread(notifier.notify, "a", first)
+            await asyncio.to_thread(notifier.notify, "a", second)
+            await waiter.wait(5)
+            seen.append(named())
+            await asyncio.to_thread(notifier.notify, "a", first)
+            await asyncio.to_thread(notifier.notify, "a")  # names nothing: look
+            await waiter.wait(5)
+            seen.append(named())
+            await asyncio.to_thread(notifier.notify, "a", second)
+            await waiter.wait(5)
+            seen.append(named())  # a new wait starts a new collection
+            await waiter.wait(0.01)
+            seen.append(named())  # timed out: nothing named
+        return seen
+
+    assert asyncio.run(scenario()) == [(first.id, second.id), None, (second.id,), ()]
 
 
 def test_draining_releases_held_long_polls(server: ServerHarness) -> None:

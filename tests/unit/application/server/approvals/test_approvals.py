@@ -75,7 +75,7 @@ class RecordingNotifier:
     def arm(self, topics: Iterable[str]) -> NotificationWaiter:
         raise NotImplementedError
 
-    def notify(self, topic: str) -> None:
+    def notify(self, topic: str, job: object = None) -> None:
         self.topics.append(topic)
 
     def notify_all(self) -> None:

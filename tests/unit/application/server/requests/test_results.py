@@ -57,9 +57,9 @@ def test_only_what_can_end_a_result_stream_wakes_it(
     topics: list[str] = []
     notify = server.notifier.notify
 
-    def recorded(topic: str) -> None:
+    def recorded(topic: str, job: Any = None) -> None:
         topics.append(topic)
-        notify(topic)
+        notify(topic, job)
 
     monkeypatch.setattr(server.notifier, "notify", recorded)
     request_id = server.create()

@@ -188,6 +188,10 @@ class SqlRequestRepository(SqlRepository):
             self._conn.execute(_INSERT_REQUEST, values)
         elif not self._insert_or_conflict(_INSERT_REQUEST, values):
             raise DuplicateIdempotencyKey(record.idempotency_key)
+        if record.pre_dispatch_status is not None:
+            # Written past its first status (resolved and dispatched at creation): the
+            # move to its status counts as the update would have.
+            self.status_changes.append(record.status)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         return self._first(_GET_REQUEST, _request, {"_id": request_id})

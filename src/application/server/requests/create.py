@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,6 @@ from application.server.ports.work.explain_jobs import DryRunJobRecord
 from application.server.ports.work.requests import (
     DuplicateIdempotencyKey,
     RequestRecord,
-    RequestUpdate,
 )
 from application.server.requests.audit_detail import audit_detail
 from application.server.requests.common import (
@@ -347,6 +346,13 @@ class CreateRequest:
             raise Validation("reason is required by workflow policy")
         trigger = Trigger.create(emergency=body.emergency, needs_approval=needs_approval)
         created_status = transition(None, trigger)
+        # Resolved at creation: dispatched in the same transaction, so the row is written
+        # dispatched at once (the audit log still records both steps).
+        final_status = (
+            created_status
+            if created_status is RequestStatus.PENDING
+            else transition(created_status, Trigger.DISPATCH)
+        )
         now = self._clock.now()
         request_id = self._new_id()
         bind_ids(request_id=request_id)
@@ -373,7 +379,8 @@ class CreateRequest:
             database=plan.scope.database,
             environment=plan.scope.environment,
             detail=body.detail,
-            status=created_status,
+            status=final_status,
+            pre_dispatch_status=None if final_status is created_status else created_status,
             created_at=now,
             updated_at=now,
             emergency=body.emergency,
@@ -425,17 +432,7 @@ class CreateRequest:
                     session.audit.append(
                         self._bypass_event(principal, body, record, plan, now, raw_text)
                     )
-                final_status = created_status
-                if created_status is not RequestStatus.PENDING:
-                    final_status = transition(created_status, Trigger.DISPATCH)
-                    if not session.work.update_request_status(
-                        record.id,
-                        allowed_from={created_status},
-                        to=final_status,
-                        now=now,
-                        changes=RequestUpdate(pre_dispatch_status=created_status),
-                    ):
-                        raise Conflict("concurrent status change")
+                if final_status is not created_status:
                     session.audit.append(
                         audit_event(
                             new_id=self._new_id,
@@ -461,8 +458,7 @@ class CreateRequest:
         if final_status is RequestStatus.DISPATCHED:
             # Named, so a poll held here claims it without looking for it (poll.py); its
             # dry runs, if any, go to the agent's next poll.
-            dispatched = replace(record, status=final_status, pre_dispatch_status=created_status)
-            self._notifier.notify(dispatch_topic(plan.scope), dispatched)
+            self._notifier.notify(dispatch_topic(plan.scope), record)
         elif dry_runs:
             self._notifier.notify(dispatch_topic(plan.scope))
         self._metrics.request_created(final_status, record.operation)

@@ -245,7 +245,7 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
 class PreparedConnection(Connection):
     """A `Connection` that runs `prepared` statements on the DBAPI cursor (module docs)."""
 
-    def execute(  # type: ignore[override]
+    def execute(
         self,
         statement: Executable,
         parameters: Any = None,
@@ -265,7 +265,7 @@ class PreparedConnection(Connection):
                 return cast("CursorResult[Any]", self._run(plan, params))
         return super().execute(statement, parameters, execution_options=execution_options)
 
-    def scalar(  # type: ignore[override]
+    def scalar(
         self,
         statement: Executable,
         parameters: Any = None,

@@ -61,6 +61,13 @@ def _agent(row: Row[Any]) -> AgentRow:
 
 
 #: Built once: every claim reads the claimant's agents.
+#: Built once: a busy agent's polls rewrite its row whenever its saturation flips. SET
+#: takes the parameter keys that name columns, WHERE the `_`-prefixed ones.
+_UPDATE_AGENT = prepared(
+    update(agents).where(
+        agents.c.id == bindparam("_id"), agents.c.agent_id == bindparam("_agent_id")
+    )
+)
 _SUBJECT_AGENTS = prepared(
     select(agents).where(agents.c.id == bindparam("_id")).order_by(agents.c.agent_id)
 )
@@ -97,8 +104,8 @@ class SqlAgentRepository(SqlRepository):
             "degraded_scopes_json": _scopes_json(record.degraded_scopes),
             "last_seen_at": optional_timestamp(record.last_seen_at),
         }
-        this_agent = (agents.c.id == record.id) & (agents.c.agent_id == record.agent_id)
-        if self._conn.execute(update(agents).where(this_agent).values(**values)).rowcount:
+        keyed = {**values, "_id": record.id, "_agent_id": record.agent_id}
+        if self._conn.execute(_UPDATE_AGENT, keyed).rowcount:
             return False
         if self._insert_or_conflict(
             insert(agents).values(
@@ -109,7 +116,7 @@ class SqlAgentRepository(SqlRepository):
             )
         ):
             return True
-        self._conn.execute(update(agents).where(this_agent).values(**values))
+        self._conn.execute(_UPDATE_AGENT, keyed)
         return False
 
     def list_agents(self) -> list[AgentRow]:

@@ -8,32 +8,17 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel
 
 from adapters.http_api.auth import Authenticate, AuthenticateCached, no_cache
 from adapters.http_api.errors import install_error_handlers
 from adapters.http_api.middleware import ApiMetrics, BodyLimit, VersionHeader
+from adapters.http_api.routing import ERROR_RESPONSES, add_routes
 from application.server.ports.metrics import NO_METRICS, ServerMetrics
 from application.server.ports.store import StoreCalls
 from application.server.store_calls import IN_THREADS
 
 #: Default body limit for API routes; agent result and schema-sync routes get more.
 DEFAULT_BODY_LIMIT = 1024 * 1024
-
-
-class ErrorBody(BaseModel):
-    """The error envelope (docs/server.md §8.1), as /openapi.json documents every 4xx."""
-
-    error: str
-    code: str
-    hint: str | None
-
-
-#: Every route's 4xx, documented once: FastAPI would otherwise show its own 422 `detail`
-#: list, which this API never answers (a validation failure is a 400 envelope).
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": ErrorBody, "description": "The request was refused."}
-}
 
 
 def create_app(
@@ -60,7 +45,7 @@ def create_app(
     app.state.store_calls = store_calls
     install_error_handlers(app)
     for router in routers:
-        app.include_router(router)
+        add_routes(app, router)
     # Outermost last: the version header is added even to a 413 from the body limit, and
     # the metrics see that 413 too.
     app.add_middleware(BodyLimit, limit_for=body_limit_for)

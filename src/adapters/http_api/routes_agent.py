@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.http_api.app import DEFAULT_BODY_LIMIT
 from adapters.http_api.auth import PublicForbidden, current_agent, current_principal
+from adapters.http_api.routing import api_router
 from adapters.wire import agent_protocol as wire
 from application.server.agent_protocol.agents import AgentListing, ListAgents
 from application.server.agent_protocol.claim import ClaimJob
@@ -278,7 +279,7 @@ def build_agent_router(
 ) -> APIRouter:
     """The agent protocol's routes; the claim, heartbeat and result are short store work
     (`calls`), a result body bound for a file long work."""
-    router = APIRouter()
+    router = api_router()
 
     @router.get("/api/public-key")
     async def public_key(principal: Annotated[Principal, Depends(current_agent)]) -> Response:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import refuse_lone_surrogates
+from adapters.http_api.routing import api_router
 from application.server.approvals.approve import ApproveRequest
 from application.server.approvals.reject import RejectRequest
 from domain.server.errors import Validation
@@ -51,7 +52,7 @@ class ApprovalUseCases:
 
 
 def build_approval_router(use_cases: ApprovalUseCases) -> APIRouter:
-    router = APIRouter()
+    router = api_router()
 
     @router.post("/api/requests/{request_id}/approve")
     def approve(

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from adapters.http_api.auth import current_principal
+from adapters.http_api.routing import api_router
 from application.server.configuration.databases import ListDatabases
 from application.server.configuration.groups import GroupView, ListGroups
 from application.server.configuration.policies import ListPolicies
@@ -105,7 +106,7 @@ def _group_json(group: GroupView) -> dict[str, Any]:
 
 
 def build_config_router(use_cases: ConfigUseCases) -> APIRouter:
-    router = APIRouter()
+    router = api_router()
 
     @router.get("/api/workflows")
     def workflows(caller: CallerDep) -> dict[str, Any]:

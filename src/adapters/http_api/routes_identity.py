@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import MAX_OFFSET, refuse_lone_surrogates
+from adapters.http_api.routing import api_router
 from application.server.identity.audit_integrity import AuditIntegrity, SignedHead
 from application.server.identity.audit_queries import AuditQueries
 from application.server.identity.authentication import Me
@@ -220,7 +221,7 @@ def build_identity_router(
     version: str,
     is_draining: Callable[[], bool] = lambda: False,
 ) -> APIRouter:
-    router = APIRouter()
+    router = api_router()
 
     # public
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from adapters.http_api.auth import current_principal
+from adapters.http_api.routing import api_router
 from application.server.metrics_view import ViewMetrics
 from domain.server.rbac import Principal
 
@@ -15,7 +16,7 @@ __all__ = ["build_metrics_router"]
 
 
 def build_metrics_router(view: ViewMetrics) -> APIRouter:
-    router = APIRouter()
+    router = api_router()
 
     @router.get("/metrics")
     def metrics(principal: Annotated[Principal, Depends(current_principal)]) -> Response:

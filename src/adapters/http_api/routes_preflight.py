@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import refuse_lone_surrogates
+from adapters.http_api.routing import api_router
 from application.server.configuration.policy_resolution import ResolvePolicies
 from application.server.configuration.schemas import GetSchema
 from application.server.preflight import DEFAULT_EXPLAIN_TIMEOUT_MS, PreflightInput, RunPreflight
@@ -51,7 +52,7 @@ def _json(content: object) -> Response:
 
 
 def build_preflight_router(use_cases: PreflightUseCases) -> APIRouter:
-    router = APIRouter()
+    router = api_router()
 
     @router.post("/api/preflight")
     async def preflight(body: _PreflightBody, request: Request, principal: CallerDep) -> Response:

@@ -25,6 +25,7 @@ from adapters.http_api.input_checks import (
     MAX_OFFSET,
     refuse_lone_surrogates,
 )
+from adapters.http_api.routing import api_router
 from application.server.ports.store import StoreCalls
 from application.server.ports.work.explain_jobs import DryRunJobRecord, DryRunStatus
 from application.server.ports.work.requests import RequestRecord
@@ -305,7 +306,7 @@ def build_request_router(use_cases: RequestUseCases, calls: StoreCalls = IN_THRE
     """The request routes; creating a request and waiting for its result are store work
     through `calls` (short for a statement of a few lines), the others run on FastAPI's
     thread pool."""
-    router = APIRouter()
+    router = api_router()
 
     @router.post("/api/requests")
     async def create(

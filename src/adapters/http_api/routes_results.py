@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import MAX_OFFSET
+from adapters.http_api.routing import api_router
 from application.server.ports.work.executions import ListedResult
 from application.server.requests.result_list import (
     DEFAULT_RESULTS_PAGE,
@@ -47,7 +48,7 @@ def _listed(item: ListedResult) -> dict[str, Any]:
 
 
 def build_result_router(list_results: ListResults) -> APIRouter:
-    router = APIRouter()
+    router = api_router()
 
     @router.get("/api/results")
     def results(

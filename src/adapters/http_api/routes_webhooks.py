@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query
 from adapters.http_api.auth import current_principal
 from adapters.http_api.input_checks import MAX_OFFSET
 from adapters.http_api.routes_config import CONFIG_ONLY_MESSAGE
+from adapters.http_api.routing import api_router
 from application.server.ports.webhooks import WebhookDelivery
 from application.server.webhooks import ListWebhookDeliveries, ListWebhooks
 from domain.server.errors import ConfigOnly
@@ -82,7 +83,7 @@ def _delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
 
 
 def build_webhook_router(use_cases: WebhookUseCases) -> APIRouter:
-    router = APIRouter()
+    router = api_router()
 
     @router.get("/api/webhooks")
     def webhooks(caller: CallerDep) -> dict[str, Any]:

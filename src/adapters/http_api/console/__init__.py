@@ -8,12 +8,13 @@ from fastapi.staticfiles import StaticFiles
 from adapters.http_api.console.rendering import STATIC_DIR
 from adapters.http_api.console.router import ConsoleUseCases, build_console_router
 from adapters.http_api.console.security import SecurityHeaders
+from adapters.http_api.routing import add_routes
 
 __all__ = ["ConsoleUseCases", "mount_console"]
 
 
 def mount_console(app: FastAPI, use_cases: ConsoleUseCases) -> None:
     """Adds the console's pages, its own static files (no CDN) and its security headers."""
-    app.include_router(build_console_router(use_cases))
+    add_routes(app, build_console_router(use_cases))
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.add_middleware(SecurityHeaders)

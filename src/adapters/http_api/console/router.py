@@ -34,6 +34,7 @@ from adapters.http_api.console.security import (
 )
 from adapters.http_api.routes_approvals import ApprovalUseCases
 from adapters.http_api.routes_requests import RequestUseCases
+from adapters.http_api.routing import api_router
 from application.server.agent_protocol.agents import ListAgents
 from application.server.configuration.databases import ListDatabases
 from application.server.configuration.schemas import GetSchema
@@ -114,7 +115,7 @@ def _try(call: Any) -> Any:
 
 
 def build_console_router(use_cases: ConsoleUseCases) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+    router = api_router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
     sessions = use_cases.sessions
     requests = use_cases.requests
 

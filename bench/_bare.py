@@ -59,30 +59,57 @@ def _healthy(url: str) -> bool:
         return False
 
 
+class BareApp:
+    """The bare app, running: its round trips and rate can be measured in between a
+    benchmark's own, so both come from the same minutes of a machine whose speed drifts.
+    A context manager (it stops the app)."""
+
+    def __init__(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._process = subprocess.Popen([sys.executable, "-c", _APP, str(port)])
+        try:
+            wait_until(lambda: _healthy(self.url), 30, "the bare FastAPI app")
+            self._client = httpx.Client(base_url=self.url)
+            for _ in range(50):  # warm up
+                self._client.post("/echo", json=BODY)
+        except BaseException:
+            self.close()
+            raise
+
+    def round_trip(self) -> float:
+        """One sequential round trip, in ms."""
+        started = time.perf_counter()
+        self._client.post("/echo", json=BODY).raise_for_status()
+        return (time.perf_counter() - started) * 1000
+
+    def rate(self, clients: int = RATE_CLIENTS, requests: int = RATE_REQUESTS) -> float:
+        """Round trips per second with `clients` threads sending `requests` in all."""
+        return _rate(self.url, clients, requests)
+
+    def close(self) -> None:
+        if hasattr(self, "_client"):
+            self._client.close()
+        self._process.terminate()
+        self._process.wait(10)
+
+    def __enter__(self) -> BareApp:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def measure_bare(clients: int = RATE_CLIENTS) -> Bare:
     """Start the bare app, time sequential round trips and a threaded rate, stop it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-c", _APP, str(port)])
-    try:
-        wait_until(lambda: _healthy(url), 30, "the bare FastAPI app")
-        with httpx.Client(base_url=url) as client:
-            for _ in range(50):  # warm up
-                client.post("/echo", json=BODY)
-            trips: list[float] = []
-            for _ in range(ROUND_TRIPS):
-                started = time.perf_counter()
-                client.post("/echo", json=BODY).raise_for_status()
-                trips.append((time.perf_counter() - started) * 1000)
-        rate = _rate(url, clients)
-    finally:
-        process.terminate()
-        process.wait(10)
+    with BareApp() as app:
+        trips = [app.round_trip() for _ in range(ROUND_TRIPS)]
+        rate = app.rate(clients)
     return Bare(percentile(trips, 0.5), percentile(trips, 0.99), rate)
 
 
-def _rate(url: str, clients: int) -> float:
-    remaining = [RATE_REQUESTS]
+def _rate(url: str, clients: int, requests: int = RATE_REQUESTS) -> float:
+    remaining = [requests]
     lock = threading.Lock()
 
     def worker() -> None:
@@ -100,4 +127,4 @@ def _rate(url: str, clients: int) -> float:
         thread.start()
     for thread in threads:
         thread.join()
-    return RATE_REQUESTS / (time.perf_counter() - started)
+    return requests / (time.perf_counter() - started)

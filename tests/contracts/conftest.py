@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -67,15 +68,22 @@ def sql_store_engine(request: pytest.FixtureRequest) -> Engine:
     return engine
 
 
+@contextmanager
+def rolled_back(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a transaction that rolls back when the block ends."""
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            yield conn
+        finally:
+            transaction.rollback()
+
+
 @pytest.fixture
 def connection(store_engine: Engine | None) -> Iterator[Connection | None]:
     """A connection inside a transaction that rolls back after the test (None for the fake)."""
     if store_engine is None:
         yield None
         return
-    with store_engine.connect() as conn:
-        transaction = conn.begin()
-        try:
-            yield conn
-        finally:
-            transaction.rollback()
+    with rolled_back(store_engine) as conn:
+        yield conn

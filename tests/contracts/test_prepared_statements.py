@@ -21,6 +21,7 @@ from adapters.store.work import requests as request_statements
 from application.server.ports.work.executions import ExecutionRecord, ExecutionStatus
 from domain.server.audit import AuditEvent
 from domain.server.request_lifecycle import RequestStatus
+from tests.contracts.conftest import rolled_back
 from tests.contracts.work_store.records import PROD, add_request, at
 
 pytestmark = pytest.mark.integration
@@ -31,12 +32,8 @@ _UPDATE = request_statements._UPDATE_STATUS
 
 @pytest.fixture
 def conn(sql_store_engine: Engine) -> Iterator[Connection]:
-    with sql_store_engine.connect() as connection:
-        transaction = connection.begin()
-        try:
-            yield connection
-        finally:
-            transaction.rollback()
+    with rolled_back(sql_store_engine) as connection:
+        yield connection
 
 
 def _sqlalchemy_path(conn: Connection, statement: Any, params: dict[str, Any]) -> Any:

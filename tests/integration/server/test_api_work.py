@@ -373,14 +373,14 @@ def test_nothing_is_claimed_for_an_agent_that_went_away(harness: ServerHarness) 
     assert record is not None and record.status is RequestStatus.DISPATCHED
 
 
-def _hold_a_claiming_poll(
-    live: LiveServer, harness: ServerHarness
+def _held_claiming_poll(
+    live: LiveServer, poll: dict[str, Any]
 ) -> tuple[threading.Thread, list[dict[str, Any]]]:
-    """A registered agent's poll asking for claims, held by the server (its answer lands
-    in the list once the thread ends)."""
-    httpx.post(f"{live.url}/api/agent/poll", json=POLL, headers=AGENT_H, timeout=10)
+    """`poll` sent once (registering its agent), then again asking for claims, held by
+    the server in a thread (its answer lands in the list once the thread ends)."""
+    httpx.post(f"{live.url}/api/agent/poll", json=poll, headers=AGENT_H, timeout=10)
     replies: list[dict[str, Any]] = []
-    held = {**POLL, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
+    held = {**poll, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
 
     def held_poll() -> None:
         response = httpx.post(f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30)
@@ -388,8 +388,17 @@ def _hold_a_claiming_poll(
 
     thread = threading.Thread(target=held_poll)
     thread.start()
-    wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
     return thread, replies
+
+
+def _hold_a_claiming_poll(
+    live: LiveServer, harness: ServerHarness
+) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """A registered agent's poll asking for claims, held by the server (its answer lands
+    in the list once the thread ends)."""
+    held = _held_claiming_poll(live, POLL)
+    wait_until(lambda: harness.notifier.waiting > 0, 10, "the poll to be held")
+    return held
 
 
 def test_a_held_poll_replaced_by_a_newer_one_claims_nothing(harness: ServerHarness) -> None:
@@ -463,25 +472,12 @@ def test_a_held_poll_claims_the_job_dispatched_during_the_hold(harness: ServerHa
     assert record is not None and record.status is RequestStatus.RUNNING
 
 
-def _held_claiming_poll(
-    live: LiveServer, agent_id: str, operations: list[str] | None = None
-) -> tuple[threading.Thread, list[dict[str, Any]]]:
-    """One more claiming poll, of the agent `agent_id`, held by the server."""
+def _agent_poll(agent_id: str, operations: list[str] | None = None) -> dict[str, Any]:
+    """`POLL` from the agent `agent_id`, taking `operations` if given."""
     capabilities = {**POLL["capabilities"]}
     if operations is not None:
         capabilities["operations"] = operations
-    body = {**POLL, "agent_id": agent_id, "capabilities": capabilities}
-    httpx.post(f"{live.url}/api/agent/poll", json=body, headers=AGENT_H, timeout=10)
-    replies: list[dict[str, Any]] = []
-    held = {**body, "wait_ms": 20_000, "claim": {"lease_duration_secs": 60}}
-
-    def held_poll() -> None:
-        response = httpx.post(f"{live.url}/api/agent/poll", json=held, headers=AGENT_H, timeout=30)
-        replies.append(response.json())
-
-    thread = threading.Thread(target=held_poll)
-    thread.start()
-    return thread, replies
+    return {**POLL, "agent_id": agent_id, "capabilities": capabilities}
 
 
 def test_a_held_poll_claims_a_created_request_without_looking_for_it(
@@ -496,7 +492,7 @@ def test_a_held_poll_claims_a_created_request_without_looking_for_it(
         statements.append(statement)
 
     with LiveServer(make_app(harness)) as live:
-        thread, replies = _held_claiming_poll(live, "agent-a")
+        thread, replies = _held_claiming_poll(live, _agent_poll("agent-a"))
         wait_until(lambda: harness.notifier.waiting == 1, 10, "the poll to be held")
         event.listen(harness.store.engine, "before_cursor_execute", listen)
         try:
@@ -519,9 +515,9 @@ def test_the_poll_that_loses_a_named_request_keeps_holding(harness: ServerHarnes
     """Two agents wait; the first creation goes to one of them, and the other, whose
     claim of the same request was refused, stays held for the next."""
     with LiveServer(make_app(harness)) as live:
-        first = _held_claiming_poll(live, "agent-a")
+        first = _held_claiming_poll(live, _agent_poll("agent-a"))
         wait_until(lambda: harness.notifier.waiting == 1, 10, "agent-a's poll to be held")
-        second = _held_claiming_poll(live, "agent-b")
+        second = _held_claiming_poll(live, _agent_poll("agent-b"))
         wait_until(lambda: harness.notifier.waiting == 2, 10, "agent-b's poll to be held")
         one = harness.create()
         wait_until(lambda: bool(first[1] or second[1]), 10, "one poll to answer")
@@ -537,7 +533,9 @@ def test_the_poll_that_loses_a_named_request_keeps_holding(harness: ServerHarnes
 
 def test_a_named_request_the_poll_cannot_run_leaves_it_held(harness: ServerHarness) -> None:
     with LiveServer(make_app(harness)) as live:
-        thread, replies = _held_claiming_poll(live, "agent-a", operations=["execute_dml"])
+        thread, replies = _held_claiming_poll(
+            live, _agent_poll("agent-a", operations=["execute_dml"])
+        )
         wait_until(lambda: harness.notifier.waiting == 1, 10, "the poll to be held")
         select = harness.create()
         dml = harness.create(detail="DELETE FROM t WHERE id = 1", operation="execute_dml")

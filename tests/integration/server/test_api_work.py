@@ -480,49 +480,88 @@ def _agent_poll(agent_id: str, operations: list[str] | None = None) -> dict[str,
     return {**POLL, "agent_id": agent_id, "capabilities": capabilities}
 
 
+class _Looks:
+    """Counts the polls' reads of the dispatched requests, and keeps every statement."""
+
+    def __init__(self, engine: Any) -> None:
+        self.statements: list[str] = []
+        self._engine = engine
+
+    def __enter__(self) -> _Looks:
+        event.listen(self._engine, "before_cursor_execute", self._heard)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._heard)
+
+    def _heard(self, _conn: Any, _cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    def count(self, since: int = 0) -> int:
+        return sum(1 for sql in self.statements[since:] if _is_look(sql))
+
+
+def _is_look(sql: str) -> bool:
+    return sql.startswith("SELECT requests.id") and "ORDER BY requests.updated_at" in sql
+
+
+@pytest.fixture
+def quiet(tmp_path: Path) -> Iterator[ServerHarness]:
+    """A harness whose workflow runs no EXPLAIN (a creation dispatches its request and
+    nothing else a held poll would be offered) and whose held polls never look in the
+    store unprompted: every look is a poll's first, so the tests can count them."""
+    settings = default_settings(tmp_path)
+    workflows = tuple(replace(workflow, explain=False) for workflow in settings.workflows)
+    built = build_harness(
+        tmp_path,
+        replace(settings, workflows=workflows),
+        clock=MutableClock(datetime.now(UTC), follow_real_time=True),
+        poll_recheck_secs=60.0,
+    )
+    yield built
+    built.close()
+
+
+def _hold(
+    live: LiveServer, harness: ServerHarness, looks: _Looks, poll: dict[str, Any]
+) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """`poll`'s agent registered and its claiming poll held, its first look done (each
+    poll looks once: the registering one and the held one)."""
+    before, waiting = looks.count(), harness.notifier.waiting
+    held = _held_claiming_poll(live, poll)
+    wait_until(
+        lambda: looks.count(before) >= 2 and harness.notifier.waiting > waiting,
+        10,
+        "the poll to be held",
+    )
+    return held
+
+
 def test_a_held_poll_claims_a_created_request_without_looking_for_it(
-    harness: ServerHarness,
+    quiet: ServerHarness,
 ) -> None:
     """Creation names the request it dispatched: the woken poll claims it at once, with
-    no read of the dispatched requests after the creation (the hold's first look, which
-    may still be running when the test creates, comes before it)."""
-    statements: list[str] = []
-
-    def listen(_conn: Any, _cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    with LiveServer(make_app(harness)) as live:
-        thread, replies = _held_claiming_poll(live, _agent_poll("agent-a"))
-        wait_until(lambda: harness.notifier.waiting == 1, 10, "the poll to be held")
-        event.listen(harness.store.engine, "before_cursor_execute", listen)
-        try:
-            request_id = harness.create()
-            thread.join(10)
-        finally:
-            event.remove(harness.store.engine, "before_cursor_execute", listen)
+    no read of the dispatched requests after the creation."""
+    with LiveServer(make_app(quiet)) as live, _Looks(quiet.store.engine) as looks:
+        thread, replies = _hold(live, quiet, looks, _agent_poll("agent-a"))
+        created = len(looks.statements)
+        request_id = quiet.create()
+        thread.join(10)
     assert [job["request_id"] for job in replies[0]["claimed_jobs"]] == [request_id]
-    created = next(i for i, sql in enumerate(statements) if sql.startswith("INSERT INTO requests"))
-    looks = [
-        sql
-        for sql in statements[created:]
-        if sql.startswith("SELECT requests.id") and "ORDER BY requests.updated_at" in sql
-    ]
-    assert looks == []
-    assert harness.status(request_id) is RequestStatus.RUNNING
+    assert looks.count(created) == 0
+    assert quiet.status(request_id) is RequestStatus.RUNNING
 
 
-def test_the_poll_that_loses_a_named_request_keeps_holding(harness: ServerHarness) -> None:
+def test_the_poll_that_loses_a_named_request_keeps_holding(quiet: ServerHarness) -> None:
     """Two agents wait; the first creation goes to one of them, and the other, whose
     claim of the same request was refused, stays held for the next."""
-    with LiveServer(make_app(harness)) as live:
-        first = _held_claiming_poll(live, _agent_poll("agent-a"))
-        wait_until(lambda: harness.notifier.waiting == 1, 10, "agent-a's poll to be held")
-        second = _held_claiming_poll(live, _agent_poll("agent-b"))
-        wait_until(lambda: harness.notifier.waiting == 2, 10, "agent-b's poll to be held")
-        one = harness.create()
+    with LiveServer(make_app(quiet)) as live, _Looks(quiet.store.engine) as looks:
+        first = _hold(live, quiet, looks, _agent_poll("agent-a"))
+        second = _hold(live, quiet, looks, _agent_poll("agent-b"))
+        one = quiet.create()
         wait_until(lambda: bool(first[1] or second[1]), 10, "one poll to answer")
-        assert harness.notifier.waiting == 1
-        other = harness.create()
+        assert quiet.notifier.waiting == 1
+        other = quiet.create()
         for thread, _ in (first, second):
             thread.join(10)
     claimed = [
@@ -531,17 +570,15 @@ def test_the_poll_that_loses_a_named_request_keeps_holding(harness: ServerHarnes
     assert sorted(claimed) == sorted([one, other])
 
 
-def test_a_named_request_the_poll_cannot_run_leaves_it_held(harness: ServerHarness) -> None:
-    with LiveServer(make_app(harness)) as live:
-        thread, replies = _held_claiming_poll(
-            live, _agent_poll("agent-a", operations=["execute_dml"])
-        )
-        wait_until(lambda: harness.notifier.waiting == 1, 10, "the poll to be held")
-        select = harness.create()
-        dml = harness.create(detail="DELETE FROM t WHERE id = 1", operation="execute_dml")
+def test_a_named_request_the_poll_cannot_run_leaves_it_held(quiet: ServerHarness) -> None:
+    with LiveServer(make_app(quiet)) as live, _Looks(quiet.store.engine) as looks:
+        dml_only = _agent_poll("agent-a", operations=["execute_dml"])
+        thread, replies = _hold(live, quiet, looks, dml_only)
+        select = quiet.create()
+        dml = quiet.create(detail="DELETE FROM t WHERE id = 1", operation="execute_dml")
         thread.join(10)
     assert [job["request_id"] for job in replies[0]["claimed_jobs"]] == [dml]
-    assert harness.status(select) is RequestStatus.DISPATCHED
+    assert quiet.status(select) is RequestStatus.DISPATCHED
 
 
 def test_errors_use_the_envelope_and_protocol_codes(client: TestClient) -> None:

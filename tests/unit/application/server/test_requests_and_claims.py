@@ -258,9 +258,11 @@ def build_harness(
     classifier: SqlClassifier | None = None,
     listener: AuditListener | None = None,
     small_results_in_store: bool = False,
+    poll_recheck_secs: float = 0.05,
 ) -> ServerHarness:
     """`small_results_in_store`: bodies up to `SMALL_RESULT_BYTES` go to the store's
-    table, as the server's local backend does; by default every body is a file."""
+    table, as the server's local backend does; by default every body is a file.
+    `poll_recheck_secs`: how often a held poll looks in the store unprompted."""
     settings = settings or default_settings(state_dir)
     engine = create_store_engine(settings.store.url)
     migrate(engine)
@@ -357,7 +359,7 @@ def build_harness(
                 server_version=SERVER_VERSION,
                 draining=draining.is_set,
                 new_id=new_id,
-                recheck_secs=0.05,
+                recheck_secs=poll_recheck_secs,
                 claim_job=claim_job,
             ),
             claim_job=claim_job,

@@ -27,7 +27,7 @@ from dispatch_latency import dispatch_latencies
 
 HELD = 500
 TOKENS = 5
-REQUESTS = 150
+REQUESTS = 300
 TARGET_P99_RATIO = 1.5
 HOLD_MS = 60_000
 

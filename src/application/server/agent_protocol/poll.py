@@ -529,10 +529,15 @@ def _not_running_here(
     """§3.2 step 4, less the requests the agent lists in `status.active_jobs`: it is
     claiming them already, so offering them again would only answer the poll at once
     instead of holding it for the next dispatch."""
-    running = {job.request_id for job in body.status.active_jobs} if body.status else set()
+    running = _running_here(body)
     fetched = limit + len(running) if limit > 0 else 0
     jobs = session.work.dispatched_requests(scopes, body.capabilities.operations, fetched)
     return [job for job in jobs if job.id not in running][:limit]
+
+
+def _running_here(body: PollRequest) -> set[str]:
+    """The requests the agent lists in `status.active_jobs`."""
+    return {job.request_id for job in body.status.active_jobs} if body.status else set()
 
 
 def _wanted(
@@ -540,7 +545,7 @@ def _wanted(
 ) -> tuple[RequestRecord, ...]:
     """Of the named dispatches, what `_not_running_here` would return: in the poll's
     scopes and operations, not listed as running, at most `limit`."""
-    running = {job.request_id for job in body.status.active_jobs} if body.status else set()
+    running = _running_here(body)
     operations = set(body.capabilities.operations)
     unique = {job.id: job for job in named}.values()
     wanted = [

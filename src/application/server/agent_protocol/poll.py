@@ -5,10 +5,11 @@ Wire-compatible with dbward 0.2; our additions are each optional for an old peer
 * **Long-poll** (docs/agent.md §5 improvement 1): a poll carrying `wait_ms` (capped at 60 s)
   with nothing to return is held until matching work appears or the wait ends. The waiter
   is armed before the store is read, so a dispatch committed in between still wakes it;
-  the store is re-read every second anyway (replicas on one PostgreSQL do not share
-  notifications). That periodic look is shared (`_SharedLook`): every poll held on the
-  same scopes and operations waits on one store read per second, so 500 idle agents
-  cost the store one look a second, not 500. A held poll answers with
+  the store is re-read every second anyway, in case a notification was lost. That
+  periodic look is shared (`_SharedLook`): one task per set of scopes and operations
+  reads the store once a second while polls hold on it and wakes them only when it finds
+  work, so 500 idle agents cost the store one look a second and the event loop nothing
+  in between. A held poll answers with
   `"wait_ms": <ms held>`, which tells our agent the server long-polls.
 * **One row per agent**: the registry is keyed by (token subject, the poll's `agent_id`),
   so agents sharing a token do not overwrite each other (docs/server.md §7.3); the first
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -50,6 +53,8 @@ from domain.shared.versions import version_lt
 
 if TYPE_CHECKING:
     from application.server.ports.store import Store, StoreCalls, StoreSession
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_POLL_LIMIT",
@@ -157,33 +162,53 @@ _LookKey = tuple[tuple[Scope, ...], tuple[str, ...], bool, bool]
 
 
 class _SharedLook:
-    """The held polls' periodic "is there work?" reads, one per key per period.
+    """The held polls' periodic "is there work?" reads: one task per key, one read per
+    period, for as long as a poll holds on that key.
 
-    The first poll whose recheck finds no fresh answer starts the read (a task of its
-    own); every other poll held on the same key within `period_secs` awaits that same
-    read. A dispatch nobody was notified of is therefore seen within two periods, not one.
+    A held poll waits only for its notifications and its deadline; the key's task reads
+    the store every `period_secs` and, when it finds work nobody was notified of, wakes
+    the polls of the key's scopes (`wake`), which then look as any woken poll does. An
+    idle held poll therefore costs the loop nothing from one period to the next, however
+    many are held, and a dispatch nobody was notified of is seen within one period.
     """
 
-    def __init__(self, period_secs: float, calls: StoreCalls) -> None:
+    def __init__(
+        self, period_secs: float, calls: StoreCalls, wake: Callable[[_LookKey], None]
+    ) -> None:
         self._period = period_secs
         self._calls = calls
-        self._answers: dict[_LookKey, tuple[float, asyncio.Future[bool]]] = {}
+        self._wake = wake
+        #: Per key: the polls holding on it, and its task.
+        self._watches: dict[_LookKey, tuple[int, asyncio.Task[None]]] = {}
 
-    async def has_work(self, key: _LookKey, look: Callable[[], bool]) -> bool:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        entry = self._answers.get(key)
-        if entry is None or now - entry[0] >= self._period:
-            self._forget_older_than(now - self._period)
-            entry = (now, asyncio.ensure_future(self._calls.short(look)))
-            self._answers[key] = entry
-        # Shielded: a poll whose client went away must not cancel the others' answer.
-        return await asyncio.shield(entry[1])
+    @contextmanager
+    def holding(self, key: _LookKey, look: Callable[[], bool]) -> Iterator[None]:
+        """While the block runs, `key` is watched (its task started by the first holder,
+        with that poll's `look`, and stopped when the last one leaves)."""
+        holders, task = self._watches.get(key, (0, None))
+        if task is None:
+            task = asyncio.ensure_future(self._watch(key, look))
+        self._watches[key] = (holders + 1, task)
+        try:
+            yield
+        finally:
+            holders, task = self._watches[key]
+            if holders == 1:
+                del self._watches[key]
+                task.cancel()
+            else:
+                self._watches[key] = (holders - 1, task)
 
-    def _forget_older_than(self, moment: float) -> None:
-        stale = [key for key, (at, _) in self._answers.items() if at < moment]
-        for key in stale:
-            del self._answers[key]
+    async def _watch(self, key: _LookKey, look: Callable[[], bool]) -> None:
+        while True:
+            await asyncio.sleep(self._period)
+            try:
+                found = await self._calls.short(look)
+            except Exception:  # the store is down: the polls still hold, try next period
+                log.warning("a held poll's periodic look failed", exc_info=True)
+                continue
+            if found:
+                self._wake(key)
 
 
 @dataclass(frozen=True)
@@ -243,7 +268,7 @@ class PollForWork:
         self._calls = calls
         self._claim_job = claim_job
         self._newest_polls = _NewestPolls()
-        self._looks = _SharedLook(recheck_secs, calls)
+        self._looks = _SharedLook(recheck_secs, calls, self._wake_key)
         self._registry_writes = _RegistryWrites(registry_refresh_secs)
 
     async def poll(
@@ -336,22 +361,24 @@ class PollForWork:
                 # take them paces itself instead of re-polling into the same answer.
                 return reply
             deadline = started + wait_ms / 1000
-            while (remaining := deadline - loop.time()) > 0:
-                notified = await waiter.wait(min(self._recheck_secs, remaining))
-                if self._draining():
-                    return PollReply(draining=True)
-                named = waiter.named_jobs() if notified else None
-                if named is not None:
-                    taken = await self._take_named(principal, body, scopes, limit, named, may_claim)
-                    if taken is None:
-                        continue
-                    reply = taken
-                    break
-                # A wake-up names a dispatch in these scopes: take it at once (one
-                # transaction); only the periodic recheck looks first, read-only.
-                if notified or await self._looks.has_work(
-                    _look_key(body, scopes, limit), partial(self._has_work, body, scopes, limit)
-                ):
+            key = _look_key(body, scopes, limit)
+            with self._looks.holding(key, partial(self._has_work, body, scopes, limit)):
+                while (remaining := deadline - loop.time()) > 0:
+                    if not await waiter.wait(remaining):
+                        break
+                    if self._draining():
+                        return PollReply(draining=True)
+                    named = waiter.named_jobs()
+                    if named is not None:
+                        taken = await self._take_named(
+                            principal, body, scopes, limit, named, may_claim
+                        )
+                        if taken is None:
+                            continue
+                        reply = taken
+                        break
+                    # A wake-up names a dispatch in these scopes (or the key's periodic
+                    # look found one): take it at once, in one transaction.
                     reply = await self._calls.short(
                         self._poll_once, principal, body, scopes, degraded, limit, upgrade
                     )
@@ -440,6 +467,11 @@ class PollForWork:
             min_agent_version=self._settings.min_agent_version,
             upgrade_required=upgrade,
         )
+
+    def _wake_key(self, key: _LookKey) -> None:
+        """The key's periodic look found work: wake the polls held on its scopes."""
+        for scope in key[0]:
+            self._notifier.notify(dispatch_topic(scope))
 
     def _has_work(self, body: PollRequest, scopes: tuple[Scope, ...], limit: int) -> bool:
         """A read-only look while holding: is there anything `_poll_once` would return?"""

@@ -264,7 +264,6 @@ class PollForWork:
         self._server_version = server_version
         self._draining = draining
         self._new_id = new_id
-        self._recheck_secs = recheck_secs
         self._calls = calls
         self._claim_job = claim_job
         self._newest_polls = _NewestPolls()
@@ -329,7 +328,7 @@ class PollForWork:
         self,
         principal: Principal,
         body: PollRequest,
-        may_claim: Callable[[], Awaitable[bool]] = _always_connected,
+        may_claim: Callable[[], Awaitable[bool]],
     ) -> PollReply:
         if self._draining():
             return PollReply(draining=True)
